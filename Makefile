@@ -1,0 +1,31 @@
+# Two commands work on a fresh clone: `make demo` (the tiny CPU demo, end to end) and `make test`.
+# Each creates .venv and installs what it needs the first time.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build of torch: on this project's machines it lies on disk (PIP_FIND_LINKS).
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: demo test lint install clean
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/osstune run tiny-cpu-demo
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+test: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) build *.egg-info outputs

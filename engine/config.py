@@ -1,0 +1,278 @@
+"""Run configuration: the one schema that presets, user YAML files and `--set` overrides pass through.
+
+No torch import here: the CLI and the wizard validate configs before any engine process starts.
+"""
+
+from __future__ import annotations
+
+import copy
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the file and the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Strict):
+    id: str = Field(description="Hub id or local directory, e.g. openai/gpt-oss-20b")
+    init: Literal["pretrained", "random"] = "pretrained"
+    # Overrides applied to the model's config.json (the tiny demo shrinks every dimension here).
+    architecture: dict[str, Any] = Field(default_factory=dict)
+    dtype: Literal["bfloat16", "float32"] = "bfloat16"
+    # auto: flex_attention on CUDA, eager on CPU.
+    attn_implementation: Literal["auto", "eager", "flex_attention", "sdpa"] = "auto"
+    tokenizer: str | None = Field(
+        default=None, description="Tokenizer id or dir; default the model's, offline builder when offline"
+    )
+    trust_remote_code: bool = False
+    router_aux_loss_coef: float = Field(default=0.0, ge=0.0)
+
+
+class LoraConfig(_Strict):
+    r: int = Field(default=8, gt=0)
+    alpha: int = Field(default=16, gt=0)
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    # Expert weights are parameters, not Linear modules: peft reaches them through target_parameters.
+    target_parameters: list[str] = Field(default_factory=list)
+
+
+class DistributedConfig(_Strict):
+    gpus: int = Field(default=1, ge=0, description="Processes per node (0 = CPU, one process)")
+    nnodes: int = Field(default=1, ge=1)
+    fsdp: bool = False
+    cpu_offload: bool = False
+    backend: Literal["auto", "nccl", "gloo"] = "auto"
+
+    @property
+    def world_size(self) -> int:
+        return max(self.gpus, 1) * self.nnodes
+
+
+class TrainingConfig(_Strict):
+    learning_rate: float = Field(default=2e-4, gt=0.0, lt=1.0)
+    lr_scheduler: Literal["constant_with_warmup", "cosine", "linear"] = "cosine"
+    warmup_steps: int = Field(default=0, ge=0)
+    sequence_len: int = Field(default=2048, ge=16)
+    micro_batch_size: int = Field(default=1, ge=1)
+    gradient_accumulation_steps: int = Field(default=1, ge=1)
+    num_epochs: float = Field(default=1.0, gt=0.0)
+    max_steps: int | None = Field(default=None, ge=1, description="Optimizer steps; overrides epochs")
+    optimizer: Literal["adamw_torch_fused", "adamw_torch"] = "adamw_torch_fused"
+    weight_decay: float = Field(default=0.0, ge=0.0)
+    adam_beta1: float = Field(default=0.9, ge=0.0, lt=1.0)
+    adam_beta2: float = Field(default=0.999, ge=0.0, lt=1.0)
+    max_grad_norm: float | None = Field(default=1.0, gt=0.0)
+    gradient_checkpointing: bool = True
+    seed: int = 42
+    logging_steps: int = Field(default=1, ge=1)
+
+
+class DatasetConfig(_Strict):
+    # A local JSON/JSONL/Parquet file or folder, a hub id, or "builtin:osstune-sample".
+    path: str = "builtin:osstune-sample"
+    split: str = "train"
+    format: Literal["auto", "messages", "sharegpt"] = "auto"
+    field_messages: str = "messages"
+    # Axolotl `message_property_mappings`: harmony property -> dataset column in each message.
+    message_property_mappings: dict[str, str] = Field(
+        default_factory=lambda: {"role": "role", "content": "content"}
+    )
+    # Axolotl `roles`: harmony role -> the dataset's names for it, e.g. {"user": ["human"]}.
+    roles: dict[str, list[str]] = Field(default_factory=dict)
+    field_thinking: str = "thinking"
+    field_tools: str = "tools"
+    reasoning_effort: Literal["low", "medium", "high"] = "medium"
+    field_reasoning_effort: str | None = Field(default=None, description="Per-row effort column")
+    model_identity: str = "You are ChatGPT, a large language model trained by OpenAI."
+    conversation_start_date: str | None = None
+    roles_to_train: list[str] = Field(default_factory=lambda: ["assistant"])
+    train_turns: Literal["all", "last", "expand"] = "all"
+    invalid_rows: Literal["skip", "fail"] = "skip"
+    overlength: Literal["drop", "truncate"] = "drop"
+    packing: bool = True
+    max_rows: int | None = Field(default=None, ge=1)
+    num_proc: int | None = Field(default=None, ge=1)
+    shuffle: bool = True
+
+
+class OutputConfig(_Strict):
+    dir: str = "./outputs/run"
+    save_steps: int | None = Field(default=None, ge=1, description="Checkpoint every N steps")
+    keep_last: int = Field(default=2, ge=1)
+    export: bool = True
+
+
+class Requirements(_Strict):
+    """What a preset needs; every figure carries its source in the preset's YAML comments."""
+
+    gpus: int = Field(ge=0)
+    peak_mem_gib_per_gpu: float = Field(ge=0.0)
+    min_gpu_mem_gib: float = Field(ge=0.0)
+    host_ram_gib: float = Field(ge=0.0)
+    disk_gib: float = Field(ge=0.0)
+    # Peak memory per GPU at other GPU counts, where a figure exists (e.g. {8: 36.0}).
+    peak_mem_gib_by_gpus: dict[int, float] = Field(default_factory=dict)
+    estimate: bool = True
+    source: str = ""
+
+
+class RunConfig(_Strict):
+    name: str = "custom"
+    description: str = ""
+    model: ModelConfig
+    method: Literal["lora", "full"] = "lora"
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    requirements: Requirements | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunConfig:
+        if self.distributed.cpu_offload and not self.distributed.fsdp:
+            raise ValueError("distributed.cpu_offload needs distributed.fsdp: true")
+        if self.lora.alpha and self.method == "lora" and not (
+            self.lora.target_modules or self.lora.target_parameters
+        ):
+            raise ValueError("lora needs target_modules or target_parameters")
+        return self
+
+
+PRESET_NAMES = (
+    "gpt-oss-20b-lora-1gpu",
+    "gpt-oss-20b-fft-fsdp2-offload",
+    "gpt-oss-20b-fft-fsdp2",
+    "gpt-oss-120b-fft-fsdp2-offload",
+    "tiny-cpu-demo",
+)
+
+
+def preset_names() -> list[str]:
+    """Presets shipped as package data, in the order of PRESET_NAMES then any extra files."""
+    found = sorted(p.name[: -len(".yaml")] for p in resources.files("presets").iterdir()
+                   if p.name.endswith(".yaml"))
+    ordered = [n for n in PRESET_NAMES if n in found]
+    return ordered + [n for n in found if n not in ordered]
+
+
+def preset_text(name: str) -> str:
+    if name not in preset_names():
+        raise ConfigError(f"unknown preset {name!r}; valid presets: {', '.join(preset_names())}")
+    return (resources.files("presets") / f"{name}.yaml").read_text(encoding="utf-8")
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        else:
+            msg = e["msg"]
+            if e.get("input") is not None and e["type"] != "missing":
+                msg += f" (got {e['input']!r})"
+        lines.append(f"{source}: {key}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """`training.learning_rate=1e-4` -> (["training", "learning_rate"], 1e-4); values are YAML."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. training.learning_rate=1e-4")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {item!r}: value is not valid YAML: {e}") from e
+    return key.strip().split("."), value
+
+
+# Short keys that users reach for: `--set max_steps=30` means training.max_steps.
+SHORTCUTS = {
+    "max_steps": "training.max_steps",
+    "learning_rate": "training.learning_rate",
+    "lr": "training.learning_rate",
+    "epochs": "training.num_epochs",
+    "num_epochs": "training.num_epochs",
+    "sequence_len": "training.sequence_len",
+    "micro_batch_size": "training.micro_batch_size",
+    "gradient_accumulation_steps": "training.gradient_accumulation_steps",
+    "seed": "training.seed",
+    "output_dir": "output.dir",
+    "save_steps": "output.save_steps",
+    "gpus": "distributed.gpus",
+}
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    data = copy.deepcopy(data)
+    for item in overrides:
+        path, value = parse_override(item)
+        if len(path) == 1 and path[0] in SHORTCUTS:
+            path = SHORTCUTS[path[0]].split(".")
+        node = data
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {part} is not a section")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def validate(data: Any, source: str) -> RunConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, source)) from None
+
+
+def read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+
+
+def load_config(preset_or_path: str, overrides: list[str] | None = None) -> RunConfig:
+    """A preset name or a YAML file, then `--set` overrides; errors name the file and key."""
+    path = Path(preset_or_path)
+    if preset_or_path.endswith((".yaml", ".yml")) or path.is_file():
+        if not path.exists():
+            raise ConfigError(f"{path}: no such config file")
+        data, source = read_yaml(path), str(path)
+    else:
+        data, source = yaml.safe_load(preset_text(preset_or_path)), f"preset {preset_or_path}"
+    if overrides:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: expected a mapping at the top level")
+        data = apply_overrides(data, overrides)
+        source += " (with --set " + ", ".join(overrides) + ")"
+    return validate(data, source)
+
+
+def load_preset(name: str) -> RunConfig:
+    return load_config(name)
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json", exclude_none=False), sort_keys=False)

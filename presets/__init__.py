@@ -1,0 +1,1 @@
+"""Recipes as data: one YAML file per preset, shipped with the package (see engine.config)."""

@@ -1,0 +1,61 @@
+"""`osstune` command line (Typer). Commands live in tui/commands/; heavy imports stay inside them."""
+
+from __future__ import annotations
+
+import os
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    name="osstune",
+    help="Fine-tune GPT-OSS (20b, 120b): pick a recipe that fits, see what is trained, watch it run.",
+    no_args_is_help=False,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None if os.environ.get("NO_COLOR") else "rich",
+)
+
+
+def package_version() -> str:
+    try:
+        return version("osstune")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"osstune {package_version()}")
+        raise typer.Exit()
+
+
+@app.callback(invoke_without_command=True)
+def root(
+    ctx: typer.Context,
+    hardware: Annotated[
+        str | None, typer.Option("--hardware", help="Plan for a hardware profile (JSON) instead of this machine")
+    ] = None,
+    version_: Annotated[
+        bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Show the version")
+    ] = False,
+) -> None:
+    """With no command, open the wizard."""
+    ctx.obj = {"hardware": hardware}
+    if ctx.invoked_subcommand is None:
+        from tui.commands.wizard import open_wizard
+
+        open_wizard(hardware)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
