@@ -1,4 +1,7 @@
-"""`osstune` command line (Typer). Commands live in tui/commands/; heavy imports stay inside them."""
+"""`osstune` command line (Typer).
+
+Commands live in tui/commands/; heavy imports (torch, textual, the engine) stay inside them.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +12,12 @@ from typing import Annotated
 
 import typer
 
+from tui.commands import doctor, presets
+
 app = typer.Typer(
     name="osstune",
-    help="Fine-tune GPT-OSS (20b, 120b): pick a recipe that fits, see what is trained, watch it run.",
+    help="Fine-tune GPT-OSS (20b, 120b): pick a recipe that fits, see what is trained, "
+    "watch it run.",
     no_args_is_help=False,
     add_completion=True,
     pretty_exceptions_enable=False,
@@ -36,13 +42,16 @@ def _version_callback(value: bool) -> None:
 def root(
     ctx: typer.Context,
     hardware: Annotated[
-        str | None, typer.Option("--hardware", help="Plan for a hardware profile (JSON) instead of this machine")
+        str | None,
+        typer.Option("--hardware", help="Plan for a hardware profile (JSON), not this machine"),
     ] = None,
     version_: Annotated[
-        bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Show the version")
+        bool,
+        typer.Option("--version", callback=_version_callback, is_eager=True,
+                     help="Show the version"),
     ] = False,
 ) -> None:
-    """With no command, open the wizard."""
+    """With no command, open the wizard. --hardware here applies to every command."""
     ctx.obj = {"hardware": hardware}
     if ctx.invoked_subcommand is None:
         from tui.commands.wizard import open_wizard
@@ -50,11 +59,19 @@ def root(
         open_wizard(hardware)
 
 
+app.command("doctor")(doctor.doctor)
+app.command("presets")(presets.presets)
+
+
 def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+    except BrokenPipeError:
+        # `osstune presets | head`: the reader left; exit quietly instead of a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,381 @@
+"""What this machine has for training: GPUs (through NVML), host RAM and CPUs, free disk.
+
+No torch import: `osstune doctor`, `osstune presets` and the wizard call this before any engine
+process exists. `probe()` never raises for a missing driver or a failing NVML query; the GPU list is
+then empty (with `gpu_error` saying why) or the field that could not be read is None.
+
+A profile can also be read from a JSON file to plan for another machine (`--hardware FILE`):
+
+    {"gpus": [{"name": "NVIDIA GeForce RTX 4090", "memory_total_gib": 23.99}],
+     "ram_gib": 128, "cpu_count": 32, "disk_free_gib": 2000}
+
+Extra fields are allowed; `profile_to_dict()` writes the same format (so `osstune doctor --json`
+output loads back with `load_profile`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+GIB = 1024**3
+
+
+class HardwareProfileError(ValueError):
+    """A hardware profile file that cannot be used; the message names the file and the field."""
+
+
+@dataclass
+class GpuInfo:
+    index: int
+    name: str
+    memory_total_gib: float
+    memory_free_gib: float | None = None
+    memory_used_gib: float | None = None
+    utilization_pct: float | None = None
+    compute_capability: str | None = None
+    nvlink: bool | None = None  # True: NVML reports at least one active NVLink on this GPU
+
+
+@dataclass
+class GpuLink:
+    """Peer-to-peer reachability of a GPU pair, as NVML reports it (None: NVML did not say)."""
+
+    gpu_a: int
+    gpu_b: int
+    p2p: bool | None
+    nvlink: bool | None
+
+
+@dataclass
+class HardwareProfile:
+    gpus: list[GpuInfo]
+    ram_gib: float
+    ram_available_gib: float | None
+    cpu_count: int
+    disk_free_gib: float
+    hf_cache_free_gib: float | None
+    driver_version: str | None
+    cuda_version: str | None
+    gpu_error: str | None  # why the GPU list is empty (no driver, NVML failure, hidden GPUs)
+    source: str  # "probe" or the profile file's path
+    output_dir: str
+    gpu_links: list[GpuLink] = field(default_factory=list)
+
+
+# --- local probe -----------------------------------------------------------------------------
+
+
+def nearest_existing(path: str | os.PathLike[str]) -> Path:
+    """The path itself if it exists, else its closest existing ancestor (where it would be made)."""
+    p = Path(path).expanduser().absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def free_gib(path: str | os.PathLike[str]) -> float | None:
+    try:
+        return shutil.disk_usage(nearest_existing(path)).free / GIB
+    except OSError:
+        return None
+
+
+def hf_cache_dir() -> Path:
+    """Where huggingface_hub downloads models (HF_HUB_CACHE, else HF_HOME/hub, else the default)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    xdg = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
+    return Path(xdg).expanduser() / "huggingface" / "hub"
+
+
+def output_dir_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why training could not write to `path` (None when it can be created and written)."""
+    target = Path(path).expanduser().absolute()
+    existing = nearest_existing(target)
+    if existing == target and not target.is_dir():
+        return f"output directory {path} exists and is not a directory"
+    if not existing.is_dir():
+        return f"output directory {path} cannot be created: {existing} is not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "" if existing == target else f" (nearest existing parent {existing})"
+        return f"output directory {path} is not writable{where}: permission denied"
+    return None
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _visible_indices() -> set[int] | None:
+    """GPU indices allowed by CUDA_VISIBLE_DEVICES when it is a plain list of integers."""
+    raw = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if raw is None:
+        return None
+    parts = [p.strip() for p in raw.split(",") if p.strip()]
+    if not all(p.lstrip("-").isdigit() for p in parts):
+        return None  # UUIDs or MIG names: NVML indices cannot be matched here, show all GPUs
+    visible: set[int] = set()
+    for p in parts:
+        if int(p) < 0:
+            break  # CUDA stops at the first invalid index
+        visible.add(int(p))
+    return visible
+
+
+class _Nvml:
+    """Calls into an NVML module (pynvml or a test fake); a failed query gives None."""
+
+    def __init__(self, nvml: Any) -> None:
+        self.nvml = nvml
+
+    def query(self, fn_name: str, *args: Any) -> Any:
+        fn = getattr(self.nvml, fn_name, None)
+        if fn is None:
+            return None
+        try:
+            return fn(*args)
+        except self.nvml.NVMLError:
+            return None
+
+    def nvlink_active(self, handle: Any) -> bool | None:
+        enabled = getattr(self.nvml, "NVML_FEATURE_ENABLED", 1)
+        not_supported = getattr(self.nvml, "NVMLError_NotSupported", None)
+        answered = False
+        for link in range(getattr(self.nvml, "NVML_NVLINK_MAX_LINKS", 18)):
+            try:
+                state = self.nvml.nvmlDeviceGetNvLinkState(handle, link)
+            except self.nvml.NVMLError as e:
+                # NotSupported on the first links: a card without NVLink. Past the last link of a
+                # card with NVLink, NVML answers InvalidArgument: stop there.
+                if not_supported is not None and isinstance(e, not_supported):
+                    answered = True
+                    continue
+                break
+            answered = True
+            if state == enabled:
+                return True
+        return False if answered else None
+
+    def p2p(self, a: Any, b: Any, caps_name: str) -> bool | None:
+        caps = getattr(self.nvml, caps_name, None)
+        if caps is None:
+            return None
+        status = self.query("nvmlDeviceGetP2PStatus", a, b, caps)
+        if status is None:
+            return None
+        return status == getattr(self.nvml, "NVML_P2P_STATUS_OK", 0)
+
+
+def _gpu(nv: _Nvml, index: int, handle: Any) -> GpuInfo:
+    name = nv.query("nvmlDeviceGetName", handle)
+    mem = nv.query("nvmlDeviceGetMemoryInfo", handle)
+    util = nv.query("nvmlDeviceGetUtilizationRates", handle)
+    cc = nv.query("nvmlDeviceGetCudaComputeCapability", handle)
+    return GpuInfo(
+        index=index,
+        name=_text(name) if name is not None else f"GPU {index}",
+        memory_total_gib=round(mem.total / GIB, 2) if mem is not None else 0.0,
+        memory_free_gib=round(mem.free / GIB, 2) if mem is not None else None,
+        memory_used_gib=round(mem.used / GIB, 2) if mem is not None else None,
+        utilization_pct=float(util.gpu) if util is not None else None,
+        compute_capability=f"{cc[0]}.{cc[1]}" if cc is not None else None,
+        nvlink=nv.nvlink_active(handle),
+    )
+
+
+def _cuda_version(raw: int | None) -> str | None:
+    # NVML encodes CUDA 12.8 as 12080.
+    return None if raw is None else f"{raw // 1000}.{raw % 1000 // 10}"
+
+
+_GpuProbe = tuple[list[GpuInfo], list[GpuLink], str | None, str | None, str | None]
+
+
+def _probe_gpus(nvml: Any) -> _GpuProbe:
+    """(gpus, links, driver, cuda, error). Never raises for NVML trouble."""
+    if nvml is None:
+        try:
+            import pynvml as nvml
+        except ImportError:
+            return [], [], None, None, "nvidia-ml-py (pynvml) is not installed"
+    try:
+        nvml.nvmlInit()
+    except nvml.NVMLError as e:
+        return [], [], None, None, f"NVIDIA driver not available: {e}"
+    except OSError as e:  # a broken libnvidia-ml can fail below NVML's own error handling
+        return [], [], None, None, f"NVIDIA driver not available: {e}"
+    try:
+        nv = _Nvml(nvml)
+        driver = nv.query("nvmlSystemGetDriverVersion")
+        cuda = _cuda_version(nv.query("nvmlSystemGetCudaDriverVersion"))
+        count = nv.query("nvmlDeviceGetCount")
+        if count is None:
+            return [], [], driver and _text(driver), cuda, "NVML could not count the GPUs"
+        visible = _visible_indices()
+        handles: dict[int, Any] = {}
+        for i in range(count):
+            if visible is not None and i not in visible:
+                continue
+            handle = nv.query("nvmlDeviceGetHandleByIndex", i)
+            if handle is not None:
+                handles[i] = handle
+        gpus = [_gpu(nv, i, h) for i, h in handles.items()]
+        links = [
+            GpuLink(a, b, nv.p2p(handles[a], handles[b], "NVML_P2P_CAPS_INDEX_READ"),
+                    nv.p2p(handles[a], handles[b], "NVML_P2P_CAPS_INDEX_NVLINK"))
+            for a in handles for b in handles if a < b
+        ]
+        error = None
+        if not gpus:
+            if count == 0:
+                error = "the NVIDIA driver reports no GPUs"
+            elif visible is not None and not (visible & set(range(count))):
+                hidden = os.environ["CUDA_VISIBLE_DEVICES"]
+                error = f"CUDA_VISIBLE_DEVICES={hidden!r} hides all {count} GPUs"
+            else:
+                error = f"NVML found {count} GPUs but could not open any"
+        return gpus, links, driver and _text(driver), cuda, error
+    finally:
+        with contextlib.suppress(nvml.NVMLError):
+            nvml.nvmlShutdown()
+
+
+def probe(output_dir: str = "./outputs", nvml: Any = None) -> HardwareProfile:
+    """This machine, now. `nvml` replaces the pynvml module (tests pass a fake)."""
+    import psutil
+
+    gpus, links, driver, cuda, gpu_error = _probe_gpus(nvml)
+    mem = psutil.virtual_memory()
+    disk = free_gib(output_dir)
+    return HardwareProfile(
+        gpus=gpus,
+        ram_gib=round(mem.total / GIB, 2),
+        ram_available_gib=round(mem.available / GIB, 2),
+        cpu_count=_cpu_count(),
+        disk_free_gib=round(disk, 2) if disk is not None else 0.0,
+        hf_cache_free_gib=_round(free_gib(hf_cache_dir())),
+        driver_version=driver,
+        cuda_version=cuda,
+        gpu_error=gpu_error,
+        source="probe",
+        output_dir=str(output_dir),
+        gpu_links=links,
+    )
+
+
+def _cpu_count() -> int:
+    # The CPUs this process may run on (containers and taskset limit them), not the host's total.
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+# --- profile files ---------------------------------------------------------------------------
+
+
+def profile_to_dict(p: HardwareProfile) -> dict[str, Any]:
+    return asdict(p)
+
+
+def _number(data: dict[str, Any], key: str, where: str, *, required: bool, positive: bool = False
+            ) -> float | None:
+    if key not in data or data[key] is None:
+        if required:
+            raise HardwareProfileError(f"{where}{key}: missing (a number is required)")
+        return None
+    value = data[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise HardwareProfileError(f"{where}{key}: expected a number, got {value!r}")
+    if value < 0 or (positive and value == 0):
+        bound = "greater than 0" if positive else "0 or more"
+        raise HardwareProfileError(f"{where}{key}: must be {bound}, got {value!r}")
+    return float(value)
+
+
+def _optional(data: dict[str, Any], key: str, where: str, kind: type) -> Any:
+    value = data.get(key)
+    if value is None:
+        return None
+    is_bool = isinstance(value, bool)
+    if not isinstance(value, kind) or (is_bool and kind is not bool):
+        raise HardwareProfileError(f"{where}{key}: expected {kind.__name__}, got {value!r}")
+    return value
+
+
+def _gpu_from_dict(item: Any, i: int, where: str) -> GpuInfo:
+    at = f"{where}gpus[{i}]"
+    if not isinstance(item, dict):
+        raise HardwareProfileError(f"{at}: expected an object, got {item!r}")
+    at += "."
+    index = _optional(item, "index", at, int)
+    name = _optional(item, "name", at, str)
+    return GpuInfo(
+        index=i if index is None else index,
+        name=name or f"GPU {i}",
+        memory_total_gib=_number(item, "memory_total_gib", at, required=True, positive=True) or 0.0,
+        memory_free_gib=_number(item, "memory_free_gib", at, required=False),
+        memory_used_gib=_number(item, "memory_used_gib", at, required=False),
+        utilization_pct=_number(item, "utilization_pct", at, required=False),
+        compute_capability=_optional(item, "compute_capability", at, str),
+        nvlink=_optional(item, "nvlink", at, bool),
+    )
+
+
+def profile_from_dict(data: Any, source: str) -> HardwareProfile:
+    where = f"{source}: "
+    if not isinstance(data, dict):
+        raise HardwareProfileError(f"{where}expected a JSON object at the top level")
+    gpus = data.get("gpus")
+    if gpus is None:
+        raise HardwareProfileError(f"{where}gpus: missing (a list, [] for a machine without GPUs)")
+    if not isinstance(gpus, list):
+        raise HardwareProfileError(f"{where}gpus: expected a list, got {gpus!r}")
+    cpu_count = data.get("cpu_count")
+    if isinstance(cpu_count, bool) or not isinstance(cpu_count, int) or cpu_count < 1:
+        problem = ("missing" if cpu_count is None else
+                   f"expected a whole number >= 1, got {cpu_count!r}")
+        raise HardwareProfileError(f"{where}cpu_count: {problem}")
+    output_dir = _optional(data, "output_dir", where, str)
+    gpu_list = [_gpu_from_dict(item, i, where) for i, item in enumerate(gpus)]
+    return HardwareProfile(
+        gpus=gpu_list,
+        ram_gib=_number(data, "ram_gib", where, required=True, positive=True) or 0.0,
+        ram_available_gib=_number(data, "ram_available_gib", where, required=False),
+        cpu_count=cpu_count,
+        disk_free_gib=_number(data, "disk_free_gib", where, required=True) or 0.0,
+        hf_cache_free_gib=_number(data, "hf_cache_free_gib", where, required=False),
+        driver_version=_optional(data, "driver_version", where, str),
+        cuda_version=_optional(data, "cuda_version", where, str),
+        gpu_error=_optional(data, "gpu_error", where, str)
+        or (None if gpu_list else "the profile lists no GPUs"),
+        source=source,
+        output_dir=output_dir or "./outputs",
+    )
+
+
+def load_profile(path: str | os.PathLike[str]) -> HardwareProfile:
+    """Read a hardware profile JSON file; HardwareProfileError names the file and the field."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise HardwareProfileError(f"{path}: cannot read: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise HardwareProfileError(f"{path}: not a text file (expected JSON)") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise HardwareProfileError(
+            f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    return profile_from_dict(data, str(path))

@@ -1,0 +1,91 @@
+"""`osstune presets`: every preset with its verdict on this machine (or a profile file) and why."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from tui import output
+from tui.commands.doctor import resolve_profile
+
+if TYPE_CHECKING:
+    from engine.hardware import HardwareProfile
+    from engine.recommend import PresetVerdict
+
+VERDICT_STYLE = {"fits": "bold green", "tight": "bold yellow", "does-not-fit": "bold red"}
+
+
+def verdict_to_dict(v: PresetVerdict) -> dict[str, Any]:
+    return {
+        "name": v.name,
+        "verdict": v.verdict,
+        "reasons": list(v.reasons),
+        "recommended": v.recommended,
+        "description": v.description,
+        "requirements": v.requirements.model_dump(mode="json") if v.requirements else None,
+    }
+
+
+def describe_hardware(profile: HardwareProfile) -> str:
+    """'2x NVIDIA GeForce RTX 4090 (24.0 GiB), 252 GiB RAM, 1.6 TiB free at ./outputs'."""
+    from engine.recommend import fmt_gib
+
+    kinds: dict[tuple[str, float], int] = {}
+    for g in profile.gpus:
+        kinds[(g.name, g.memory_total_gib)] = kinds.get((g.name, g.memory_total_gib), 0) + 1
+    gpus = ", ".join(f"{n}x {name} ({fmt_gib(mem)})" for (name, mem), n in kinds.items())
+    return (f"{gpus or 'no GPU'}, {fmt_gib(profile.ram_gib)} RAM, {profile.cpu_count} CPUs, "
+            f"{fmt_gib(profile.disk_free_gib)} free at {profile.output_dir}")
+
+
+def _judge_one(name: str, profile: HardwareProfile, verdicts: list[PresetVerdict]
+               ) -> list[PresetVerdict]:
+    """The verdict for one preset name or config file; bad input ends the command."""
+    from engine.config import ConfigError, load_config, preset_names
+    from engine.recommend import judge
+
+    if name in preset_names():
+        return [v for v in verdicts if v.name == name]
+    try:
+        return [judge(load_config(name), profile)]
+    except ConfigError as e:
+        output.fail(str(e))
+
+
+def presets(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Argument(
+        help="Show only this preset, or check a config file (YAML) against the hardware")] = None,
+    hardware: Annotated[str | None, typer.Option(
+        "--hardware", help="Plan for a hardware profile (JSON) instead of this machine")] = None,
+    json_: Annotated[bool, typer.Option(
+        "--json", help="Print a JSON list: name, verdict, reasons, recommended, ...")] = False,
+    output_dir: Annotated[str | None, typer.Option(
+        "--output-dir", help="Where training would write (free disk is checked there)",
+        show_default="./outputs")] = None,
+) -> None:
+    """List the presets with a verdict (fits / tight / does-not-fit), reasons and the pick."""
+    from engine.hardware import output_dir_problem
+    from engine.recommend import TIGHT_HEADROOM, recommend
+
+    if output_dir and not (hardware or (ctx.obj or {}).get("hardware")):
+        problem = output_dir_problem(output_dir)
+        if problem:
+            output.fail(problem)
+    profile = resolve_profile(ctx, hardware, output_dir)
+    rec = recommend(profile)
+    verdicts = _judge_one(name, profile, rec.verdicts) if name else rec.verdicts
+    if json_:
+        output.print_json([verdict_to_dict(v) for v in verdicts])
+        return
+    source = "" if profile.source == "probe" else f"  [{profile.source}]"
+    output.print_line(f"Hardware: {describe_hardware(profile)}{source}")
+    rows: list[list[output.Cell]] = []
+    for v in verdicts:
+        label = v.verdict + ("\nrecommended" if v.recommended else "")
+        rows.append([(v.name, "bold" if v.recommended else ""), (label, VERDICT_STYLE[v.verdict]),
+                     "\n".join(v.reasons)])
+    output.print_table(["Preset", "Verdict", "Why"], rows, lines=True)
+    output.print_line(rec.summary)
+    output.print_line(f"tight = fits with less than {TIGHT_HEADROOM:.0%} headroom on a resource.")

@@ -1,0 +1,117 @@
+"""Console output shared by the CLI commands: one place decides styling, JSON and errors.
+
+Rules every command follows by using these helpers:
+- Styled (Rich) output only when stdout is a terminal; piped or redirected output is plain text
+  with no colour codes and no box drawing, so it can be grepped.
+- `NO_COLOR` (any non-empty value, https://no-color.org) turns colour off on a terminal too.
+- `print_json` writes machine-readable output to stdout, never styled.
+- `fail` writes `osstune: error: MESSAGE` to stderr and exits non-zero without a traceback:
+  exit code 2 (EXIT_USAGE) for bad input (a missing file, an unknown preset), 1 (EXIT_PROBLEM) when
+  the command ran and found a problem.
+
+Imports only typer/rich, which the CLI loads anyway.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn, TextIO
+
+import typer
+
+EXIT_PROBLEM = 1
+EXIT_USAGE = 2
+
+# A table cell: plain text, or (text, rich style) - the style is dropped in plain output.
+Cell = str | tuple[str, str]
+
+
+def is_terminal(stream: TextIO | None = None) -> bool:
+    stream = stream or sys.stdout
+    return hasattr(stream, "isatty") and stream.isatty()
+
+
+def use_color(stream: TextIO | None = None) -> bool:
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return False
+    return is_terminal(stream)
+
+
+def console(stderr: bool = False):  # noqa: ANN201 - rich.console.Console, imported lazily
+    """A Rich console for the terminal; colour follows `use_color`."""
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(file=stream, no_color=not use_color(stream), highlight=False)
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    """Print a one-line error to stderr and exit with `code` (no traceback)."""
+    typer.echo(f"osstune: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def warn(message: str) -> None:
+    typer.echo(f"osstune: warning: {message}", err=True)
+
+
+def print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2))
+
+
+def _text(cell: Cell) -> str:
+    return cell if isinstance(cell, str) else cell[0]
+
+
+def plain_table(columns: Sequence[str] | None, rows: Sequence[Sequence[Cell]]) -> str:
+    """Columns aligned with spaces; a cell may hold several lines (continued below itself)."""
+    grid = [list(columns)] if columns else []
+    grid += [[_text(c) for c in row] for row in rows]
+    if not grid:
+        return ""
+    widths = [max(len(line) for r in grid for line in r[i].splitlines() or [""])
+              for i in range(len(grid[0]))]
+    out = []
+    for r in grid:
+        cells = [c.splitlines() or [""] for c in r]
+        for k in range(max(len(c) for c in cells)):
+            parts = [(c[k] if k < len(c) else "").ljust(w)
+                     for c, w in zip(cells, widths, strict=True)]
+            out.append("  ".join(parts).rstrip())
+    return "\n".join(out)
+
+
+def print_table(columns: Sequence[str] | None, rows: Sequence[Sequence[Cell]],
+                title: str | None = None, lines: bool = False) -> None:
+    """A Rich table on a terminal, `plain_table` text otherwise.
+
+    columns=None: no header row. lines: rules between rows (for multi-line cells), terminal only.
+    """
+    if not is_terminal():
+        if title:
+            typer.echo(title)
+        typer.echo(plain_table(columns, rows))
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=title, show_header=columns is not None, title_justify="left",
+                  show_lines=lines)
+    for name in columns or [""] * (len(rows[0]) if rows else 0):
+        table.add_column(name)
+    for row in rows:
+        table.add_row(*(Text(c) if isinstance(c, str) else Text(c[0], style=c[1]) for c in row))
+    console().print(table)
+
+
+def print_line(text: Cell = "") -> None:
+    """One line of prose; styled on a terminal."""
+    if not is_terminal() or isinstance(text, str):
+        typer.echo(_text(text))
+        return
+    from rich.text import Text
+
+    console().print(Text(text[0], style=text[1]))
