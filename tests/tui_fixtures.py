@@ -1,0 +1,145 @@
+"""Fakes and fixed inputs for the wizard tests: a fixed hardware profile and a scripted engine."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from engine.events import EventWriter
+from engine.hardware import GpuInfo, HardwareProfile
+from tui.run_source import ProcessRunSource
+
+
+def h100_profile(gpus: int = 1) -> HardwareProfile:
+    return HardwareProfile(
+        gpus=[
+            GpuInfo(
+                index=i,
+                name="NVIDIA H100 80GB HBM3",
+                memory_total_gib=79.65,
+                memory_used_gib=0.5,
+                utilization_pct=0.0,
+                compute_capability="9.0",
+                nvlink=gpus > 1,
+            )
+            for i in range(gpus)
+        ],
+        ram_gib=225.0,
+        ram_available_gib=200.0,
+        cpu_count=26,
+        disk_free_gib=880.0,
+        hf_cache_free_gib=None,
+        driver_version="550.54.15",
+        cuda_version="12.4",
+        gpu_error=None,
+        source="tests/profiles (fixed)",
+        output_dir="./outputs",
+    )
+
+
+def cpu_profile() -> HardwareProfile:
+    return HardwareProfile(
+        gpus=[],
+        ram_gib=16.0,
+        ram_available_gib=12.0,
+        cpu_count=2,
+        disk_free_gib=100.0,
+        hf_cache_free_gib=None,
+        driver_version=None,
+        cuda_version=None,
+        gpu_error="no NVIDIA driver (NVML library not found)",
+        source="fixed CPU profile",
+        output_dir="./outputs",
+    )
+
+
+def step_event(step: int, total: int, gpus: int, loss: float | None = None) -> dict[str, Any]:
+    return dict(
+        step=step,
+        total_steps=total,
+        epoch=step / total,
+        loss=loss or 4.0 / step,
+        lr=1e-3,
+        grad_norm=1.0,
+        trained_tokens=512 * step,
+        tokens_per_s=1000.0,
+        elapsed_s=float(step),
+        eta_s=float(total - step),
+        gpus=[
+            {
+                "rank": r,
+                "device_mem_reserved_gib": 20.0 + r + step % 3,
+                "mem_allocated_gib": 10.0,
+                "mem_active_gib": 9.0,
+            }
+            for r in range(gpus)
+        ],
+    )
+
+
+class ScriptedProcess:
+    """Stands in for engine.launch.TrainingProcess: the test writes the events file itself."""
+
+    def __init__(self, output_dir: Path, gpus: int = 1) -> None:
+        self.writer = EventWriter(output_dir)
+        self.gpus = gpus
+        self.exit: int | None = None
+        self.stderr: list[str] = ["engine: starting"]
+        self.stopped = threading.Event()
+        self.killed = False
+
+    def run_start(self, total: int) -> None:
+        self.writer.emit(
+            "run_start",
+            config={},
+            world_size=self.gpus,
+            model={},
+            dataset={},
+            total_steps=total,
+            gpus=[
+                {"rank": r, "name": "NVIDIA H100 80GB HBM3", "memory_total_gib": 79.65}
+                for r in range(self.gpus)
+            ],
+        )
+
+    def step(self, step: int, total: int, loss: float | None = None) -> None:
+        self.writer.emit("step", **step_event(step, total, self.gpus, loss))
+        self.stderr.append(f"step {step}/{total}")
+
+    def finish(self, status: str = "completed", code: int = 0) -> None:
+        self.writer.emit("run_end", status=status, outputs={"export": "out/export"})
+        self.writer.close()
+        self.exit = code
+
+    # the TrainingProcess surface
+    def poll(self) -> int | None:
+        return self.exit
+
+    def stderr_tail(self, n: int = 50) -> list[str]:
+        return self.stderr[-n:]
+
+    def stop(self) -> None:
+        self.stopped.set()
+        if self.exit is None:
+            self.finish("stopped", 0)
+
+    def kill(self) -> None:
+        self.killed = True
+        self.exit = -9
+
+
+class ScriptedLauncher:
+    """A RunLauncher that hands out one ScriptedProcess and records how it was called."""
+
+    def __init__(self, gpus: int = 1) -> None:
+        self.gpus = gpus
+        self.calls: list[tuple[str, bool, bool]] = []
+        self.process: ScriptedProcess | None = None
+        self.started = threading.Event()
+
+    def __call__(self, cfg, resume: bool, force: bool) -> ProcessRunSource:  # noqa: ANN001
+        self.calls.append((cfg.output.dir, resume, force))
+        self.process = ScriptedProcess(Path(cfg.output.dir), self.gpus)
+        self.started.set()
+        return ProcessRunSource(self.process, cfg.output.dir)

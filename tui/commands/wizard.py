@@ -1,0 +1,40 @@
+"""`osstune` with no command: the Textual wizard. Textual and the engine helpers load lazily."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def open_wizard(hardware_file: str | None = None) -> None:
+    """Open the wizard, planning for this machine or for the profile in `hardware_file`."""
+    import typer
+
+    from engine.hardware import HardwareProfileError, load_profile, probe
+
+    if hardware_file is not None:
+        path = Path(hardware_file)
+        try:
+            load_profile(path)  # fail before the screen opens: a bad file is a one-line error
+        except HardwareProfileError as e:
+            typer.echo(f"osstune: {e}", err=True)
+            raise typer.Exit(2) from None
+
+        def hardware_source():  # noqa: ANN202 - HardwareProfile, imported lazily
+            return load_profile(path)
+    else:
+
+        def hardware_source():  # noqa: ANN202
+            return probe()
+
+    if not sys.stdin.isatty() or not sys.stdout.isatty():
+        typer.echo(
+            "osstune: the wizard needs a terminal; use `osstune run PRESET` for headless runs",
+            err=True,
+        )
+        raise typer.Exit(2)
+
+    from tui.app import OsstuneApp
+    from tui.run_source import ProcessRunSource
+
+    OsstuneApp(hardware_source, ProcessRunSource.launch).run()

@@ -1,0 +1,45 @@
+"""What every wizard screen shares: typed access to the app and the one worker error path."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, cast
+
+from textual.screen import Screen
+from textual.worker import Worker, WorkerState
+
+if TYPE_CHECKING:
+    from tui.app import OsstuneApp
+    from tui.screens.plan import Plan
+
+
+class WizardScreen(Screen[None]):
+    """Workers are started with a `group`; when one ends, `worker_done_<group>(result)` runs on
+    success and `worker_failed(group, error)` on failure. No other place handles worker errors."""
+
+    @property
+    def wizard(self) -> OsstuneApp:
+        return cast("OsstuneApp", self.app)
+
+    @property
+    def plan(self) -> Plan:
+        return self.wizard.plan
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        worker: Worker[Any] = event.worker
+        if event.state == WorkerState.ERROR:
+            self.worker_failed(worker.group, worker.error)
+        elif event.state == WorkerState.SUCCESS:
+            handler = getattr(self, f"worker_done_{worker.group.replace('-', '_')}", None)
+            if handler is not None:
+                handler(worker.result)
+
+    def worker_failed(self, group: str, error: BaseException | None) -> None:
+        self.notify(describe_error(error), title=f"{group} failed", severity="error", timeout=10)
+
+
+def describe_error(error: BaseException | None) -> str:
+    """One readable line: our own errors carry their message; anything else names its type."""
+    if error is None:
+        return "unknown error"
+    text = str(error).strip()
+    return text if text else type(error).__name__

@@ -1,0 +1,102 @@
+"""Screen 6: where the outputs are and the commands that merge and serve them."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from rich.console import Group
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.widgets import Footer, Header, Static
+
+from engine.config import RunConfig
+from tui.screens.base import WizardScreen
+
+
+def next_commands(cfg: RunConfig, outputs: dict[str, str]) -> list[tuple[str, str]]:
+    """(what it does, command) pairs for the finished run."""
+    out = cfg.output.dir
+    model = outputs.get("merged") or outputs.get("export") or outputs.get("model") or out
+    tp = max(cfg.distributed.gpus, 1)
+    steps: list[tuple[str, str]] = []
+    if cfg.method == "lora":
+        adapter = outputs.get("adapter") or out
+        steps.append(
+            ("merge the adapter into full weights", shlex.join(["osstune", "merge-lora", adapter]))
+        )
+        model = outputs.get("merged") or str(Path(out) / "merged")
+    elif cfg.distributed.fsdp and "merged" not in outputs:
+        steps.append(
+            (
+                "merge the sharded checkpoint (if the automatic merge did not run)",
+                shlex.join(["osstune", "merge-sharded-fsdp-weights", out]),
+            )
+        )
+    steps.append(
+        ("serve with vLLM", shlex.join(["vllm", "serve", model, "--tensor-parallel-size", str(tp)]))
+    )
+    steps.append(
+        (
+            "serve with SGLang",
+            shlex.join(
+                ["python", "-m", "sglang.launch_server", "--model-path", model, "--tp", str(tp)]
+            ),
+        )
+    )
+    return steps
+
+
+class DoneScreen(WizardScreen):
+    BINDINGS = [
+        Binding("n", "new_run", "New run"),
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("q", "app.quit", "Quit"),
+    ]
+
+    def __init__(self, config: RunConfig) -> None:
+        super().__init__()
+        self.config = config
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("Done", classes="screen-title")
+        with VerticalScroll(id="done-scroll"):
+            yield Static(self._body(), id="done-body")
+        yield Footer()
+
+    def _body(self) -> Group:
+        end = self.plan.run_end or {"status": "unknown", "outputs": {}}
+        outputs: dict[str, str] = {k: str(v) for k, v in end["outputs"].items()}
+        parts: list[Text] = [
+            Text.assemble(
+                ("Run ", "bold"),
+                (end["status"], "bold green" if end["status"] == "completed" else "bold yellow"),
+                " — output directory ",
+                (self.config.output.dir, "bold"),
+            ),
+            Text(""),
+            Text("Outputs", style="bold"),
+        ]
+        parts += [Text(f"  {name:<12} {path}") for name, path in sorted(outputs.items())] or [
+            Text("  (the engine reported none)", style="dim")
+        ]
+        parts += [Text(""), Text("Next", style="bold")]
+        for what, command in next_commands(self.config, outputs):
+            parts += [Text(f"  {what}", style="dim"), Text(f"  $ {command}")]
+        parts += [
+            Text(""),
+            Text("Repeat this run", style="bold"),
+            Text(f"  $ {self.plan.command()}"),
+        ]
+        return Group(*parts)
+
+    def action_new_run(self) -> None:
+        from tui.screens.hardware import HardwareScreen
+
+        while len(self.app.screen_stack) > 2:  # keep the default screen and the hardware screen
+            self.app.pop_screen()
+        if not isinstance(self.app.screen, HardwareScreen):
+            self.app.push_screen(HardwareScreen())

@@ -1,0 +1,69 @@
+"""Screen 1: what this machine (or the given profile) has, and which preset fits it best."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.widgets import Footer, Header, Static
+
+from tui.screens.base import WizardScreen, describe_error
+from tui.widgets.hardware_view import HardwareView
+
+if TYPE_CHECKING:
+    from engine.hardware import HardwareProfile
+    from engine.recommend import Recommendation
+
+
+class HardwareScreen(WizardScreen):
+    BINDINGS = [
+        Binding("r", "refresh", "Refresh"),
+        Binding("enter,n", "next", "Next: presets"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("Hardware", classes="screen-title")
+        with VerticalScroll(id="hardware-scroll"):
+            yield HardwareView("probing…", id="hardware")
+        yield Static("", id="recommendation", classes="summary")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.action_refresh()
+
+    def action_refresh(self) -> None:
+        self.query_one("#recommendation", Static).update("probing…")
+        self.load_hardware()
+
+    @work(thread=True, exclusive=True, group="hardware", exit_on_error=False)
+    def load_hardware(self) -> tuple[HardwareProfile, Recommendation]:
+        from engine.recommend import recommend
+
+        profile = self.wizard.hardware_source()
+        return profile, recommend(profile)
+
+    def worker_done_hardware(self, result: tuple[HardwareProfile, Recommendation]) -> None:
+        profile, recommendation = result
+        self.plan.profile, self.plan.recommendation = profile, recommendation
+        self.query_one(HardwareView).show(profile)
+        self.query_one("#recommendation", Static).update(
+            Text(recommendation.summary, style="bold" if recommendation.recommended else "yellow")
+        )
+
+    def worker_failed(self, group: str, error: BaseException | None) -> None:
+        self.query_one("#recommendation", Static).update(
+            Text.assemble(("Cannot read the hardware: ", "bold red"), describe_error(error))
+        )
+
+    def action_next(self) -> None:
+        if self.plan.recommendation is None:
+            self.notify("still reading the hardware", severity="warning")
+            return
+        from tui.screens.preset import PresetScreen
+
+        self.app.push_screen(PresetScreen())

@@ -1,0 +1,159 @@
+"""Screen 2: every preset with its verdict and the reasons in numbers; the recommended one first."""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.widgets import DataTable, Footer, Header, Static
+
+from engine.config import ConfigError, RunConfig, load_preset
+from tui.screens.base import WizardScreen
+from tui.screens.plan import yaml_text
+
+VERDICT_STYLE = {"fits": "green", "tight": "yellow", "does-not-fit": "red"}
+
+
+def _gib(value: float) -> str:
+    return f"{value:,.0f} GiB" if value >= 10 else f"{value:.1f} GiB"
+
+
+def trains_line(cfg: RunConfig) -> str:
+    if cfg.method == "lora":
+        targets = ", ".join(cfg.lora.target_modules + cfg.lora.target_parameters)
+        what = f"LoRA r={cfg.lora.r} alpha={cfg.lora.alpha} on {targets}"
+    else:
+        what = "full fine-tune (every weight)"
+    dist = cfg.distributed
+    where = "CPU" if dist.gpus == 0 else f"{dist.world_size} GPU(s)"
+    if dist.fsdp:
+        where += ", FSDP2" + (" + CPU offload" if dist.cpu_offload else "")
+    init = " (random init)" if cfg.model.init == "random" else ""
+    return f"{cfg.model.id}{init}: {what}; {where}"
+
+
+def details(cfg: RunConfig | None, verdict) -> Group:  # noqa: ANN001 - PresetVerdict
+    style = VERDICT_STYLE.get(verdict.verdict, "")
+    parts: list[Text] = [
+        Text.assemble(
+            (verdict.name, "bold"),
+            "  ",
+            (verdict.verdict, f"bold {style}"),
+            ("  ★ recommended" if verdict.recommended else "", "bold cyan"),
+        ),
+        Text(verdict.description or (cfg.description if cfg else "")),
+    ]
+    if cfg is not None:
+        parts.append(Text.assemble(("trains: ", "bold"), trains_line(cfg)))
+    req = verdict.requirements or (cfg.requirements if cfg else None)
+    if req is not None:
+        mem = f"~{_gib(req.peak_mem_gib_per_gpu)} per GPU" if req.gpus else "no GPU"
+        others = ", ".join(
+            f"{n} GPUs: ~{_gib(v)}" for n, v in sorted(req.peak_mem_gib_by_gpus.items())
+        )
+        if others:
+            mem += f" ({others})"
+        parts += [
+            Text.assemble(
+                ("expected memory: ", "bold"),
+                mem,
+                f"; card ≥ {_gib(req.min_gpu_mem_gib)}" if req.gpus else "",
+            ),
+            Text.assemble(
+                ("host RAM: ", "bold"),
+                _gib(req.host_ram_gib),
+                ("   disk needed: ", "bold"),
+                _gib(req.disk_gib),
+            ),
+            Text.assemble(
+                ("figures: ", "bold"), req.source or "?", " (estimate)" if req.estimate else ""
+            ),
+        ]
+    if verdict.reasons:
+        parts.append(Text("why:", style="bold"))
+        parts += [Text(f"  • {reason}") for reason in verdict.reasons]
+    return Group(*parts)
+
+
+class PresetScreen(WizardScreen):
+    BINDINGS = [
+        Binding("enter", "choose", "Choose", priority=True),
+        Binding("escape", "app.pop_screen", "Back"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("Preset", classes="screen-title")
+        yield DataTable(id="presets", cursor_type="row", zebra_stripes=True)
+        with VerticalScroll(id="preset-details-scroll"):
+            yield Static(id="preset-details")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        rec = self.plan.recommendation
+        assert rec is not None, "the hardware screen sets the recommendation first"
+        self.configs: dict[str, RunConfig | None] = {}
+        for v in rec.verdicts:
+            try:
+                self.configs[v.name] = load_preset(v.name)
+            except ConfigError:
+                self.configs[v.name] = None  # the verdict's reasons already say what is wrong
+        table = self.query_one(DataTable)
+        table.add_columns("", "preset", "verdict", "GPUs", "peak / GPU", "disk")
+        for v in rec.verdicts:
+            req = v.requirements
+            table.add_row(
+                Text("★", style="bold cyan") if v.recommended else "",
+                Text(v.name, style="bold" if v.recommended else ""),
+                Text(v.verdict, style=VERDICT_STYLE.get(v.verdict, "")),
+                str(req.gpus) if req else "?",
+                _gib(req.peak_mem_gib_per_gpu) if req and req.gpus else "-",
+                _gib(req.disk_gib) if req else "?",
+                key=v.name,
+            )
+        names = [v.name for v in rec.verdicts]
+        preferred = self.plan.preset or rec.recommended
+        if preferred in names:
+            table.move_cursor(row=names.index(preferred))
+        self._show(names[table.cursor_row] if names else None)
+        table.focus()
+
+    def _show(self, name: str | None) -> None:
+        rec = self.plan.recommendation
+        verdict = next((v for v in rec.verdicts if v.name == name), None) if rec else None
+        target = self.query_one("#preset-details", Static)
+        target.update(details(self.configs.get(name), verdict) if verdict else "no presets")
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._show(event.row_key.value)
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        self._choose(event.row_key.value)
+
+    def action_choose(self) -> None:
+        table = self.query_one(DataTable)
+        if table.row_count:
+            self._choose(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+
+    def _choose(self, name: str | None) -> None:
+        if name is None or self.configs.get(name) is None:
+            self.notify(f"preset {name} cannot be loaded", severity="error")
+            return
+        verdict = next(v for v in self.plan.recommendation.verdicts if v.name == name)
+        if verdict.verdict == "does-not-fit":
+            self.notify(
+                f"{name} does not fit this machine; you can still review and save it",
+                severity="warning",
+            )
+        if name != self.plan.preset:
+            self.plan.choose_preset(name)
+            remembered = self.wizard.settings
+            default_dir = self.configs[name].output.dir
+            if remembered.preset == name and remembered.output_dir not in (None, default_dir):
+                self.plan.set_override("output.dir", yaml_text(remembered.output_dir))
+        self.wizard.remember(preset=name)
+        from tui.screens.dataset import DatasetScreen
+
+        self.app.push_screen(DatasetScreen())

@@ -1,0 +1,185 @@
+"""Screen 4: the effective config as YAML, key settings editable, the command that repeats it.
+
+Every edit becomes a `--set` override on the plan and the whole config is validated again through
+`engine.config` (the same code `osstune run` uses), so an error here is exactly the error the run
+would give, shown next to the field instead of after a launch.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from rich.syntax import Syntax
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import Footer, Header, Input, Label, Static
+
+from engine.config import ConfigError, RunConfig, dump_config, load_preset
+from tui.screens.base import WizardScreen
+from tui.screens.plan import yaml_text
+
+# (dotted key, label, lora only)
+FIELDS: list[tuple[str, str, bool]] = [
+    ("training.learning_rate", "learning rate", False),
+    ("training.num_epochs", "epochs", False),
+    ("training.max_steps", "max steps", False),
+    ("training.sequence_len", "sequence len", False),
+    ("training.micro_batch_size", "micro batch", False),
+    ("training.gradient_accumulation_steps", "grad accum", False),
+    ("lora.r", "LoRA r", True),
+    ("lora.alpha", "LoRA alpha", True),
+    ("output.dir", "output dir", False),
+]
+_ERROR_KEY = re.compile(
+    r"((?:model|method|lora|distributed|training|dataset|output|name)"
+    r"[\w.]*): (.*)$"
+)
+
+
+def field_value(cfg: RunConfig, key: str) -> Any:
+    node: Any = cfg
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def field_text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def error_lines(message: str) -> list[tuple[str | None, str]]:
+    """ConfigError text -> (dotted key or None, 'key: what is wrong') per line, source dropped."""
+    out = []
+    for line in message.splitlines():
+        match = _ERROR_KEY.search(line)
+        out.append(
+            (match.group(1), f"{match.group(1)}: {match.group(2)}") if match else (None, line)
+        )
+    return out
+
+
+class ReviewScreen(WizardScreen):
+    BINDINGS = [
+        Binding("ctrl+n", "start", "Start training", priority=True),
+        Binding("ctrl+s", "save", "Save config", priority=True),
+        Binding("escape", "app.pop_screen", "Back"),
+    ]
+
+    valid = False
+
+    def compose(self) -> ComposeResult:
+        self.base = load_preset(str(self.plan.preset))
+        current = self._config_or_base()
+        yield Header()
+        yield Static("Review", classes="screen-title")
+        with Horizontal(id="review-main"):
+            with Vertical(id="review-form"):
+                for key, label, lora_only in FIELDS:
+                    if lora_only and current.method != "lora":
+                        continue
+                    with Horizontal(classes="field"):
+                        yield Label(label, classes="field-label")
+                        yield Input(
+                            field_text(field_value(current, key)),
+                            name=key,
+                            id=f"f-{key.replace('.', '-')}",
+                            compact=True,
+                        )
+                with Horizontal(classes="field"):
+                    yield Label("save as", classes="field-label")
+                    yield Input(f"{self.plan.preset}-run.yaml", id="save-path", compact=True)
+                yield Static(id="review-errors", classes="error")
+            with VerticalScroll(id="review-yaml-scroll"):
+                yield Static(id="review-yaml")
+        yield Static(id="review-command", classes="summary")
+        yield Footer()
+
+    def _config_or_base(self) -> RunConfig:
+        try:
+            return self.plan.config()
+        except ConfigError:
+            return self.base
+
+    def on_mount(self) -> None:
+        self.validate()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        key = event.input.name
+        if not key:
+            return
+        text = event.value.strip()
+        if text == field_text(field_value(self.base, key)):
+            self.plan.set_override(key, None)
+        elif key == "output.dir":
+            self.plan.set_override(key, yaml_text(text))
+        else:
+            self.plan.set_override(key, text or "null")
+        self.validate()
+
+    def validate(self) -> RunConfig | None:
+        errors = self.query_one("#review-errors", Static)
+        for field in self.query(Input):
+            field.remove_class("-invalid")
+        try:
+            cfg = self.plan.config()
+        except ConfigError as e:
+            lines = error_lines(str(e))
+            for key, _ in lines:
+                if key is not None:
+                    for field in self.query(Input):
+                        if field.name == key:
+                            field.add_class("-invalid")
+            errors.update(Text("\n".join(text for _, text in lines)))
+            self.query_one("#review-command", Static).update(Text("fix the errors above", "yellow"))
+            self.valid = False
+            self.refresh_bindings()
+            return None
+        errors.update("")
+        self.query_one("#review-yaml", Static).update(
+            Syntax(dump_config(cfg), "yaml", theme="ansi_dark", background_color="default")
+        )
+        self.query_one("#review-command", Static).update(
+            Text.assemble(("repeat with: ", "dim"), ("$ " + self.plan.command(), "bold"))
+        )
+        self.valid = True
+        self.refresh_bindings()
+        return cfg
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("start", "save"):
+            return self.valid
+        return True
+
+    def action_save(self) -> None:
+        cfg = self.validate()
+        if cfg is None:
+            return
+        path = Path(self.query_one("#save-path", Input).value.strip() or "osstune-run.yaml")
+        text = dump_config(cfg)
+        if path.exists() and path.read_text(encoding="utf-8") != text:
+            self.notify(f"{path} exists and differs: choose another name", severity="error")
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+        except OSError as e:
+            self.notify(f"cannot write {path}: {e.strerror or e}", severity="error")
+            return
+        self.plan.saved_config = str(path)
+        self.notify(f"saved {path}")
+        self.validate()
+
+    def action_start(self) -> None:
+        cfg = self.validate()
+        if cfg is None:
+            return
+        self.wizard.remember(
+            preset=self.plan.preset, dataset=cfg.dataset.path, output_dir=cfg.output.dir
+        )
+        from tui.screens.training import TrainingScreen
+
+        self.app.push_screen(TrainingScreen(cfg))

@@ -1,0 +1,274 @@
+"""Screen 5: the engine subprocess, live: loss, learning rate, per-GPU memory, log tail.
+
+The run is started through the launcher the app was given (the same TrainingProcess as `osstune
+run`). A thread worker polls the source and posts `RunProgress`; those coalesce, and each handler
+call reads one snapshot, so a burst of steps costs one repaint and the UI thread never reads files.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Footer, Header, Sparkline, Static
+from textual.worker import get_current_worker
+
+from engine.config import RunConfig
+from tui.run_source import RunMonitor, RunProgress, RunSnapshot, RunSource
+from tui.screens.base import WizardScreen, describe_error
+from tui.widgets.log_tail import LogTail
+from tui.widgets.loss_chart import LossChart
+from tui.widgets.memory_panel import MemoryPanel
+
+POLL_S = 0.2
+KILL_CONFIRM_S = 3.0
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(max(seconds, 0))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+def stats_line(snap: RunSnapshot) -> Text:
+    total = snap.total_steps if snap.total_steps is not None else "?"
+    parts = [("step ", "dim"), (f"{snap.step}/{total}", "bold")]
+    if snap.loss is not None:
+        parts += [("  loss ", "dim"), (f"{snap.loss:.4f}", "bold cyan")]
+    if snap.lr is not None:
+        parts += [("  lr ", "dim"), f"{snap.lr:.2e}"]
+    if snap.tokens_per_s is not None:
+        parts += [("  tok/s ", "dim"), f"{snap.tokens_per_s:,.0f}"]
+    if snap.epoch is not None:
+        parts += [("  epoch ", "dim"), f"{snap.epoch:.2f}"]
+    parts += [
+        ("  elapsed ", "dim"),
+        fmt_duration(snap.elapsed_s),
+        ("  ETA ", "dim"),
+        fmt_duration(snap.eta_s),
+    ]
+    return Text.assemble(*parts)
+
+
+def output_in_use(output_dir: str) -> bool:
+    path = Path(output_dir)
+    return path.is_dir() and any(path.iterdir())
+
+
+class ResumeDialog(ModalScreen[str]):
+    """The output directory already holds a run: resume it, start over, or go back."""
+
+    BINDINGS = [
+        Binding("r", "dismiss('resume')", "Resume"),
+        Binding("o", "dismiss('overwrite')", "Start over"),
+        Binding("escape", "dismiss('cancel')", "Cancel"),
+    ]
+
+    def __init__(self, output_dir: str) -> None:
+        super().__init__()
+        self.output_dir = output_dir
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="resume-dialog"):
+            yield Static(Text.assemble(("Output directory in use: ", "bold"), self.output_dir))
+            yield Static(
+                "r  resume from its last checkpoint\n"
+                "o  start over (replaces what is there)\n"
+                "esc  go back and pick another output directory"
+            )
+        yield Footer()
+
+
+class TrainingScreen(WizardScreen):
+    BINDINGS = [
+        Binding("s", "stop", "Stop (checkpoint)"),
+        Binding("k", "kill", "Kill"),
+        Binding("r", "resume", "Resume"),
+        Binding("enter", "done", "Done"),
+        Binding("escape", "back", "Back"),
+    ]
+
+    def __init__(self, config: RunConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.monitor: RunMonitor | None = None
+        self.snapshot = RunSnapshot()
+        self.running = False
+        self._kill_armed_at: float | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(id="run-title", classes="screen-title")
+        yield Static(stats_line(self.snapshot), id="run-stats")
+        with Horizontal(id="run-main"):
+            with Vertical(id="run-charts"):
+                yield LossChart(id="loss-chart")
+                with Horizontal(id="lr-row"):
+                    yield Static("lr", id="lr-label")
+                    yield Sparkline([], id="lr-spark")
+            with VerticalScroll(id="run-memory"):
+                yield MemoryPanel(id="memory")
+        yield Static(id="run-notes")
+        yield Static(id="run-error", classes="error")
+        yield LogTail(id="log-tail")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#loss-chart").border_title = "loss"
+        self.query_one("#run-memory").border_title = "GPU memory reserved, GiB (peak ▏)"
+        self.query_one("#log-tail").border_title = "engine log"
+        self._set_status("starting")
+        self._show_error(None)
+        self.query_one("#run-notes").display = False
+        if output_in_use(self.config.output.dir):
+            self.app.push_screen(ResumeDialog(self.config.output.dir), self._after_dialog)
+        else:
+            self.start(resume=False, force=False)
+
+    def _after_dialog(self, choice: str | None) -> None:
+        if choice == "resume":
+            self.start(resume=True, force=False)
+        elif choice == "overwrite":
+            self.start(resume=False, force=True)
+        else:
+            self.app.pop_screen()
+
+    def _set_status(self, status: str) -> None:
+        title = Text.assemble(
+            ("Training ", "bold"),
+            self.config.name,
+            " → ",
+            self.config.output.dir,
+            "   ",
+            (status, "bold reverse"),
+        )
+        self.query_one("#run-title", Static).update(title)
+
+    def start(self, resume: bool, force: bool) -> None:
+        self.running = True
+        self._set_status("resuming" if resume else "starting")
+        self._show_error(None)
+        self.refresh_bindings()
+        self.follow_run(resume, force)
+
+    @work(thread=True, exclusive=True, group="run", exit_on_error=False)
+    def follow_run(self, resume: bool, force: bool) -> int | None:
+        worker = get_current_worker()
+        source: RunSource = self.wizard.run_launcher(self.config, resume, force)
+        monitor = self.monitor = RunMonitor(source)
+        while not worker.is_cancelled:
+            if monitor.pump():
+                self.post_message(RunProgress())
+            if monitor.finished:
+                return monitor.exit_code
+            time.sleep(POLL_S)
+        source.stop()  # the screen went away: let the engine checkpoint and exit
+        return None
+
+    def on_run_progress(self, _: RunProgress) -> None:
+        if self.monitor is None:
+            return
+        snap = self.snapshot = self.monitor.snapshot()
+        chart = self.query_one(LossChart)
+        chart.add_points(snap.new_points)
+        if snap.new_points:
+            self.query_one("#lr-spark", Sparkline).data = [p.lr for p in chart.history]
+            chart.border_title = f"loss {snap.loss:.4f}" if snap.loss is not None else "loss"
+        self.query_one("#run-stats", Static).update(stats_line(snap))
+        self.query_one(MemoryPanel).set_gpus(snap.gpus)
+        self.query_one(LogTail).set_lines(snap.log_lines)
+        notes = self.query_one("#run-notes", Static)
+        notes.update(Text("\n".join(snap.notes[-3:]), style="dim"))
+        notes.display = bool(snap.notes)
+        if not snap.finished:
+            self._set_status("running")
+
+    def worker_done_run(self, exit_code: int | None) -> None:
+        self.running = False
+        self.on_run_progress(RunProgress())
+        snap = self.snapshot
+        status = snap.end["status"] if snap.end else "failed"
+        self.plan.run_end = snap.end
+        self._set_status(f"{status} (exit code {exit_code})")
+        if status != "completed" or exit_code != 0:
+            self._show_failure(snap, exit_code)
+        self.refresh_bindings()
+
+    def _show_failure(self, snap: RunSnapshot, exit_code: int | None) -> None:
+        if snap.end and snap.end["status"] == "stopped":
+            text = Text("stopped: the last checkpoint is kept; r resumes", style="yellow")
+        elif snap.error:
+            text = Text.assemble(
+                (f"{snap.error['kind']}: ", "bold"),
+                snap.error["message"],
+                "\n",
+                ("hint: ", "bold"),
+                snap.error["hint"],
+            )
+        else:
+            text = Text(
+                f"the engine exited with code {exit_code} without reporting an error; "
+                "its last log lines are below"
+            )
+        self._show_error(text)
+
+    def _show_error(self, text: Text | None) -> None:
+        error = self.query_one("#run-error", Static)
+        error.update(text or "")
+        error.display = text is not None
+
+    def worker_failed(self, group: str, error: BaseException | None) -> None:
+        self.running = False
+        self._set_status("not started" if self.monitor is None else "failed")
+        self._show_error(Text.assemble(("cannot run: ", "bold"), describe_error(error)))
+        self.refresh_bindings()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("stop", "kill"):
+            return self.running
+        if action == "back":
+            return not self.running
+        if action == "done":
+            return not self.running and self.plan.run_end is not None
+        if action == "resume":
+            return (
+                not self.running
+                and self.snapshot.end is not None
+                and self.snapshot.end["status"] != "completed"
+            )
+        return True
+
+    def action_stop(self) -> None:
+        if self.monitor is not None:
+            self.monitor.source.stop()
+            self._set_status("stopping: saving a checkpoint")
+
+    def action_kill(self) -> None:
+        now = time.monotonic()
+        if self._kill_armed_at is None or now - self._kill_armed_at > KILL_CONFIRM_S:
+            self._kill_armed_at = now
+            self.notify("press k again to kill the engine now (no checkpoint)", severity="warning")
+            return
+        if self.monitor is not None:
+            self.monitor.source.kill()
+            self._set_status("killing")
+
+    def action_resume(self) -> None:
+        self.start(resume=True, force=False)
+
+    def action_done(self) -> None:
+        from tui.screens.done import DoneScreen
+
+        self.app.push_screen(DoneScreen(self.config))
+
+    def action_back(self) -> None:
+        self.app.pop_screen()

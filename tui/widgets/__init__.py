@@ -1,0 +1,1 @@
+"""Reusable widgets of the wizard; each takes plain data, never reads files or processes itself."""

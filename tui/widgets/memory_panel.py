@@ -1,0 +1,69 @@
+"""Per-GPU `device_mem_reserved`: current and peak against the card's size, one row per GPU."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.text import Text
+from textual.widget import Widget
+
+from tui.run_source import GpuMemory
+from tui.widgets.bars import meter
+
+NAME_WIDTH = 12
+WIDE_ENOUGH_FOR_NAMES = 46  # below this the bar gets the room and names are left out
+
+
+def short_name(name: str) -> str:
+    return name.replace("NVIDIA ", "").replace("GeForce ", "")
+
+
+def _gib(value: float | None) -> str:
+    return "?" if value is None else f"{value:.1f}"
+
+
+class MemoryPanel(Widget):
+    """Height follows the GPU count: 8+ GPUs scroll inside their container, never clip."""
+
+    DEFAULT_CSS = """
+    MemoryPanel { height: auto; text-wrap: nowrap; text-overflow: clip; }
+    """
+
+    def __init__(
+        self, *, name: str | None = None, id: str | None = None, classes: str | None = None
+    ) -> None:
+        super().__init__(name=name, id=id, classes=classes)
+        self.gpus: tuple[GpuMemory, ...] = ()
+
+    def set_gpus(self, gpus: Sequence[GpuMemory]) -> None:
+        gpus = tuple(gpus)
+        if gpus != self.gpus:
+            resized = len(gpus) != len(self.gpus)
+            self.gpus = gpus
+            self.refresh(layout=resized)
+
+    def get_content_height(self, container, viewport, width: int) -> int:  # noqa: ANN001
+        return max(len(self.gpus), 1)
+
+    def render(self) -> Text:
+        if not self.gpus:
+            return Text("no GPU in this run (CPU): nothing to report", style="dim")
+        width = self.content_size.width
+        out = Text(no_wrap=True, overflow="crop")
+        for i, gpu in enumerate(self.gpus):
+            figures = (
+                f" {_gib(gpu.reserved_gib):>5}/{_gib(gpu.total_gib)} pk {_gib(gpu.peak_gib):>5}"
+            )
+            label = f"{gpu.rank:>2} "
+            if width >= WIDE_ENOUGH_FOR_NAMES:
+                label += f"{short_name(gpu.name)[:NAME_WIDTH]:<{NAME_WIDTH}} "
+            bar_width = max(width - len(label) - len(figures), 4)
+            total = gpu.total_gib or 0.0
+            fraction = gpu.reserved_gib / total if total > 0 else None
+            peak = gpu.peak_gib / total if total > 0 else None
+            out.append(label)
+            out.append_text(meter(fraction, bar_width, peak))
+            out.append(figures)
+            if i < len(self.gpus) - 1:
+                out.append("\n")
+        return out
