@@ -179,8 +179,10 @@ def _format_errors(err: ValidationError, source: str) -> str:
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
         else:
-            msg = e["msg"]
-            if e.get("input") is not None and e["type"] != "missing":
+            msg = e["msg"].removeprefix("Value error, ")
+            # A whole section as "input" (model-level checks) would flood the one-line error.
+            if e.get("input") is not None and e["type"] != "missing" and e["loc"] and not \
+                    isinstance(e["input"], (dict, list)):
                 msg += f" (got {e['input']!r})"
         lines.append(f"{source}: {key}: {msg}")
     return "\n".join(lines)
@@ -250,7 +252,16 @@ def read_yaml(path: Path) -> Any:
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        raise ConfigError(f"{path}: not valid YAML{_yaml_where(e)}") from None
+
+
+def _yaml_where(e: yaml.YAMLError) -> str:
+    """' at line 3, column 9: expected ...' - one line instead of PyYAML's multi-line report."""
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    if mark is None:
+        return f": {problem}"
+    return f" at line {mark.line + 1}, column {mark.column + 1}: {problem}"
 
 
 def load_config(preset_or_path: str, overrides: list[str] | None = None) -> RunConfig:

@@ -81,7 +81,8 @@ def _headroom(needed: float, available: float) -> tuple[Verdict, str]:
     """Verdict for one resource and the headroom text that goes with it."""
     if available < needed:
         return "does-not-fit", ""
-    share = (available - needed) / available if available else 0.0
+    # Rounded so that a figure exactly at the threshold is not tipped over by float error.
+    share = round((available - needed) / available, 9) if available else 0.0
     verdict: Verdict = "tight" if share < TIGHT_HEADROOM else "fits"
     return verdict, f" ({share:.0%} headroom)"
 

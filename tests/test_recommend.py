@@ -1,0 +1,188 @@
+"""Preset verdicts and the recommendation for the reference machines in tests/profiles/."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from engine.config import load_preset, preset_names
+from engine.hardware import GpuInfo, HardwareProfile, load_profile
+from engine.recommend import CAPABILITY, TIGHT_HEADROOM, Recommendation, fmt_gib, recommend
+
+PROFILES = Path(__file__).parent / "profiles"
+
+LORA = "gpt-oss-20b-lora-1gpu"
+OFFLOAD = "gpt-oss-20b-fft-fsdp2-offload"
+FFT = "gpt-oss-20b-fft-fsdp2"
+BIG = "gpt-oss-120b-fft-fsdp2-offload"
+TINY = "tiny-cpu-demo"
+NO = "does-not-fit"
+
+# profile -> (verdict per preset, recommended preset)
+EXPECTED = {
+    "1xh100-80gb": ({LORA: "fits", OFFLOAD: NO, FFT: NO, BIG: NO, TINY: "fits"}, LORA),
+    "1xrtx-a6000-48gb": ({LORA: "tight", OFFLOAD: NO, FFT: NO, BIG: NO, TINY: "fits"}, LORA),
+    "2xrtx4090-24gb": ({LORA: NO, OFFLOAD: "fits", FFT: NO, BIG: NO, TINY: "fits"}, OFFLOAD),
+    "4xa100-80gb": ({LORA: "fits", OFFLOAD: "fits", FFT: "fits", BIG: NO, TINY: "fits"}, FFT),
+    "8xh100-80gb-4tb": ({LORA: "fits", OFFLOAD: "fits", FFT: "fits", BIG: "fits", TINY: "fits"},
+                        BIG),
+    "8xh100-80gb-1tb": ({LORA: "fits", OFFLOAD: "fits", FFT: "fits", BIG: NO, TINY: "fits"}, FFT),
+    "cpu-only": ({LORA: NO, OFFLOAD: NO, FFT: NO, BIG: NO, TINY: "fits"}, TINY),
+}
+
+
+def profile(name: str) -> HardwareProfile:
+    return load_profile(PROFILES / f"{name}.json")
+
+
+def by_name(rec: Recommendation) -> dict:
+    return {v.name: v for v in rec.verdicts}
+
+
+@pytest.fixture(scope="module")
+def presets() -> list:
+    return [load_preset(n) for n in preset_names()]
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_reference_machines(name: str, presets: list) -> None:
+    verdicts, recommended = EXPECTED[name]
+    rec = recommend(profile(name), presets)
+    assert {v.name: v.verdict for v in rec.verdicts} == verdicts
+    assert rec.recommended == recommended
+    assert [v.name for v in rec.verdicts if v.recommended] == [recommended]
+    for v in rec.verdicts:  # the deciding reason comes first and is a number
+        assert v.verdict == "fits" or any(ch.isdigit() for ch in v.reasons[0])
+
+
+def test_default_presets_are_the_shipped_ones() -> None:
+    rec = recommend(profile("1xh100-80gb"))
+    assert [v.name for v in rec.verdicts] == preset_names()
+    assert set(CAPABILITY) == set(preset_names())
+
+
+def test_reasons_say_why_in_numbers(presets: list) -> None:
+    v = by_name(recommend(profile("8xh100-80gb-1tb"), presets))
+    assert v[BIG].reasons[0] == "needs ~2.7 TiB free at ./outputs; 931 GiB free"
+    assert v[FFT].reasons[:3] == [
+        "runs on 4 of 8 GPUs",
+        "needs ~46 GiB on each of 4 GPUs (cards of >= 47 GiB); each has 79.7 GiB (42% headroom)",
+        "also runs on 8 GPUs at ~36 GiB each (--set gpus=8)",
+    ]
+    v = by_name(recommend(profile("2xrtx4090-24gb"), presets))
+    assert v[LORA].reasons[0] == (
+        "needs ~44 GiB on one GPU (cards of >= 47 GiB); the largest has 24.0 GiB")
+    assert v[FFT].reasons[0] == "needs 4 GPUs (or 8); found 2"
+    assert v[BIG].reasons[:2] == ["needs 8 GPUs; found 2",
+                                  "needs ~960 GiB host RAM (CPU offload); the machine has 252 GiB"]
+    v = by_name(recommend(profile("cpu-only"), presets))
+    assert v[LORA].reasons[0] == "needs 1 GPU; found none"
+    assert v[TINY].reasons[0] == "runs on CPU"
+
+
+def test_tight_means_less_than_ten_percent_headroom(presets: list) -> None:
+    v = by_name(recommend(profile("1xrtx-a6000-48gb"), presets))[LORA]
+    assert v.reasons[0] == ("needs ~44 GiB on one GPU (cards of >= 47 GiB); "
+                            "the largest has 48.0 GiB (8% headroom)")
+    # Exactly at the threshold: 44 GiB peak on a card with 10% to spare fits.
+    card = 44 / (1 - TIGHT_HEADROOM)
+    for total, verdict in ((card, "fits"), (card - 0.1, "tight"), (47.0, "tight"), (46.9, NO)):
+        p = dataclasses.replace(profile("1xrtx-a6000-48gb"),
+                                gpus=[GpuInfo(0, "card", memory_total_gib=total)])
+        assert by_name(recommend(p, presets))[LORA].verdict == verdict, total
+
+
+def test_tight_disk_loses_to_a_smaller_preset_that_fits(presets: list) -> None:
+    p = dataclasses.replace(profile("8xh100-80gb-4tb"), disk_free_gib=2900)
+    rec = recommend(p, presets)
+    v = by_name(rec)
+    assert v[BIG].verdict == "tight"
+    assert v[BIG].reasons[0] == "needs ~2.7 TiB free at ./outputs; 2.8 TiB free (3% headroom)"
+    assert rec.recommended == FFT
+    assert rec.summary == f"{FFT} is the most capable preset that fits this machine."
+
+
+def test_tight_recommended_when_nothing_fits_outright(presets: list) -> None:
+    rec = recommend(profile("1xrtx-a6000-48gb"), presets)
+    assert rec.recommended == LORA  # tight, yet preferred over the CPU demo that fits
+    assert rec.summary == (f"{LORA} fits with less than 10% headroom (tight); "
+                           "no GPT-OSS preset fits outright.")
+
+
+def test_too_little_ram_for_offload(presets: list) -> None:
+    p = dataclasses.replace(profile("2xrtx4090-24gb"), ram_gib=125.7)
+    rec = recommend(p, presets)
+    v = by_name(rec)[OFFLOAD]
+    assert v.verdict == NO
+    assert v.reasons[0] == "needs ~184 GiB host RAM (CPU offload); the machine has 126 GiB"
+    assert rec.recommended == TINY
+    assert rec.summary.startswith(f"No GPT-OSS preset fits this machine; {TINY} runs on CPU.")
+    assert f"{LORA} needs 1 GPU with >= 47 GiB, ~32 GiB host RAM, ~60 GiB free disk" in rec.summary
+    assert f"{OFFLOAD} needs 2 GPUs with >= 23.5 GiB, ~184 GiB host RAM" in rec.summary
+
+
+def test_cpu_only_summary_says_what_hardware_would_do(presets: list) -> None:
+    rec = recommend(profile("cpu-only"), presets)
+    assert rec.summary.startswith("No NVIDIA GPU found (NVIDIA driver not available: NVML Shared "
+                                  f"Library Not Found); {TINY} runs on CPU. For GPT-OSS: {LORA} "
+                                  "needs 1 GPU with >= 47 GiB")
+
+
+def test_nothing_fits_at_all(presets: list) -> None:
+    p = dataclasses.replace(profile("cpu-only"), ram_gib=2.0)
+    rec = recommend(p, presets)
+    assert rec.recommended is None
+    assert not any(v.recommended for v in rec.verdicts)
+    assert by_name(rec)[TINY].reasons[0] == "needs ~4 GiB host RAM; the machine has 2 GiB"
+    assert rec.summary.startswith("No preset fits this machine.")
+    assert f"{TINY} needs ~4 GiB host RAM, ~1 GiB free disk" in rec.summary
+
+
+def test_other_gpu_count_from_peak_by_gpus(presets: list) -> None:
+    # Eight 48 GB cards: 46 GiB at 4 GPUs would be tight; 36 GiB at 8 GPUs fits.
+    p = dataclasses.replace(profile("1xrtx-a6000-48gb"),
+                            gpus=[GpuInfo(i, "NVIDIA RTX A6000", 47.99) for i in range(8)],
+                            ram_gib=503.0)
+    v = by_name(recommend(p, presets))[FFT]
+    assert v.verdict == "fits"
+    assert v.reasons[:2] == [
+        "runs on 8 of 8 GPUs (--set gpus=8; the preset's default is 4)",
+        "needs ~36 GiB on each of 8 GPUs (cards of >= 47 GiB); each has 48.0 GiB (25% headroom)",
+    ]
+
+
+def test_mixed_cards_use_the_largest(presets: list) -> None:
+    p = dataclasses.replace(profile("2xrtx4090-24gb"), gpus=[
+        GpuInfo(0, "NVIDIA GeForce RTX 4090", 23.99), GpuInfo(1, "NVIDIA RTX A6000", 47.99)])
+    v = by_name(recommend(p, presets))
+    assert v[LORA].verdict == "tight"
+    assert "the largest has 48.0 GiB (8% headroom)" in v[LORA].reasons[0]
+    assert v[OFFLOAD].verdict == "fits"
+    assert "the smallest of them has 24.0 GiB (12% headroom)" in v[OFFLOAD].reasons[1]
+
+
+def test_busy_gpu_makes_a_probed_machine_tight(presets: list) -> None:
+    busy = GpuInfo(0, "NVIDIA H100 80GB HBM3", 79.65, memory_free_gib=20.0, memory_used_gib=59.65)
+    p = dataclasses.replace(profile("1xh100-80gb"), gpus=[busy], source="probe")
+    v = by_name(recommend(p, presets))[LORA]
+    assert v.verdict == "tight"
+    assert v.reasons[0] == "GPU 0 has only 20 GiB free now (in use: 59.6 GiB)"
+    # A profile file describes the machine, not its load at the time it was saved.
+    p = dataclasses.replace(p, source="saved.json")
+    assert by_name(recommend(p, presets))[LORA].verdict == "fits"
+
+
+def test_preset_without_requirements_is_never_recommended(presets: list) -> None:
+    bare = presets[0].model_copy(update={"requirements": None, "name": "mine"})
+    rec = recommend(profile("cpu-only"), [bare, *presets])
+    v = by_name(rec)["mine"]
+    assert v.verdict == "tight" and v.requirements is None and not v.recommended
+    assert v.reasons == ["has no requirements block: fit cannot be checked"]
+    assert rec.recommended == TINY
+
+
+def test_fmt_gib() -> None:
+    assert [fmt_gib(x) for x in (1, 23.5, 23.99, 44, 79.65, 931, 2800, 3725)] == [
+        "1 GiB", "23.5 GiB", "24.0 GiB", "44 GiB", "79.7 GiB", "931 GiB", "2.7 TiB", "3.6 TiB"]
