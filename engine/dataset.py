@@ -1,0 +1,404 @@
+"""The data pipeline: rows -> validated chats -> harmony examples with masks -> packed rows.
+
+`prepare_dataset(cfg, tokenizer)` reads the configured dataset, validates every row (policy
+`skip` counts and reports bad rows, `fail` stops at the first one), renders and masks, applies the
+over-length policy and returns the examples with statistics. Work is batched (one tokenizer call
+per batch), spread over processes for big datasets, and cached on disk by dataset fingerprint +
+tokenizer + settings. `pack_examples` packs examples into fixed-length rows whose position ids
+restart at 0 per example. No torch import here: the wizard previews data in a worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import random
+import sys
+from bisect import bisect_left, insort
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from engine.chat import Chat, RowError
+from engine.dataset_cache import load_cached, save_cached
+from engine.dataset_formats import (
+    NO_TRAINED_TOKENS,
+    NOT_JSON,
+    TOO_LONG,
+    FormatOptions,
+    detect_format,
+    row_to_chat,
+)
+from engine.dataset_sources import DATASET_BUILTIN_SAMPLE, BadRow, DatasetError, read_source
+from engine.harmony import IGNORE_INDEX, Example, HarmonyRenderer, RenderSettings
+from engine.token_view import TokenView, token_view
+
+__all__ = [
+    "DATASET_BUILTIN_SAMPLE",
+    "DatasetError",
+    "DatasetStats",
+    "Example",
+    "PackedRow",
+    "PreparedDataset",
+    "TokenView",
+    "pack_examples",
+    "prepare_dataset",
+    "prepare_rows",
+    "token_view",
+]
+
+BATCH_ROWS = 256
+PARALLEL_MIN_ROWS = 4096  # below this, process start-up costs more than it saves
+SKIP_SAMPLES = 20
+PAD_ID = 199999  # <|endoftext|>
+
+
+@dataclass
+class DatasetStats:
+    rows_read: int = 0
+    rows_skipped: dict[str, int] = field(default_factory=dict)
+    examples: int = 0
+    tokens_total: int = 0
+    tokens_trained: int = 0
+    length_buckets: dict[str, int] = field(default_factory=dict)
+    packing_efficiency: float | None = None
+    packed_rows: int | None = None
+    examples_truncated: int = 0
+    skip_samples: list[str] = field(default_factory=list)  # first few "row N: reason" lines
+    format: str = ""
+    source: str = ""
+
+    @property
+    def trained_fraction(self) -> float:
+        return self.tokens_trained / self.tokens_total if self.tokens_total else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["trained_fraction"] = round(self.trained_fraction, 6)
+        return d
+
+
+@dataclass
+class PreparedDataset:
+    examples: list[Example]
+    stats: DatasetStats
+
+
+@dataclass
+class PackedRow:
+    input_ids: list[int]
+    labels: list[int]
+    position_ids: list[int]
+    example_lengths: list[int]  # lengths of the packed examples, then the padding (if any)
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """Everything that changes the prepared examples (and therefore the cache key)."""
+
+    format_options: FormatOptions
+    render: RenderSettings
+    sequence_len: int
+    overlength: str = "drop"  # drop | truncate
+    invalid_rows: str = "skip"  # skip | fail
+    max_rows: int | None = None
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> PipelineSettings:
+        ds = cfg.dataset
+        return cls(
+            format_options=FormatOptions.from_dataset_config(ds),
+            render=RenderSettings.from_dataset_config(ds),
+            sequence_len=cfg.training.sequence_len,
+            overlength=ds.overlength,
+            invalid_rows=ds.invalid_rows,
+            max_rows=ds.max_rows,
+        )
+
+    def key(self) -> str:
+        return json.dumps([self.format_options.key(), repr(self.render), self.sequence_len,
+                           self.overlength, self.max_rows])
+
+
+def length_bucket(n: int) -> str:
+    edge = 128
+    while n > edge and edge < 65536:
+        edge *= 2
+    return f"<={edge}" if n <= edge else f">{edge}"
+
+
+def _bucket_order(key: str) -> int:
+    return int(key.lstrip("<=>")) + (1 if key.startswith(">") else 0)
+
+
+# --------------------------------------------------------------------------- per-batch work
+
+
+@dataclass
+class BatchResult:
+    examples: list[Example]
+    skipped: list[tuple[int, str, str]]  # (row, reason, detail)
+    truncated: int = 0
+
+
+def _truncate(ex: Example, limit: int) -> Example:
+    return Example(ex.row, ex.input_ids[:limit], ex.labels[:limit], ex.message_index[:limit],
+                   ex.role[:limit], ex.turn)
+
+
+def process_rows(rows: Sequence[tuple[int, dict[str, Any] | BadRow]], fmt: str,
+                 settings: PipelineSettings, renderer: HarmonyRenderer) -> BatchResult:
+    """Validate, render and length-check one batch of (row number, row)."""
+    result = BatchResult([], [])
+    chats: list[tuple[int, Chat]] = []
+    for row, data in rows:
+        if isinstance(data, BadRow):
+            result.skipped.append((row, NOT_JSON, data.error))
+            continue
+        try:
+            chats.append((row, row_to_chat(data, fmt, settings.format_options)))
+        except RowError as e:
+            result.skipped.append((row, e.reason, e.detail))
+    limit = settings.sequence_len
+    for (row, _chat), rendered in zip(chats, renderer.render_batch(chats), strict=False):
+        if isinstance(rendered, RowError):
+            result.skipped.append((row, rendered.reason, rendered.detail))
+            continue
+        kept = 0
+        for ex in rendered:
+            if len(ex) > limit:
+                if settings.overlength == "drop":
+                    result.skipped.append((row, TOO_LONG, f"{len(ex)} tokens, longer than "
+                                                          f"sequence_len {limit}"))
+                    continue
+                ex = _truncate(ex, limit)
+                result.truncated += 1
+            if all(label == IGNORE_INDEX for label in ex.labels):
+                result.skipped.append((row, NO_TRAINED_TOKENS, "no trained tokens"
+                                       + (" left after truncation" if len(ex) == limit else "")))
+                continue
+            result.examples.append(ex)
+            kept += 1
+    return result
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(tokenizer: Any, fmt: str, settings: PipelineSettings) -> None:
+    _WORKER["renderer"] = HarmonyRenderer(tokenizer, settings.render)
+    _WORKER["fmt"] = fmt
+    _WORKER["settings"] = settings
+
+
+def _worker_batch(rows: list[tuple[int, dict[str, Any] | BadRow]]) -> BatchResult:
+    return process_rows(rows, _WORKER["fmt"], _WORKER["settings"], _WORKER["renderer"])
+
+
+def _batches(rows: Sequence[dict[str, Any] | BadRow], size: int) -> Iterable[list[tuple[int, Any]]]:
+    for start in range(0, len(rows), size):
+        yield [(start + i, r) for i, r in enumerate(rows[start:start + size])]
+
+
+def _progress(total: int, description: str) -> Any:
+    """A rich progress bar on a terminal; nothing otherwise (CI logs, the wizard's worker)."""
+    if not sys.stderr.isatty() or total < 2 * BATCH_ROWS:
+        return None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), transient=True)
+    progress.start()
+    progress.add_task(description, total=total)
+    return progress
+
+
+def _run_batches(rows: Sequence[dict[str, Any] | BadRow], fmt: str, settings: PipelineSettings,
+                 tokenizer: Any, num_proc: int | None,
+                 on_batch: Callable[[BatchResult], None]) -> None:
+    procs = num_proc or min(os.cpu_count() or 1, 8)
+    progress = _progress(len(rows), "preparing dataset")
+
+    def advance(n: int) -> None:
+        if progress is not None:
+            progress.advance(progress.task_ids[0], n)
+
+    try:
+        if procs > 1 and len(rows) >= PARALLEL_MIN_ROWS:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
+
+            ctx = mp.get_context("fork" if sys.platform == "linux" else "spawn")
+            with ProcessPoolExecutor(procs, mp_context=ctx, initializer=_worker_init,
+                                     initargs=(tokenizer, fmt, settings)) as pool:
+                for batch, result in zip(_batches(rows, BATCH_ROWS),
+                                         pool.map(_worker_batch, _batches(rows, BATCH_ROWS)),
+                                         strict=True):
+                    on_batch(result)
+                    advance(len(batch))
+        else:
+            renderer = HarmonyRenderer(tokenizer, settings.render)
+            for batch in _batches(rows, BATCH_ROWS):
+                on_batch(process_rows(batch, fmt, settings, renderer))
+                advance(len(batch))
+    finally:
+        if progress is not None:
+            progress.stop()
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """Identifies the vocabulary and specials, cheaply (hashing tokenizer.json would cost ~1 s)."""
+    cached = getattr(tokenizer, "_osstune_fingerprint", None)
+    if cached:
+        return cached
+    h = hashlib.sha256()
+    h.update(str(len(tokenizer)).encode())
+    probe = "Hello 世界! <|end|> 12345 \n\t ünïcödé 🙂 functions.get_weather"
+    h.update(json.dumps(tokenizer.backend_tokenizer.encode(probe).ids).encode())
+    h.update(json.dumps(sorted(tokenizer.get_added_vocab().items())).encode())
+    digest = h.hexdigest()[:32]
+    with contextlib.suppress(AttributeError):
+        tokenizer._osstune_fingerprint = digest
+    return digest
+
+
+def prepare_rows(rows: Sequence[dict[str, Any] | BadRow], fmt: str, settings: PipelineSettings,
+                 tokenizer: Any, num_proc: int | None = 1) -> tuple[list[Example], DatasetStats]:
+    """Validate and render rows that are already in memory (the wizard's preview uses this)."""
+    stats = DatasetStats(rows_read=len(rows), format=fmt)
+    examples: list[Example] = []
+    skipped: Counter[str] = Counter()
+
+    def take(result: BatchResult) -> None:
+        if result.skipped and settings.invalid_rows == "fail":
+            row, _reason, detail = result.skipped[0]
+            raise DatasetError(f"row {row}: {detail}")
+        for row, reason, detail in result.skipped:
+            skipped[reason] += 1
+            if len(stats.skip_samples) < SKIP_SAMPLES:
+                stats.skip_samples.append(f"row {row}: {detail}")
+        stats.examples_truncated += result.truncated
+        examples.extend(result.examples)
+
+    _run_batches(rows, fmt, settings, tokenizer, num_proc, take)
+    stats.rows_skipped = dict(skipped.most_common())
+    _fill_totals(stats, examples)
+    return examples, stats
+
+
+def _fill_totals(stats: DatasetStats, examples: list[Example]) -> None:
+    stats.examples = len(examples)
+    stats.tokens_total = sum(len(e) for e in examples)
+    stats.tokens_trained = sum(e.trained_tokens for e in examples)
+    buckets = Counter(length_bucket(len(e)) for e in examples)
+    stats.length_buckets = {k: buckets[k] for k in sorted(buckets, key=_bucket_order)}
+
+
+def prepare_dataset(cfg: Any, tokenizer: Any, use_cache: bool = True) -> PreparedDataset:
+    """Read, validate, render and mask the configured dataset; raises DatasetError."""
+    settings = PipelineSettings.from_config(cfg)
+    ds = cfg.dataset
+    source = read_source(ds.path, ds.split)
+    rows = source.rows[: settings.max_rows] if settings.max_rows else source.rows
+    if not rows:
+        raise DatasetError(f"{ds.path}: no rows")
+    try:
+        fmt = detect_format(source.columns, settings.format_options)
+    except RowError as e:
+        raise DatasetError(f"{ds.path}: {e.detail}") from None
+
+    key = hashlib.sha256(json.dumps([
+        source.fingerprint, tokenizer_fingerprint(tokenizer), settings.key(), fmt, len(rows),
+    ]).encode()).hexdigest()[:32]
+    cached = load_cached(key) if use_cache else None
+    if cached is not None:
+        examples, stats_dict = cached
+        stats = DatasetStats(**stats_dict)
+        if settings.invalid_rows == "fail" and stats.skip_samples:
+            raise DatasetError(f"{ds.path}: {stats.skip_samples[0]}")
+    else:
+        try:
+            examples, stats = prepare_rows(rows, fmt, settings, tokenizer, ds.num_proc)
+        except DatasetError as e:
+            raise DatasetError(f"{ds.path}: {e}") from None
+        stats.source = ds.path
+        if use_cache:
+            save_cached(key, examples, asdict(stats))
+
+    if not examples:
+        reasons = ", ".join(f"{k}: {v}" for k, v in stats.rows_skipped.items()) or "none"
+        raise DatasetError(f"{ds.path}: no usable examples ({stats.rows_read} rows read; "
+                           f"skipped by reason: {reasons})")
+    if stats.tokens_trained == 0:
+        raise DatasetError(f"{ds.path}: no trainable tokens")
+    if ds.packing:
+        packed = pack_examples(examples, settings.sequence_len, cfg.training.seed)
+        stats.packed_rows = len(packed)
+        stats.packing_efficiency = round(
+            stats.tokens_total / (len(packed) * settings.sequence_len), 6) if packed else None
+    return PreparedDataset(examples, stats)
+
+
+# --------------------------------------------------------------------------- packing
+
+
+def pack_examples(examples: Sequence[Example], sequence_len: int, seed: int,
+                  pad_id: int = PAD_ID) -> list[PackedRow]:
+    """Best-fit-decreasing packing into rows of exactly `sequence_len` tokens.
+
+    Deterministic for a given seed: examples are shuffled, sorted by length (stable), placed into
+    the fullest row that still fits, and the rows are shuffled. Each row is padded with `pad_id`
+    (labels -100); position ids restart at 0 for every example and for the padding.
+    """
+    if sequence_len < 1:
+        raise ValueError("sequence_len must be positive")
+    order = list(range(len(examples)))
+    rng = random.Random(seed)
+    rng.shuffle(order)
+    order.sort(key=lambda i: -len(examples[i]))
+    bins: list[list[int]] = []
+    free: list[tuple[int, int]] = []  # (space left, bin id), sorted
+    for i in order:
+        n = len(examples[i])
+        if n > sequence_len:
+            raise ValueError(f"example from row {examples[i].row} has {n} tokens, "
+                             f"longer than sequence_len {sequence_len}")
+        if n == 0:
+            continue
+        at = bisect_left(free, (n, -1))
+        if at < len(free):
+            space, b = free.pop(at)
+        else:
+            space, b = sequence_len, len(bins)
+            bins.append([])
+        bins[b].append(i)
+        if space - n > 0:
+            insort(free, (space - n, b))
+    rng.shuffle(bins)
+
+    rows = []
+    for members in bins:
+        input_ids: list[int] = []
+        labels: list[int] = []
+        positions: list[int] = []
+        lengths: list[int] = []
+        for i in members:
+            ex = examples[i]
+            input_ids += ex.input_ids
+            labels += ex.labels
+            positions += range(len(ex))
+            lengths.append(len(ex))
+        pad = sequence_len - len(input_ids)
+        if pad:
+            input_ids += [pad_id] * pad
+            labels += [IGNORE_INDEX] * pad
+            positions += range(pad)
+            lengths.append(pad)
+        rows.append(PackedRow(input_ids, labels, positions, lengths))
+    return rows

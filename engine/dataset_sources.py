@@ -1,0 +1,178 @@
+"""Reading dataset rows: local JSON / JSONL / Parquet, hub ids (`datasets`), the builtin sample.
+
+Local JSON lines are parsed one by one, so a malformed line is a skipped row rather than a failed
+load, and nested values keep their exact shape (Arrow would give every struct the union of all
+rows' keys). Each source also gives a fingerprint for the preprocessing cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+DATASET_BUILTIN_SAMPLE = "builtin:osstune-sample"
+LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be used at all; one line naming the input and what is wrong."""
+
+
+@dataclass
+class BadRow:
+    """A row that could not even be parsed (e.g. a JSONL line that is not JSON)."""
+
+    error: str
+
+
+@dataclass
+class Source:
+    name: str
+    fingerprint: str
+    rows: list[dict[str, Any] | BadRow]
+    columns: list[str]
+
+
+def builtin_sample_path() -> Path:
+    return Path(str(resources.files("engine") / "samples" / "osstune-sample.jsonl"))
+
+
+def _file_digest(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(str(p.name).encode())
+        with p.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def _read_jsonl(path: Path) -> Iterator[dict[str, Any] | BadRow]:
+    with path.open("r", encoding="utf-8", errors="replace") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except ValueError as e:
+                yield BadRow(f"line {lineno} is not valid JSON: {e}")
+                continue
+            yield value if isinstance(value, dict) else BadRow(
+                f"line {lineno} is a JSON {type(value).__name__}, not an object")
+
+
+def _read_json(path: Path) -> list[dict[str, Any] | BadRow]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise DatasetError(f"{path}: not UTF-8 text") from None
+    except ValueError as e:
+        # Many `.json` files are really JSON lines.
+        rows = list(_read_jsonl(path))
+        if rows and not all(isinstance(r, BadRow) for r in rows):
+            return rows
+        raise DatasetError(f"{path}: not valid JSON: {e}") from None
+    if isinstance(data, dict):
+        lists = [v for v in data.values() if isinstance(v, list)]
+        data = lists[0] if len(lists) == 1 else [data]  # {"data": [...]} or one row
+    if not isinstance(data, list):
+        raise DatasetError(f"{path}: expected a list of rows, got a JSON {type(data).__name__}")
+    return [r if isinstance(r, dict) else BadRow(f"item {i} is a JSON {type(r).__name__}, "
+                                                 "not an object") for i, r in enumerate(data)]
+
+
+def _read_parquet(paths: list[Path]) -> tuple[list[dict[str, Any]], list[str]]:
+    import pyarrow.parquet as pq
+
+    rows: list[dict[str, Any]] = []
+    columns: list[str] = []
+    for p in paths:
+        try:
+            table = pq.read_table(p)
+        except Exception as e:  # pyarrow raises several kinds for a corrupt file
+            raise DatasetError(f"{p}: unreadable Parquet file: {e}") from None
+        columns = columns or table.column_names
+        rows.extend(table.to_pylist())
+    return rows, columns
+
+
+def _columns(rows: list[dict[str, Any] | BadRow]) -> list[str]:
+    seen: dict[str, None] = {}
+    for r in rows[:100]:
+        if isinstance(r, dict):
+            seen.update(dict.fromkeys(r))
+    return list(seen)
+
+
+def _local_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in LOCAL_SUFFIXES)
+        if not files:
+            raise DatasetError(f"{path}: folder has no .jsonl, .json or .parquet files")
+        kinds = {p.suffix == ".parquet" for p in files}
+        if len(kinds) > 1:
+            raise DatasetError(f"{path}: folder mixes Parquet and JSON files; point at one kind")
+        return files
+    return [path]
+
+
+def read_local(path: Path, split: str = "train") -> Source:
+    if not path.exists():
+        raise DatasetError(f"{path}: no such file or folder")
+    files = _local_files(path)
+    fingerprint = _file_digest(files)
+    if files[0].suffix == ".parquet":
+        rows, columns = _read_parquet(files)
+        return Source(str(path), fingerprint, list(rows), columns)
+    rows_all: list[dict[str, Any] | BadRow] = []
+    for f in files:
+        if f.suffix == ".json":
+            rows_all.extend(_read_json(f))
+        else:
+            try:
+                rows_all.extend(_read_jsonl(f))
+            except OSError as e:
+                raise DatasetError(f"{f}: cannot read: {e.strerror or e}") from None
+    return Source(str(path), fingerprint, rows_all, _columns(rows_all))
+
+
+def _looks_local(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or name.endswith(LOCAL_SUFFIXES) or "\\" in name
+
+
+def read_hub(name: str, split: str) -> Source:
+    from engine.tokenizer import hub_offline, hub_reachable
+
+    try:
+        import datasets
+    except ImportError:
+        raise DatasetError(f"{name}: reading hub datasets needs the `datasets` package") from None
+    offline = hub_offline() or not hub_reachable()
+    try:
+        if offline:
+            datasets.config.HF_HUB_OFFLINE = True
+        ds = datasets.load_dataset(name, split=split)
+    except Exception as e:
+        if offline:
+            raise DatasetError(f"{name}: hub dataset not in the local cache and the hub is "
+                               "unreachable (offline); give a local file") from None
+        raise DatasetError(f"{name}: cannot load from the hub: {str(e).splitlines()[0]}") from None
+    rows = ds.to_list()
+    return Source(name, f"hub:{name}:{split}:{ds._fingerprint}", rows, list(ds.column_names))
+
+
+def read_source(path: str, split: str = "train") -> Source:
+    """Rows of a local file/folder, a hub id, or `builtin:osstune-sample`."""
+    if path == DATASET_BUILTIN_SAMPLE:
+        return read_local(builtin_sample_path())
+    if path.startswith("builtin:"):
+        raise DatasetError(f"{path}: unknown builtin dataset (available: {DATASET_BUILTIN_SAMPLE})")
+    local = Path(path).expanduser()
+    if local.exists() or _looks_local(path):
+        return read_local(local, split)
+    return read_hub(path, split)
