@@ -143,3 +143,15 @@ class ScriptedLauncher:
         self.process = ScriptedProcess(Path(cfg.output.dir), self.gpus)
         self.started.set()
         return ProcessRunSource(self.process, cfg.output.dir)
+
+
+def run_async(test):  # noqa: ANN001, ANN201
+    """Run an async test with asyncio.run (no async plugin is among the dev dependencies)."""
+    import asyncio
+    import functools
+
+    @functools.wraps(test)
+    def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        return asyncio.run(test(*args, **kwargs))
+
+    return wrapper
