@@ -1,0 +1,269 @@
+"""`osstune --version`, `doctor`, `presets` and the shared console helpers (tui/output.py)."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from tui import output
+from tui.cli import app, package_version
+
+PROFILES = Path(__file__).parent / "profiles"
+ROOT = Path(__file__).parent.parent
+runner = CliRunner()
+
+EXPECTED_8XH100_1TB = {
+    "gpt-oss-20b-lora-1gpu": "fits",
+    "gpt-oss-20b-fft-fsdp2-offload": "fits",
+    "gpt-oss-20b-fft-fsdp2": "fits",
+    "gpt-oss-120b-fft-fsdp2-offload": "does-not-fit",
+    "tiny-cpu-demo": "fits",
+}
+
+
+def invoke(*args: str, env: dict[str, str] | None = None):  # noqa: ANN201 - click Result
+    return runner.invoke(app, list(args), env=env)
+
+
+def osstune_command() -> list[str]:
+    """The installed console script next to this interpreter, else the module."""
+    script = Path(sys.executable).parent / "osstune"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "tui.cli"]
+
+
+def test_version() -> None:
+    result = invoke("--version")
+    assert result.exit_code == 0
+    assert result.stdout == f"osstune {package_version()}\n"
+    assert package_version() == "0.1.0"
+
+
+def test_help_lists_commands_and_completion() -> None:
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for word in ("doctor", "presets", "--hardware", "--install-completion"):
+        assert word in result.stdout
+
+
+def test_shell_completion_script() -> None:
+    result = invoke("--show-completion", "bash")
+    assert result.exit_code == 0
+    assert "_osstune_completion" in result.stdout and "complete " in result.stdout
+
+
+# --- presets ---------------------------------------------------------------------------------
+
+
+def test_presets_json_for_a_profile() -> None:
+    result = invoke("presets", "--hardware", str(PROFILES / "8xh100-80gb-1tb.json"), "--json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert {d["name"]: d["verdict"] for d in data} == EXPECTED_8XH100_1TB
+    assert [d["name"] for d in data if d["recommended"]] == ["gpt-oss-20b-fft-fsdp2"]
+    for d in data:
+        assert set(d) >= {"name", "verdict", "reasons", "recommended", "description",
+                          "requirements"}
+        assert isinstance(d["reasons"], list) and all(isinstance(r, str) for r in d["reasons"])
+        assert isinstance(d["recommended"], bool)
+    big = next(d for d in data if d["name"] == "gpt-oss-120b-fft-fsdp2-offload")
+    assert big["reasons"][0] == "needs ~2.7 TiB free at ./outputs; 931 GiB free"
+    assert big["requirements"]["disk_gib"] == 2800
+
+
+def test_global_hardware_option_works_too() -> None:
+    profile = str(PROFILES / "8xh100-80gb-1tb.json")
+    local = invoke("presets", "--hardware", profile, "--json")
+    global_ = invoke("--hardware", profile, "presets", "--json")
+    assert global_.exit_code == 0
+    assert json.loads(global_.stdout) == json.loads(local.stdout)
+
+
+def test_presets_table_is_plain_when_piped() -> None:
+    result = invoke("presets", "--hardware", str(PROFILES / "2xrtx4090-24gb.json"))
+    assert result.exit_code == 0
+    out = result.stdout
+    assert "\x1b[" not in out and "┃" not in out and "│" not in out
+    assert out.startswith("Hardware: 2x NVIDIA GeForce RTX 4090 (24.0 GiB), 252 GiB RAM, 32 CPUs")
+    lines = out.splitlines()
+    row = next(i for i, line in enumerate(lines)
+               if line.startswith("gpt-oss-20b-fft-fsdp2-offload"))
+    assert lines[row].split()[1] == "fits" and lines[row + 1].split()[0] == "recommended"
+    assert "gpt-oss-20b-fft-fsdp2-offload is the most capable preset that fits" in out
+
+
+def test_presets_for_one_preset_and_for_a_config_file(tmp_path: Path) -> None:
+    profile = str(PROFILES / "1xrtx-a6000-48gb.json")
+    data = json.loads(invoke("presets", "gpt-oss-20b-lora-1gpu", "--hardware", profile,
+                             "--json").stdout)
+    assert [(d["name"], d["verdict"], d["recommended"]) for d in data] == [
+        ("gpt-oss-20b-lora-1gpu", "tight", True)]
+    config = tmp_path / "mine.yaml"
+    config.write_text("name: mine\nmodel: {id: openai/gpt-oss-20b}\ndistributed: {gpus: 1}\n"
+                      "requirements: {gpus: 1, peak_mem_gib_per_gpu: 30, min_gpu_mem_gib: 32, "
+                      "host_ram_gib: 16, disk_gib: 40}\n")
+    data = json.loads(invoke("presets", str(config), "--hardware", profile, "--json").stdout)
+    assert [(d["name"], d["verdict"]) for d in data] == [("mine", "fits")]
+
+
+def test_presets_on_this_machine(tmp_path: Path) -> None:
+    result = invoke("presets", "--json", "--output-dir", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert [d["name"] for d in data][-1] == "tiny-cpu-demo"
+    assert sum(d["recommended"] for d in data) <= 1
+
+
+# --- bad input: one line on stderr, non-zero exit, no traceback ------------------------------
+
+
+def test_unknown_preset_lists_valid_names() -> None:
+    result = invoke("presets", "gpt-oss-7b")
+    assert result.exit_code == output.EXIT_USAGE
+    assert result.stdout == ""
+    assert result.stderr == ("osstune: error: unknown preset 'gpt-oss-7b'; valid presets: "
+                             "gpt-oss-20b-lora-1gpu, gpt-oss-20b-fft-fsdp2-offload, "
+                             "gpt-oss-20b-fft-fsdp2, gpt-oss-120b-fft-fsdp2-offload, "
+                             "tiny-cpu-demo\n")
+
+
+@pytest.mark.parametrize("command", ["presets", "doctor"])
+def test_bad_hardware_file_names_file_and_field(tmp_path: Path, command: str) -> None:
+    bad = tmp_path / "rig.json"
+    bad.write_text('{"gpus": [{"name": "RTX 4090"}], "ram_gib": 64, "cpu_count": 8, '
+                   '"disk_free_gib": 100}')
+    result = invoke(command, "--hardware", str(bad))
+    assert result.exit_code == output.EXIT_USAGE
+    assert result.stderr == (f"osstune: error: {bad}: gpus[0].memory_total_gib: missing "
+                             "(a number is required)\n")
+    result = invoke("--hardware", str(tmp_path / "none.json"), command)
+    assert result.exit_code == output.EXIT_USAGE
+    assert "none.json: cannot read: No such file or directory" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_unusable_output_dir(tmp_path: Path) -> None:
+    blocker = tmp_path / "taken"
+    blocker.write_text("a file, not a directory")
+    result = invoke("presets", "--output-dir", str(blocker / "run"))
+    assert result.exit_code == output.EXIT_USAGE
+    assert result.stderr == (f"osstune: error: output directory {blocker / 'run'} cannot be "
+                             f"created: {blocker} is not a directory\n")
+    # doctor still shows the machine, then reports the problem and exits non-zero.
+    result = invoke("doctor", "--output-dir", str(blocker))
+    assert result.exit_code == output.EXIT_PROBLEM
+    assert "Machine" in result.stdout
+    assert result.stderr == (f"osstune: error: output directory {blocker} exists and is not a "
+                             "directory\n")
+
+
+# --- doctor ----------------------------------------------------------------------------------
+
+
+def test_doctor_json_on_this_machine_loads_back(tmp_path: Path) -> None:
+    result = invoke("doctor", "--json", "--output-dir", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["source"] == "probe" and data["output_dir"] == str(tmp_path / "out")
+    assert data["ram_gib"] > 0 and data["cpu_count"] >= 1 and data["disk_free_gib"] > 0
+    assert data["output_dir_problem"] is None
+    assert isinstance(data["gpus"], list)
+    if not data["gpus"]:
+        assert data["gpu_error"]  # no driver here: the reason is given
+    saved = tmp_path / "me.json"
+    saved.write_text(result.stdout)
+    again = invoke("presets", "--hardware", str(saved), "--json")
+    assert again.exit_code == 0, again.stderr
+
+
+def test_doctor_table_for_a_profile_is_plain() -> None:
+    result = invoke("doctor", "--hardware", str(PROFILES / "4xa100-80gb.json"))
+    assert result.exit_code == 0
+    out = result.stdout
+    assert "\x1b[" not in out and "┃" not in out
+    gpu_rows = [line for line in out.splitlines() if "NVIDIA A100-SXM4-80GB" in line]
+    assert len(gpu_rows) == 4
+    assert gpu_rows[0].split()[0] == "0" and "80.0 GiB" in gpu_rows[0] and "yes" in gpu_rows[0]
+    assert "RAM               1007.5 GiB" in out
+    assert f"Source            {PROFILES / '4xa100-80gb.json'}" in out
+
+
+def test_doctor_without_gpus_says_why() -> None:
+    result = invoke("doctor", "--hardware", str(PROFILES / "cpu-only.json"))
+    assert result.exit_code == 0
+    assert result.stdout.startswith(
+        "GPUs: none (NVIDIA driver not available: NVML Shared Library Not Found)\n")
+
+
+def test_real_subprocess_presets_json() -> None:
+    profile = PROFILES / "8xh100-80gb-1tb.json"
+    proc = subprocess.run([*osstune_command(), "presets", "--hardware", str(profile), "--json"],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    data = json.loads(proc.stdout)
+    assert {d["name"]: d["verdict"] for d in data} == EXPECTED_8XH100_1TB
+    bad = subprocess.run([*osstune_command(), "presets", "--hardware", "missing.json"],
+                         capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert bad.returncode == output.EXIT_USAGE and bad.stdout == ""
+    assert bad.stderr == "osstune: error: missing.json: cannot read: No such file or directory\n"
+
+
+# --- tui/output.py ---------------------------------------------------------------------------
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_color_only_on_a_terminal_without_no_color(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm-256color")
+    assert output.use_color(FakeTerminal()) is True
+    assert output.use_color(io.StringIO()) is False
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert output.use_color(FakeTerminal()) is False
+    monkeypatch.delenv("NO_COLOR")
+    monkeypatch.setenv("TERM", "dumb")
+    assert output.use_color(FakeTerminal()) is False
+
+
+def test_terminal_table_honours_no_color(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TERM", "xterm-256color")
+    for no_color, expect_green in (("", True), ("1", False)):
+        monkeypatch.setenv("NO_COLOR", no_color)
+        term = FakeTerminal()
+        monkeypatch.setattr(sys, "stdout", term)
+        output.print_table(["Preset", "Verdict"], [["tiny-cpu-demo", ("fits", "bold green")]])
+        text = term.getvalue()
+        assert "tiny-cpu-demo" in text and "┃" in text  # a Rich table on a terminal
+        # Colour (green: SGR 32) goes; bold may stay, NO_COLOR is about colour.
+        assert ("\x1b[1;32m" in text) is expect_green
+
+
+def test_fail_writes_one_line_to_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(typer.Exit) as e:
+        output.fail("bad thing")
+    assert e.value.exit_code == output.EXIT_USAGE
+    assert capsys.readouterr().err == "osstune: error: bad thing\n"
+    with pytest.raises(typer.Exit) as e:
+        output.fail("found a problem", output.EXIT_PROBLEM)
+    assert e.value.exit_code == 1
+
+
+def test_plain_table_aligns_multiline_cells() -> None:
+    text = output.plain_table(["A", "Verdict", "Why"],
+                              [["x", ("fits", "green"), "one\ntwo"], ["long-name", "no", ""]])
+    assert text.splitlines() == [
+        "A          Verdict  Why",
+        "x          fits     one",
+        "                    two",
+        "long-name  no",
+    ]

@@ -1,0 +1,69 @@
+"""The CLI starts fast: `--help`, `doctor` and `presets` never import torch or textual.
+
+Each command runs in a fresh interpreter (sys.modules is per process), which then reports the
+heavy modules it imported.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parent.parent
+PROFILE = Path(__file__).parent / "profiles" / "2xrtx4090-24gb.json"
+HEAVY = ("torch", "textual", "transformers", "datasets", "peft", "accelerate")
+# Measured here at ~0.3 s each; the bound leaves room for a loaded CI machine.
+MAX_START_S = 2.5
+
+RUN_CLI = """
+import json, sys
+heavy = {heavy!r}
+sys.argv = ["osstune", *{args!r}]
+from tui.cli import main
+try:
+    main()
+except SystemExit as e:
+    code = e.code
+else:
+    code = 0
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in heavy)
+print("\\n" + json.dumps({{"exit": code, "loaded": loaded}}))
+"""
+
+
+def run_cli(*args: str) -> tuple[dict, float]:
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", RUN_CLI.format(heavy=HEAVY, args=list(args))],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    elapsed = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1]), elapsed
+
+
+@pytest.mark.parametrize("args", [
+    ("--help",),
+    ("doctor",),
+    ("doctor", "--json"),
+    ("presets",),
+    ("presets", "--hardware", str(PROFILE), "--json"),
+], ids=" ".join)
+def test_cli_imports_no_heavy_modules_and_starts_fast(args: tuple[str, ...]) -> None:
+    report, elapsed = run_cli(*args)
+    assert report["exit"] in (0, None)
+    assert report["loaded"] == []
+    assert elapsed < MAX_START_S, f"osstune {' '.join(args)} took {elapsed:.2f} s"
+
+
+def test_foundation_engine_modules_stay_free_of_ui_and_torch() -> None:
+    code = ("import sys, engine.config, engine.events, engine.hardware, engine.recommend\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'torch', 'textual', 'transformers', 'rich', 'typer', 'tui'}))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
