@@ -87,7 +87,8 @@ class EventWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - lives with the writer
 
-    def emit(self, kind: str, **fields: Any) -> dict[str, Any]:
+    def emit(self, kind: str, /, **fields: Any) -> dict[str, Any]:
+        # `kind` is positional-only: error events carry a field named `kind` of their own.
         event = validate_event({"v": SCHEMA_VERSION, "type": kind, "time": time.time(), **fields})
         self._fh.write(json.dumps(event, separators=(",", ":")) + "\n")
         self._fh.flush()
