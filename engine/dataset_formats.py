@@ -275,10 +275,8 @@ def row_to_chat(row: dict[str, Any], fmt: str, opts: FormatOptions) -> Chat:
     _link_tool_results(messages, raw)
     if not any(m.role == "assistant" for m in messages):
         raise RowError(NO_ASSISTANT, "no assistant message")
-    effort = None
-    if opts.field_reasoning_effort:
-        effort = row.get(opts.field_reasoning_effort)
-        if effort is not None and effort not in REASONING_EFFORTS:
-            raise RowError(BAD_EFFORT, f"{opts.field_reasoning_effort} {effort!r} is not "
-                                       "low, medium or high")
+    effort_field = opts.field_reasoning_effort or "reasoning_effort"
+    effort = row.get(effort_field)
+    if effort is not None and effort not in REASONING_EFFORTS:
+        raise RowError(BAD_EFFORT, f"{effort_field} {effort!r} is not low, medium or high")
     return Chat(messages, parse_tools(row.get(opts.field_tools)), effort)
