@@ -131,7 +131,11 @@ def _visible_indices() -> set[int] | None:
 
 
 class _Nvml:
-    """Calls into an NVML module (pynvml or a test fake); a failed query gives None."""
+    """Calls into an NVML module (pynvml or a test fake); a failed query gives None.
+
+    Any exception from a query counts as "NVML did not say": besides NVMLError, pynvml's ctypes
+    layer raises ctypes.ArgumentError/TypeError for arguments it cannot convert.
+    """
 
     def __init__(self, nvml: Any) -> None:
         self.nvml = nvml
@@ -142,7 +146,7 @@ class _Nvml:
             return None
         try:
             return fn(*args)
-        except self.nvml.NVMLError:
+        except Exception:  # a failed query must not end the probe
             return None
 
     def nvlink_active(self, handle: Any) -> bool | None:
@@ -152,7 +156,7 @@ class _Nvml:
         for link in range(getattr(self.nvml, "NVML_NVLINK_MAX_LINKS", 18)):
             try:
                 state = self.nvml.nvmlDeviceGetNvLinkState(handle, link)
-            except self.nvml.NVMLError as e:
+            except Exception as e:  # see query()
                 # NotSupported on the first links: a card without NVLink. Past the last link of a
                 # card with NVLink, NVML answers InvalidArgument: stop there.
                 if not_supported is not None and isinstance(e, not_supported):
@@ -166,6 +170,8 @@ class _Nvml:
 
     def p2p(self, a: Any, b: Any, caps_name: str) -> bool | None:
         caps = getattr(self.nvml, caps_name, None)
+        if isinstance(caps, tuple):  # nvidia-ml-py 13 defines NVML_P2P_CAPS_INDEX_READ = 0,
+            caps = caps[0] if caps else None
         if caps is None:
             return None
         status = self.query("nvmlDeviceGetP2PStatus", a, b, caps)
@@ -252,7 +258,11 @@ def probe(output_dir: str = "./outputs", nvml: Any = None) -> HardwareProfile:
     """This machine, now. `nvml` replaces the pynvml module (tests pass a fake)."""
     import psutil
 
-    gpus, links, driver, cuda, gpu_error = _probe_gpus(nvml)
+    try:
+        gpus, links, driver, cuda, gpu_error = _probe_gpus(nvml)
+    except Exception as e:  # doctor reports a broken NVML, never crashes
+        gpus, links, driver, cuda = [], [], None, None
+        gpu_error = f"NVML probe failed: {type(e).__name__}: {e}"
     mem = psutil.virtual_memory()
     disk = free_gib(output_dir)
     return HardwareProfile(

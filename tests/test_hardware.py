@@ -68,7 +68,7 @@ class FakeNvml:
     NVMLError_NotSupported = FakeNotSupported
     NVML_FEATURE_ENABLED = 1
     NVML_NVLINK_MAX_LINKS = 18
-    NVML_P2P_CAPS_INDEX_READ = 0
+    NVML_P2P_CAPS_INDEX_READ = (0,)  # sic: nvidia-ml-py 13 has a trailing comma there
     NVML_P2P_CAPS_INDEX_NVLINK = 3
     NVML_P2P_STATUS_OK = 0
 
@@ -130,6 +130,8 @@ class FakeNvml:
 
     def nvmlDeviceGetP2PStatus(self, a: int, b: int, caps: int) -> int:
         self._check("nvmlDeviceGetP2PStatus", a)
+        if not isinstance(caps, int):  # what ctypes does with the tuple
+            raise TypeError("Don't know how to convert parameter 3")
         if caps == self.NVML_P2P_CAPS_INDEX_NVLINK:
             both = self.gpus[a].nvlinks and self.gpus[b].nvlinks
             return 0 if both else 4
@@ -230,6 +232,27 @@ def test_nvlink_state_error_other_than_not_supported_is_unknown() -> None:
     nvml.failing = {("nvmlDeviceGetNvLinkState", 0)}
     p = probe(nvml=nvml)
     assert p.gpus[0].nvlink is None and p.gpus[1].nvlink is True
+
+
+def test_non_nvml_exceptions_never_crash_the_probe() -> None:
+    class BrokenTypes(FakeNvml):
+        def nvmlDeviceGetNvLinkState(self, h: int, link: int) -> int:
+            raise TypeError("Don't know how to convert parameter 2")
+
+        def nvmlDeviceGetUtilizationRates(self, h: int) -> object:
+            raise OSError("ctypes call failed")
+
+    p = probe(nvml=BrokenTypes(two_h100().gpus))
+    assert len(p.gpus) == 2 and p.gpus[0].nvlink is None and p.gpus[0].utilization_pct is None
+
+    class BrokenShape(FakeNvml):
+        def nvmlDeviceGetMemoryInfo(self, h: int) -> object:
+            return object()  # no .total: fails in our parsing, not in NVML
+
+    p = probe(nvml=BrokenShape(two_h100().gpus))
+    assert p.gpus == [] and p.ram_gib > 0
+    assert p.gpu_error == (
+        "NVML probe failed: AttributeError: 'object' object has no attribute 'total'")
 
 
 def test_count_failure_and_zero_gpus() -> None:
@@ -375,3 +398,105 @@ def test_unreadable_or_malformed_profile(tmp_path: Path) -> None:
         load_profile(f)
     with pytest.raises(HardwareProfileError, match="cannot read"):
         load_profile(tmp_path)  # a directory
+
+
+# --- the real pynvml wrappers over a fake libnvidia-ml ----------------------------------------
+# pynvml passes ctypes arguments to the C library; a fake library made of ctypes callbacks with
+# the C signatures checks those conversions too (nvidia-ml-py 13's NVML_P2P_CAPS_INDEX_READ is a
+# tuple, which only fails there).
+
+
+def fake_libnvidia_ml(gpus: list[FakeGpu]) -> SimpleNamespace:
+    import ctypes as C
+
+    import pynvml
+
+    ok, invalid = 0, pynvml.NVML_ERROR_INVALID_ARGUMENT
+    base = 0x1000  # fake device handles: base + index
+
+    def c_func(*argtypes: Any) -> Any:
+        def wrap(fn: Any) -> Any:
+            return C.CFUNCTYPE(C.c_int, *argtypes)(fn)
+        return wrap
+
+    def put(ptr: int, ctype: Any, value: Any) -> None:
+        C.cast(ptr, C.POINTER(ctype))[0] = value
+
+    def put_text(buf: int, size: int, text: str | bytes) -> None:
+        raw = (text.encode() if isinstance(text, str) else text)[: size - 1] + b"\0"
+        C.memmove(buf, raw, len(raw))
+
+    def gpu(handle: int) -> FakeGpu:
+        return gpus[handle - base]
+
+    def memory(h: int, p: int) -> int:
+        g = gpu(h)
+        mem = C.cast(p, C.POINTER(pynvml.c_nvmlMemory_t)).contents
+        mem.total, mem.used = g.total_mib * MIB, g.used_mib * MIB
+        mem.free = mem.total - mem.used
+        return ok
+
+    def utilization(h: int, p: int) -> int:
+        util = C.cast(p, C.POINTER(pynvml.c_nvmlUtilization_t)).contents
+        util.gpu, util.memory = gpu(h).util, 0
+        return ok
+
+    def capability(h: int, major: int, minor: int) -> int:
+        put(major, C.c_int, gpu(h).cc[0])
+        put(minor, C.c_int, gpu(h).cc[1])
+        return ok
+
+    def nvlink_state(h: int, link: int, p: int) -> int:
+        g = gpu(h)
+        if g.nvlinks is None:
+            return pynvml.NVML_ERROR_NOT_SUPPORTED
+        if link >= g.total_links:
+            return invalid
+        put(p, C.c_uint, int(link < g.nvlinks))
+        return ok
+
+    def p2p(a: int, b: int, caps: int, p: int) -> int:
+        put(p, C.c_uint, pynvml.NVML_P2P_STATUS_OK)
+        return ok
+
+    def handle(i: int, p: int) -> int:
+        if i >= len(gpus):
+            return invalid
+        put(p, C.c_void_p, base + i)
+        return ok
+
+    v, u = C.c_void_p, C.c_uint
+    funcs = {
+        "nvmlInitWithFlags": c_func(u)(lambda flags: ok),
+        "nvmlInit_v2": c_func()(lambda: ok),
+        "nvmlShutdown": c_func()(lambda: ok),
+        "nvmlSystemGetDriverVersion": c_func(v, u)(lambda b, n: put_text(b, n, "580.95.05") or ok),
+        "nvmlSystemGetCudaDriverVersion": c_func(v)(lambda p: put(p, C.c_int, 13000) or ok),
+        "nvmlSystemGetCudaDriverVersion_v2": c_func(v)(lambda p: put(p, C.c_int, 13000) or ok),
+        "nvmlDeviceGetCount_v2": c_func(v)(lambda p: put(p, C.c_uint, len(gpus)) or ok),
+        "nvmlDeviceGetHandleByIndex_v2": c_func(u, v)(handle),
+        "nvmlDeviceGetName": c_func(v, v, u)(lambda h, b, n: put_text(b, n, gpu(h).name) or ok),
+        "nvmlDeviceGetMemoryInfo": c_func(v, v)(memory),
+        "nvmlDeviceGetUtilizationRates": c_func(v, v)(utilization),
+        "nvmlDeviceGetCudaComputeCapability": c_func(v, v, v)(capability),
+        "nvmlDeviceGetNvLinkState": c_func(v, u, v)(nvlink_state),
+        "nvmlDeviceGetP2PStatus": c_func(v, v, u, v)(p2p),
+    }
+    return SimpleNamespace(**funcs)
+
+
+def test_real_pynvml_over_a_fake_library(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pynvml
+
+    gpus = [FakeGpu("NVIDIA H200", 143771, used_mib=512, util=3, nvlinks=18),
+            FakeGpu("NVIDIA H200", 143771, nvlinks=18)]
+    monkeypatch.setattr(pynvml, "nvmlLib", fake_libnvidia_ml(gpus))
+    monkeypatch.setattr(pynvml, "_nvmlGetFunctionPointer_cache", {})
+    p = probe(nvml=pynvml)
+    assert p.gpu_error is None
+    assert [(g.index, g.name, g.compute_capability, g.nvlink) for g in p.gpus] == [
+        (0, "NVIDIA H200", "9.0", True), (1, "NVIDIA H200", "9.0", True)]
+    assert p.gpus[0].memory_total_gib == pytest.approx(140.4, abs=0.01)
+    assert p.gpus[0].memory_used_gib == 0.5 and p.gpus[0].utilization_pct == 3.0
+    assert (p.driver_version, p.cuda_version) == ("580.95.05", "13.0")
+    assert [(link.p2p, link.nvlink) for link in p.gpu_links] == [(True, True)]
