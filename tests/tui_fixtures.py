@@ -155,3 +155,18 @@ def run_async(test):  # noqa: ANN001, ANN201
         return asyncio.run(test(*args, **kwargs))
 
     return wrapper
+
+
+async def wait_until(pilot, predicate, timeout: float = 30.0, what: str = "condition") -> None:  # noqa: ANN001
+    """Let the app run until `predicate()` holds (workers and subprocesses take real time)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        await pilot.pause(0.05)
+
+
+def screen_name(app) -> str:  # noqa: ANN001
+    return type(app.screen).__name__

@@ -53,7 +53,6 @@ class DoneScreen(WizardScreen):
     BINDINGS = [
         Binding("n", "new_run", "New run"),
         Binding("escape", "app.pop_screen", "Back"),
-        Binding("q", "app.quit", "Quit"),
     ]
 
     def __init__(self, config: RunConfig) -> None:

@@ -114,11 +114,19 @@ class PresetScreen(WizardScreen):
                 key=v.name,
             )
         names = [v.name for v in rec.verdicts]
-        preferred = self.plan.preset or rec.recommended
+        preferred = self.plan.preset or self._remembered_if_it_fits() or rec.recommended
         if preferred in names:
             table.move_cursor(row=names.index(preferred))
         self._show(names[table.cursor_row] if names else None)
         table.focus()
+
+    def _remembered_if_it_fits(self) -> str | None:
+        name = self.wizard.settings.preset
+        rec = self.plan.recommendation
+        fits = rec is not None and any(
+            v.name == name and v.verdict != "does-not-fit" for v in rec.verdicts
+        )
+        return name if fits else None
 
     def _show(self, name: str | None) -> None:
         rec = self.plan.recommendation

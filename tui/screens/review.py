@@ -134,7 +134,9 @@ class ReviewScreen(WizardScreen):
                         if field.name == key:
                             field.add_class("-invalid")
             errors.update(Text("\n".join(text for _, text in lines)))
-            self.query_one("#review-command", Static).update(Text("fix the errors above", "yellow"))
+            self.query_one("#review-command", Static).update(
+                Text("fix the errors in the form", "yellow")
+            )
             self.valid = False
             self.refresh_bindings()
             return None

@@ -1,0 +1,336 @@
+"""Each wizard screen driven with Pilot at 100x30, plus one SVG snapshot per screen.
+
+The hardware profile is fixed and the engine is scripted (tests/tui_fixtures.py), so every
+snapshot is deterministic; tests/test_tui_flow.py runs the real engine.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+from textual.widgets import Input
+from tui_fixtures import (
+    ScriptedLauncher,
+    cpu_profile,
+    h100_profile,
+    run_async,
+    screen_name,
+    wait_until,
+)
+
+from engine.config import load_config
+from tui.app import OsstuneApp
+from tui.run_source import RunProgress
+from tui.screens.training import TrainingScreen
+from tui.settings import Settings
+from tui.widgets.loss_chart import LossChart
+from tui.widgets.memory_panel import MemoryPanel
+
+SIZE = (100, 30)
+
+
+@pytest.fixture(autouse=True)
+def _quiet_and_isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # relative output dirs land here and print the same every time
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def make_app(tmp_path: Path, profile=None, launcher=None) -> OsstuneApp:  # noqa: ANN001
+    profile = profile or cpu_profile()
+    return OsstuneApp(lambda: profile, launcher or ScriptedLauncher(), tmp_path / "wizard.json")
+
+
+def text_of(screen, selector: str) -> str:  # noqa: ANN001
+    return str(screen.query_one(selector).render())
+
+
+def steady(app) -> None:  # noqa: ANN001
+    """No blinking cursors: a snapshot must not depend on when in the blink it was taken."""
+    for field in app.screen.query(Input):
+        field.cursor_blink = False
+
+
+async def to_presets(pilot) -> None:  # noqa: ANN001
+    await wait_until(pilot, lambda: pilot.app.plan.recommendation is not None, what="the probe")
+    await pilot.press("enter")
+    await wait_until(pilot, lambda: screen_name(pilot.app) == "PresetScreen")
+
+
+async def to_dataset(pilot) -> None:  # noqa: ANN001
+    await to_presets(pilot)
+    await pilot.press("enter")
+    await wait_until(pilot, lambda: getattr(pilot.app.screen, "preview", None) is not None,
+                     what="the dataset preview")
+
+
+async def to_review(pilot) -> None:  # noqa: ANN001
+    await to_dataset(pilot)
+    await pilot.press("ctrl+n")
+    await wait_until(pilot, lambda: screen_name(pilot.app) == "ReviewScreen")
+
+
+async def scripted_training(pilot, launcher: ScriptedLauncher, preset: str, steps: int) -> None:  # noqa: ANN001
+    app = pilot.app
+    await wait_until(pilot, lambda: app.plan.recommendation is not None)
+    app.plan.choose_preset(preset)
+    await app.push_screen(TrainingScreen(load_config(preset)))
+    await wait_until(pilot, launcher.started.is_set, what="the launch")
+    process = launcher.process
+    process.run_start(total=100)
+    for step in range(1, steps + 1):
+        process.step(step, 100, loss=2.0 + 1.0 / step + (step % 5) / 20)
+    await wait_until(pilot, lambda: app.screen.snapshot.step == steps, what="the last step")
+
+
+# ----------------------------------------------------------------------------- snapshots
+
+def test_snapshot_hardware(snap_compare, tmp_path: Path) -> None:
+    app = make_app(tmp_path, h100_profile(2))
+
+    async def ready(pilot) -> None:  # noqa: ANN001
+        await wait_until(pilot, lambda: app.plan.recommendation is not None)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+
+
+def test_snapshot_presets(snap_compare, tmp_path: Path) -> None:
+    assert snap_compare(make_app(tmp_path, h100_profile(1)), terminal_size=SIZE,
+                        run_before=to_presets)
+
+
+def test_snapshot_dataset(snap_compare, tmp_path: Path) -> None:
+    async def second_example_with_ids(pilot) -> None:  # noqa: ANN001
+        await to_dataset(pilot)
+        await pilot.press("pagedown", "ctrl+t")
+        steady(pilot.app)
+
+    assert snap_compare(make_app(tmp_path), terminal_size=SIZE, run_before=second_example_with_ids)
+
+
+def test_snapshot_review_with_an_error(snap_compare, tmp_path: Path) -> None:
+    async def bad_learning_rate(pilot) -> None:  # noqa: ANN001
+        await to_review(pilot)
+        pilot.app.screen.query_one("#f-training-learning_rate").value = "5"
+        steady(pilot.app)
+        await pilot.pause()
+
+    assert snap_compare(make_app(tmp_path), terminal_size=SIZE, run_before=bad_learning_rate)
+
+
+def test_snapshot_training_eight_gpus(snap_compare, tmp_path: Path) -> None:
+    launcher = ScriptedLauncher(gpus=8)
+
+    async def run(pilot) -> None:  # noqa: ANN001
+        await scripted_training(pilot, launcher, "gpt-oss-120b-fft-fsdp2-offload", steps=40)
+
+    assert snap_compare(make_app(tmp_path, h100_profile(8), launcher), terminal_size=SIZE,
+                        run_before=run)
+
+
+def test_snapshot_done(snap_compare, tmp_path: Path) -> None:
+    launcher = ScriptedLauncher(gpus=1)
+
+    async def finish(pilot) -> None:  # noqa: ANN001
+        await scripted_training(pilot, launcher, "gpt-oss-20b-lora-1gpu", steps=3)
+        launcher.process.finish()
+        await wait_until(pilot, lambda: not pilot.app.screen.running, what="the end")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: screen_name(pilot.app) == "DoneScreen")
+
+    assert snap_compare(make_app(tmp_path, h100_profile(1), launcher), terminal_size=SIZE,
+                        run_before=finish)
+
+
+# ----------------------------------------------------------------------------- behaviour
+
+@run_async
+async def test_review_shows_errors_inline_and_blocks_start(tmp_path: Path) -> None:
+    launcher = ScriptedLauncher()
+    app = make_app(tmp_path, launcher=launcher)
+    async with app.run_test(size=SIZE) as pilot:
+        await to_review(pilot)
+        screen = app.screen
+        field = screen.query_one("#f-training-learning_rate")
+        field.value = "5"
+        await pilot.pause()
+        errors = str(screen.query_one("#review-errors").render())
+        assert "training.learning_rate: Input should be less than 1 (got 5)" in errors
+        assert field.has_class("-invalid")
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert screen_name(app) == "ReviewScreen" and not launcher.calls
+        field.value = "1e-4"
+        screen.query_one("#f-training-max_steps").value = "3"
+        await pilot.pause()
+        assert not field.has_class("-invalid")
+        command = str(screen.query_one("#review-command").render())
+        assert ("osstune run tiny-cpu-demo --set training.learning_rate=1e-4 "
+                "--set training.max_steps=3") in command
+        await pilot.press("ctrl+n")
+        await wait_until(pilot, launcher.started.is_set)
+        cfg_dir, resume, force = launcher.calls[0]
+        assert (cfg_dir, resume, force) == ("./outputs/tiny-cpu-demo", False, False)
+    assert Settings.load(tmp_path / "wizard.json") == Settings(
+        "tiny-cpu-demo", "builtin:osstune-sample", "./outputs/tiny-cpu-demo")
+
+
+@run_async
+async def test_review_saves_and_never_overwrites(tmp_path: Path) -> None:
+    app = make_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await to_review(pilot)
+        screen = app.screen
+        screen.query_one("#f-training-sequence_len").value = "256"
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        saved = tmp_path / "tiny-cpu-demo-run.yaml"
+        assert yaml.safe_load(saved.read_text())["training"]["sequence_len"] == 256
+        assert "osstune run tiny-cpu-demo-run.yaml" in text_of(screen, "#review-command")
+        assert load_config(str(saved)).training.sequence_len == 256  # what `osstune run` reads
+        before = saved.read_text()
+        screen.query_one("#f-training-sequence_len").value = "128"
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert saved.read_text() == before
+        assert "--set training.sequence_len=128" in text_of(screen, "#review-command")
+
+
+@run_async
+async def test_dataset_errors_show_in_place(tmp_path: Path) -> None:
+    app = make_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await to_dataset(pilot)
+        screen = app.screen
+        assert str(screen.query_one("#example-header").render()).startswith("example 1/")
+        path_field = screen.query_one("#f-dataset-path")
+        path_field.value = "missing.jsonl"
+        path_field.focus()
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: screen.preview is None, what="the failed load")
+        await wait_until(pilot, lambda: "cannot load" in text_of(screen, "#example-header"))
+        header = str(screen.query_one("#example-header").render())
+        assert "missing.jsonl" in header
+        assert screen_name(app) == "DatasetScreen"  # still here, still usable
+        await pilot.press("ctrl+g")
+        assert app.focused is screen.query_one("#jump")
+
+
+@run_async
+async def test_dataset_browsing_and_remembered_dataset(tmp_path: Path) -> None:
+    data = tmp_path / "chats.jsonl"
+    data.write_text('{"messages": [{"role": "user", "content": "hi"}, '
+                    '{"role": "assistant", "content": "hello"}]}\n'
+                    '{"messages": [{"role": "user", "content": "no answer"}]}\n')
+    Settings(dataset=str(data)).save(tmp_path / "wizard.json")
+    app = make_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await to_dataset(pilot)
+        screen = app.screen
+        assert screen.query_one("#f-dataset-path").value == str(data)
+        summary = str(screen.query_one("#dataset-summary").render())
+        assert "rows read 2" in summary and "skipped 1" in summary
+        header = str(screen.query_one("#example-header").render())
+        assert header.startswith("example 1/1 · row 0")
+        await pilot.press("pagedown")  # already the last: stays
+        assert screen.index == 0
+        preview = str(screen.query_one("#token-preview").render())
+        assert "<|start|>assistant<|channel|>final<|message|>hello<|return|>" in preview
+
+
+@run_async
+async def test_training_stop_then_resume(tmp_path: Path) -> None:
+    launcher = ScriptedLauncher(gpus=2)
+    app = make_app(tmp_path, h100_profile(2), launcher)
+    async with app.run_test(size=SIZE) as pilot:
+        await scripted_training(pilot, launcher, "gpt-oss-20b-fft-fsdp2-offload", steps=5)
+        screen = app.screen
+        assert len(screen.query_one(LossChart).history) == 5
+        assert [g.rank for g in screen.query_one(MemoryPanel).gpus] == [0, 1]
+        await pilot.press("s")
+        await wait_until(pilot, lambda: not screen.running, what="the stop")
+        assert launcher.process.stopped.is_set()
+        assert "stopped" in str(screen.query_one("#run-title").render())
+        assert "r resumes" in str(screen.query_one("#run-error").render())
+        await pilot.press("r")
+        await wait_until(pilot, lambda: len(launcher.calls) == 2)
+        assert launcher.calls[1][1:] == (True, False)  # resume, not force
+
+
+@run_async
+async def test_training_crash_shows_error_hint_and_log(tmp_path: Path) -> None:
+    launcher = ScriptedLauncher(gpus=1)
+    app = make_app(tmp_path, h100_profile(1), launcher)
+    async with app.run_test(size=SIZE) as pilot:
+        await scripted_training(pilot, launcher, "gpt-oss-20b-lora-1gpu", steps=2)
+        process = launcher.process
+        process.stderr.append("torch.OutOfMemoryError: CUDA out of memory")
+        process.writer.emit("error", kind="out_of_memory", message="CUDA out of memory at step 3",
+                            hint="lower training.sequence_len or pick an offload preset")
+        process.finish("failed", 1)
+        screen = app.screen
+        await wait_until(pilot, lambda: not screen.running)
+        error = str(screen.query_one("#run-error").render())
+        assert "out_of_memory: CUDA out of memory at step 3" in error
+        assert "hint: lower training.sequence_len" in error
+        assert "CUDA out of memory" in str(screen.query_one("#log-tail").render())
+        assert "failed (exit code 1)" in str(screen.query_one("#run-title").render())
+        await pilot.press("k")  # not running: kill is not offered
+        assert not process.killed
+
+
+@run_async
+async def test_kill_needs_a_second_press(tmp_path: Path) -> None:
+    launcher = ScriptedLauncher(gpus=1)
+    app = make_app(tmp_path, h100_profile(1), launcher)
+    async with app.run_test(size=SIZE) as pilot:
+        await scripted_training(pilot, launcher, "gpt-oss-20b-lora-1gpu", steps=1)
+        await pilot.press("k")
+        assert not launcher.process.killed
+        await pilot.press("k")
+        assert launcher.process.killed
+        await wait_until(pilot, lambda: not app.screen.running)
+        assert "exit code -9" in str(app.screen.query_one("#run-title").render())
+
+
+@run_async
+async def test_existing_output_offers_resume(tmp_path: Path) -> None:
+    launcher = ScriptedLauncher()
+    cfg = load_config("tiny-cpu-demo")
+    os.makedirs(cfg.output.dir)
+    Path(cfg.output.dir, "events.jsonl").write_text("")
+    app = make_app(tmp_path, launcher=launcher)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.plan.recommendation is not None)
+        app.plan.choose_preset("tiny-cpu-demo")
+        await app.push_screen(TrainingScreen(cfg))
+        await wait_until(pilot, lambda: screen_name(app) == "ResumeDialog")
+        await pilot.press("escape")  # back: nothing launched, nothing touched
+        await wait_until(pilot, lambda: screen_name(app) == "HardwareScreen")
+        assert launcher.calls == []
+        await app.push_screen(TrainingScreen(cfg))
+        await wait_until(pilot, lambda: screen_name(app) == "ResumeDialog")
+        await pilot.press("o")
+        await wait_until(pilot, launcher.started.is_set)
+        assert launcher.calls == [(cfg.output.dir, False, True)]
+
+
+@run_async
+async def test_progress_messages_coalesce_into_few_repaints(tmp_path: Path) -> None:
+    launcher = ScriptedLauncher(gpus=1)
+    app = make_app(tmp_path, h100_profile(1), launcher)
+    async with app.run_test(size=SIZE) as pilot:
+        await scripted_training(pilot, launcher, "gpt-oss-20b-lora-1gpu", steps=1)
+        screen = app.screen
+        monitor = screen.monitor
+        calls = []
+        real_snapshot = monitor.snapshot
+        monitor.snapshot = lambda: calls.append(1) or real_snapshot()
+        for _ in range(500):
+            screen.post_message(RunProgress())
+        await pilot.pause()
+        assert 1 <= len(calls) <= 3
