@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from tui.commands import doctor, presets
+from tui.commands import doctor, inspect, presets
 
 app = typer.Typer(
     name="osstune",
@@ -61,6 +61,7 @@ def root(
 
 app.command("doctor")(doctor.doctor)
 app.command("presets")(presets.presets)
+app.command("inspect")(inspect.inspect)
 
 
 def main() -> None:

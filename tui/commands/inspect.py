@@ -1,0 +1,177 @@
+"""`osstune inspect DATASET`: exactly which tokens of each example are trained, and a summary."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from tui import output
+
+if TYPE_CHECKING:
+    from engine.config import RunConfig
+    from engine.dataset import DatasetStats, Example
+    from engine.token_view import TokenView
+
+DEFAULT_VIEW_COUNT = 3
+# Styles: trained tokens stand out, prompt tokens recede, harmony specials have their own colour.
+STYLE_TRAINED = "bold black on green"
+STYLE_MASKED = "dim"
+STYLE_SPECIAL_TRAINED = "bold black on cyan"
+STYLE_SPECIAL_MASKED = "cyan"
+# Without colour (a pipe, NO_COLOR) trained runs are bracketed instead.
+PLAIN_OPEN, PLAIN_CLOSE = "⟦", "⟧"
+
+
+def _config(dataset: str | None, config: str | None, preset: str | None,
+            overrides: list[str]) -> RunConfig:
+    from engine.config import ConfigError, ModelConfig, RunConfig, load_config
+
+    if config and preset:
+        output.fail("give --config or --preset, not both")
+    if not (dataset or config or preset):
+        output.fail("give a DATASET (file, folder, hub id or builtin:osstune-sample) "
+                    "or --config/--preset")
+    try:
+        cfg = load_config(config or preset, overrides) if (config or preset) else None
+        if cfg is None:
+            from engine.config import apply_overrides, validate
+
+            base = RunConfig(model=ModelConfig(id="openai/gpt-oss-20b")).model_dump(mode="json")
+            cfg = validate(apply_overrides(base, overrides), "inspect defaults")
+        if dataset:
+            cfg.dataset.path = dataset
+    except ConfigError as e:
+        output.fail(str(e))
+    return cfg
+
+
+def _token_text(view: TokenView, show_ids: bool) -> str:
+    return f"{view.text}⟨{view.id}⟩" if show_ids else view.text
+
+
+def _render_colour(views: list[TokenView], show_ids: bool) -> Any:
+    from rich.text import Text
+
+    text = Text()
+    for v in views:
+        if v.special:
+            style = STYLE_SPECIAL_TRAINED if v.trained else STYLE_SPECIAL_MASKED
+        else:
+            style = STYLE_TRAINED if v.trained else STYLE_MASKED
+        text.append(_token_text(v, show_ids), style=style)
+    return text
+
+
+def _render_plain(views: list[TokenView], show_ids: bool) -> str:
+    parts: list[str] = []
+    inside = False
+    for v in views:
+        if v.trained != inside:
+            parts.append(PLAIN_OPEN if v.trained else PLAIN_CLOSE)
+            inside = v.trained
+        parts.append(_token_text(v, show_ids))
+    if inside:
+        parts.append(PLAIN_CLOSE)
+    return "".join(parts)
+
+
+def _header(position: int, ex: Example) -> str:
+    trained = ex.trained_tokens
+    turn = f" · turn {ex.turn}" if ex.turn is not None else ""
+    return (f"── example {position} · row {ex.row}{turn} · {len(ex)} tokens · {trained} trained "
+            f"({100 * trained / max(len(ex), 1):.1f}%)")
+
+
+def summary_lines(stats: DatasetStats, sequence_len: int) -> list[str]:
+    skipped = sum(stats.rows_skipped.values())
+    lines = [
+        f"dataset: {stats.source} ({stats.format})",
+        f"rows read: {stats.rows_read}",
+        f"rows skipped: {skipped}"
+        + (" (" + ", ".join(f"{k}: {v}" for k, v in stats.rows_skipped.items()) + ")"
+           if skipped else ""),
+        f"examples: {stats.examples}"
+        + (f" ({stats.examples_truncated} truncated to {sequence_len})"
+           if stats.examples_truncated else ""),
+        f"tokens: {stats.tokens_total:,} total, {stats.tokens_trained:,} trained "
+        f"({100 * stats.trained_fraction:.1f}%)",
+        "length buckets: " + ", ".join(f"{k}: {v}" for k, v in stats.length_buckets.items()),
+    ]
+    if stats.packing_efficiency is not None:
+        lines.append(f"packing: {stats.packed_rows} rows of {sequence_len} tokens, "
+                     f"{100 * stats.packing_efficiency:.1f}% filled")
+    else:
+        lines.append("packing: off")
+    lines += [f"  skipped {s}" for s in stats.skip_samples[:5]]
+    return lines
+
+
+def inspect(
+    dataset: Annotated[str | None, typer.Argument(
+        help="A .jsonl/.json/.parquet file or folder, a hub id, or builtin:osstune-sample")] = None,
+    config: Annotated[str | None, typer.Option(
+        "--config", help="Dataset settings (and model) from this run config (YAML)")] = None,
+    preset: Annotated[str | None, typer.Option(
+        "--preset", help="Take the dataset settings (and model) from this preset")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Override a config key, e.g. dataset.train_turns=expand")] = None,
+    index: Annotated[int, typer.Option("--index", min=0, help="First example to show")] = 0,
+    count: Annotated[int | None, typer.Option(
+        "--count", min=0, help="How many examples to show (default 3; with --json all)")] = None,
+    show_ids: Annotated[bool, typer.Option("--show-ids", help="Print each token's id")] = False,
+    json_: Annotated[bool, typer.Option(
+        "--json", help='One JSON line per example: {"row", "input_ids", "labels", "text"}'
+    )] = False,
+    tokenizer_name: Annotated[str | None, typer.Option(
+        "--tokenizer", help="Tokenizer id or folder (default: the config's model; the offline "
+        "GPT-OSS tokenizer when offline)")] = None,
+) -> None:
+    """Show which tokens of each example are trained (highlighted) and which are prompt (dim)."""
+    from engine.dataset import DatasetError, prepare_dataset
+    from engine.tokenizer import TokenizerError, load_tokenizer
+
+    cfg = _config(dataset, config, preset, list(set_ or []))
+    try:
+        tokenizer = load_tokenizer(tokenizer_name or cfg.model.tokenizer or cfg.model.id)
+    except TokenizerError as e:
+        output.fail(str(e))
+    try:
+        prepared = prepare_dataset(cfg, tokenizer)
+    except DatasetError as e:
+        output.fail(str(e), code=output.EXIT_PROBLEM)
+
+    examples = prepared.examples
+    if index >= len(examples):
+        output.fail(f"--index {index}: the dataset has {len(examples)} examples "
+                    f"(0-{len(examples) - 1})")
+    if count is None:
+        count = len(examples) if json_ else DEFAULT_VIEW_COUNT
+    chosen = list(enumerate(examples))[index:index + count]
+
+    if json_:
+        for _pos, ex in chosen:
+            typer.echo(json.dumps({"row": ex.row, "input_ids": ex.input_ids, "labels": ex.labels,
+                                   "text": tokenizer.decode(ex.input_ids)}, ensure_ascii=False))
+        return
+
+    from engine.token_view import token_view
+
+    colour = output.use_color()
+    console = output.console() if colour else None
+    for pos, ex in chosen:
+        views = token_view(tokenizer, ex)
+        if console is not None:
+            console.print(_header(pos, ex), style="bold")
+            console.print(_render_colour(views, show_ids))
+            console.print()
+        else:
+            typer.echo(_header(pos, ex))
+            typer.echo(_render_plain(views, show_ids))
+            typer.echo("")
+    legend = ("legend: trained tokens highlighted, prompt tokens dim, special tokens cyan"
+              if colour else f"legend: {PLAIN_OPEN}trained{PLAIN_CLOSE}, everything else is prompt")
+    typer.echo(legend)
+    for line in summary_lines(prepared.stats, cfg.training.sequence_len):
+        typer.echo(line)
