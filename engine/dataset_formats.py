@@ -94,7 +94,7 @@ def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
-def _text(value: Any, where: str) -> str | None:
+def _text(value: Any, where: str, what: str) -> str | None:
     """A content value as text: a string, null, or OpenAI's list of `{"type": "text"}` parts."""
     if value is None or isinstance(value, str):
         return value
@@ -103,7 +103,7 @@ def _text(value: Any, where: str) -> str | None:
         for p in value
     ):
         return "".join(p["text"] for p in value)
-    raise RowError(WRONG_CONTENT_TYPE, f"{where} must be a string, got {_type_name(value)}")
+    raise RowError(WRONG_CONTENT_TYPE, f"{where}: {what} must be a string, got {_type_name(value)}")
 
 
 def _drop_nulls(value: Any) -> Any:
@@ -122,11 +122,11 @@ def _arguments(raw: Any, where: str) -> str:
         try:
             json.loads(raw)
         except ValueError as e:
-            raise RowError(ARGUMENTS_NOT_JSON, f"{where} arguments are not JSON: {e}") from None
+            raise RowError(ARGUMENTS_NOT_JSON, f"{where}: arguments are not JSON: {e}") from None
         return raw
     if isinstance(raw, dict | list):
         return json.dumps(_drop_nulls(raw), ensure_ascii=False)
-    raise RowError(ARGUMENTS_NOT_JSON, f"{where} arguments must be an object or a JSON string, "
+    raise RowError(ARGUMENTS_NOT_JSON, f"{where}: arguments must be an object or a JSON string, "
                                        f"got {_type_name(raw)}")
 
 
@@ -135,10 +135,10 @@ def _tool_calls(raw: Any, where: str) -> list[ToolCall]:
         return []
     if not isinstance(raw, list):
         raise RowError(WRONG_CONTENT_TYPE,
-                       f"{where} tool_calls must be a list, got {_type_name(raw)}")
+                       f"{where}: tool_calls must be a list, got {_type_name(raw)}")
     calls = []
     for j, call in enumerate(raw):
-        here = f"{where} tool call {j}"
+        here = f"{where}: tool call {j}"
         if not isinstance(call, dict):
             raise RowError(WRONG_CONTENT_TYPE, f"{here} must be an object, got {_type_name(call)}")
         fn = call.get("function") if isinstance(call.get("function"), dict) else call
@@ -188,7 +188,7 @@ def _train_flag(msg: dict[str, Any], where: str) -> bool | None:
         value = msg.get(key)
         if value is not None:
             if not isinstance(value, bool):
-                raise RowError(WRONG_CONTENT_TYPE, f"{where} {key} must be true or false, "
+                raise RowError(WRONG_CONTENT_TYPE, f"{where}: {key} must be true or false, "
                                                    f"got {_type_name(value)}")
             return value
     return None
@@ -198,7 +198,7 @@ def _message(msg: Any, i: int, opts: FormatOptions, roles: dict[str, str],
              sharegpt: bool) -> ChatMessage:
     where = f"message {i}"
     if not isinstance(msg, dict):
-        raise RowError(WRONG_CONTENT_TYPE, f"{where} must be an object, got {_type_name(msg)}")
+        raise RowError(WRONG_CONTENT_TYPE, f"{where}: must be an object, got {_type_name(msg)}")
     props = ({"role": "from", "content": "value"} if sharegpt
              else dict(opts.message_property_mappings))
     role_key, content_key = props.get("role", "role"), props.get("content", "content")
@@ -209,10 +209,10 @@ def _message(msg: Any, i: int, opts: FormatOptions, roles: dict[str, str],
     if role not in ROLES:
         raise RowError(UNKNOWN_ROLE, f"{where}: unknown role {raw_role!r} "
                                      "(expected system, developer, user, assistant or tool)")
-    content = _text(msg.get(content_key), f"{where} ({role}) content")
+    content = _text(msg.get(content_key), f"{where} ({role})", "content")
     thinking_keys = [props.get("thinking", opts.field_thinking), *THINKING_FALLBACKS]
     thinking = next((msg[k] for k in thinking_keys if msg.get(k) is not None), None)
-    thinking = _text(thinking, f"{where} ({role}) thinking")
+    thinking = _text(thinking, f"{where} ({role})", "thinking")
     calls = _tool_calls(msg.get(props.get("tool_calls", "tool_calls")), where)
     name = msg.get(props.get("name", "name"))
     return ChatMessage(
