@@ -1,4 +1,5 @@
-"""Run configuration: the one schema that presets, user YAML files and `--set` overrides pass through.
+"""Run configuration: the one schema that presets, user YAML files and `--set` overrides pass
+through.
 
 No torch import here: the CLI and the wizard validate configs before any engine process starts.
 """
@@ -31,7 +32,8 @@ class ModelConfig(_Strict):
     # auto: flex_attention on CUDA, eager on CPU.
     attn_implementation: Literal["auto", "eager", "flex_attention", "sdpa"] = "auto"
     tokenizer: str | None = Field(
-        default=None, description="Tokenizer id or dir; default the model's, offline builder when offline"
+        default=None,
+        description="Tokenizer id or dir; default the model's, offline builder when offline",
     )
     trust_remote_code: bool = False
     router_aux_loss_coef: float = Field(default=0.0, ge=0.0)
@@ -41,8 +43,10 @@ class LoraConfig(_Strict):
     r: int = Field(default=8, gt=0)
     alpha: int = Field(default=16, gt=0)
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
-    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    # Expert weights are parameters, not Linear modules: peft reaches them through target_parameters.
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
+    )
+    # Expert weights are parameters, not Linear modules: peft reaches them via target_parameters.
     target_parameters: list[str] = Field(default_factory=list)
 
 
@@ -66,7 +70,9 @@ class TrainingConfig(_Strict):
     micro_batch_size: int = Field(default=1, ge=1)
     gradient_accumulation_steps: int = Field(default=1, ge=1)
     num_epochs: float = Field(default=1.0, gt=0.0)
-    max_steps: int | None = Field(default=None, ge=1, description="Optimizer steps; overrides epochs")
+    max_steps: int | None = Field(
+        default=None, ge=1, description="Optimizer steps; overrides epochs"
+    )
     optimizer: Literal["adamw_torch_fused", "adamw_torch"] = "adamw_torch_fused"
     weight_decay: float = Field(default=0.0, ge=0.0)
     adam_beta1: float = Field(default=0.9, ge=0.0, lt=1.0)
@@ -237,7 +243,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 def validate(data: Any, source: str) -> RunConfig:
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+        got = type(data).__name__
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {got}")
     try:
         return RunConfig.model_validate(data)
     except ValidationError as e:

@@ -5,14 +5,15 @@ file (plus the engine's stderr). No torch import: front-ends import this module.
 
 Schema version 1. Every event has `v` (schema version), `type`, and `time` (unix seconds).
 
-| type        | required fields |
-|-------------|-----------------|
-| run_start   | config (dict), world_size, gpus (list of {rank, name, memory_total_gib}), model (dict), dataset (dict of stats), total_steps |
-| step        | step, total_steps, epoch, loss, lr, grad_norm, trained_tokens, tokens_per_s, elapsed_s, eta_s, gpus (list of {rank, device_mem_reserved_gib, mem_allocated_gib, mem_active_gib}) |
-| checkpoint  | path, step |
-| warning     | message |
-| error       | kind, message, hint |
-| run_end     | status (completed / stopped / failed), outputs (dict of name -> path) |
+- run_start: config (dict), world_size, gpus (list of {rank, name, memory_total_gib}),
+  model (dict), dataset (dict of stats), total_steps
+- step: step, total_steps, epoch, loss, lr, grad_norm, trained_tokens, tokens_per_s, elapsed_s,
+  eta_s, gpus (one entry per rank: {rank, device_mem_reserved_gib, mem_allocated_gib,
+  mem_active_gib})
+- checkpoint: path, step
+- warning: message
+- error: kind, message, hint
+- run_end: status (completed / stopped / failed), outputs (dict of name -> path)
 
 `device_mem_reserved_gib` is `torch.cuda.max_memory_reserved()` in GiB since the previous step
 event (peaks are reset after each log); on CPU runs it is 0.
