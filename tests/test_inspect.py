@@ -1,0 +1,126 @@
+"""`osstune inspect`: per-token mask view, --json, options, summary and one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+import engine.dataset_cache as cache_mod
+from tui.cli import app
+from tui.commands import inspect as inspect_cmd
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch, tokenizer):
+    monkeypatch.setattr(cache_mod, "cache_dir", lambda: tmp_path / "dataset-cache")
+
+
+def invoke(*args):
+    return runner.invoke(app, ["inspect", *args])
+
+
+def test_default_view_and_summary():
+    result = invoke("builtin:osstune-sample")
+    assert result.exit_code == 0, result.stderr
+    out = result.stdout
+    assert out.startswith("── example 0 · row 0 · ")
+    assert out.count("── example ") == 3
+    # prompt plain, trained run bracketed: from the channel header to <|return|>
+    assert ("<|start|>user<|message|>What is the boiling point of water at sea level?<|end|>"
+            "<|start|>assistant⟦<|channel|>final<|message|>100 °C (212 °F) at standard "
+            "atmospheric pressure.<|return|>⟧") in out
+    for line in ("rows read: 36", "rows skipped: 0", "examples: 36", "length buckets: <=128: ",
+                 "packing: "):
+        assert line in out
+    assert "trained (" in out and "% filled" in out
+
+
+def test_index_count_show_ids():
+    result = invoke("builtin:osstune-sample", "--index", "5", "--count", "2", "--show-ids")
+    assert result.exit_code == 0, result.stderr
+    assert "── example 5 · row 5" in result.stdout and "── example 6 · row 6" in result.stdout
+    assert "── example 7" not in result.stdout
+    assert "<|start|>⟨200006⟩" in result.stdout and "<|return|>⟨200002⟩" in result.stdout
+
+
+def test_json_lines():
+    result = invoke("builtin:osstune-sample", "--json")
+    assert result.exit_code == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(lines) == 36
+    first = lines[0]
+    assert set(first) == {"row", "input_ids", "labels", "text"}
+    assert first["row"] == 0 and len(first["input_ids"]) == len(first["labels"])
+    assert first["text"].startswith("<|start|>system<|message|>You are ChatGPT")
+    assert all(lbl in (-100, tid) for lbl, tid in zip(first["labels"], first["input_ids"],
+                                                      strict=True))
+    some = invoke("builtin:osstune-sample", "--json", "--index", "3", "--count", "2")
+    assert [json.loads(line)["row"] for line in some.stdout.splitlines()] == [3, 4]
+
+
+def test_settings_from_set_preset_and_config(tmp_path):
+    expand = invoke("builtin:osstune-sample", "--json", "--set", "dataset.train_turns=expand")
+    assert expand.exit_code == 0, expand.stderr
+    assert len(expand.stdout.splitlines()) > 36
+    preset = invoke("--preset", "tiny-cpu-demo", "--count", "1")
+    assert preset.exit_code == 0, preset.stderr
+    assert "packing: " in preset.stdout and "rows of 512 tokens" in preset.stdout
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"messages": [{"role": "user", "content": "q"},
+                                             {"role": "assistant", "content": "a"}]}) + "\n"
+                    + json.dumps({"messages": [{"role": "narrator", "content": "q"}]}) + "\n")
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"model:\n  id: openai/gpt-oss-20b\ndataset:\n  path: {data}\n"
+                   "  packing: false\n  roles_to_train: [user, assistant]\n")
+    result = invoke("--config", str(cfg))
+    assert result.exit_code == 0, result.stderr
+    assert "⟦user<|message|>q<|end|>⟧" in result.stdout
+    assert "rows skipped: 1 (unknown role: 1)" in result.stdout
+    assert "packing: off" in result.stdout
+    assert "skipped row 1: message 0: unknown role 'narrator'" in result.stdout
+
+
+@pytest.mark.parametrize("args, message, code", [
+    (["nope.jsonl"], "osstune: error: nope.jsonl: no such file or folder\n", 1),
+    ([], "osstune: error: give a DATASET (file, folder, hub id or builtin:osstune-sample) or "
+         "--config/--preset\n", 2),
+    (["builtin:osstune-sample", "--index", "99"],
+     "osstune: error: --index 99: the dataset has 36 examples (0-35)\n", 2),
+    (["builtin:osstune-sample", "--tokenizer", "someone/other-model"],
+     "osstune: error: tokenizer someone/other-model: not in the local cache and the hub is "
+     "unreachable (offline); give a local folder\n", 2),
+    (["builtin:nothing"], "osstune: error: builtin:nothing: unknown builtin dataset (available: "
+                          "builtin:osstune-sample)\n", 1),
+    (["--preset", "nope"], None, 2),
+])
+def test_bad_input_one_line(args, message, code):
+    result = invoke(*args)
+    assert result.exit_code == code
+    assert "Traceback" not in result.stderr + result.stdout
+    assert len(result.stderr.splitlines()) == 1
+    if message is not None:
+        assert result.stderr == message
+
+
+def test_colour_styles(tokenizer):
+    from engine.dataset_formats import FormatOptions, row_to_chat
+    from engine.harmony import HarmonyRenderer
+    from engine.token_view import token_view
+
+    chat = row_to_chat({"messages": [{"role": "user", "content": "hi"},
+                                     {"role": "assistant", "content": "yo"}]},
+                       "messages", FormatOptions())
+    [ex] = HarmonyRenderer(tokenizer).render(chat)
+    views = token_view(tokenizer, ex)
+    text = inspect_cmd._render_colour(views, show_ids=False)
+    styles = {str(span.style) for span in text.spans}
+    assert styles == {inspect_cmd.STYLE_TRAINED, inspect_cmd.STYLE_MASKED,
+                      inspect_cmd.STYLE_SPECIAL_TRAINED, inspect_cmd.STYLE_SPECIAL_MASKED}
+    trained = "".join(text.plain[s.start:s.end] for s in text.spans
+                      if str(s.style) in (inspect_cmd.STYLE_TRAINED,
+                                          inspect_cmd.STYLE_SPECIAL_TRAINED))
+    assert trained == "<|channel|>final<|message|>yo<|return|>"
