@@ -62,8 +62,10 @@ async def to_presets(pilot) -> None:  # noqa: ANN001
 async def to_dataset(pilot) -> None:  # noqa: ANN001
     await to_presets(pilot)
     await pilot.press("enter")
-    await wait_until(pilot, lambda: getattr(pilot.app.screen, "preview", None) is not None,
-                     what="the dataset preview")
+    screen = pilot.app.screen
+    await wait_until(pilot, lambda: screen.preview is not None or "cannot" in text_of(
+        screen, "#example-header"), what="the dataset preview")
+    assert screen.preview is not None, text_of(screen, "#example-header")
 
 
 async def to_review(pilot) -> None:  # noqa: ANN001
@@ -233,7 +235,7 @@ async def test_dataset_browsing_and_remembered_dataset(tmp_path: Path) -> None:
         screen = app.screen
         assert screen.query_one("#f-dataset-path").value == str(data)
         summary = str(screen.query_one("#dataset-summary").render())
-        assert "rows read 2" in summary and "skipped 1" in summary
+        assert "rows read: 2" in summary and "rows skipped: 1" in summary
         header = str(screen.query_one("#example-header").render())
         assert header.startswith("example 1/1 · row 0")
         await pilot.press("pagedown")  # already the last: stays

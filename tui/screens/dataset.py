@@ -46,6 +46,7 @@ class Preview:
     tokenizer: Any
     examples: list[Example]
     stats: DatasetStats
+    sequence_len: int
     capped: bool
 
 
@@ -57,23 +58,13 @@ def dataset_value(cfg: RunConfig, key: str) -> str:
     return "" if node is None else str(node)
 
 
-def summary_text(stats: DatasetStats, capped: bool) -> Text:
-    skipped = sum(stats.rows_skipped.values())
-    reasons = ", ".join(f"{k}: {v}" for k, v in stats.rows_skipped.items())
-    lines = [
-        f"rows read {stats.rows_read:,}"
-        + (" (preview cap)" if capped else "")
-        + f" · skipped {skipped:,}"
-        + (f" ({reasons})" if reasons else ""),
-        f"examples {stats.examples:,} · tokens {stats.tokens_total:,}"
-        f" · trained {stats.tokens_trained:,} ({stats.trained_fraction:.1%})",
-        "lengths " + ", ".join(f"{k}: {v}" for k, v in stats.length_buckets.items()),
-    ]
-    if stats.examples_truncated:
-        lines.append(f"truncated {stats.examples_truncated:,} over-long examples")
-    if stats.packing_efficiency is not None:
-        lines.append(f"packing {stats.packing_efficiency:.1%} into {stats.packed_rows:,} rows")
-    lines += stats.skip_samples[:3]
+def summary_text(stats: DatasetStats, sequence_len: int, capped: bool) -> Text:
+    """The summary `osstune inspect` prints, so both views of a dataset read the same."""
+    from tui.commands.inspect import summary_lines
+
+    lines = summary_lines(stats, sequence_len)
+    if capped:
+        lines.insert(1, f"(preview: the first {PREVIEW_MAX_ROWS:,} rows)")
     return Text("\n".join(lines))
 
 
@@ -213,13 +204,14 @@ class DatasetScreen(WizardScreen):
             tokenizer,
             prepared.examples,
             prepared.stats,
+            cfg.training.sequence_len,
             capped and prepared.stats.rows_read >= PREVIEW_MAX_ROWS,
         )
 
     def worker_done_dataset(self, preview: Preview) -> None:
         self.preview = preview
         self.query_one("#dataset-summary", Static).update(
-            summary_text(preview.stats, preview.capped)
+            summary_text(preview.stats, preview.sequence_len, preview.capped)
         )
         self._show(0)
 

@@ -1,7 +1,7 @@
 """One training example, token by token: trained text bright, masked text dim, specials distinct.
 
-Fed with `engine.token_view.TokenView`s, the per-token view `osstune inspect` prints, so the wizard
-and the CLI cannot disagree about what is trained.
+The text comes from `osstune inspect`'s renderer over `engine.token_view.TokenView`s, so the
+wizard and the CLI cannot disagree about what is trained or how it looks.
 """
 
 from __future__ import annotations
@@ -12,37 +12,25 @@ from typing import TYPE_CHECKING
 from rich.text import Text
 from textual.widgets import Static
 
+from tui.commands import inspect as inspect_command
+
 if TYPE_CHECKING:
     from engine.token_view import TokenView
 
-STYLES = {
-    # (trained, special) -> style
-    (True, False): "bold green",
-    (False, False): "dim",
-    (True, True): "bold black on green",
-    (False, True): "bold magenta",
-}
-
 
 def token_text(tokens: Sequence[TokenView], show_ids: bool = False) -> Text:
-    out = Text()
-    for token in tokens:
-        style = STYLES[(token.trained, token.special)]
-        out.append(token.text, style=style)
-        if show_ids:
-            out.append(f"[{token.id}]", style="dim cyan" if token.trained else "dim blue")
-    return out
+    return inspect_command._render_colour(list(tokens), show_ids)
 
 
 def legend() -> Text:
     return Text.assemble(
-        ("trained", STYLES[(True, False)]),
+        ("trained", inspect_command.STYLE_TRAINED),
         "  ",
-        ("masked", STYLES[(False, False)]),
+        ("masked", inspect_command.STYLE_MASKED),
         "  ",
-        ("<|special|>", STYLES[(False, True)]),
+        ("<|special|>", inspect_command.STYLE_SPECIAL_MASKED),
         "  ",
-        ("<|trained special|>", STYLES[(True, True)]),
+        ("<|trained special|>", inspect_command.STYLE_SPECIAL_TRAINED),
     )
 
 
