@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from textual.message import Message
 
-from engine.events import EventReader
+from engine.events import EVENTS_FILE, EventReader
 
 if TYPE_CHECKING:
     from engine.config import RunConfig
@@ -68,19 +68,21 @@ class ProcessRunSource:
     ):
         self.process = process
         self.output_dir = Path(output_dir)
-        self.events = (
-            events if events is not None else EventReader(self.output_dir / "events.jsonl")
-        )
+        self.events = events if events is not None else EventReader(self.output_dir / EVENTS_FILE)
 
     @classmethod
     def launch(cls, cfg: RunConfig, resume: bool = False, force: bool = False) -> ProcessRunSource:
         """Start the engine through the same launcher as `osstune run`."""
         from engine.launch import TrainingProcess
 
+        # Read from the start on resume (the chart continues the earlier curve); a forced fresh
+        # start skips what an earlier run left (a replaced or truncated file is re-read anyway).
+        events = EventReader(Path(cfg.output.dir) / EVENTS_FILE)
+        if force and not resume:
+            events.poll()
         process = TrainingProcess()
         process.start(cfg, cfg.output.dir, resume=resume, force=force)
-        reader = getattr(process, "events", None)
-        return cls(process, cfg.output.dir, reader if isinstance(reader, EventReader) else None)
+        return cls(process, cfg.output.dir, events)
 
     def poll_events(self) -> list[dict[str, Any]]:
         return self.events.poll()
@@ -177,6 +179,7 @@ class RunState:
                 handler(event)
 
     def _on_run_start(self, event: dict[str, Any]) -> None:
+        self.error = self.end = None  # a resumed run starts again after an earlier end
         self.started = {k: event[k] for k in ("world_size", "model", "dataset", "total_steps")}
         self.total_steps = event["total_steps"]
         for gpu in event["gpus"]:

@@ -18,9 +18,9 @@ from tui.screens.base import WizardScreen
 
 def next_commands(cfg: RunConfig, outputs: dict[str, str]) -> list[tuple[str, str]]:
     """(what it does, command) pairs for the finished run."""
+    from engine.launch import serve_commands, serving_tensor_parallel
+
     out = cfg.output.dir
-    model = outputs.get("merged") or outputs.get("export") or outputs.get("model") or out
-    tp = max(cfg.distributed.gpus, 1)
     steps: list[tuple[str, str]] = []
     if cfg.method == "lora":
         adapter = outputs.get("adapter") or out
@@ -28,24 +28,17 @@ def next_commands(cfg: RunConfig, outputs: dict[str, str]) -> list[tuple[str, st
             ("merge the adapter into full weights", shlex.join(["osstune", "merge-lora", adapter]))
         )
         model = outputs.get("merged") or str(Path(out) / "merged")
-    elif cfg.distributed.fsdp and "merged" not in outputs:
-        steps.append(
-            (
-                "merge the sharded checkpoint (if the automatic merge did not run)",
-                shlex.join(["osstune", "merge-sharded-fsdp-weights", out]),
+    else:
+        if cfg.distributed.fsdp and "merged" not in outputs:
+            steps.append(
+                (
+                    "merge the sharded checkpoint (if the automatic merge did not run)",
+                    shlex.join(["osstune", "merge-sharded-fsdp-weights", out]),
+                )
             )
-        )
-    steps.append(
-        ("serve with vLLM", shlex.join(["vllm", "serve", model, "--tensor-parallel-size", str(tp)]))
-    )
-    steps.append(
-        (
-            "serve with SGLang",
-            shlex.join(
-                ["python", "-m", "sglang.launch_server", "--model-path", model, "--tp", str(tp)]
-            ),
-        )
-    )
+        model = outputs.get("merged") or outputs.get("export") or outputs.get("model") or out
+    for command in serve_commands(model, serving_tensor_parallel(cfg)):
+        steps.append((f"serve with {'vLLM' if command.startswith('vllm') else 'SGLang'}", command))
     return steps
 
 

@@ -154,6 +154,8 @@ class TrainingScreen(WizardScreen):
         self.query_one("#run-title", Static).update(title)
 
     def start(self, resume: bool, force: bool) -> None:
+        self.query_one(LossChart).clear()  # a resumed run replays its events file from the start
+        self.monitor, self.snapshot = None, RunSnapshot()
         self.running = True
         self._set_status("resuming" if resume else "starting")
         self._show_error(None)
