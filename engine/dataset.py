@@ -179,7 +179,7 @@ def process_rows(rows: Sequence[tuple[int, dict[str, Any] | BadRow]], fmt: str,
                     continue
                 ex = _truncate(ex, limit)
                 result.truncated += 1
-            if all(label == IGNORE_INDEX for label in ex.labels):
+            if ex.trained_tokens == 0:
                 result.skipped.append((row, NO_TRAINED_TOKENS, "no trained tokens"
                                        + (" left after truncation" if len(ex) == limit else "")))
                 continue
@@ -219,10 +219,22 @@ def _progress(total: int, description: str) -> Any:
     return progress
 
 
+def default_num_proc() -> int:
+    """Processes for preprocessing when `dataset.num_proc` is unset.
+
+    One process already keeps every core busy during tokenization (the Rust tokenizer is
+    multithreaded); extra processes pay off only on machines with many cores, where the Python
+    part (validation, rendering, masks) becomes the bottleneck. Measured on 2 cores: one process
+    12.6 s, two processes 16.2 s for 12,000 conversations.
+    """
+    cores = os.cpu_count() or 1
+    return 1 if cores < 8 else min(cores // 2, 8)
+
+
 def _run_batches(rows: Sequence[dict[str, Any] | BadRow], fmt: str, settings: PipelineSettings,
                  tokenizer: Any, num_proc: int | None,
                  on_batch: Callable[[BatchResult], None]) -> None:
-    procs = num_proc or min(os.cpu_count() or 1, 8)
+    procs = num_proc or default_num_proc()
     progress = _progress(len(rows), "preparing dataset")
 
     def advance(n: int) -> None:
@@ -235,6 +247,9 @@ def _run_batches(rows: Sequence[dict[str, Any] | BadRow], fmt: str, settings: Pi
             from concurrent.futures import ProcessPoolExecutor
 
             ctx = mp.get_context("fork" if sys.platform == "linux" else "spawn")
+            # Workers split the rows; threads inside each would only contend (and the Rust
+            # tokenizer warns after a fork when they are on).
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
             with ProcessPoolExecutor(procs, mp_context=ctx, initializer=_worker_init,
                                      initargs=(tokenizer, fmt, settings)) as pool:
                 for batch, result in zip(_batches(rows, BATCH_ROWS),

@@ -97,7 +97,7 @@ class Example:
 
     @property
     def trained_tokens(self) -> int:
-        return sum(1 for label in self.labels if label != IGNORE_INDEX)
+        return len(self.labels) - self.labels.count(IGNORE_INDEX)
 
 
 # --------------------------------------------------------------------------- planning
@@ -296,9 +296,8 @@ class HarmonyRenderer:
     def _cached_text(self, text: str) -> list[int]:
         ids = self._text_cache.get(text)
         if ids is None:
-            if len(self._text_cache) >= self._TEXT_CACHE_LIMIT:
-                self._text_cache.clear()
-            ids = self._text_cache[text] = self.encode_text([text])[0] if text else []
+            ids = self.encode_text([text])[0] if text else []
+            self._remember(text, ids)
         return ids
 
     def _header(self, m: HarmonyMessage) -> tuple[list[int], int]:
@@ -334,9 +333,11 @@ class HarmonyRenderer:
         return result
 
     def render_batch(self, chats: Iterable[tuple[int, Chat]]) -> list[list[Example] | RowError]:
-        """Render many chats with one tokenizer call for all their free text."""
-        planned: list[tuple[int, list[tuple[int | None, list[HarmonyMessage]]]] | RowError] = []
-        free_text: list[str] = []
+        """Render many chats with one tokenizer call for all their distinct texts."""
+        planned: list[tuple[int, list[Plan]] | RowError] = []
+        pending: dict[str, None] = {}  # distinct texts not yet encoded, in first-seen order
+        sticky: set[str] = set()  # system/developer texts repeat across rows: keep them
+        cache = self._text_cache
         for row, chat in chats:
             try:
                 plans = plan_examples(chat, self.settings)
@@ -345,8 +346,15 @@ class HarmonyRenderer:
                 continue
             planned.append((row, plans))
             for _turn, msgs in plans:
-                free_text.extend(m.text for m in msgs if m.role in ("user", "assistant", "tool"))
-        encoded = iter(self.encode_text(free_text))
+                for m in msgs:
+                    if m.text not in cache:
+                        pending[m.text] = None
+                        if m.role in ("system", "developer"):
+                            sticky.add(m.text)
+        texts = list(pending)
+        encoded = dict(zip(texts, self.encode_text(texts), strict=True))
+        for text in sticky:
+            self._remember(text, encoded[text])
 
         out: list[list[Example] | RowError] = []
         for item in planned:
@@ -354,24 +362,27 @@ class HarmonyRenderer:
                 out.append(item)
                 continue
             row, plans = item
-            examples = [self._assemble(row, turn, msgs, encoded) for turn, msgs in plans]
-            out.append(examples)
+            out.append([self._assemble(row, turn, msgs, encoded) for turn, msgs in plans])
         return out
 
+    def _remember(self, text: str, ids: list[int]) -> None:
+        if len(self._text_cache) >= self._TEXT_CACHE_LIMIT:
+            self._text_cache.clear()
+        self._text_cache[text] = ids
+
     def _assemble(self, row: int, turn: int | None, msgs: list[HarmonyMessage],
-                  encoded: Iterable[list[int]]) -> Example:
-        it = iter(encoded)
+                  encoded: dict[str, list[int]]) -> Example:
         input_ids: list[int] = []
         labels: list[int] = []
         message_index: list[int] = []
         roles: list[str] = []
+        cache = self._text_cache
         prev_assistant_end = False
         for m in msgs:
             header, start_len = self._header(m)
-            if m.role in ("user", "assistant", "tool"):
-                body = next(it)
-            else:
-                body = self._cached_text(m.text)
+            body = encoded.get(m.text)
+            if body is None:
+                body = cache.get(m.text) or self._cached_text(m.text)
             end = self._end_ids[m.end]
             n = len(header) + len(body) + 1
             input_ids += header

@@ -209,10 +209,24 @@ def system_text(
     return "\n\n".join(sections)
 
 
+_TOOLS_CACHE: dict[str, str] = {}
+
+
+def _cached_tools_section(tools: list[ToolSpec]) -> str:
+    """Datasets repeat the same tool list on many rows; render each distinct list once."""
+    key = _json([[t.name, t.description, t.parameters] for t in tools])
+    text = _TOOLS_CACHE.get(key)
+    if text is None:
+        if len(_TOOLS_CACHE) >= 1024:
+            _TOOLS_CACHE.clear()
+        text = _TOOLS_CACHE[key] = tools_section(tools)
+    return text
+
+
 def developer_text(instructions: str | None, tools: list[ToolSpec]) -> str:
     sections: list[str] = []
     if instructions is not None:
         sections += ["# Instructions", instructions]
     if tools:
-        sections.append(tools_section(tools))
+        sections.append(_cached_tools_section(tools))
     return "\n\n".join(sections)
