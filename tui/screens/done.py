@@ -5,7 +5,6 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from rich.console import Group
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -59,7 +58,7 @@ class DoneScreen(WizardScreen):
             yield Static(self._body(), id="done-body")
         yield Footer()
 
-    def _body(self) -> Group:
+    def _body(self) -> Text:
         end = self.plan.run_end or {"status": "unknown", "outputs": {}}
         outputs: dict[str, str] = {k: str(v) for k, v in end["outputs"].items()}
         parts: list[Text] = [
@@ -83,7 +82,7 @@ class DoneScreen(WizardScreen):
             Text("Repeat this run", style="bold"),
             Text(f"  $ {self.plan.command()}"),
         ]
-        return Group(*parts)
+        return Text("\n").join(parts)
 
     def action_new_run(self) -> None:
         from tui.screens.hardware import HardwareScreen

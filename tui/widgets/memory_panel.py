@@ -49,21 +49,21 @@ class MemoryPanel(Widget):
         if not self.gpus:
             return Text("no GPU in this run (CPU): nothing to report", style="dim")
         width = self.content_size.width
-        out = Text(no_wrap=True, overflow="crop")
-        for i, gpu in enumerate(self.gpus):
-            figures = (
-                f" {_gib(gpu.reserved_gib):>5}/{_gib(gpu.total_gib)} pk {_gib(gpu.peak_gib):>5}"
-            )
-            label = f"{gpu.rank:>2} "
-            if width >= WIDE_ENOUGH_FOR_NAMES:
-                label += f"{short_name(gpu.name)[:NAME_WIDTH]:<{NAME_WIDTH}} "
-            bar_width = max(width - len(label) - len(figures), 4)
-            total = gpu.total_gib or 0.0
-            fraction = gpu.reserved_gib / total if total > 0 else None
-            peak = gpu.peak_gib / total if total > 0 else None
-            out.append(label)
-            out.append_text(meter(fraction, bar_width, peak))
-            out.append(figures)
-            if i < len(self.gpus) - 1:
-                out.append("\n")
-        return out
+        rows = [self._row(gpu, width) for gpu in self.gpus]
+        return Text("\n", no_wrap=True, overflow="crop").join(rows)
+
+    @staticmethod
+    def _row(gpu: GpuMemory, width: int) -> Text:
+        label = f"{gpu.rank:>2} "
+        if width >= WIDE_ENOUGH_FOR_NAMES:
+            label += f"{short_name(gpu.name)[:NAME_WIDTH]:<{NAME_WIDTH}} "
+        row = Text(label)
+        total = gpu.total_gib or 0.0
+        if total <= 0:  # a CPU rank: no device memory to draw against
+            row.append("no device memory (CPU)", style="dim")
+            return row
+        figures = f" {_gib(gpu.reserved_gib):>5}/{_gib(total)} pk {_gib(gpu.peak_gib):>5}"
+        bar_width = max(width - len(label) - len(figures), 4)
+        row.append_text(meter(gpu.reserved_gib / total, bar_width, gpu.peak_gib / total))
+        row.append(figures)
+        return row
