@@ -336,3 +336,49 @@ async def test_progress_messages_coalesce_into_few_repaints(tmp_path: Path) -> N
             screen.post_message(RunProgress())
         await pilot.pause()
         assert 1 <= len(calls) <= 3
+
+
+@run_async
+async def test_quitting_mid_run_stops_the_engine_gracefully(tmp_path: Path) -> None:
+    launcher = ScriptedLauncher(gpus=1)
+    app = make_app(tmp_path, h100_profile(1), launcher)
+    async with app.run_test(size=SIZE) as pilot:
+        await scripted_training(pilot, launcher, "gpt-oss-20b-lora-1gpu", steps=1)
+        await pilot.press("ctrl+q")
+    assert launcher.process.stopped.is_set() and not launcher.process.killed
+
+
+def test_snapshot_resume_dialog(snap_compare, tmp_path: Path) -> None:
+    cfg = load_config("tiny-cpu-demo")
+
+    async def existing_output(pilot) -> None:  # noqa: ANN001
+        os.makedirs(cfg.output.dir)
+        Path(cfg.output.dir, "events.jsonl").write_text("")
+        await wait_until(pilot, lambda: pilot.app.plan.recommendation is not None)
+        pilot.app.plan.choose_preset("tiny-cpu-demo")
+        await pilot.app.push_screen(TrainingScreen(cfg))
+        await wait_until(pilot, lambda: screen_name(pilot.app) == "ResumeDialog")
+
+    assert snap_compare(make_app(tmp_path), terminal_size=SIZE, run_before=existing_output)
+
+
+@run_async
+async def test_hardware_refresh_probes_again_and_failures_show_in_place(tmp_path: Path) -> None:
+    from engine.hardware import HardwareProfileError
+
+    answers = [cpu_profile(), HardwareProfileError("machine.json: gpus[0].memory_total_gib: missing")]
+
+    def source():  # noqa: ANN202
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    app = OsstuneApp(source, ScriptedLauncher(), tmp_path / "wizard.json")
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.plan.recommendation is not None)
+        assert "tiny-cpu-demo" in text_of(app.screen, "#recommendation")
+        await pilot.press("r")
+        await wait_until(pilot, lambda: "Cannot read" in text_of(app.screen, "#recommendation"))
+        assert "gpus[0].memory_total_gib: missing" in text_of(app.screen, "#recommendation")
+        assert answers == [] and screen_name(app) == "HardwareScreen"

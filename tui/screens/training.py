@@ -134,6 +134,11 @@ class TrainingScreen(WizardScreen):
         else:
             self.start(resume=False, force=False)
 
+    def on_unmount(self) -> None:
+        """Leaving the app mid-run: ask the engine to checkpoint and stop rather than orphan it."""
+        if self.running and self.monitor is not None:
+            self.monitor.source.stop()
+
     def _after_dialog(self, choice: str | None) -> None:
         if choice == "resume":
             self.start(resume=True, force=False)
