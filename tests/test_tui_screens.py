@@ -366,7 +366,8 @@ def test_snapshot_resume_dialog(snap_compare, tmp_path: Path) -> None:
 async def test_hardware_refresh_probes_again_and_failures_show_in_place(tmp_path: Path) -> None:
     from engine.hardware import HardwareProfileError
 
-    answers = [cpu_profile(), HardwareProfileError("machine.json: gpus[0].memory_total_gib: missing")]
+    broken = HardwareProfileError("machine.json: gpus[0].memory_total_gib: missing")
+    answers = [cpu_profile(), broken]
 
     def source():  # noqa: ANN202
         answer = answers.pop(0)
