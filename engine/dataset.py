@@ -16,6 +16,7 @@ import json
 import os
 import random
 import sys
+import threading
 from bisect import bisect_left, insort
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -207,8 +208,13 @@ def _batches(rows: Sequence[dict[str, Any] | BadRow], size: int) -> Iterable[lis
 
 
 def _progress(total: int, description: str) -> Any:
-    """A rich progress bar on a terminal; nothing otherwise (CI logs, the wizard's worker)."""
-    if not sys.stderr.isatty() or total < 2 * BATCH_ROWS:
+    """A rich progress bar on a terminal; nothing otherwise (CI logs, the wizard's worker).
+
+    Only from the main thread: the wizard prepares previews in a worker thread while Textual owns
+    the terminal, and a bar drawn there would corrupt its screen.
+    """
+    if (total < 2 * BATCH_ROWS or not sys.stderr.isatty()
+            or threading.current_thread() is not threading.main_thread()):
         return None
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

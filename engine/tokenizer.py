@@ -298,6 +298,29 @@ def _load_dir(folder: str) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast.from_pretrained(folder)
 
 
+def _hub_cache_dir(name: str) -> Path | None:
+    """The snapshot folder of a hub tokenizer already in the local cache (no network, no torch)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(name, "tokenizer.json")
+    except Exception:  # an id that is not a valid repo name, a broken cache
+        return None
+    return Path(found).parent if isinstance(found, str) else None
+
+
+def _load_from_hub(name: str) -> PreTrainedTokenizerFast:
+    from transformers import PreTrainedTokenizerFast
+
+    try:
+        return PreTrainedTokenizerFast.from_pretrained(name)
+    except Exception:
+        # Repos without tokenizer.json need the Auto machinery (which imports torch).
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(name)
+
+
 def load_offline_tokenizer() -> PreTrainedTokenizerFast:
     return _load_dir(str(offline_tokenizer_dir()))
 
@@ -321,19 +344,21 @@ def load_tokenizer(name_or_path: str | None = None) -> PreTrainedTokenizerFast:
     if name.startswith((".", "/", "~")) or path.suffix in {".json", ".model"}:
         raise TokenizerError(f"tokenizer {name}: no such folder")
 
-    from transformers import AutoTokenizer
-
     # The hub's copy first when cached; a network fetch only when the hub answers quickly.
-    try:
-        return AutoTokenizer.from_pretrained(name, local_files_only=True)
-    except Exception:
-        pass
+    cached = _hub_cache_dir(name)
+    if cached is not None:
+        try:
+            return _load_dir(str(cached))
+        except Exception:
+            pass
     if hub_reachable():
         try:
-            return AutoTokenizer.from_pretrained(name)
+            return _load_from_hub(name)
         except Exception as e:
             if not is_gpt_oss(name):
-                raise TokenizerError(f"tokenizer {name}: cannot load from the hub: {e}") from None
+                first = str(e).splitlines()[0] if str(e) else type(e).__name__
+                raise TokenizerError(
+                    f"tokenizer {name}: cannot load from the hub: {first}") from None
     if is_gpt_oss(name):
         return load_offline_tokenizer()
     raise TokenizerError(

@@ -251,3 +251,19 @@ def test_token_view(tokenizer):
     assert all(v.id >= 199998 for v in views if v.special)
     assert [(v.message_index, v.role) for v in views] == list(
         zip(example.message_index, example.role, strict=True))
+
+
+def test_progress_bar_only_on_a_terminal_in_the_main_thread(monkeypatch):
+    import sys
+    import threading
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    bar = dataset_mod._progress(10_000, "preparing")
+    assert bar is not None
+    bar.stop()
+    assert dataset_mod._progress(10, "preparing") is None  # too small to bother
+    seen = []
+    worker = threading.Thread(target=lambda: seen.append(dataset_mod._progress(10_000, "x")))
+    worker.start()
+    worker.join()
+    assert seen == [None]  # the wizard's worker thread: Textual owns the terminal

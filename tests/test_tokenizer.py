@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 
 import pytest
@@ -117,3 +118,18 @@ def test_errors_are_one_line(tmp_path, monkeypatch):
 def test_local_folder(tokenizer_dir):
     tok = load_tokenizer(str(tokenizer_dir))
     assert tok.convert_tokens_to_ids("<|call|>") == 200012
+
+
+def test_loading_needs_no_torch(tokenizer_dir):
+    import subprocess
+    import sys
+
+    code = ("import sys; from engine.tokenizer import load_tokenizer; "
+            "from engine.dataset import prepare_dataset; from engine.config import load_config; "
+            "cfg = load_config('tiny-cpu-demo'); tok = load_tokenizer(cfg.model.id); "
+            "prepare_dataset(cfg, tok, use_cache=False); print('torch' in sys.modules)")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"
