@@ -15,7 +15,7 @@ from rich.syntax import Syntax
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Footer, Header, Input, Label, Static
 
 from engine.config import ConfigError, RunConfig, dump_config, load_preset
@@ -77,7 +77,7 @@ class ReviewScreen(WizardScreen):
         yield Header()
         yield Static("Review", classes="screen-title")
         with Horizontal(id="review-main"):
-            with Vertical(id="review-form"):
+            with VerticalScroll(id="review-form"):
                 for key, label, lora_only in FIELDS:
                     if lora_only and current.method != "lora":
                         continue
