@@ -133,7 +133,9 @@ def _assistant_messages(m: ChatMessage, keep_analysis: bool, trained: bool) -> l
                 recipient=f"functions.{call.name}", content_type=CONSTRAINED_JSON, end=CALL,
                 trained=trained,
             ))
-    elif m.content or not out:
+    elif m.content or not (out or m.thinking):
+        # An empty final only for a message that is empty; one whose reasoning was dropped
+        # (an earlier turn) leaves nothing.
         out.append(HarmonyMessage("assistant", "assistant", m.content or "", m.index,
                                   channel="final", trained=trained))
     return out

@@ -116,7 +116,7 @@ def reference_messages(row: dict[str, Any], effort: str = "medium",
                                  .with_channel("commentary")
                                  .with_recipient(f"functions.{fn['name']}")
                                  .with_content_type("<|constrain|>json"))
-            elif content or not parts:
+            elif content or not (parts or thinking):
                 parts.append(Message.from_role_and_content(Role.ASSISTANT, content or "")
                              .with_channel("final"))
             out.extend(parts)

@@ -77,6 +77,8 @@ CASES = {
     "reasoning several turns": {"messages": [U("a"), A("b", thinking="t1"), U("c"),
                                              A("d", thinking="t2"), U("e"), A("f", thinking="t3")]},
     "thinking only": {"messages": [U("q"), A(None, thinking="just thoughts")]},
+    "thinking only in an earlier turn": {"messages": [U("q"), A(None, thinking="dropped"),
+                                                      U("q2"), A("a2")]},
     "empty content": {"messages": [U(""), A("")]},
     "empty user, reasoning": {"messages": [U(""), A("x", thinking="")]},
     "unicode and emoji": {"messages": [U("héllo wörld — 你好 🙂👍🏽 עברית"),
