@@ -383,3 +383,21 @@ async def test_hardware_refresh_probes_again_and_failures_show_in_place(tmp_path
         await wait_until(pilot, lambda: "Cannot read" in text_of(app.screen, "#recommendation"))
         assert "gpus[0].memory_total_gib: missing" in text_of(app.screen, "#recommendation")
         assert answers == [] and screen_name(app) == "HardwareScreen"
+
+
+@run_async
+async def test_a_source_that_breaks_stops_the_engine_and_says_why(tmp_path: Path) -> None:
+    launcher = ScriptedLauncher(gpus=1)
+    app = make_app(tmp_path, h100_profile(1), launcher)
+    async with app.run_test(size=SIZE) as pilot:
+        await scripted_training(pilot, launcher, "gpt-oss-20b-lora-1gpu", steps=1)
+        screen = app.screen
+
+        def unreadable() -> list:
+            raise PermissionError("events.jsonl: permission denied")
+
+        screen.monitor.source.poll_events = unreadable
+        await wait_until(pilot, lambda: not screen.running, what="the failure")
+        assert launcher.process.stopped.is_set()
+        error = text_of(screen, "#run-error")
+        assert "cannot follow the run, asked it to stop: events.jsonl: permission denied" in error

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +86,7 @@ class ScriptedProcess:
         self.writer = EventWriter(output_dir)
         self.gpus = gpus
         self.exit: int | None = None
-        self.stderr: list[str] = ["engine: starting"]
+        self.stderr: deque[str] = deque(["engine: starting"], maxlen=400)  # like TrainingProcess
         self.stopped = threading.Event()
         self.killed = False
 
@@ -117,7 +118,7 @@ class ScriptedProcess:
         return self.exit
 
     def stderr_tail(self, n: int = 50) -> list[str]:
-        return self.stderr[-n:]
+        return list(self.stderr)[-n:]
 
     def stop(self) -> None:
         self.stopped.set()

@@ -172,12 +172,16 @@ class TrainingScreen(WizardScreen):
         worker = get_current_worker()
         source: RunSource = self.wizard.run_launcher(self.config, resume, force)
         monitor = self.monitor = RunMonitor(source)
-        while not worker.is_cancelled:
-            if monitor.pump():
-                self.post_message(RunProgress())
-            if monitor.finished:
-                return monitor.exit_code
-            time.sleep(POLL_S)
+        try:
+            while not worker.is_cancelled:
+                if monitor.pump():
+                    self.post_message(RunProgress())
+                if monitor.finished:
+                    return monitor.exit_code
+                time.sleep(POLL_S)
+        except BaseException:
+            source.stop()  # we can no longer follow it: have it checkpoint and exit, not run blind
+            raise
         source.stop()  # the screen went away: let the engine checkpoint and exit
         return None
 
@@ -235,8 +239,10 @@ class TrainingScreen(WizardScreen):
 
     def worker_failed(self, group: str, error: BaseException | None) -> None:
         self.running = False
-        self._set_status("not started" if self.monitor is None else "failed")
-        self._show_error(Text.assemble(("cannot run: ", "bold"), describe_error(error)))
+        started = self.monitor is not None
+        self._set_status("stopping: lost track of the run" if started else "not started")
+        what = "cannot follow the run, asked it to stop: " if started else "cannot start: "
+        self._show_error(Text.assemble((what, "bold"), describe_error(error)))
         self.refresh_bindings()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
