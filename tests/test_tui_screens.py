@@ -401,3 +401,22 @@ async def test_a_source_that_breaks_stops_the_engine_and_says_why(tmp_path: Path
         assert launcher.process.stopped.is_set()
         error = text_of(screen, "#run-error")
         assert "cannot follow the run, asked it to stop: events.jsonl: permission denied" in error
+
+
+@run_async
+async def test_a_launch_that_fails_says_why_and_allows_going_back(tmp_path: Path) -> None:
+    def launcher(cfg, resume: bool, force: bool):  # noqa: ANN001, ANN202
+        raise PermissionError(f"{cfg.output.dir}: cannot create the output directory")
+
+    app = make_app(tmp_path, launcher=launcher)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.plan.recommendation is not None)
+        app.plan.choose_preset("tiny-cpu-demo")
+        await app.push_screen(TrainingScreen(load_config("tiny-cpu-demo")))
+        screen = app.screen
+        await wait_until(pilot, lambda: "cannot start" in text_of(screen, "#run-error"))
+        assert "./outputs/tiny-cpu-demo: cannot create the output directory" in text_of(
+            screen, "#run-error")
+        assert "not started" in text_of(screen, "#run-title")
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: screen_name(app) == "HardwareScreen")
