@@ -1,0 +1,90 @@
+"""Exports a trained model as Hugging Face files that vLLM, SGLang and transformers load.
+
+Full fine-tunes: safetensors shards + index, `config.json` (architectures always
+`["GptOssForCausalLM"]`, never the FSDP-prefixed class name), `generation_config.json`, tokenizer
+with a harmony chat template. LoRA: the PEFT adapter directory plus the tokenizer. Everything is
+written into a hidden sibling folder and renamed into place, so a failed export never leaves a
+folder that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.chat_template import CHAT_TEMPLATE
+from engine.model import hf_config_dict
+
+MAX_SHARD_SIZE = "5GB"
+# The checkpoints' generation config: stop on <|return|>, <|endoftext|> and <|call|>.
+GENERATION_CONFIG = {"bos_token_id": 199998, "eos_token_id": [200002, 199999, 200012],
+                     "pad_token_id": 199999, "do_sample": True}
+
+
+@contextmanager
+def staged_dir(target: Path) -> Iterator[Path]:
+    """Yield a fresh staging folder; on success it replaces `target` (old copy removed last)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f".{target.name}.partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir()
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    old = target.with_name(f".{target.name}.old")
+    if target.exists():
+        if old.exists():
+            shutil.rmtree(old)
+        target.rename(old)
+    staging.rename(target)
+    if old.exists():
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def save_tokenizer(tokenizer: Any, folder: Path) -> None:
+    if not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(str(folder))
+
+
+def save_full_model(state: dict[str, torch.Tensor], config: Any, tokenizer: Any | None,
+                    target: Path) -> Path:
+    """Safetensors shards of `state` (HF key names) with config, generation config, tokenizer."""
+    from huggingface_hub import save_torch_state_dict
+
+    state = {k: v.detach().contiguous() for k, v in state.items()}
+    with staged_dir(target) as folder:
+        save_torch_state_dict(state, str(folder), max_shard_size=MAX_SHARD_SIZE)
+        cfg = hf_config_dict(config)
+        dtypes = {v.dtype for v in state.values() if v.is_floating_point()}
+        if dtypes:
+            cfg["dtype"] = str(next(iter(dtypes))).removeprefix("torch.")
+        (folder / "config.json").write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+        (folder / "generation_config.json").write_text(
+            json.dumps(GENERATION_CONFIG, indent=2) + "\n", encoding="utf-8")
+        if tokenizer is not None:
+            save_tokenizer(tokenizer, folder)
+    return Path(target)
+
+
+def save_adapter(peft_model: Any, tokenizer: Any | None, target: Path) -> Path:
+    with staged_dir(target) as folder:
+        peft_model.save_pretrained(str(folder))
+        if tokenizer is not None:
+            save_tokenizer(tokenizer, folder)
+    return Path(target)
+
+
+def strip_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k.removeprefix(prefix): v for k, v in state.items()}
+

@@ -1,0 +1,23 @@
+"""LoRA through peft: attention projections by default, expert weights via `target_parameters`."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from engine.config import LoraConfig
+
+
+def apply_lora(model: nn.Module, lora: LoraConfig) -> nn.Module:
+    """A PeftModel whose only trainable parameters are the adapters."""
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    extra = {}
+    if lora.target_parameters:
+        # Expert weights are 3-D parameters, not nn.Linear modules.
+        extra["target_parameters"] = list(lora.target_parameters)
+    peft_config = PeftLoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules) or None, task_type="CAUSAL_LM", bias="none",
+        **extra)
+    return get_peft_model(model, peft_config)

@@ -1,0 +1,594 @@
+"""The training engine: `python -m engine.train --config RUN.yaml [--resume [PATH]] [--output DIR]`.
+
+Runs alone (one process, CPU or one GPU) or under torchrun (one process per GPU; FSDP2). Rank 0
+appends events to OUTPUT/events.jsonl (engine/events.py documents them) and a one-line summary
+per logged step to stderr; nothing else crosses to the front-ends.
+
+Read top to bottom: arguments -> pre-flight -> process group -> tokenizer and data -> model
+(meta device, sharded, each rank materialises its own shard) -> optimizer and schedule -> resume
+-> loop (micro-batches, one loss normalisation per optimizer step) -> checkpoint -> export.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import shutil
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from engine import checkpoint as ckpt
+from engine import metrics
+from engine.config import ConfigError, RunConfig, load_config
+from engine.dataset import PAD_ID, DatasetError, PackedRow, pack_examples, prepare_dataset
+from engine.events import EVENTS_FILE, EventWriter
+from engine.launch import serve_commands, serving_tensor_parallel
+from engine.model import (
+    ModelError,
+    ModelInfo,
+    active_params,
+    build_meta_model,
+    count_params,
+    load_model_config,
+    load_pretrained,
+    materialize_random,
+    reset_rotary,
+    torch_dtype,
+)
+from engine.objective import IGNORE_INDEX, CausalLMObjective, causal_lm, shift_labels
+from engine.optim import build_optimizer, build_scheduler
+from engine.preflight import PreflightError, preflight, uses_gpus
+from engine.tokenizer import TokenizerError, load_tokenizer
+
+EXIT_USER_ERROR = 2
+EXIT_OUT_OF_MEMORY = 3
+EXIT_INTERNAL = 1
+
+HINTS = {
+    "config": "fix the key named in the message (osstune presets shows valid recipes)",
+    "dataset": "check dataset.path and its format; the wizard's dataset screen shows what is trained",
+    "tokenizer": "set model.tokenizer to a local folder with tokenizer.json",
+    "model": "give model.id as a local folder with config.json and weights, or a GPT-OSS hub id",
+    "checkpoint": "resume from another checkpoint (--resume PATH), or start over with --output NEW_DIR",
+    "preflight": "pick a preset that fits this machine (osstune presets), or --force to run anyway",
+    "out_of_memory": "lower training.sequence_len or training.micro_batch_size, keep "
+                     "training.gradient_checkpointing on, set distributed.cpu_offload: true, or "
+                     "pick a preset for more GPUs (osstune presets)",
+    "interrupted": "continue from the last checkpoint with --resume",
+    "internal": "this is a bug in osstune; the log above has the traceback",
+}
+USER_ERRORS: dict[type[BaseException], str] = {
+    ConfigError: "config", DatasetError: "dataset", TokenizerError: "tokenizer",
+    ModelError: "model", ckpt.CheckpointError: "checkpoint", PreflightError: "preflight",
+}
+
+
+# ----------------------------------------------------------------------------- process setup
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m engine.train", description=__doc__.splitlines()[0])
+    p.add_argument("--config", required=True, help="run config YAML (or a preset name)")
+    p.add_argument("--output", help="output directory (default: output.dir of the config)")
+    p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="CHECKPOINT",
+                   help="continue from the latest checkpoint in OUTPUT, or from CHECKPOINT")
+    p.add_argument("--force", action="store_true", help="run despite pre-flight refusals")
+    return p.parse_args(argv)
+
+
+class StopRequest:
+    """SIGINT/SIGTERM: finish the current step, checkpoint, end with status `stopped`.
+
+    A second signal interrupts at once.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def install(self) -> StopRequest:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        log(f"{signal.Signals(signum).name}: stopping after this step (again to abort)")
+
+
+@dataclass
+class Runtime:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def runtime_for(cfg: RunConfig) -> Runtime:
+    rank = int(os.environ.get("RANK", "0"))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if uses_gpus(cfg) and torch.cuda.is_available():
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    return Runtime(rank, world, local, device)
+
+
+def init_process_group(rt: Runtime) -> None:
+    if rt.world_size == 1:
+        return
+    if rt.device.type == "cuda":
+        dist.init_process_group("nccl", device_id=rt.device)
+    else:
+        dist.init_process_group("gloo")
+
+
+def barrier(rt: Runtime) -> None:
+    if rt.world_size > 1:
+        dist.barrier()
+
+
+def log(message: str) -> None:
+    """One line to stderr, from rank 0 only (the front-ends show stderr as the log tail)."""
+    if os.environ.get("RANK", "0") == "0":
+        print(f"[engine] {message}", file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+class RowStream:
+    """Rows in training order across epochs: position p -> row, independent of the world size.
+
+    Epoch 0 keeps the packer's (seeded) order; later epochs reshuffle with seed + epoch. The
+    position of the next row is the only data state a checkpoint needs: step x rows per step.
+    """
+
+    def __init__(self, rows: list[PackedRow], seed: int, shuffle: bool) -> None:
+        if not rows:
+            raise DatasetError("no training rows after packing")
+        self.rows, self.seed, self.shuffle = rows, seed, shuffle
+        self._orders: dict[int, list[int]] = {}
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _order(self, epoch: int) -> list[int]:
+        if epoch not in self._orders:
+            order = list(range(len(self.rows)))
+            if epoch and self.shuffle:
+                random.Random(self.seed + epoch).shuffle(order)
+            self._orders[epoch] = order
+        return self._orders[epoch]
+
+    def row(self, position: int) -> PackedRow:
+        epoch, index = divmod(position, len(self.rows))
+        return self.rows[self._order(epoch)[index]]
+
+
+@dataclass
+class MicroBatch:
+    input_ids: torch.Tensor
+    position_ids: torch.Tensor
+    targets: torch.Tensor
+    real_tokens: int  # not padding
+    trained_tokens: int
+
+
+def _real_length(row: PackedRow) -> int:
+    n = len(row.input_ids)
+    while n and row.input_ids[n - 1] == PAD_ID and row.labels[n - 1] == IGNORE_INDEX:
+        n -= 1
+    return n
+
+
+def collate(rows: list[PackedRow]) -> MicroBatch:
+    """Pad to the longest row; padding is its own segment (positions restart), never trained."""
+    width = max(len(r.input_ids) for r in rows)
+    ids, labels, pos = [], [], []
+    for r in rows:
+        pad = width - len(r.input_ids)
+        ids.append(r.input_ids + [PAD_ID] * pad)
+        labels.append(r.labels + [IGNORE_INDEX] * pad)
+        pos.append(r.position_ids + list(range(pad)))
+    input_ids = torch.tensor(ids, dtype=torch.long)
+    position_ids = torch.tensor(pos, dtype=torch.long)
+    targets = shift_labels(torch.tensor(labels, dtype=torch.long), position_ids)
+    return MicroBatch(input_ids, position_ids, targets,
+                      real_tokens=sum(_real_length(r) for r in rows),
+                      trained_tokens=int((targets != IGNORE_INDEX).sum()))
+
+
+def micro_batch(stream: RowStream, step: int, micro: int, rt: Runtime, cfg: RunConfig) -> MicroBatch:
+    t = cfg.training
+    first = ((step * t.gradient_accumulation_steps + micro) * rt.world_size + rt.rank) * \
+        t.micro_batch_size
+    return collate([stream.row(first + j) for j in range(t.micro_batch_size)])
+
+
+def training_rows(cfg: RunConfig, tokenizer: Any, rt: Runtime) -> tuple[list[PackedRow], dict]:
+    # Rank 0 prepares (and caches) first, so the other ranks read the cache instead of racing.
+    if not rt.is_main:
+        barrier(rt)
+    prepared = prepare_dataset(cfg, tokenizer)
+    if rt.is_main:
+        barrier(rt)
+    if cfg.dataset.packing:
+        rows = pack_examples(prepared.examples, cfg.training.sequence_len, cfg.training.seed)
+    else:
+        rows = [PackedRow(list(e.input_ids), list(e.labels), list(range(len(e.input_ids))),
+                          [len(e.input_ids)]) for e in prepared.examples]
+    stats = prepared.stats.as_dict()
+    stats["rows"] = len(rows)
+    return rows, stats
+
+
+def total_steps_for(cfg: RunConfig, n_rows: int, world_size: int) -> int:
+    t = cfg.training
+    if t.max_steps:
+        return t.max_steps
+    per_step = world_size * t.micro_batch_size * t.gradient_accumulation_steps
+    return max(1, math.ceil(t.num_epochs * n_rows / per_step))
+
+
+# ----------------------------------------------------------------------------- model
+
+
+@dataclass
+class Built:
+    lm: torch.nn.Module  # GptOssForCausalLM, or a PeftModel around it
+    objective: CausalLMObjective  # the module the loop calls (the FSDP root when sharded)
+    config: Any
+    info: ModelInfo
+
+
+def build(cfg: RunConfig, rt: Runtime) -> Built:
+    config = load_model_config(cfg, rt.device)
+    dtype = torch_dtype(cfg.model.dtype)
+    fsdp = cfg.distributed.fsdp
+    lora = cfg.method == "lora"
+    # With CPU offload the sharded parameters live in host memory; FSDP copies each layer in.
+    param_device = torch.device("cpu") if cfg.distributed.cpu_offload else rt.device
+
+    full_weights: dict[str, torch.Tensor] | None = None
+    if cfg.model.init == "random" or fsdp:
+        if cfg.model.init == "pretrained" and rt.is_main:
+            # Only rank 0 reads the checkpoint; the shards are broadcast after sharding.
+            full_weights = load_pretrained(cfg, config, torch.device("cpu")).state_dict()
+        lm = build_meta_model(config, dtype)
+    else:
+        lm = load_pretrained(cfg, config, rt.device)
+        config = lm.config
+    if lora:
+        from engine.lora import apply_lora
+
+        lm = apply_lora(lm, cfg.lora)
+    else:
+        lm.requires_grad_(True)
+    if cfg.training.gradient_checkpointing:
+        causal_lm(lm).gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs={"use_reentrant": False})
+    objective = CausalLMObjective(lm, dtype)
+
+    if fsdp:
+        from torch.distributed.device_mesh import init_device_mesh
+
+        from engine.fsdp import shard_model
+
+        mesh = init_device_mesh(rt.device.type, (rt.world_size,))
+        shard_model(objective, causal_lm(lm), dtype, cfg.distributed.cpu_offload, mesh)
+    if cfg.model.init == "random":
+        materialize_random(causal_lm(lm), param_device, cfg.training.seed, rt.rank)
+    elif fsdp:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        causal_lm(lm).to_empty(device=param_device)
+        reset_rotary(causal_lm(lm), rt.device)
+        set_model_state_dict(causal_lm(lm), full_weights or {}, options=StateDictOptions(
+            full_state_dict=True, broadcast_from_rank0=True))
+        full_weights = None
+    if not fsdp:
+        objective.to(rt.device)
+
+    total, trainable = count_params(objective)
+    info = ModelInfo(id=cfg.model.id, init=cfg.model.init, total_params=total,
+                     trainable_params=trainable, active_params=active_params(config, total),
+                     attn_implementation=config._attn_implementation, dtype=cfg.model.dtype)
+    return Built(lm, objective, config, info)
+
+
+# ----------------------------------------------------------------------------- run
+
+
+class Run:
+    """State shared by the loop and the error path (the writer exists on rank 0 only)."""
+
+    def __init__(self) -> None:
+        self.writer: EventWriter | None = None
+        self.rt: Runtime | None = None
+
+    def emit(self, event_type: str, /, **fields: Any) -> None:
+        if self.writer is not None:
+            self.writer.emit(event_type, **fields)
+
+
+def prepare_output(output: Path, rt: Runtime, resume: bool, force: bool) -> None:
+    """--force without --resume starts over: old events and checkpoints go (rank 0 only)."""
+    if rt.is_main:
+        output.mkdir(parents=True, exist_ok=True)
+        if force and not resume:
+            (output / EVENTS_FILE).unlink(missing_ok=True)
+            shutil.rmtree(ckpt.checkpoints_root(output), ignore_errors=True)
+    barrier(rt)
+
+
+def resolve_resume(arg: str | None, output: Path) -> Path | None:
+    if arg is None:
+        return None
+    if arg == "latest":
+        found = ckpt.latest_checkpoint(output)
+        if found is None:
+            raise ckpt.CheckpointError(
+                f"--resume: no finished checkpoint in {ckpt.checkpoints_root(output)}")
+        return found
+    return Path(arg)
+
+
+def train(args: argparse.Namespace, stop: StopRequest, run: Run) -> int:
+    cfg = load_config(args.config)
+    output = Path(args.output or cfg.output.dir)
+    rt = runtime_for(cfg)
+    run.rt = rt
+    if rt.world_size != cfg.distributed.world_size:
+        raise ConfigError(f"{args.config}: distributed asks for {cfg.distributed.world_size} "
+                          f"process(es), launched with {rt.world_size}")
+    if rt.world_size > 1 and not cfg.distributed.fsdp:
+        raise ConfigError(f"{args.config}: distributed.fsdp: more than one process needs FSDP")
+    if cfg.method == "lora" and cfg.distributed.fsdp:
+        raise ConfigError(f"{args.config}: method lora runs on one process (distributed.fsdp: "
+                          "false, gpus <= 1)")
+
+    # Everything that can refuse cheaply, before anything heavy is loaded.
+    resume_dir = resolve_resume(args.resume, output)
+    resumed = ckpt.read_trainer_state(resume_dir) if resume_dir else None
+    if resumed and resumed.method != cfg.method:
+        raise ckpt.CheckpointError(f"checkpoint {resume_dir}: saved by a {resumed.method} run, "
+                                   f"this config is {cfg.method}")
+    waived = preflight(cfg, output, resume=resume_dir is not None, force=args.force)
+    init_process_group(rt)
+    prepare_output(output, rt, resume_dir is not None, args.force)
+    if rt.is_main:
+        run.writer = EventWriter(output)
+    for problem in waived:
+        run.emit("warning", message=f"pre-flight (forced): {problem}")
+
+    torch.manual_seed(cfg.training.seed)
+    random.seed(cfg.training.seed)
+    tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.id)
+    rows, data_stats = training_rows(cfg, tokenizer, rt)
+    stream = RowStream(rows, cfg.training.seed, cfg.dataset.shuffle)
+    total_steps = total_steps_for(cfg, len(rows), rt.world_size)
+
+    built = build(cfg, rt)
+    objective, lora = built.objective, cfg.method == "lora"
+    params = [p for p in objective.parameters() if p.requires_grad]
+    optimizer = build_optimizer(params, cfg.training, rt.device,
+                                states_on_cpu=cfg.distributed.cpu_offload)
+    scheduler = build_scheduler(optimizer, cfg.training, total_steps)
+
+    step, elapsed_before = 0, 0.0
+    if resume_dir is not None and resumed is not None:
+        ckpt.load_checkpoint(resume_dir, objective, optimizer, lora)
+        scheduler.load_state_dict(resumed.scheduler)
+        step, elapsed_before = resumed.step, resumed.elapsed_s
+        if resumed.total_steps != total_steps:
+            run.emit("warning", message=f"resumed from a run planned for {resumed.total_steps} "
+                     f"steps; this run has {total_steps} (the schedule follows the new total)")
+        log(f"resumed from {resume_dir} at step {step}")
+
+    devices = metrics.gather_devices(rt.device, rt.rank, rt.world_size)
+    t = cfg.training
+    flops_token = metrics.flops_per_token(
+        built.info.active_params, built.config.num_hidden_layers,
+        built.config.num_attention_heads * built.config.head_dim, t.sequence_len)
+    run.emit("run_start", config=cfg.model_dump(mode="json"), world_size=rt.world_size,
+             gpus=devices, model=built.info.as_dict(), dataset=data_stats,
+             total_steps=total_steps, start_step=step, output_dir=str(output),
+             resumed_from=str(resume_dir) if resume_dir else None)
+    log(f"{built.info.total_params / 1e6:.1f}M parameters ({built.info.trainable_params / 1e6:.1f}M "
+        f"trained), {len(rows)} rows, {total_steps} steps, world size {rt.world_size}")
+
+    metrics.reset_peaks(rt.device)
+    objective.train()
+    fsdp = cfg.distributed.fsdp
+    accum = t.gradient_accumulation_steps
+    max_norm = t.max_grad_norm if t.max_grad_norm else float("inf")
+    started = time.perf_counter()
+    last_log_time, last_log_step, tokens_since_log = started, step, 0
+    stopping = False
+    last_saved: Path | None = None
+
+    while step < total_steps and not stopping:
+        batches = [micro_batch(stream, step, m, rt, cfg) for m in range(accum)]
+        # One normaliser for the whole optimizer step: trained tokens over all micro-batches
+        # and all ranks (not the mean of per-micro-batch means).
+        counts = torch.tensor([sum(b.trained_tokens for b in batches),
+                               sum(b.real_tokens for b in batches)], dtype=torch.float64)
+        if rt.world_size > 1:
+            counts = counts.to(rt.device)
+            dist.all_reduce(counts)
+        step_trained, step_tokens = (int(x) for x in counts.tolist())
+        # FSDP averages gradients over ranks; multiplying by the world size turns that into the
+        # sum that the global token count expects.
+        scale = rt.world_size / max(step_trained, 1)
+        loss_sum = torch.zeros((), dtype=torch.float32, device=rt.device)
+        for m, b in enumerate(batches):
+            if fsdp:
+                objective.set_requires_gradient_sync(m == accum - 1)
+            part, _, aux = objective(b.input_ids.to(rt.device), b.position_ids.to(rt.device),
+                                     b.targets.to(rt.device))
+            loss = part * scale
+            if aux is not None:
+                loss = loss + built.config.router_aux_loss_coef * aux / accum
+            loss.backward()
+            loss_sum += part.detach()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        if hasattr(grad_norm, "full_tensor"):
+            grad_norm = grad_norm.full_tensor()
+        lr = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        tokens_since_log += step_tokens
+
+        # Loss and the stop flag travel together: one collective, one CPU-GPU sync per step.
+        shared = torch.stack([loss_sum.to(torch.float64),
+                              torch.tensor(float(stop.requested), dtype=torch.float64,
+                                           device=rt.device)])
+        if rt.world_size > 1:
+            dist.all_reduce(shared)
+        total_loss, stop_votes = shared.tolist()
+        stopping = stop_votes > 0 and step < total_steps
+        step_loss = total_loss / step_trained if step_trained else 0.0
+        if not math.isfinite(step_loss):
+            run.emit("warning", message=f"step {step}: loss is {step_loss}")
+
+        if step % t.logging_steps == 0 or step == total_steps or stopping:
+            now = time.perf_counter()
+            gpus = metrics.gather_memory(rt.device, rt.rank, rt.world_size)
+            span = max(now - last_log_time, 1e-9)
+            tokens_per_s = tokens_since_log / span
+            per_step = (now - started) / max(step - (resumed.step if resumed else 0), 1)
+            gn = float(grad_norm)
+            fields = dict(
+                step=step, total_steps=total_steps,
+                epoch=round(step * rt.world_size * t.micro_batch_size * accum / len(rows), 4),
+                loss=round(step_loss, 6), lr=lr, grad_norm=gn if math.isfinite(gn) else None,
+                trained_tokens=step_trained, tokens_per_s=round(tokens_per_s, 2),
+                elapsed_s=round(elapsed_before + now - started, 3),
+                eta_s=round(per_step * (total_steps - step), 1), gpus=gpus,
+                steps_per_s=round((step - last_log_step) / span, 4),
+            )
+            mfu = metrics.mfu(tokens_per_s, flops_token, rt.device, rt.world_size)
+            if mfu is not None:
+                fields["mfu"] = round(mfu, 4)
+            run.emit("step", **fields)
+            if rt.is_main:
+                mem = max(g["device_mem_reserved_gib"] for g in gpus)
+                log(f"step {step}/{total_steps} loss {step_loss:.4f} lr {lr:.3g} "
+                    f"grad_norm {gn:.3g} {tokens_per_s:.0f} tok/s mem {mem:.2f} GiB")
+            last_log_time, last_log_step, tokens_since_log = now, step, 0
+
+        if stopping or step == total_steps or (cfg.output.save_steps and
+                                                step % cfg.output.save_steps == 0):
+            state = ckpt.TrainerState(
+                step=step, total_steps=total_steps, world_size=rt.world_size, method=cfg.method,
+                elapsed_s=round(elapsed_before + time.perf_counter() - started, 3),
+                scheduler=scheduler.state_dict())
+            last_saved = ckpt.save_checkpoint(output, objective, optimizer, state,
+                                              cfg.output.keep_last, lora)
+            run.emit("checkpoint", path=str(last_saved), step=step)
+
+    outputs: dict[str, str] = {"events": str(output / EVENTS_FILE)}
+    if last_saved is not None:
+        outputs["checkpoint"] = str(last_saved)
+    status = "stopped" if stopping else "completed"
+    if status == "completed" and cfg.output.export:
+        outputs.update(export(cfg, built, tokenizer, output, rt, run))
+    run.emit("run_end", status=status, outputs=outputs, step=step)
+    if rt.is_main:
+        log(f"run {status} at step {step}/{total_steps}; outputs: "
+            + ", ".join(f"{k}={v}" for k, v in outputs.items()))
+        served = outputs.get("export") or outputs.get("merged")
+        if served:
+            for line in serve_commands(served, serving_tensor_parallel(cfg)):
+                log(f"serve: {line}")
+    return 0
+
+
+def export(cfg: RunConfig, built: Built, tokenizer: Any, output: Path, rt: Runtime,
+           run: Run) -> dict[str, str]:
+    """Collective. A failed export (e.g. disk full) is a warning: the checkpoint is intact."""
+    from engine.export import save_adapter, save_full_model
+
+    try:
+        if cfg.method == "lora":
+            path = save_adapter(built.lm, tokenizer, output / "adapter") if rt.is_main else None
+            return {"adapter": str(path)} if path else {}
+        if cfg.distributed.fsdp:
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                get_model_state_dict,
+            )
+
+            state = get_model_state_dict(causal_lm(built.lm), options=StateDictOptions(
+                full_state_dict=True, cpu_offload=True))
+        else:
+            state = causal_lm(built.lm).state_dict()
+        path = save_full_model(state, built.config, tokenizer, output / "export") \
+            if rt.is_main else None
+        return {"export": str(path)} if path else {}
+    except OSError as e:
+        run.emit("warning", message=f"export failed: {e}; the checkpoint is intact, run "
+                 f"`osstune merge-sharded-fsdp-weights {output}` once there is room")
+        return {}
+
+
+# ----------------------------------------------------------------------------- entry
+
+
+def fail(run: Run, kind: str, message: str) -> None:
+    hint = HINTS[kind]
+    run.emit("error", kind=kind, message=message, hint=hint)
+    run.emit("run_end", status="failed", outputs={})
+    rank = run.rt.rank if run.rt else 0
+    if rank == 0 or kind == "internal":
+        print(f"osstune: error: {message}\n  hint: {hint}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    stop = StopRequest().install()
+    run = Run()
+    try:
+        return train(args, stop, run)
+    except tuple(USER_ERRORS) as e:
+        fail(run, next(kind for cls, kind in USER_ERRORS.items() if isinstance(e, cls)), str(e))
+        return EXIT_USER_ERROR
+    except torch.OutOfMemoryError as e:
+        fail(run, "out_of_memory", f"out of GPU memory: {str(e).splitlines()[0]}")
+        return EXIT_OUT_OF_MEMORY
+    except KeyboardInterrupt:
+        fail(run, "interrupted", "interrupted twice: aborted without a new checkpoint")
+        return 130
+    except Exception as e:
+        traceback.print_exc()
+        fail(run, "internal", f"{type(e).__name__}: {e}")
+        return EXIT_INTERNAL
+    finally:
+        if run.writer is not None:
+            run.writer.close()
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
