@@ -154,7 +154,10 @@ def parse_tools(raw: Any) -> list[ToolSpec]:
     """OpenAI function tools, as a list or a JSON string of one (Nanobit/text-tools-2k-test)."""
     if raw is None or raw == "":
         return []
-    if isinstance(raw, str):
+    # Structured values may have passed through Arrow (Parquet, hub datasets), which pads every
+    # struct with null keys; JSON text never did, so its nulls are real and kept.
+    from_text = isinstance(raw, str)
+    if from_text:
         try:
             raw = json.loads(raw)
         except ValueError as e:
@@ -179,11 +182,14 @@ def parse_tools(raw: Any) -> list[ToolSpec]:
             except ValueError as e:
                 raise RowError(BAD_TOOLS,
                                f"tool {j} ({name}) parameters are not JSON: {e}") from None
-        tools.append(ToolSpec(name, description, _drop_nulls(params)))
+        elif not from_text:
+            params = _drop_nulls(params)
+        tools.append(ToolSpec(name, description, params))
     return tools
 
 
 def _train_flag(msg: dict[str, Any], where: str) -> bool | None:
+    """`train` / `training` (true or false), or Axolotl's ShareGPT-style `weight` (0 or 1)."""
     for key in TRAIN_KEYS:
         value = msg.get(key)
         if value is not None:
@@ -191,6 +197,11 @@ def _train_flag(msg: dict[str, Any], where: str) -> bool | None:
                 raise RowError(WRONG_CONTENT_TYPE, f"{where}: {key} must be true or false, "
                                                    f"got {_type_name(value)}")
             return value
+    weight = msg.get("weight")
+    if weight is not None:
+        if isinstance(weight, bool) or weight not in (0, 1):
+            raise RowError(WRONG_CONTENT_TYPE, f"{where}: weight must be 0 or 1, got {weight!r}")
+        return bool(weight)
     return None
 
 

@@ -100,6 +100,25 @@ def test_openai_messages_with_tools_and_thinking():
     assert [t.name for t in chat.tools] == ["f", "g"] and chat.tools[1].description == "G tool"
 
 
+def test_train_flags():
+    row = {"messages": [U("x"), {"role": "assistant", "content": "a", "training": False},
+                        {"role": "user", "content": "y", "weight": 1},
+                        {"role": "assistant", "content": "b", "weight": 0}]}
+    chat = row_to_chat(row, "messages", OPTS)
+    assert [m.train for m in chat.messages] == [None, False, True, False]
+    row["messages"][3]["weight"] = 0.5
+    with pytest.raises(RowError, match=r"^message 3: weight must be 0 or 1, got 0\.5$"):
+        row_to_chat(row, "messages", OPTS)
+
+
+def test_null_padding_dropped_only_from_structured_tools():
+    params = {"type": "object", "properties": {"a": {"type": "string", "default": None}}}
+    tools = [{"name": "f", "parameters": params}]
+    assert parse_tools(tools)[0].parameters == {"type": "object",
+                                                "properties": {"a": {"type": "string"}}}
+    assert parse_tools(json.dumps(tools))[0].parameters == params
+
+
 def test_tool_results_matched_in_call_order_without_ids():
     row = {"messages": [U("x"), {"role": "assistant", "tool_calls": [
         {"function": {"name": "a"}}, {"function": {"name": "b"}}]},

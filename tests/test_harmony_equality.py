@@ -102,6 +102,10 @@ CASES = {
     "preamble with tool call": {"messages": [
         U("w"), A("Checking.", calls=[call("get_weather", {"city": "Paris"})]),
         T("sun", name="get_weather"), A("Sunny.")], "tools": [WEATHER]},
+    "null default in JSON-string tools": {
+        "messages": [U("w"), A("x")],
+        "tools": json.dumps([tool("f", "F", {"type": "object", "properties": {
+            "a": {"type": "string", "default": None, "nullable": True}}})])},
     "tools as JSON string": {"messages": [U("w"), A(calls=[call("get_weather", {"city": "X"})]),
                                           T("ok"), A("fine")],
                              "tools": json.dumps([WEATHER])},
