@@ -420,3 +420,21 @@ async def test_a_launch_that_fails_says_why_and_allows_going_back(tmp_path: Path
         assert "not started" in text_of(screen, "#run-title")
         await pilot.press("escape")
         await wait_until(pilot, lambda: screen_name(app) == "HardwareScreen")
+
+
+@run_async
+async def test_stopping_status_holds_until_the_engine_ends(tmp_path: Path) -> None:
+    launcher = ScriptedLauncher(gpus=1, finish_on_stop=False)
+    app = make_app(tmp_path, h100_profile(1), launcher)
+    async with app.run_test(size=SIZE) as pilot:
+        await scripted_training(pilot, launcher, "gpt-oss-20b-lora-1gpu", steps=1)
+        screen = app.screen
+        await pilot.press("s")
+        launcher.process.step(2, 100)  # the engine finishes the step it was in
+        launcher.process.writer.emit("checkpoint", path="ckpt/step-2", step=2)
+        await wait_until(pilot, lambda: screen.snapshot.step == 2)
+        assert "stopping: saving a checkpoint" in text_of(screen, "#run-title")
+        assert "checkpoint at step 2: ckpt/step-2" in text_of(screen, "#run-notes")
+        launcher.process.finish("stopped")
+        await wait_until(pilot, lambda: not screen.running)
+        assert "stopped (exit code 0)" in text_of(screen, "#run-title")

@@ -82,9 +82,10 @@ def step_event(step: int, total: int, gpus: int, loss: float | None = None) -> d
 class ScriptedProcess:
     """Stands in for engine.launch.TrainingProcess: the test writes the events file itself."""
 
-    def __init__(self, output_dir: Path, gpus: int = 1) -> None:
+    def __init__(self, output_dir: Path, gpus: int = 1, finish_on_stop: bool = True) -> None:
         self.writer = EventWriter(output_dir)
         self.gpus = gpus
+        self.finish_on_stop = finish_on_stop
         self.exit: int | None = None
         self.stderr: deque[str] = deque(["engine: starting"], maxlen=400)  # like TrainingProcess
         self.stopped = threading.Event()
@@ -122,7 +123,7 @@ class ScriptedProcess:
 
     def stop(self) -> None:
         self.stopped.set()
-        if self.exit is None:
+        if self.exit is None and self.finish_on_stop:
             self.finish("stopped", 0)
 
     def kill(self) -> None:
@@ -133,15 +134,16 @@ class ScriptedProcess:
 class ScriptedLauncher:
     """A RunLauncher that hands out one ScriptedProcess and records how it was called."""
 
-    def __init__(self, gpus: int = 1) -> None:
+    def __init__(self, gpus: int = 1, finish_on_stop: bool = True) -> None:
         self.gpus = gpus
+        self.finish_on_stop = finish_on_stop
         self.calls: list[tuple[str, bool, bool]] = []
         self.process: ScriptedProcess | None = None
         self.started = threading.Event()
 
     def __call__(self, cfg, resume: bool, force: bool) -> ProcessRunSource:  # noqa: ANN001
         self.calls.append((cfg.output.dir, resume, force))
-        self.process = ScriptedProcess(Path(cfg.output.dir), self.gpus)
+        self.process = ScriptedProcess(Path(cfg.output.dir), self.gpus, self.finish_on_stop)
         self.started.set()
         return ProcessRunSource(self.process, cfg.output.dir)
 

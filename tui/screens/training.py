@@ -103,6 +103,7 @@ class TrainingScreen(WizardScreen):
         self.monitor: RunMonitor | None = None
         self.snapshot = RunSnapshot()
         self.running = False
+        self.stop_requested = False
         self._kill_armed_at: float | None = None
 
     def compose(self) -> ComposeResult:
@@ -161,7 +162,7 @@ class TrainingScreen(WizardScreen):
     def start(self, resume: bool, force: bool) -> None:
         self.query_one(LossChart).clear()  # a resumed run replays its events file from the start
         self.monitor, self.snapshot = None, RunSnapshot()
-        self.running = True
+        self.running, self.stop_requested = True, False
         self._set_status("resuming" if resume else "starting")
         self._show_error(None)
         self.refresh_bindings()
@@ -200,7 +201,7 @@ class TrainingScreen(WizardScreen):
         notes = self.query_one("#run-notes", Static)
         notes.update(Text("\n".join(snap.notes[-3:]), style="dim"))
         notes.display = bool(snap.notes)
-        if not snap.finished:
+        if not snap.finished and not self.stop_requested:
             self._set_status("running")
 
     def worker_done_run(self, exit_code: int | None) -> None:
@@ -263,6 +264,7 @@ class TrainingScreen(WizardScreen):
     def action_stop(self) -> None:
         if self.monitor is not None:
             self.monitor.source.stop()
+            self.stop_requested = True
             self._set_status("stopping: saving a checkpoint")
 
     def action_kill(self) -> None:
@@ -273,6 +275,7 @@ class TrainingScreen(WizardScreen):
             return
         if self.monitor is not None:
             self.monitor.source.kill()
+            self.stop_requested = True
             self._set_status("killing")
 
     def action_resume(self) -> None:
