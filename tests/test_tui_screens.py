@@ -438,3 +438,18 @@ async def test_stopping_status_holds_until_the_engine_ends(tmp_path: Path) -> No
         launcher.process.finish("stopped")
         await wait_until(pilot, lambda: not screen.running)
         assert "stopped (exit code 0)" in text_of(screen, "#run-title")
+
+
+def test_done_commands_follow_the_method() -> None:
+    from tui.screens.done import next_commands
+
+    lora = dict(next_commands(load_config("gpt-oss-20b-lora-1gpu"), {"adapter": "o/adapter"}))
+    merge = lora["merge the adapter into full weights"]
+    assert merge == "osstune merge-lora ./outputs/gpt-oss-20b-lora"  # the run folder, as it expects
+    assert lora["serve with vLLM"].startswith("vllm serve outputs/gpt-oss-20b-lora/merged ")
+    fsdp = next_commands(load_config("gpt-oss-120b-fft-fsdp2-offload"), {})
+    assert fsdp[0][1].startswith("osstune merge-sharded-fsdp-weights ")
+    assert "--tensor-parallel-size 8" in dict(fsdp)["serve with vLLM"]
+    tiny = dict(next_commands(load_config("tiny-cpu-demo"), {"export": "run/export"}))
+    assert list(tiny) == ["serve with vLLM", "serve with SGLang"]
+    assert tiny["serve with SGLang"].endswith("--model-path run/export --tp 1")

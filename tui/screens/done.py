@@ -22,9 +22,8 @@ def next_commands(cfg: RunConfig, outputs: dict[str, str]) -> list[tuple[str, st
     out = cfg.output.dir
     steps: list[tuple[str, str]] = []
     if cfg.method == "lora":
-        adapter = outputs.get("adapter") or out
         steps.append(
-            ("merge the adapter into full weights", shlex.join(["osstune", "merge-lora", adapter]))
+            ("merge the adapter into full weights", shlex.join(["osstune", "merge-lora", out]))
         )
         model = outputs.get("merged") or str(Path(out) / "merged")
     else:
