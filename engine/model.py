@@ -180,20 +180,28 @@ def materialize_random(model: nn.Module, device: torch.device, seed: int, rank: 
     """Allocate `model` (meta, maybe sharded) on `device` and fill it like GPT-OSS's own init.
 
     Each rank fills only its local shard, from its own generator: no rank ever holds the whole
-    model. Norm weights 1, biases and LoRA B 0 (router bias random, as upstream), the rest N(0, std).
+    model. Norm weights 1, biases 0 (router bias random, as upstream), the rest N(0, std).
+    LoRA weights draw from a separate generator (B = 0), so the base weights are the same with or
+    without adapters: `merge-lora` can rebuild a random base exactly.
     """
     model.to_empty(device=device)
     std = getattr(model.config, "initializer_range", 0.02)
-    gen = torch.Generator(device=device)
-    gen.manual_seed(seed * 1_000_003 + rank)
+    base_gen = torch.Generator(device=device)
+    base_gen.manual_seed(seed * 1_000_003 + rank)
+    lora_gen = torch.Generator(device=device)
+    lora_gen.manual_seed(seed * 1_000_003 + rank + 500_009)
     for name, param in model.named_parameters():
         local = param.to_local() if hasattr(param, "to_local") else param
-        if _is_norm_weight(name):
+        if "lora_B" in name:
+            local.zero_()
+        elif "lora_" in name:
+            local.normal_(0.0, std, generator=lora_gen)
+        elif _is_norm_weight(name):
             local.fill_(1.0)
-        elif "lora_B" in name or (name.endswith("bias") and not name.endswith("router.bias")):
+        elif name.endswith("bias") and not name.endswith("router.bias"):
             local.zero_()
         else:
-            local.normal_(0.0, std, generator=gen)
+            local.normal_(0.0, std, generator=base_gen)
     reset_rotary(model, device)
 
 

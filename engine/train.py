@@ -94,11 +94,17 @@ class StopRequest:
 
     def __init__(self) -> None:
         self.requested = False
+        self._previous: dict[int, Any] = {}
 
     def install(self) -> StopRequest:
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self._handle)
+            self._previous[sig] = signal.signal(sig, self._handle)
         return self
+
+    def uninstall(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.requested:
@@ -143,6 +149,27 @@ def init_process_group(rt: Runtime) -> None:
 def barrier(rt: Runtime) -> None:
     if rt.world_size > 1:
         dist.barrier()
+
+
+def keep_freed_memory() -> None:
+    """CPU runs: stop glibc from returning big freed blocks to the OS after every step.
+
+    Each step allocates and frees the same large tensors; by default each one is a fresh mmap
+    whose pages the kernel zeroes again (half the wall time of the tiny demo went to page faults).
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name or not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(name)
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        libc.mallopt(m_mmap_threshold, 1 << 30)
+        libc.mallopt(m_trim_threshold, 1 << 31)
+    except (OSError, AttributeError):
+        pass
 
 
 def log(message: str) -> None:
@@ -314,6 +341,40 @@ def build(cfg: RunConfig, rt: Runtime) -> Built:
     return Built(lm, objective, config, info)
 
 
+# ----------------------------------------------------------------------------- one step
+
+
+def forward_backward(objective: torch.nn.Module, batches: list[MicroBatch], rt: Runtime,
+                     fsdp: bool, aux_coef: float = 0.0) -> tuple[torch.Tensor, int, int]:
+    """Accumulate the gradients of one optimizer step; returns (local loss sum, trained tokens
+    of the step over all ranks, real tokens of the step over all ranks).
+
+    One normaliser for the whole step: the trained tokens of all micro-batches on all ranks, so
+    the gradient equals that of one large batch (not the mean of per-micro-batch means).
+    """
+    counts = torch.tensor([sum(b.trained_tokens for b in batches),
+                           sum(b.real_tokens for b in batches)], dtype=torch.float64)
+    if rt.world_size > 1:
+        counts = counts.to(rt.device)
+        dist.all_reduce(counts)
+    step_trained, step_tokens = (int(x) for x in counts.tolist())
+    # FSDP averages gradients over ranks; multiplying by the world size turns that average into
+    # the sum that the global token count expects.
+    scale = rt.world_size / max(step_trained, 1)
+    loss_sum = torch.zeros((), dtype=torch.float32, device=rt.device)
+    for m, b in enumerate(batches):
+        if fsdp:
+            objective.set_requires_gradient_sync(m == len(batches) - 1)
+        part, _, aux = objective(b.input_ids.to(rt.device), b.position_ids.to(rt.device),
+                                 b.targets.to(rt.device))
+        loss = part * scale
+        if aux is not None:
+            loss = loss + aux_coef * aux / len(batches)
+        loss.backward()
+        loss_sum += part.detach()
+    return loss_sum, step_trained, step_tokens
+
+
 # ----------------------------------------------------------------------------- run
 
 
@@ -356,6 +417,15 @@ def train(args: argparse.Namespace, stop: StopRequest, run: Run) -> int:
     output = Path(args.output or cfg.output.dir)
     rt = runtime_for(cfg)
     run.rt = rt
+    if rt.device.type == "cpu":
+        keep_freed_memory()
+    # Everything that can refuse cheaply, before anything heavy is loaded.
+    resume_dir = resolve_resume(args.resume, output)
+    resumed = ckpt.read_trainer_state(resume_dir) if resume_dir else None
+    if resumed and resumed.method != cfg.method:
+        raise ckpt.CheckpointError(f"checkpoint {resume_dir}: saved by a {resumed.method} run, "
+                                   f"this config is {cfg.method}")
+    waived = preflight(cfg, output, resume=resume_dir is not None, force=args.force)
     if rt.world_size != cfg.distributed.world_size:
         raise ConfigError(f"{args.config}: distributed asks for {cfg.distributed.world_size} "
                           f"process(es), launched with {rt.world_size}")
@@ -365,13 +435,6 @@ def train(args: argparse.Namespace, stop: StopRequest, run: Run) -> int:
         raise ConfigError(f"{args.config}: method lora runs on one process (distributed.fsdp: "
                           "false, gpus <= 1)")
 
-    # Everything that can refuse cheaply, before anything heavy is loaded.
-    resume_dir = resolve_resume(args.resume, output)
-    resumed = ckpt.read_trainer_state(resume_dir) if resume_dir else None
-    if resumed and resumed.method != cfg.method:
-        raise ckpt.CheckpointError(f"checkpoint {resume_dir}: saved by a {resumed.method} run, "
-                                   f"this config is {cfg.method}")
-    waived = preflight(cfg, output, resume=resume_dir is not None, force=args.force)
     init_process_group(rt)
     prepare_output(output, rt, resume_dir is not None, args.force)
     if rt.is_main:
@@ -427,28 +490,8 @@ def train(args: argparse.Namespace, stop: StopRequest, run: Run) -> int:
 
     while step < total_steps and not stopping:
         batches = [micro_batch(stream, step, m, rt, cfg) for m in range(accum)]
-        # One normaliser for the whole optimizer step: trained tokens over all micro-batches
-        # and all ranks (not the mean of per-micro-batch means).
-        counts = torch.tensor([sum(b.trained_tokens for b in batches),
-                               sum(b.real_tokens for b in batches)], dtype=torch.float64)
-        if rt.world_size > 1:
-            counts = counts.to(rt.device)
-            dist.all_reduce(counts)
-        step_trained, step_tokens = (int(x) for x in counts.tolist())
-        # FSDP averages gradients over ranks; multiplying by the world size turns that into the
-        # sum that the global token count expects.
-        scale = rt.world_size / max(step_trained, 1)
-        loss_sum = torch.zeros((), dtype=torch.float32, device=rt.device)
-        for m, b in enumerate(batches):
-            if fsdp:
-                objective.set_requires_gradient_sync(m == accum - 1)
-            part, _, aux = objective(b.input_ids.to(rt.device), b.position_ids.to(rt.device),
-                                     b.targets.to(rt.device))
-            loss = part * scale
-            if aux is not None:
-                loss = loss + built.config.router_aux_loss_coef * aux / accum
-            loss.backward()
-            loss_sum += part.detach()
+        loss_sum, step_trained, step_tokens = forward_backward(
+            objective, batches, rt, fsdp, built.config.router_aux_loss_coef)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
         if hasattr(grad_norm, "full_tensor"):
             grad_norm = grad_norm.full_tensor()
@@ -584,6 +627,7 @@ def main(argv: list[str] | None = None) -> int:
         fail(run, "internal", f"{type(e).__name__}: {e}")
         return EXIT_INTERNAL
     finally:
+        stop.uninstall()
         if run.writer is not None:
             run.writer.close()
         if dist.is_available() and dist.is_initialized():

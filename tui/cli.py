@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from tui.commands import doctor, inspect, presets
+from tui.commands import doctor, inspect, merge, presets, run
 
 app = typer.Typer(
     name="osstune",
@@ -61,6 +61,9 @@ def root(
 
 app.command("doctor")(doctor.doctor)
 app.command("presets")(presets.presets)
+app.command("run")(run.run)
+app.command("merge-lora")(merge.merge_lora)
+app.command("merge-sharded-fsdp-weights")(merge.merge_sharded_fsdp_weights)
 app.command("inspect")(inspect.inspect)
 
 

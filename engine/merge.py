@@ -1,0 +1,73 @@
+"""Offline merges into OUTPUT/merged: a LoRA adapter into its base, or the last sharded (DCP)
+checkpoint of a full fine-tune into Hugging Face safetensors (when the automatic export failed,
+e.g. on a full disk). One process, host memory, no GPU needed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from engine import checkpoint as ckpt
+from engine.config import RunConfig
+from engine.export import save_full_model
+from engine.model import (
+    build_meta_model,
+    load_model_config,
+    load_pretrained,
+    materialize_random,
+    reset_rotary,
+    torch_dtype,
+)
+from engine.objective import CausalLMObjective
+from engine.tokenizer import load_tokenizer
+
+MERGED_DIR = "merged"
+CPU = torch.device("cpu")
+
+
+class MergeError(RuntimeError):
+    """Nothing to merge, or the inputs do not belong together; names the folder."""
+
+
+def _base_model(cfg: RunConfig) -> torch.nn.Module:
+    config = load_model_config(cfg, CPU)
+    if cfg.model.init == "random":
+        # Same seed, same generator stream as the single-process training run.
+        model = build_meta_model(config, torch_dtype(cfg.model.dtype))
+        materialize_random(model, CPU, cfg.training.seed, 0)
+        return model
+    return load_pretrained(cfg, config, CPU)
+
+
+def merge_lora(cfg: RunConfig, output_dir: Path, adapter_dir: Path | None = None) -> Path:
+    from peft import PeftModel
+
+    adapter = Path(adapter_dir or Path(output_dir) / "adapter")
+    if not (adapter / "adapter_config.json").is_file():
+        raise MergeError(f"{adapter}: no LoRA adapter here (adapter_config.json missing)")
+    base = _base_model(cfg)
+    merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
+    tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.id)
+    return save_full_model(merged.state_dict(), merged.config, tokenizer,
+                           Path(output_dir) / MERGED_DIR)
+
+
+def merge_sharded_checkpoint(cfg: RunConfig, output_dir: Path,
+                             checkpoint: Path | None = None) -> Path:
+    folder = checkpoint or ckpt.latest_checkpoint(Path(output_dir))
+    if folder is None:
+        raise MergeError(f"{ckpt.checkpoints_root(Path(output_dir))}: no finished checkpoint")
+    state = ckpt.read_trainer_state(folder)
+    if state.method != "full":
+        raise MergeError(f"checkpoint {folder}: a {state.method} run's checkpoint holds only the "
+                         "adapter; use `osstune merge-lora`")
+    config = load_model_config(cfg, CPU)
+    lm = build_meta_model(config, torch_dtype(cfg.model.dtype))
+    objective = CausalLMObjective(lm, torch_dtype(cfg.model.dtype))
+    lm.to_empty(device=CPU)
+    reset_rotary(lm, CPU)
+    ckpt.load_model_weights(folder, objective)
+    tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.id)
+    return save_full_model(lm.state_dict(), config, tokenizer, Path(output_dir) / MERGED_DIR)
