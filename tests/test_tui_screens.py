@@ -453,3 +453,26 @@ def test_done_commands_follow_the_method() -> None:
     tiny = dict(next_commands(load_config("tiny-cpu-demo"), {"export": "run/export"}))
     assert list(tiny) == ["serve with vLLM", "serve with SGLang"]
     assert tiny["serve with SGLang"].endswith("--model-path run/export --tp 1")
+
+
+@run_async
+async def test_a_preflight_refusal_can_be_overridden(tmp_path: Path) -> None:
+    launcher = ScriptedLauncher(gpus=1)
+    app = make_app(tmp_path, h100_profile(1), launcher)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.plan.recommendation is not None)
+        app.plan.choose_preset("gpt-oss-20b-lora-1gpu")
+        await app.push_screen(TrainingScreen(load_config("gpt-oss-20b-lora-1gpu")))
+        await wait_until(pilot, launcher.started.is_set)
+        screen = app.screen
+        await pilot.press("f")  # nothing to override yet
+        assert len(launcher.calls) == 1
+        launcher.process.writer.emit(
+            "error", kind="preflight", message="needs 1 GPU; this machine has none",
+            hint="pick a preset that fits this machine (osstune presets), or --force")
+        launcher.process.finish("failed", 2)
+        await wait_until(pilot, lambda: not screen.running)
+        assert "f runs it anyway" in text_of(screen, "#run-error")
+        await pilot.press("f")
+        await wait_until(pilot, lambda: len(launcher.calls) == 2)
+        assert launcher.calls[1][1:] == (False, True)

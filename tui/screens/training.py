@@ -20,6 +20,7 @@ from textual.widgets import Footer, Header, Sparkline, Static
 from textual.worker import get_current_worker
 
 from engine.config import RunConfig
+from engine.preflight import existing_run
 from tui.run_source import RunMonitor, RunProgress, RunSnapshot, RunSource
 from tui.screens.base import WizardScreen, describe_error
 from tui.widgets.log_tail import LogTail
@@ -59,11 +60,6 @@ def stats_line(snap: RunSnapshot) -> Text:
     return Text.assemble(*parts)
 
 
-def output_in_use(output_dir: str) -> bool:
-    path = Path(output_dir)
-    return path.is_dir() and any(path.iterdir())
-
-
 class ResumeDialog(ModalScreen[str]):
     """The output directory already holds a run: resume it, start over, or go back."""
 
@@ -93,6 +89,7 @@ class TrainingScreen(WizardScreen):
         Binding("s", "stop", "Stop (checkpoint)"),
         Binding("k", "kill", "Kill"),
         Binding("r", "resume", "Resume"),
+        Binding("f", "force", "Run anyway"),
         Binding("enter", "done", "Done"),
         Binding("escape", "back", "Back"),
     ]
@@ -104,6 +101,7 @@ class TrainingScreen(WizardScreen):
         self.snapshot = RunSnapshot()
         self.running = False
         self.stop_requested = False
+        self.resumed = False
         self._kill_armed_at: float | None = None
 
     def compose(self) -> ComposeResult:
@@ -130,7 +128,7 @@ class TrainingScreen(WizardScreen):
         self._set_status("starting")
         self._show_error(None)
         self.query_one("#run-notes").display = False
-        if output_in_use(self.config.output.dir):
+        if existing_run(Path(self.config.output.dir)):
             self.app.push_screen(ResumeDialog(self.config.output.dir), self._after_dialog)
         else:
             self.start(resume=False, force=False)
@@ -163,6 +161,7 @@ class TrainingScreen(WizardScreen):
         self.query_one(LossChart).clear()  # a resumed run replays its events file from the start
         self.monitor, self.snapshot = None, RunSnapshot()
         self.running, self.stop_requested = True, False
+        self.resumed = resume
         self._set_status("resuming" if resume else "starting")
         self._show_error(None)
         self.refresh_bindings()
@@ -226,6 +225,8 @@ class TrainingScreen(WizardScreen):
                 ("hint: ", "bold"),
                 snap.error["hint"],
             )
+            if snap.error["kind"] == "preflight":
+                text.append("\nf runs it anyway here", style="yellow")
         else:
             text = Text(
                 f"the engine exited with code {exit_code} without reporting an error; "
@@ -253,6 +254,12 @@ class TrainingScreen(WizardScreen):
             return not self.running
         if action == "done":
             return not self.running and self.plan.run_end is not None
+        if action == "force":  # only the engine's pre-flight refusal can be overridden here
+            return (
+                not self.running
+                and self.snapshot.error is not None
+                and self.snapshot.error["kind"] == "preflight"
+            )
         if action == "resume":
             return (
                 not self.running
@@ -277,6 +284,9 @@ class TrainingScreen(WizardScreen):
             self.monitor.source.kill()
             self.stop_requested = True
             self._set_status("killing")
+
+    def action_force(self) -> None:
+        self.start(resume=self.resumed, force=True)
 
     def action_resume(self) -> None:
         self.start(resume=True, force=False)
