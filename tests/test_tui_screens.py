@@ -242,6 +242,10 @@ async def test_dataset_browsing_and_remembered_dataset(tmp_path: Path) -> None:
         assert screen.index == 0
         preview = str(screen.query_one("#token-preview").render())
         assert "<|start|>assistant<|channel|>final<|message|>hello<|return|>" in preview
+        assert "Reasoning: medium" in preview
+        screen.query_one("#f-dataset-reasoning_effort").value = "high"  # reloads by itself
+        await wait_until(pilot, lambda: "Reasoning: high" in text_of(screen, "#token-preview"))
+        assert app.plan.overrides["dataset.reasoning_effort"] == "high"
 
 
 @run_async

@@ -36,6 +36,7 @@ TEXT_FIELDS: list[tuple[str, str]] = [  # (dotted key, label)
     ("dataset.field_tools", "tools"),
 ]
 CHOICES: list[tuple[str, str, tuple[str, ...]]] = [
+    ("dataset.format", "format", ("auto", "messages", "sharegpt")),
     ("dataset.reasoning_effort", "reasoning", ("low", "medium", "high")),
     ("dataset.train_turns", "train turns", ("all", "last", "expand")),
 ]
@@ -195,9 +196,11 @@ class DatasetScreen(WizardScreen):
         from engine.tokenizer import load_tokenizer
 
         capped = cfg.dataset.max_rows is None or cfg.dataset.max_rows > PREVIEW_MAX_ROWS
+        # One process: forking worker processes out of a threaded UI process is not safe.
+        update: dict[str, Any] = {"num_proc": 1}
         if capped:
-            dataset = cfg.dataset.model_copy(update={"max_rows": PREVIEW_MAX_ROWS})
-            cfg = cfg.model_copy(update={"dataset": dataset})
+            update["max_rows"] = PREVIEW_MAX_ROWS
+        cfg = cfg.model_copy(update={"dataset": cfg.dataset.model_copy(update=update)})
         tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.id)
         prepared = prepare_dataset(cfg, tokenizer)
         return Preview(
