@@ -480,3 +480,19 @@ async def test_a_preflight_refusal_can_be_overridden(tmp_path: Path) -> None:
         await pilot.press("f")
         await wait_until(pilot, lambda: len(launcher.calls) == 2)
         assert launcher.calls[1][1:] == (False, True)
+
+
+@run_async
+async def test_done_offers_a_new_run_from_the_top(tmp_path: Path) -> None:
+    launcher = ScriptedLauncher(gpus=1)
+    app = make_app(tmp_path, h100_profile(1), launcher)
+    async with app.run_test(size=SIZE) as pilot:
+        await to_presets(pilot)
+        await scripted_training(pilot, launcher, "gpt-oss-20b-lora-1gpu", steps=2)
+        launcher.process.finish()
+        await wait_until(pilot, lambda: not app.screen.running)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: screen_name(app) == "DoneScreen")
+        await pilot.press("n")
+        await wait_until(pilot, lambda: screen_name(app) == "HardwareScreen")
+        assert len(app.screen_stack) == 2
