@@ -1,0 +1,114 @@
+"""Flex attention for GPT-OSS: learned sinks, block-sparse sliding windows, packed-row documents.
+
+GPT-OSS attention is softmax over [scores, sink] per head with the sink column dropped. Flex
+attention computes softmax over the scores alone plus their log-sum-exp (lse); adding the sink
+to the normaliser afterwards is a per-row rescale:
+
+    out_with_sink = out * exp(lse) / (exp(lse) + exp(sink)) = out * sigmoid(lse - sink)
+
+done here in fp32 (transformers' stock flex path rounds the lse to bf16 before the rescale).
+Gradients reach the sinks and, through the lse, the scores.
+
+Masks are BlockMasks built once per forward from the position ids (which restart at 0 for every
+packed example): causal, same document, and for sliding layers `q - kv < window`. With a 128-token
+window each 128-row query block touches at most two key blocks, so sliding layers cost O(S) rather
+than O(S^2).
+
+The function is registered with transformers' AttentionInterface under `ATTN_IMPLEMENTATION`, with
+transformers' flex mask builder as its mask function, so a model whose config selects it runs it
+for every layer and stock callers (no explicit masks) still get correct BlockMasks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.nn.attention.flex_attention import (
+    AuxRequest,
+    BlockMask,
+    create_block_mask,
+    flex_attention,
+)
+
+ATTN_IMPLEMENTATION = "osstune_flex"
+FULL, SLIDING = "full_attention", "sliding_attention"
+
+_compiled_flex: Callable[..., Any] | None = None
+
+
+def _flex() -> Callable[..., Any]:
+    """flex_attention compiled once (uncompiled it falls back to dense reference math)."""
+    global _compiled_flex
+    if torch.compiler.is_compiling():
+        return flex_attention  # already inside a compiled region (e.g. a compiled decoder layer)
+    if _compiled_flex is None:
+        _compiled_flex = torch.compile(flex_attention, dynamic=False)
+    return _compiled_flex
+
+
+def document_ids(position_ids: torch.Tensor) -> torch.Tensor:
+    """[B, S] position ids restarting at 0 per packed example -> [B, S] example index per token."""
+    return torch.cumsum((position_ids == 0).to(torch.int32), dim=-1)
+
+
+def mask_mod(documents: torch.Tensor, sliding_window: int | None) -> Callable[..., torch.Tensor]:
+    """The flex mask_mod: causal, same document, and inside the window when one is given."""
+
+    def causal_document(b, h, q_idx, kv_idx):
+        keep = (q_idx >= kv_idx) & (documents[b, q_idx] == documents[b, kv_idx])
+        if sliding_window is not None:
+            keep = keep & (q_idx - kv_idx < sliding_window)
+        return keep
+
+    return causal_document
+
+
+def block_masks(config: Any, position_ids: torch.Tensor, compile_mask: bool | None = None,
+                ) -> dict[str, BlockMask]:
+    """One BlockMask per GPT-OSS layer type, ready to pass as `attention_mask=` to GptOssModel.
+
+    `compile_mask` (default: on CUDA) builds the block structure without a dense S x S mask.
+    """
+    batch, seq = position_ids.shape
+    documents = document_ids(position_ids)
+    compile_mask = position_ids.is_cuda if compile_mask is None else compile_mask
+    masks: dict[str, BlockMask] = {}
+    for layer_type in set(config.layer_types):
+        window = config.sliding_window if layer_type == SLIDING else None
+        masks[layer_type] = create_block_mask(
+            mask_mod(documents, window), B=batch, H=None, Q_LEN=seq, KV_LEN=seq,
+            device=position_ids.device, _compile=compile_mask)
+    return masks
+
+
+def sink_flex_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor,
+                        value: torch.Tensor, attention_mask: BlockMask | None,
+                        scaling: float | None = None, dropout: float = 0.0,
+                        s_aux: torch.Tensor | None = None, **_: Any,
+                        ) -> tuple[torch.Tensor, None]:
+    """AttentionInterface function: [B,H,S,D] q, [B,KV,S,D] k/v -> ([B,S,H,D], None)."""
+    if dropout:
+        raise ValueError("osstune flex attention: attention dropout is not supported; "
+                         "set the model's attention_dropout to 0")
+    if attention_mask is not None and not isinstance(attention_mask, BlockMask):
+        raise TypeError("osstune flex attention needs BlockMask masks (engine.ops.attention."
+                        f"block_masks); got {type(attention_mask).__name__}")
+    run = _flex() if query.is_cuda else flex_attention  # CPU: the reference path (tests)
+    out, aux = run(query, key, value, block_mask=attention_mask, scale=scaling,
+                   enable_gqa=query.shape[1] != key.shape[1], return_aux=AuxRequest(lse=True))
+    if s_aux is not None:
+        sink = s_aux.float().view(1, -1, 1)
+        out = (out.float() * torch.sigmoid(aux.lse - sink).unsqueeze(-1)).to(query.dtype)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def register() -> str:
+    """Make `ATTN_IMPLEMENTATION` selectable (idempotent); returns the name to set on a config."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, flex_attention_mask
+
+    AttentionInterface.register(ATTN_IMPLEMENTATION, sink_flex_attention)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(ATTN_IMPLEMENTATION, flex_attention_mask)
+    return ATTN_IMPLEMENTATION
