@@ -190,7 +190,7 @@ def _step_fn(variant: Variant, model: Any, config: Any, input_ids: Any, optimize
 
 
 def measure(name: str, variant: Variant, seq: int, warmup: int, steps: int,
-            tiny: bool = False) -> dict[str, Any]:
+            tiny: bool = False, cap_gib: float | None = None) -> dict[str, Any]:
     """Build, train `warmup + steps` steps, return the measurement (never raises for OOM)."""
     import torch
 
@@ -203,6 +203,11 @@ def measure(name: str, variant: Variant, seq: int, warmup: int, steps: int,
                               "device": torch.cuda.get_device_name() if device.type == "cuda"
                               else "cpu", "status": "ok"}
     started = time.perf_counter()
+    if device.type == "cuda" and cap_gib:
+        total = torch.cuda.get_device_properties(0).total_memory / GIB
+        if total > cap_gib:  # e.g. an H200 standing in for an 80 GB H100
+            torch.cuda.set_per_process_memory_fraction(cap_gib / total)
+            result["memory_cap_gib"] = cap_gib
     try:
         torch.manual_seed(0)
         model, config = _build(variant, cfg_values, device)
@@ -250,6 +255,7 @@ class Runner:
     started: float = field(default_factory=time.perf_counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
     tiny: bool = False
+    cap_gib: float | None = None
 
     def remaining(self) -> float:
         return self.budget_s - (time.perf_counter() - self.started)
@@ -277,6 +283,8 @@ class Runner:
             env["PYTORCH_CUDA_ALLOC_CONF"] = "expandable_segments:True"
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name, "--seq", str(seq),
                "--warmup", str(warmup), "--steps", str(steps)] + (["--tiny"] if self.tiny else [])
+        if self.cap_gib:
+            cmd += ["--cap-gib", str(self.cap_gib)]
         try:
             proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True,
                                   timeout=max(10.0, self.remaining()))
@@ -370,6 +378,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--search-limit", type=int, default=131072)
     parser.add_argument("--budget-s", type=float, default=540.0)
     parser.add_argument("--out", type=Path, default=None, help="write all results as JSON")
+    parser.add_argument("--cap-gib", type=float, default=79.1,
+                        help="limit each process to this much device memory on larger cards "
+                        "(default: an 80 GB H100's 79.1 GiB; 0 = no limit)")
     parser.add_argument("--tiny", action="store_true", help="tiny model (harness check on CPU)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--seq", type=int, help=argparse.SUPPRESS)
@@ -380,12 +391,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         sys.path.insert(0, str(REPO))
         result = measure(args.worker, VARIANTS[args.worker], args.seq, args.warmup, args.steps,
-                         tiny=args.tiny)
+                         tiny=args.tiny, cap_gib=args.cap_gib or None)
         print(RESULT_PREFIX + json.dumps(result), flush=True)
         return 0
 
     devices = _devices(args.devices)
-    runner = Runner(budget_s=args.budget_s, tiny=args.tiny)
+    runner = Runner(budget_s=args.budget_s, tiny=args.tiny, cap_gib=args.cap_gib or None)
     seqs = [int(s) for s in args.seqs.split(",") if s]
     compare = [v for v in args.compare.split(",") if v]
     levers = [v for v in args.levers.split(",") if v]
