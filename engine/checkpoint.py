@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch import nn
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_state_dict,
@@ -129,6 +130,24 @@ def save_checkpoint(output_dir: Path, model: nn.Module, optimizer: torch.optim.O
     return final
 
 
+def _check_shards(folder: Path) -> None:
+    """The index reads and every byte range it names exists: catches truncated shards early."""
+    try:
+        metadata = dcp.FileSystemReader(str(folder)).read_metadata()
+    except Exception as e:
+        raise CheckpointError(f"checkpoint {folder}: corrupt .metadata ({_reason(e)})") from None
+    needed: dict[str, int] = {}
+    for info in (metadata.storage_data or {}).values():
+        end = info.offset + info.length
+        needed[info.relative_path] = max(needed.get(info.relative_path, 0), end)
+    for name, end in needed.items():
+        shard = folder / name
+        size = shard.stat().st_size if shard.is_file() else -1
+        if size < end:
+            what = "missing" if size < 0 else f"truncated ({size} of {end} bytes)"
+            raise CheckpointError(f"checkpoint {folder}: shard {name} is {what}")
+
+
 def read_trainer_state(folder: Path) -> TrainerState:
     """Validate the folder's bookkeeping before any weights are built; raises CheckpointError."""
     if not folder.is_dir():
@@ -143,9 +162,22 @@ def read_trainer_state(folder: Path) -> TrainerState:
         state = TrainerState(**data)
     except (OSError, ValueError, TypeError) as e:
         raise CheckpointError(f"checkpoint {folder}: corrupt {STATE_FILE}: {e}") from None
+    _check_shards(folder)
     if state.format != FORMAT_VERSION:
-        raise CheckpointError(f"checkpoint {folder}: format {state.format}, expected {FORMAT_VERSION}")
+        raise CheckpointError(
+            f"checkpoint {folder}: format {state.format}, expected {FORMAT_VERSION}")
     return state
+
+
+def _reason(e: BaseException) -> str:
+    """One line from a DCP error (which wraps each rank's failure and its traceback)."""
+    failures = getattr(e, "failures", None)
+    if isinstance(failures, dict) and failures:
+        first = next(iter(failures.values()))
+        # Each rank's failure is (exception, traceback frames).
+        e = first[0] if isinstance(first, tuple) and first else first
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else type(e).__name__
 
 
 def load_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -156,9 +188,9 @@ def load_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optim
     state = {"model": model_sd, "optim": optim_sd}
     try:
         dcp.load(state, checkpoint_id=str(folder))
-    except Exception as e:  # DCP wraps reader errors per rank; one line is what the user needs
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"checkpoint {folder}: corrupt or incompatible: {first}") from None
+    except (Exception, CheckpointException) as e:
+        raise CheckpointError(f"checkpoint {folder}: corrupt or incompatible: {_reason(e)}"
+                              ) from None
     set_state_dict(model, optimizer, model_state_dict=state["model"],
                    optim_state_dict=state["optim"], options=options)
     rng_file = folder / "rng" / f"rank-{_rank()}.pt"
@@ -176,7 +208,7 @@ def load_model_weights(folder: Path, model: nn.Module) -> None:
     sd = get_model_state_dict(model)
     try:
         dcp.load({"model": sd}, checkpoint_id=str(folder))
-    except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"checkpoint {folder}: corrupt or incompatible: {first}") from None
+    except (Exception, CheckpointException) as e:
+        raise CheckpointError(f"checkpoint {folder}: corrupt or incompatible: {_reason(e)}"
+                              ) from None
     set_model_state_dict(model, sd)

@@ -57,12 +57,21 @@ def save_tokenizer(tokenizer: Any, folder: Path) -> None:
     tokenizer.save_pretrained(str(folder))
 
 
+def _own_storage(t: torch.Tensor) -> torch.Tensor:
+    """A tensor that owns exactly its bytes: FSDP's gathered tensors can be views into a padded
+    buffer, which safetensors refuses as a shared tensor."""
+    t = t.detach().contiguous()
+    if t.untyped_storage().nbytes() != t.numel() * t.element_size():
+        t = t.clone()
+    return t
+
+
 def save_full_model(state: dict[str, torch.Tensor], config: Any, tokenizer: Any | None,
                     target: Path) -> Path:
     """Safetensors shards of `state` (HF key names) with config, generation config, tokenizer."""
     from huggingface_hub import save_torch_state_dict
 
-    state = {k: v.detach().contiguous() for k, v in state.items()}
+    state = {k: _own_storage(v) for k, v in state.items()}
     with staged_dir(target) as folder:
         save_torch_state_dict(state, str(folder), max_shard_size=MAX_SHARD_SIZE)
         cfg = hf_config_dict(config)

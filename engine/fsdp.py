@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
+from torch.distributed.fsdp import (
+    CPUOffloadPolicy,
+    MixedPrecisionPolicy,
+    OffloadPolicy,
+    fully_shard,
+)
 
 
 def decoder_layers(lm: nn.Module) -> list[nn.Module]:
@@ -24,7 +29,8 @@ def shard_model(root: nn.Module, lm: nn.Module, param_dtype: torch.dtype, cpu_of
                 mesh: object | None = None) -> nn.Module:
     """Shard `lm`'s decoder layers, then `root` (which owns embeddings, final norm and lm_head)."""
     mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
-    offload = CPUOffloadPolicy(pin_memory=torch.cuda.is_available()) if cpu_offload else OffloadPolicy()
+    offload = (CPUOffloadPolicy(pin_memory=torch.cuda.is_available()) if cpu_offload
+               else OffloadPolicy())
     kwargs = {"mp_policy": mp, "offload_policy": offload}
     if mesh is not None:
         kwargs["mesh"] = mesh

@@ -9,6 +9,7 @@ events and the tail of its stderr.
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import signal
 import subprocess
@@ -136,18 +137,14 @@ class TrainingProcess:
         if self.proc is None or self.proc.poll() is not None:
             return
         for pid in self._workers():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGINT)
-            except ProcessLookupError:
-                pass
 
     def kill(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def _cmdline(process: object) -> list[str]:

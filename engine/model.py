@@ -90,9 +90,11 @@ def load_model_config(cfg: RunConfig, device: torch.device) -> Any:
     if _is_local(model_id):
         folder = Path(model_id).expanduser()
         if not (folder / "config.json").is_file():
-            raise ModelError(f"model {model_id}: no such model folder (expected {folder}/config.json)")
+            raise ModelError(
+                f"model {model_id}: no such model folder (expected {folder}/config.json)")
         try:
-            base = AutoConfig.from_pretrained(str(folder), trust_remote_code=cfg.model.trust_remote_code)
+            base = AutoConfig.from_pretrained(
+                str(folder), trust_remote_code=cfg.model.trust_remote_code)
         except Exception as e:  # transformers raises many kinds; the user needs one line
             raise ModelError(f"model {model_id}: cannot read config.json: {e}") from None
     else:
@@ -147,7 +149,8 @@ def build_meta_model(config: Any, dtype: torch.dtype) -> nn.Module:
 
 def _mxfp4_quantized(config: Any) -> bool:
     quant = getattr(config, "quantization_config", None)
-    method = quant.get("quant_method") if isinstance(quant, dict) else getattr(quant, "quant_method", None)
+    method = (quant.get("quant_method") if isinstance(quant, dict)
+              else getattr(quant, "quant_method", None))
     return str(method).lower().endswith("mxfp4")
 
 

@@ -34,7 +34,7 @@ except ImportError:  # the fused op is optional; the chunked version below is ex
 
 
 def shift_labels(labels: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
-    """targets[t] = labels[t+1], except where t+1 starts a new packed example (or is past the end)."""
+    """targets[t] = labels[t+1], except where t+1 starts a new packed example or is past the end."""
     targets = torch.full_like(labels, IGNORE_INDEX)
     targets[:, :-1] = labels[:, 1:]
     targets[:, :-1][position_ids[:, 1:] == 0] = IGNORE_INDEX

@@ -32,10 +32,12 @@ def machine_problems(cfg: RunConfig, profile: HardwareProfile, output_dir: Path)
                 f"distributed.gpus: the config asks for {dist.gpus} GPU(s) per node, "
                 f"{visible} visible{why}; lower it (--set gpus={visible}) or pick another preset")
         elif req and req.min_gpu_mem_gib:
-            small = [g for g in profile.gpus[: dist.gpus] if g.memory_total_gib < req.min_gpu_mem_gib]
+            small = [g for g in profile.gpus[: dist.gpus]
+                     if g.memory_total_gib < req.min_gpu_mem_gib]
             if small:
+                gpu = small[0]
                 problems.append(
-                    f"GPU {small[0].index} ({small[0].name}) has {small[0].memory_total_gib:.1f} GiB; "
+                    f"GPU {gpu.index} ({gpu.name}) has {gpu.memory_total_gib:.1f} GiB; "
                     f"this preset needs {req.min_gpu_mem_gib:g} GiB per GPU")
     if req:
         free = free_gib(output_dir)

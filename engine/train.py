@@ -56,10 +56,10 @@ EXIT_INTERNAL = 1
 
 HINTS = {
     "config": "fix the key named in the message (osstune presets shows valid recipes)",
-    "dataset": "check dataset.path and its format; the wizard's dataset screen shows what is trained",
+    "dataset": "check dataset.path and its format (`osstune inspect` shows what is trained)",
     "tokenizer": "set model.tokenizer to a local folder with tokenizer.json",
     "model": "give model.id as a local folder with config.json and weights, or a GPT-OSS hub id",
-    "checkpoint": "resume from another checkpoint (--resume PATH), or start over with --output NEW_DIR",
+    "checkpoint": "resume from another checkpoint (--resume PATH), or start over with --output",
     "preflight": "pick a preset that fits this machine (osstune presets), or --force to run anyway",
     "out_of_memory": "lower training.sequence_len or training.micro_batch_size, keep "
                      "training.gradient_checkpointing on, set distributed.cpu_offload: true, or "
@@ -243,28 +243,46 @@ def collate(rows: list[PackedRow]) -> MicroBatch:
                       trained_tokens=int((targets != IGNORE_INDEX).sum()))
 
 
-def micro_batch(stream: RowStream, step: int, micro: int, rt: Runtime, cfg: RunConfig) -> MicroBatch:
+def micro_batch(stream: RowStream, step: int, micro: int, rt: Runtime, cfg: RunConfig
+                ) -> MicroBatch:
     t = cfg.training
     first = ((step * t.gradient_accumulation_steps + micro) * rt.world_size + rt.rank) * \
         t.micro_batch_size
     return collate([stream.row(first + j) for j in range(t.micro_batch_size)])
 
 
-def training_rows(cfg: RunConfig, tokenizer: Any, rt: Runtime) -> tuple[list[PackedRow], dict]:
-    # Rank 0 prepares (and caches) first, so the other ranks read the cache instead of racing.
-    if not rt.is_main:
-        barrier(rt)
-    prepared = prepare_dataset(cfg, tokenizer)
+def training_rows(cfg: RunConfig, rt: Runtime) -> tuple[list[PackedRow], dict, Any]:
+    """(rows, dataset stats, tokenizer or None): rank 0 tokenizes and packs, then broadcasts.
+
+    The other ranks never load the tokenizer or read the dataset (8 ranks each loading a
+    200k-token vocabulary and re-rendering the data cost more than the broadcast).
+    """
+    payload: list[Any] = [None, None]
+    tokenizer = None
+    failure: Exception | None = None
     if rt.is_main:
-        barrier(rt)
-    if cfg.dataset.packing:
-        rows = pack_examples(prepared.examples, cfg.training.sequence_len, cfg.training.seed)
-    else:
-        rows = [PackedRow(list(e.input_ids), list(e.labels), list(range(len(e.input_ids))),
-                          [len(e.input_ids)]) for e in prepared.examples]
-    stats = prepared.stats.as_dict()
-    stats["rows"] = len(rows)
-    return rows, stats
+        try:
+            tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.id)
+            prepared = prepare_dataset(cfg, tokenizer)
+            if cfg.dataset.packing:
+                rows = pack_examples(prepared.examples, cfg.training.sequence_len,
+                                     cfg.training.seed)
+            else:
+                rows = [PackedRow(list(e.input_ids), list(e.labels),
+                                  list(range(len(e.input_ids))), [len(e.input_ids)])
+                        for e in prepared.examples]
+            stats = prepared.stats.as_dict()
+            stats["rows"] = len(rows)
+            payload = [rows, stats]
+        except (DatasetError, TokenizerError) as e:
+            failure = e  # every rank raises it, so no rank waits for the others forever
+    if rt.world_size > 1:
+        box: list[Any] = [failure, payload]
+        dist.broadcast_object_list(box, src=0)
+        failure, payload = box
+    if failure is not None:
+        raise failure
+    return payload[0], payload[1], tokenizer
 
 
 def total_steps_for(cfg: RunConfig, n_rows: int, world_size: int) -> int:
@@ -286,8 +304,7 @@ class Built:
     info: ModelInfo
 
 
-def build(cfg: RunConfig, rt: Runtime) -> Built:
-    config = load_model_config(cfg, rt.device)
+def build(cfg: RunConfig, rt: Runtime, config: Any) -> Built:
     dtype = torch_dtype(cfg.model.dtype)
     fsdp = cfg.distributed.fsdp
     lora = cfg.method == "lora"
@@ -444,12 +461,12 @@ def train(args: argparse.Namespace, stop: StopRequest, run: Run) -> int:
 
     torch.manual_seed(cfg.training.seed)
     random.seed(cfg.training.seed)
-    tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.id)
-    rows, data_stats = training_rows(cfg, tokenizer, rt)
+    model_config = load_model_config(cfg, rt.device)  # an unknown model fails here, cheaply
+    rows, data_stats, tokenizer = training_rows(cfg, rt)
     stream = RowStream(rows, cfg.training.seed, cfg.dataset.shuffle)
     total_steps = total_steps_for(cfg, len(rows), rt.world_size)
 
-    built = build(cfg, rt)
+    built = build(cfg, rt, model_config)
     objective, lora = built.objective, cfg.method == "lora"
     params = [p for p in objective.parameters() if p.requires_grad]
     optimizer = build_optimizer(params, cfg.training, rt.device,
@@ -475,8 +492,9 @@ def train(args: argparse.Namespace, stop: StopRequest, run: Run) -> int:
              gpus=devices, model=built.info.as_dict(), dataset=data_stats,
              total_steps=total_steps, start_step=step, output_dir=str(output),
              resumed_from=str(resume_dir) if resume_dir else None)
-    log(f"{built.info.total_params / 1e6:.1f}M parameters ({built.info.trainable_params / 1e6:.1f}M "
-        f"trained), {len(rows)} rows, {total_steps} steps, world size {rt.world_size}")
+    info = built.info
+    log(f"{info.total_params / 1e6:.1f}M parameters ({info.trainable_params / 1e6:.1f}M trained), "
+        f"{len(rows)} rows, {total_steps} steps, world size {rt.world_size}")
 
     metrics.reset_peaks(rt.device)
     objective.train()

@@ -189,7 +189,8 @@ def run(
     target: Annotated[str, typer.Argument(metavar="PRESET|CONFIG.yaml",
                                           help="A preset name or a run config file")],
     set_: Annotated[list[str] | None, typer.Option(
-        "--set", metavar="KEY=VALUE", help="Override a config key, e.g. --set max_steps=30")] = None,
+        "--set", metavar="KEY=VALUE", help="Override a config key, e.g. --set max_steps=30"),
+    ] = None,
     dataset: Annotated[str | None, typer.Option("--dataset", help="Dataset file, folder or hub id")
                        ] = None,
     output_dir: Annotated[str | None, typer.Option("--output", help="Output directory")] = None,
@@ -233,9 +234,11 @@ def run(
         return
     if view.end is not None and view.end["status"] == "stopped":
         output.fail(f"run stopped at step {view.step}/{view.total}; continue with "
-                    f"`osstune run {target} --resume` (same --set/--output)", code=output.EXIT_PROBLEM)
+                    f"`osstune run {target} --resume` (same --set/--output)",
+                    code=output.EXIT_PROBLEM)
     if view.error is not None:
-        output.fail(f"{view.error['message']} (hint: {view.error['hint']})", code=output.EXIT_PROBLEM)
+        output.fail(f"{view.error['message']} (hint: {view.error['hint']})",
+                    code=output.EXIT_PROBLEM)
     tail = "\n".join(proc.stderr_tail(15))
     output.fail(f"the engine exited with code {code} before finishing" +
                 (f"; its last lines:\n{tail}" if tail else ""), code=output.EXIT_PROBLEM)

@@ -1,0 +1,131 @@
+"""The engine entry point: LoRA adapter + merge, and bad input (clear message, non-zero exit,
+nothing overwritten)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from engine.events import read_events
+from engine.train import EXIT_USER_ERROR, main
+from tests.engine_fixtures import last_run_end, run_engine, tiny_config, write_config
+from tui.cli import app
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("lora")
+    cfg = tiny_config(tmp, "lora", method="lora",
+                      lora={"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
+                      training={"max_steps": 2, "learning_rate": 5e-2})
+    path = write_config(tmp, cfg)
+    proc = run_engine(["--config", str(path)])
+    return proc, tmp / "lora", path
+
+
+@pytest.mark.slow
+def test_lora_adapter_loads_with_peft_and_merges(lora_run, monkeypatch):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from engine.merge import _base_model
+    from tui.commands.merge import resolve_run
+
+    proc, out, path = lora_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert last_run_end(out)["status"] == "completed"
+    adapter = out / "adapter"
+    assert json.loads((adapter / "adapter_config.json").read_text())["r"] == 4
+    # Only the adapter is trained and checkpointed.
+    start = next(e for e in read_events(out) if e["type"] == "run_start")
+    assert 0 < start["model"]["trainable_params"] < start["model"]["total_params"] / 10
+
+    cfg, _ = resolve_run(str(path))
+    peft_model = PeftModel.from_pretrained(_base_model(cfg), str(adapter)).eval()
+    ids = torch.tensor([[200006, 1428, 200008, 12194, 200007, 200006]])
+    with torch.no_grad():
+        expected = peft_model(input_ids=ids).logits
+
+    result = CliRunner().invoke(app, ["merge-lora", str(path)])
+    assert result.exit_code == 0, result.output
+    merged = AutoModelForCausalLM.from_pretrained(out / "merged").eval()
+    assert merged.config.architectures == ["GptOssForCausalLM"]
+    with torch.no_grad():
+        torch.testing.assert_close(merged(input_ids=ids).logits, expected, rtol=1e-4, atol=1e-4)
+
+
+def _fail_run(tmp_path, capsys, cfg, extra=()):
+    path = write_config(tmp_path, cfg)
+    code = main(["--config", str(path), *extra])
+    err = capsys.readouterr().err
+    assert code == EXIT_USER_ERROR, err
+    assert "Traceback" not in err
+    return err
+
+
+def test_unknown_model_path(tmp_path, capsys):
+    cfg = tiny_config(tmp_path, model={"id": str(tmp_path / "no-such-model")})
+    err = _fail_run(tmp_path, capsys, cfg)
+    assert f"model {tmp_path / 'no-such-model'}: no such model folder" in err
+    error = next(e for e in read_events(tmp_path / "tiny") if e["type"] == "error")
+    assert error["kind"] == "model" and error["hint"]
+    assert last_run_end(tmp_path / "tiny")["status"] == "failed"
+
+
+def test_dataset_without_trainable_tokens(tmp_path, capsys):
+    data = tmp_path / "users_only.jsonl"
+    data.write_text("\n".join(json.dumps({"messages": [{"role": "user", "content": f"q{i}"}]})
+                              for i in range(3)) + "\n")
+    err = _fail_run(tmp_path, capsys, tiny_config(tmp_path, dataset={"path": str(data)}))
+    assert str(data) in err and ("no trainable tokens" in err or "no usable examples" in err)
+
+
+def test_more_gpus_than_exist(tmp_path, capsys):
+    cfg = tiny_config(tmp_path, distributed={"gpus": 8, "fsdp": True})
+    err = _fail_run(tmp_path, capsys, cfg)
+    assert "asks for 8 GPU(s) per node, 0 visible" in err
+
+
+def test_corrupt_checkpoint_on_resume_changes_nothing(tmp_path, capsys):
+    out = tmp_path / "tiny"
+    broken = out / "checkpoints" / "step-000002"
+    broken.mkdir(parents=True)
+    (broken / ".metadata").write_bytes(b"\x80\x04 not a pickle")
+    (broken / "__0_0.distcp").write_bytes(b"garbage")
+    (broken / "COMPLETE").write_text("ok\n")
+    (broken / "trainer_state.json").write_text(json.dumps({
+        "step": 2, "total_steps": 4, "world_size": 1, "method": "full", "elapsed_s": 1.0,
+        "scheduler": {}, "format": 1}))
+    earlier = '{"v":1,"type":"warning","time":1.0,"message":"an earlier attempt"}\n'
+    (out / "events.jsonl").write_text(earlier)
+    snapshot = {p.name: p.read_bytes() for p in broken.iterdir()}
+
+    err = _fail_run(tmp_path, capsys, tiny_config(tmp_path), extra=["--resume"])
+    assert f"checkpoint {broken}: corrupt" in err
+    assert {p.name: p.read_bytes() for p in broken.iterdir()} == snapshot
+    assert (out / "events.jsonl").read_text().startswith(earlier)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000002"]
+
+
+def test_resume_without_checkpoint(tmp_path, capsys):
+    err = _fail_run(tmp_path, capsys, tiny_config(tmp_path), extra=["--resume"])
+    assert "--resume: no finished checkpoint in" in err
+
+
+def test_bad_config_key(tmp_path, capsys):
+    cfg = tiny_config(tmp_path)
+    cfg["training"]["learning_rat"] = 1
+    err = _fail_run(tmp_path, capsys, cfg)
+    assert "training.learning_rat: unknown key" in err
+
+
+def test_merge_sharded_without_checkpoint(tmp_path):
+    path = write_config(tmp_path, tiny_config(tmp_path))
+    result = CliRunner().invoke(app, ["merge-sharded-fsdp-weights", str(path)])
+    assert result.exit_code == 1
+    assert "no finished checkpoint" in result.output
+    shutil.rmtree(tmp_path / "tiny", ignore_errors=True)

@@ -1,0 +1,124 @@
+"""`osstune run` end to end on the tiny CPU demo, a graceful stop through the launcher, resume,
+and the refusals that happen before anything is launched."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from engine.config import load_config
+from engine.events import EventReader, read_events
+from engine.launch import TrainingProcess
+from tests.engine_fixtures import REPO, engine_env, last_run_end, step_losses, wait_for_event
+from tui.cli import app
+
+pytestmark = pytest.mark.slow
+
+OVERRIDES = ["max_steps=4", "sequence_len=256", "save_steps=2", "gradient_accumulation_steps=2"]
+
+
+def _set_args() -> list[str]:
+    return [a for o in OVERRIDES for a in ("--set", o)]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "demo"
+    proc = subprocess.run(
+        [sys.executable, "-m", "tui.cli", "run", "tiny-cpu-demo", *_set_args(), "--output",
+         str(out)], cwd=REPO, env=engine_env(), capture_output=True, text=True, timeout=300)
+    return proc, out
+
+
+def test_osstune_run_tiny_demo_completes(demo_run):
+    proc, out = demo_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert any(line.startswith("step 4/4 loss ") for line in lines), proc.stdout
+    assert "vllm serve" in proc.stdout and "sglang.launch_server" in proc.stdout
+    reader = EventReader(out / "events.jsonl")
+    events = reader.poll()
+    assert reader.bad_lines == 0  # every line validates against the schema
+    kinds = [e["type"] for e in events]
+    assert kinds[0] == "run_start" and kinds[-1] == "run_end"
+    assert kinds.count("step") == 4 and kinds.count("checkpoint") == 2
+    start = events[0]
+    assert start["world_size"] == 1 and start["dataset"]["tokens_trained"] > 0
+    step = next(e for e in events if e["type"] == "step")
+    assert step["gpus"] == [{"rank": 0, "device_mem_reserved_gib": 0.0, "mem_allocated_gib": 0.0,
+                             "mem_active_gib": 0.0}]
+    assert events[-1]["status"] == "completed"
+
+
+def test_tiny_demo_loss_falls(demo_run):
+    losses = step_losses(demo_run[1])
+    assert losses[4] < losses[1] - 0.1, losses
+
+
+def test_export_loads_with_transformers(demo_run):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    export = demo_run[1] / "export"
+    config = json.loads((export / "config.json").read_text())
+    assert config["architectures"] == ["GptOssForCausalLM"]
+    assert "quantization_config" not in config
+    model = AutoModelForCausalLM.from_pretrained(export)
+    assert type(model).__name__ == "GptOssForCausalLM"
+    tok = AutoTokenizer.from_pretrained(export)
+    prompt = tok.apply_chat_template([{"role": "user", "content": "hi"}],
+                                      add_generation_prompt=True, tokenize=False)
+    assert prompt.endswith("<|start|>user<|message|>hi<|end|><|start|>assistant")
+    gen = json.loads((export / "generation_config.json").read_text())
+    assert 200002 in gen["eos_token_id"]
+
+
+def test_stop_then_resume_continues_the_same_loss_curve(demo_run, tmp_path):
+    reference = step_losses(demo_run[1])
+    cfg = load_config("tiny-cpu-demo", OVERRIDES)
+    out = tmp_path / "stopped"
+    first = TrainingProcess()
+    first.start(cfg, out, env={"HF_HUB_OFFLINE": "1"})
+    wait_for_event(out, "run_start")
+    first.stop()  # SIGINT: finish the step, checkpoint, status stopped
+    assert first.wait(timeout=240) == 0, first.stderr_tail(30)
+    end = last_run_end(out)
+    assert end["status"] == "stopped"
+    stopped_at = end["step"]
+    assert 1 <= stopped_at < 4
+    assert (out / "checkpoints" / f"step-{stopped_at:06d}" / "COMPLETE").is_file()
+
+    second = TrainingProcess()
+    second.start(cfg, out, resume=True, env={"HF_HUB_OFFLINE": "1"})
+    assert second.wait(timeout=240) == 0, second.stderr_tail(30)
+    assert last_run_end(out)["status"] == "completed"
+    resumed = {e["step"]: e["loss"] for e in read_events(out) if e["type"] == "step"}
+    assert set(resumed) == {1, 2, 3, 4}
+    for step in range(1, 5):
+        assert resumed[step] == pytest.approx(reference[step], rel=1e-5, abs=1e-6), step
+
+
+def test_run_refuses_more_gpus_than_exist(tmp_path):
+    out = tmp_path / "never"
+    result = CliRunner().invoke(app, ["run", "tiny-cpu-demo", "--set", "gpus=4", "--output",
+                                      str(out)])
+    assert result.exit_code == 1
+    assert "asks for 4 GPU(s) per node, 0 visible" in result.output
+    assert not out.exists()
+
+
+def test_run_refuses_to_reuse_an_output_without_resume(demo_run):
+    before = (demo_run[1] / "events.jsonl").read_bytes()
+    result = CliRunner().invoke(app, ["run", "tiny-cpu-demo", "--output", str(demo_run[1])])
+    assert result.exit_code == 1
+    assert "already holds a run" in result.output
+    assert (demo_run[1] / "events.jsonl").read_bytes() == before
+
+
+def test_run_rejects_an_unknown_override():
+    result = CliRunner().invoke(app, ["run", "tiny-cpu-demo", "--set", "training.nope=1"])
+    assert result.exit_code == 2
+    assert "training.nope: unknown key" in result.output
