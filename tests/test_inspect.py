@@ -116,7 +116,7 @@ def test_colour_styles(tokenizer):
                        "messages", FormatOptions())
     [ex] = HarmonyRenderer(tokenizer).render(chat)
     views = token_view(tokenizer, ex)
-    text = inspect_cmd._render_colour(views, show_ids=False)
+    text = inspect_cmd.render_colour(views, show_ids=False)
     styles = {str(span.style) for span in text.spans}
     assert styles == {inspect_cmd.STYLE_TRAINED, inspect_cmd.STYLE_MASKED,
                       inspect_cmd.STYLE_SPECIAL_TRAINED, inspect_cmd.STYLE_SPECIAL_MASKED}

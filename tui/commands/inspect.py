@@ -51,7 +51,7 @@ def _token_text(view: TokenView, show_ids: bool) -> str:
     return f"{view.text}⟨{view.id}⟩" if show_ids else view.text
 
 
-def _render_colour(views: list[TokenView], show_ids: bool) -> Any:
+def render_colour(views: list[TokenView], show_ids: bool) -> Any:
     from rich.text import Text
 
     text = Text()
@@ -164,7 +164,7 @@ def inspect(
         views = token_view(tokenizer, ex)
         if console is not None:
             console.print(_header(pos, ex), style="bold")
-            console.print(_render_colour(views, show_ids))
+            console.print(render_colour(views, show_ids))
             console.print()
         else:
             typer.echo(_header(pos, ex))

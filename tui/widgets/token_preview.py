@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 
 def token_text(tokens: Sequence[TokenView], show_ids: bool = False) -> Text:
-    return inspect_command._render_colour(list(tokens), show_ids)
+    return inspect_command.render_colour(list(tokens), show_ids)
 
 
 def legend() -> Text:
