@@ -56,10 +56,18 @@ class ModelInfo:
 
 
 def resolve_attn_implementation(requested: str, device: torch.device) -> str:
+    """auto: osstune's flex attention with sinks on CUDA (engine.ops.attention), eager on CPU.
+
+    GPT-OSS has no SDPA path (a request falls back to eager, which materialises S x S scores);
+    flex attention has no CPU backward. `flex_attention` selects transformers' stock flex path.
+    """
     if requested != "auto":
         return requested
-    # GPT-OSS has no SDPA path; eager materialises SxS scores, flex needs a GPU for the sinks.
-    return "flex_attention" if device.type == "cuda" else "eager"
+    if device.type != "cuda":
+        return "eager"
+    from engine.ops.attention import register
+
+    return register()
 
 
 def _is_local(model_id: str) -> bool:
@@ -179,33 +187,43 @@ def _is_norm_weight(name: str) -> bool:
 
 
 @torch.no_grad()
-def materialize_random(model: nn.Module, device: torch.device, seed: int, rank: int = 0) -> None:
+def materialize_random(model: nn.Module, device: torch.device, seed: int, rank: int = 0,
+                       fill_device: torch.device | None = None) -> None:
     """Allocate `model` (meta, maybe sharded) on `device` and fill it like GPT-OSS's own init.
 
     Each rank fills only its local shard, from its own generator: no rank ever holds the whole
     model. Norm weights 1, biases 0 (router bias random, as upstream), the rest N(0, std).
     LoRA weights draw from a separate generator (B = 0), so the base weights are the same with or
-    without adapters: `merge-lora` can rebuild a random base exactly.
+    without adapters: `merge-lora` can rebuild a random base exactly. `fill_device` (a GPU)
+    draws the numbers there when the shards live in host memory (CPU offload): much faster.
     """
     model.to_empty(device=device)
+    fill = fill_device or device
     std = getattr(model.config, "initializer_range", 0.02)
-    base_gen = torch.Generator(device=device)
+    base_gen = torch.Generator(device=fill)
     base_gen.manual_seed(seed * 1_000_003 + rank)
-    lora_gen = torch.Generator(device=device)
+    lora_gen = torch.Generator(device=fill)
     lora_gen.manual_seed(seed * 1_000_003 + rank + 500_009)
     for name, param in model.named_parameters():
         local = param.to_local() if hasattr(param, "to_local") else param
         if "lora_B" in name:
             local.zero_()
         elif "lora_" in name:
-            local.normal_(0.0, std, generator=lora_gen)
+            _normal(local, std, lora_gen, fill)
         elif _is_norm_weight(name):
             local.fill_(1.0)
         elif name.endswith("bias") and not name.endswith("router.bias"):
             local.zero_()
         else:
-            local.normal_(0.0, std, generator=base_gen)
+            _normal(local, std, base_gen, fill)
     reset_rotary(model, device)
+
+
+def _normal(target: torch.Tensor, std: float, gen: torch.Generator, fill: torch.device) -> None:
+    if target.device == fill:
+        target.normal_(0.0, std, generator=gen)
+    else:
+        target.copy_(torch.empty_like(target, device=fill).normal_(0.0, std, generator=gen))
 
 
 def reset_rotary(model: nn.Module, device: torch.device) -> None:

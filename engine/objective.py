@@ -14,23 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from engine.ops.loss import linear_cross_entropy
+
 IGNORE_INDEX = -100
-
-try:
-    from engine.ops.loss import linear_cross_entropy
-except ImportError:  # the fused op is optional; the chunked version below is exact, just slower
-
-    def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
-                             ignore_index: int = IGNORE_INDEX, chunk_size: int = 2048,
-                             ) -> tuple[torch.Tensor, torch.Tensor]:
-        keep = labels != ignore_index
-        hidden, labels = hidden[keep], labels[keep]
-        total = hidden.new_zeros((), dtype=torch.float32)
-        for start in range(0, hidden.shape[0], chunk_size):
-            logits = (hidden[start:start + chunk_size] @ weight.t()).float()
-            total = total + nn.functional.cross_entropy(
-                logits, labels[start:start + chunk_size], reduction="sum")
-        return total, keep.sum()
 
 
 def shift_labels(labels: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
@@ -54,6 +40,10 @@ def attention_masks(config: Any, position_ids: torch.Tensor, dtype: torch.dtype)
     GptOssModel builds its masks without the position ids, so packed rows would attend across
     example boundaries; building them here from the restarting position ids prevents that.
     """
+    from engine.ops.attention import ATTN_IMPLEMENTATION, block_masks
+
+    if config._attn_implementation == ATTN_IMPLEMENTATION:
+        return block_masks(config, position_ids)  # block-sparse, built without an S x S mask
     from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 
     batch, seq = position_ids.shape

@@ -83,6 +83,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="CHECKPOINT",
                    help="continue from the latest checkpoint in OUTPUT, or from CHECKPOINT")
     p.add_argument("--force", action="store_true", help="run despite pre-flight refusals")
+    p.add_argument("--no-save", action="store_true",
+                   help="benchmarks: no checkpoints and no export (nothing written but events)")
     return p.parse_args(argv)
 
 
@@ -339,7 +341,8 @@ def build(cfg: RunConfig, rt: Runtime, config: Any) -> Built:
         mesh = init_device_mesh(rt.device.type, (rt.world_size,))
         shard_model(objective, causal_lm(lm), dtype, cfg.distributed.cpu_offload, mesh)
     if cfg.model.init == "random":
-        materialize_random(causal_lm(lm), param_device, cfg.training.seed, rt.rank)
+        materialize_random(causal_lm(lm), param_device, cfg.training.seed, rt.rank,
+                           fill_device=rt.device)
     elif fsdp:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
@@ -436,6 +439,10 @@ def train(args: argparse.Namespace, stop: StopRequest, run: Run) -> int:
     run.rt = rt
     if rt.device.type == "cpu":
         keep_freed_memory()
+    if cfg.distributed.cpu_offload and os.environ.get("OMP_NUM_THREADS") == "1":
+        # torchrun's default of one thread would leave the offloaded optimizer step on one core.
+        torch.set_num_threads(max(1, (os.cpu_count() or 2) // max(
+            int(os.environ.get("LOCAL_WORLD_SIZE", "1")), 1)))
     # Everything that can refuse cheaply, before anything heavy is loaded.
     resume_dir = resolve_resume(args.resume, output)
     resumed = ckpt.read_trainer_state(resume_dir) if resume_dir else None
@@ -558,8 +565,8 @@ def train(args: argparse.Namespace, stop: StopRequest, run: Run) -> int:
                     f"grad_norm {gn:.3g} {tokens_per_s:.0f} tok/s mem {mem:.2f} GiB")
             last_log_time, last_log_step, tokens_since_log = now, step, 0
 
-        if stopping or step == total_steps or (cfg.output.save_steps and
-                                                step % cfg.output.save_steps == 0):
+        if not args.no_save and (stopping or step == total_steps or (
+                cfg.output.save_steps and step % cfg.output.save_steps == 0)):
             state = ckpt.TrainerState(
                 step=step, total_steps=total_steps, world_size=rt.world_size, method=cfg.method,
                 elapsed_s=round(elapsed_before + time.perf_counter() - started, 3),
@@ -572,7 +579,7 @@ def train(args: argparse.Namespace, stop: StopRequest, run: Run) -> int:
     if last_saved is not None:
         outputs["checkpoint"] = str(last_saved)
     status = "stopped" if stopping else "completed"
-    if status == "completed" and cfg.output.export:
+    if status == "completed" and cfg.output.export and not args.no_save:
         outputs.update(export(cfg, built, tokenizer, output, rt, run))
     run.emit("run_end", status=status, outputs=outputs, step=step)
     if rt.is_main:

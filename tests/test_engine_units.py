@@ -155,7 +155,7 @@ def test_model_config_overrides_and_errors(tmp_path):
 def test_auto_attention_is_flex_on_cuda_eager_on_cpu():
     from engine.model import resolve_attn_implementation
 
-    assert resolve_attn_implementation("auto", torch.device("cuda", 0)) == "flex_attention"
+    assert resolve_attn_implementation("auto", torch.device("cuda", 0)) == "osstune_flex"
     assert resolve_attn_implementation("auto", CPU) == "eager"
     assert resolve_attn_implementation("eager", torch.device("cuda", 0)) == "eager"
 
