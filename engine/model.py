@@ -216,7 +216,7 @@ def materialize_random(model: nn.Module, device: torch.device, seed: int, rank: 
             local.zero_()
         else:
             _normal(local, std, base_gen, fill)
-    reset_rotary(model, device)
+    reset_rotary(model, fill)  # buffers live where the compute runs, also with offload
 
 
 def _normal(target: torch.Tensor, std: float, gen: torch.Generator, fill: torch.device) -> None:

@@ -143,7 +143,8 @@ def init_process_group(rt: Runtime) -> None:
     if rt.world_size == 1:
         return
     if rt.device.type == "cuda":
-        dist.init_process_group("nccl", device_id=rt.device)
+        # gloo beside NCCL: CPU-offloaded shards (grad-norm reduction, checkpoint planning).
+        dist.init_process_group("cuda:nccl,cpu:gloo")
     else:
         dist.init_process_group("gloo")
 
@@ -365,7 +366,7 @@ def build(cfg: RunConfig, rt: Runtime, config: Any) -> Built:
 
 
 def forward_backward(objective: torch.nn.Module, batches: list[MicroBatch], rt: Runtime,
-                     fsdp: bool, aux_coef: float = 0.0) -> tuple[torch.Tensor, int, int]:
+                     aux_coef: float = 0.0) -> tuple[torch.Tensor, int, int]:
     """Accumulate the gradients of one optimizer step; returns (local loss sum, trained tokens
     of the step over all ranks, real tokens of the step over all ranks).
 
@@ -382,9 +383,9 @@ def forward_backward(objective: torch.nn.Module, batches: list[MicroBatch], rt: 
     # the sum that the global token count expects.
     scale = rt.world_size / max(step_trained, 1)
     loss_sum = torch.zeros((), dtype=torch.float32, device=rt.device)
-    for m, b in enumerate(batches):
-        if fsdp:
-            objective.set_requires_gradient_sync(m == len(batches) - 1)
+    # FSDP reduce-scatters after every micro-batch (no no-sync accumulation): skipping it would
+    # keep unsharded gradients of the whole model on every GPU until the last micro-batch.
+    for b in batches:
         part, _, aux = objective(b.input_ids.to(rt.device), b.position_ids.to(rt.device),
                                  b.targets.to(rt.device))
         loss = part * scale
@@ -505,7 +506,6 @@ def train(args: argparse.Namespace, stop: StopRequest, run: Run) -> int:
 
     metrics.reset_peaks(rt.device)
     objective.train()
-    fsdp = cfg.distributed.fsdp
     accum = t.gradient_accumulation_steps
     max_norm = t.max_grad_norm if t.max_grad_norm else float("inf")
     started = time.perf_counter()
@@ -516,7 +516,7 @@ def train(args: argparse.Namespace, stop: StopRequest, run: Run) -> int:
     while step < total_steps and not stopping:
         batches = [micro_batch(stream, step, m, rt, cfg) for m in range(accum)]
         loss_sum, step_trained, step_tokens = forward_backward(
-            objective, batches, rt, fsdp, built.config.router_aux_loss_coef)
+            objective, batches, rt, built.config.router_aux_loss_coef)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
         if hasattr(grad_norm, "full_tensor"):
             grad_norm = grad_norm.full_tensor()

@@ -55,10 +55,9 @@ def test_accumulation_normalises_by_all_trained_tokens(tiny_objective):
     # Two micro-batches with very different trained-token counts.
     a, b = _row(40, 30, 1), _row(40, 4, 2)
     single = collate([a, b])
-    loss_big, n_big, _ = forward_backward(tiny_objective, [single], RT, fsdp=False)
+    loss_big, n_big, _ = forward_backward(tiny_objective, [single], RT)
     big = _grads(tiny_objective)
-    loss_acc, n_acc, _ = forward_backward(tiny_objective, [collate([a]), collate([b])], RT,
-                                          fsdp=False)
+    loss_acc, n_acc, _ = forward_backward(tiny_objective, [collate([a]), collate([b])], RT)
     acc = _grads(tiny_objective)
 
     assert n_big == n_acc == 34
