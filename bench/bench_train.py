@@ -74,25 +74,28 @@ PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "H800": 989.0, "A100": 312.0, 
 class Variant:
     attn: str = "eager"            # eager | flex_attention | osstune
     loss: str = "stock"            # stock (model(labels=...)) | chunked (engine.ops.loss)
-    unchecked: int = 0             # decoder layers left without activation checkpointing
+    unchecked: int = 0             # decoder layers left unchecked; -1: as many as fit the card
     compile: str | None = None     # None | mlp | layer
     moe_chunk: int | None = None   # token chunk for checkpointed MoE blocks on long rows
     offload: bool = False          # checkpointed layer inputs in pinned host memory
     expandable: bool = False       # PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 
 
-OSSTUNE = Variant(attn="osstune", loss="chunked", compile="mlp", moe_chunk=16384,
-                  expandable=True)
+# lean: every layer checkpointed (least memory); osstune: as many layers as fit keep activations
+LEAN = Variant(attn="osstune", loss="chunked", compile="mlp", moe_chunk=16384, expandable=True)
+OSSTUNE = Variant(**{**asdict(LEAN), "unchecked": -1})
 VARIANTS: dict[str, Variant] = {
     "eager": Variant(attn="eager"),
     "flex": Variant(attn="flex_attention"),
     "osstune": OSSTUNE,
+    "osstune-lean": LEAN,
     # one lever at a time on top of stock flex, then the combinations
     "lever-loss": Variant(attn="flex_attention", loss="chunked"),
     "lever-loss+attn": Variant(attn="osstune", loss="chunked"),
     "lever-loss+attn+alloc": Variant(attn="osstune", loss="chunked", expandable=True),
     "lever-loss+attn+compile": Variant(attn="osstune", loss="chunked", compile="mlp"),
-    "lever-osstune+unchecked6": Variant(**{**asdict(OSSTUNE), "unchecked": 6}),
+    "lever-lean+unchecked6": Variant(**{**asdict(LEAN), "unchecked": 6}),
+    "lever-lean+compile-layer": Variant(**{**asdict(LEAN), "compile": "layer"}),
     "lever-osstune+compile-layer": Variant(**{**asdict(OSSTUNE), "compile": "layer"}),
     "osstune-offload": Variant(**{**asdict(OSSTUNE), "offload": True}),
 }
@@ -151,7 +154,7 @@ def _build(variant: Variant, cfg_values: dict[str, Any], device: Any) -> tuple[A
         from engine.ops.checkpointing import chunk_moe
 
         applied = ops.apply(model, attention=variant.attn == "osstune",
-                            unchecked_layers=variant.unchecked,
+                            unchecked_layers=max(0, variant.unchecked),
                             offload_activations=variant.offload, compile=variant.compile)
         if variant.moe_chunk:
             chunk_moe(model, variant.moe_chunk)
@@ -219,8 +222,10 @@ def measure(name: str, variant: Variant, seq: int, warmup: int, steps: int,
                                   (1, seq), device=device)
         step = _step_fn(variant, model, config, input_ids, optimizer)
         t0 = time.perf_counter()
-        for _ in range(warmup):
+        for index in range(warmup):
             loss = step()
+            if index == 0 and variant.unchecked < 0 and device.type == "cuda":
+                result["unchecked_layers"] = _fit_unchecked(model, seq, cap_gib)
         result["warmup_s"] = round(time.perf_counter() - t0, 1)
         t0 = time.perf_counter()
         for _ in range(steps):
@@ -243,6 +248,23 @@ def measure(name: str, variant: Variant, seq: int, warmup: int, steps: int,
         result["card_gib"] = round(torch.cuda.get_device_properties(0).total_memory / GIB, 1)
     result["wall_s"] = round(time.perf_counter() - started, 1)
     return result
+
+
+def _fit_unchecked(model: Any, seq: int, cap_gib: float | None, headroom_gib: float = 4.0,
+                   ) -> int:
+    """After a fully checkpointed step: leave as many layers unchecked as the card has room for."""
+    import torch
+
+    from engine.ops.checkpointing import set_unchecked, unchecked_for_budget
+
+    card = torch.cuda.get_device_properties(0).total_memory / GIB
+    budget = min(card, cap_gib or card) - headroom_gib
+    peak = torch.cuda.max_memory_reserved() / GIB
+    unchecked = unchecked_for_budget(model, seq, budget, peak)
+    set_unchecked(model, unchecked)
+    print(f"unchecked layers: {unchecked} (peak {peak:.1f} GiB, budget {budget:.1f} GiB)",
+          file=sys.stderr)
+    return unchecked
 
 
 # ----------------------------------------------------------------------------- orchestration
@@ -327,7 +349,7 @@ def search_longest(runner: Runner, device: str | None, name: str, start: int, li
 
 
 def _row(r: dict[str, Any]) -> str:
-    cells = [f"{r['variant']:<28}", f"{r['seq']:>7}", f"{r['status'][:18]:<18}"]
+    cells = [f"{r['variant']:<26}", f"{r['seq']:>7}", f"{r['status'][:18]:<18}"]
     if r.get("tokens_per_s"):
         mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") is not None else "-"
         cells += [f"{r['tokens_per_s']:>9.0f} tok/s", f"MFU {mfu:>6}"]
@@ -335,6 +357,8 @@ def _row(r: dict[str, Any]) -> str:
         cells += [f"{'-':>15}", f"{'':>10}"]
     if r.get("peak_reserved_gib") is not None:
         cells.append(f"{r['peak_reserved_gib']:>6.1f} GiB reserved")
+    if r.get("unchecked_layers") is not None:
+        cells.append(f"{r['unchecked_layers']} layers unchecked")
     if r.get("gpu_index") is not None:
         cells.append(f"gpu{r['gpu_index']}")
     if r.get("error"):
@@ -368,9 +392,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--devices", default=None,
                         help="CUDA indices, e.g. 0,1 (default: all visible, at most two)")
     parser.add_argument("--seqs", default="2048,8192")
-    parser.add_argument("--compare", default="eager,flex,osstune")
+    parser.add_argument("--compare", default="eager,flex,osstune-lean,osstune")
     parser.add_argument("--levers", default="lever-loss,lever-loss+attn,lever-loss+attn+alloc,"
-                        "lever-loss+attn+compile,lever-osstune+unchecked6",
+                        "lever-loss+attn+compile,osstune-lean,lever-lean+compile-layer",
                         help="variants measured at the largest --seqs, '' for none")
     parser.add_argument("--search", default="osstune,flex",
                         help="variants whose longest trainable row is searched, '' for none")

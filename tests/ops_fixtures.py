@@ -41,10 +41,11 @@ def dense_flex_attention(query, key, value, block_mask=None, scale=None, enable_
     value = value.repeat_interleave(heads // value.shape[1], dim=1)
     scores = query @ key.transpose(-1, -2) * (dim**-0.5 if scale is None else scale)
     if block_mask is not None:
-        b = torch.arange(batch).view(-1, 1, 1, 1)
-        h = torch.arange(heads).view(1, -1, 1, 1)
-        q_idx = torch.arange(seq).view(1, 1, -1, 1)
-        kv_idx = torch.arange(seq).view(1, 1, 1, -1)
+        dev = query.device
+        b = torch.arange(batch, device=dev).view(-1, 1, 1, 1)
+        h = torch.arange(heads, device=dev).view(1, -1, 1, 1)
+        q_idx = torch.arange(seq, device=dev).view(1, 1, -1, 1)
+        kv_idx = torch.arange(seq, device=dev).view(1, 1, 1, -1)
         keep = block_mask.mask_mod(b, h, q_idx, kv_idx).expand_as(scores)
         scores = scores.masked_fill(~keep, float("-inf"))
     lse = torch.logsumexp(scores, dim=-1)

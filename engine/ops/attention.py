@@ -53,8 +53,22 @@ def document_ids(position_ids: torch.Tensor) -> torch.Tensor:
     return torch.cumsum((position_ids == 0).to(torch.int32), dim=-1)
 
 
-def mask_mod(documents: torch.Tensor, sliding_window: int | None) -> Callable[..., torch.Tensor]:
-    """The flex mask_mod: causal, same document, and inside the window when one is given."""
+def mask_mod(documents: torch.Tensor | None, sliding_window: int | None,
+             ) -> Callable[..., torch.Tensor]:
+    """The flex mask_mod: causal, same document, and inside the window when one is given.
+
+    `documents=None` (one example per row) drops the per-element document lookups, which sliding
+    layers would pay on every block (each of their blocks is partial).
+    """
+
+    def causal(b, h, q_idx, kv_idx):
+        keep = q_idx >= kv_idx
+        if sliding_window is not None:
+            keep = keep & (q_idx - kv_idx < sliding_window)
+        return keep
+
+    if documents is None:
+        return causal
 
     def causal_document(b, h, q_idx, kv_idx):
         keep = (q_idx >= kv_idx) & (documents[b, q_idx] == documents[b, kv_idx])
@@ -72,7 +86,9 @@ def block_masks(config: Any, position_ids: torch.Tensor, compile_mask: bool | No
     `compile_mask` (default: on CUDA) builds the block structure without a dense S x S mask.
     """
     batch, seq = position_ids.shape
-    documents = document_ids(position_ids)
+    # a host sync, once per step: a row holding a single example needs no document lookups
+    packed = bool((position_ids[:, 1:] == 0).any())
+    documents = document_ids(position_ids) if packed else None
     compile_mask = position_ids.is_cuda if compile_mask is None else compile_mask
     masks: dict[str, BlockMask] = {}
     for layer_type in set(config.layer_types):
