@@ -582,6 +582,9 @@ def train(args: argparse.Namespace, stop: StopRequest, run: Run) -> int:
     if status == "completed" and cfg.output.export and not args.no_save:
         outputs.update(export(cfg, built, tokenizer, output, rt, run))
     run.emit("run_end", status=status, outputs=outputs, step=step)
+    # Leave together: a rank that tears its process group down while rank 0 is still writing the
+    # export can take the others down with it (seen with 8 gloo ranks).
+    barrier(rt)
     if rt.is_main:
         log(f"run {status} at step {step}/{total_steps}; outputs: "
             + ", ".join(f"{k}={v}" for k, v in outputs.items()))
