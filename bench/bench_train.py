@@ -461,6 +461,7 @@ def main(argv: list[str] | None = None) -> int:
                                                known_ok=known)
             if index == 0:
                 take_levers(device)  # the levers before the stock probes
+        take_levers(device)  # (no search asked: the levers start at once)
 
     if len(devices) >= 2:
         threads = [threading.Thread(target=compare_queue, args=(devices[0],)),
