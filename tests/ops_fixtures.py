@@ -14,7 +14,8 @@ def tiny_config(**overrides):
                   num_attention_heads=4, num_key_value_heads=2, head_dim=16,
                   num_local_experts=4, num_experts_per_tok=2, sliding_window=4,
                   layer_types=["sliding_attention", "full_attention"],
-                  max_position_embeddings=256, attention_dropout=0.0, pad_token_id=0)
+                  max_position_embeddings=256, attention_dropout=0.0, pad_token_id=0,
+                  rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
     values.update(overrides)
     return GptOssConfig(**values)
 

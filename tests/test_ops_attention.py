@@ -80,6 +80,20 @@ def test_packed_forward_with_real_flex_matches_eager_per_example():
     torch.testing.assert_close(loss, ref_loss, rtol=1e-4, atol=2e-5)
 
 
+def test_single_example_rows_use_the_lookup_free_mask_and_match_eager():
+    stock, ours = tiny_model(), tiny_model()
+    ops.apply(ours, gradient_checkpointing=False)
+    ids = torch.randint(1, 128, (2, 19), generator=torch.Generator().manual_seed(2))
+    position_ids = torch.arange(19).expand(2, -1)
+    masks = attention.block_masks(ours.config, position_ids, compile_mask=False)
+    assert masks["full_attention"].mask_mod.__name__ == "causal"
+    with torch.no_grad():
+        hidden = ours.model(input_ids=ids, position_ids=position_ids, attention_mask=masks,
+                            use_cache=False).last_hidden_state
+        ref = stock.model(input_ids=ids, use_cache=False).last_hidden_state
+    torch.testing.assert_close(hidden, ref, rtol=1e-4, atol=2e-5)
+
+
 def test_packed_gradients_match_eager_per_example(monkeypatch):
     monkeypatch.setattr(attention, "flex_attention", dense_flex_attention)
     stock = tiny_model()

@@ -24,13 +24,17 @@ if TYPE_CHECKING:
 
 def apply(model: nn.Module, *, attention: bool = True, gradient_checkpointing: bool = True,
           unchecked_layers: int = 0, offload_activations: bool = False,
-          compile: CompileTarget | None = None) -> list[str]:
+          compile: CompileTarget | None = None,
+          expert_lora: tuple[int, float] | None = None) -> list[str]:
     """Switch the levers on for `model` in place; returns one line per lever applied.
 
     attention: use `osstune_flex` (CUDA; on CPU flex attention has no backward).
     gradient_checkpointing / unchecked_layers: checkpoint all decoder layers but the last N;
     offload_activations: keep the checkpointed inputs in host memory.
     compile: None, "mlp" or "layer" (torch.compile; CUDA).
+    expert_lora: (r, alpha) to adapt the expert weights with low-rank grouped GEMMs (the new
+    parameters require grad; save them with the model's state dict or merge them with
+    `moe_lora.merge_expert_lora` before export: they are not PEFT modules).
     """
     from engine.ops import attention as attn
     from engine.ops.checkpointing import checkpoint_layers
@@ -46,6 +50,13 @@ def apply(model: nn.Module, *, attention: bool = True, gradient_checkpointing: b
         checked = checkpoint_layers(model, unchecked_layers, offload_activations)
         applied.append(f"checkpointing: {checked} of {checked + unchecked_layers} layers"
                        + (", inputs offloaded to host" if offload_activations else ""))
+    if expert_lora is not None:
+        from engine.ops.moe_lora import add_expert_lora
+
+        r, alpha = expert_lora
+        params = add_expert_lora(model, r, alpha)
+        applied.append(f"expert LoRA: r={r} alpha={alpha}, {sum(p.numel() for p in params)} "
+                       "parameters, low-rank grouped GEMMs")
     if compile is not None:
         count = compile_blocks(model, compile)
         applied.append(f"compile: {compile} x{count}")

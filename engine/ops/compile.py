@@ -19,13 +19,17 @@ from engine.ops.checkpointing import decoder_layers
 CompileTarget = Literal["mlp", "layer"]
 
 
-def compile_blocks(model: nn.Module, target: CompileTarget = "mlp") -> int:
-    """Compile the MoE block (or the whole layer) of every decoder layer in place; returns count."""
+def compile_blocks(model: nn.Module, target: CompileTarget = "mlp", backend: str = "inductor",
+                   ) -> int:
+    """Compile the MoE block (or the whole layer) of every decoder layer in place; returns count.
+
+    `backend`: torch.compile backend ("aot_eager" checks capture without code generation).
+    """
     if target not in ("mlp", "layer"):
         raise ValueError(f"compile target must be 'mlp' or 'layer', got {target!r}")
     # one graph per distinct layer type, plus headroom for the few shape changes a run sees
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
     layers = decoder_layers(model)
     for layer in layers:
-        (layer.mlp if target == "mlp" else layer).compile(dynamic=False)
+        (layer.mlp if target == "mlp" else layer).compile(dynamic=False, backend=backend)
     return len(layers)
