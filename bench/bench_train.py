@@ -225,7 +225,9 @@ def measure(name: str, variant: Variant, seq: int, warmup: int, steps: int,
         for index in range(warmup):
             loss = step()
             if index == 0 and variant.unchecked < 0 and device.type == "cuda":
-                result["unchecked_layers"] = _fit_unchecked(model, seq, cap_gib)
+                from engine.ops.checkpointing import fit_unchecked_to_card
+
+                result["unchecked_layers"] = fit_unchecked_to_card(model, seq, cap_gib)
         result["warmup_s"] = round(time.perf_counter() - t0, 1)
         t0 = time.perf_counter()
         for _ in range(steps):
@@ -248,23 +250,6 @@ def measure(name: str, variant: Variant, seq: int, warmup: int, steps: int,
         result["card_gib"] = round(torch.cuda.get_device_properties(0).total_memory / GIB, 1)
     result["wall_s"] = round(time.perf_counter() - started, 1)
     return result
-
-
-def _fit_unchecked(model: Any, seq: int, cap_gib: float | None, headroom_gib: float = 4.0,
-                   ) -> int:
-    """After a fully checkpointed step: leave as many layers unchecked as the card has room for."""
-    import torch
-
-    from engine.ops.checkpointing import set_unchecked, unchecked_for_budget
-
-    card = torch.cuda.get_device_properties(0).total_memory / GIB
-    budget = min(card, cap_gib or card) - headroom_gib
-    peak = torch.cuda.max_memory_reserved() / GIB
-    unchecked = unchecked_for_budget(model, seq, budget, peak)
-    set_unchecked(model, unchecked)
-    print(f"unchecked layers: {unchecked} (peak {peak:.1f} GiB, budget {budget:.1f} GiB)",
-          file=sys.stderr)
-    return unchecked
 
 
 # ----------------------------------------------------------------------------- orchestration

@@ -111,3 +111,20 @@ def set_unchecked(model: nn.Module, unchecked: int) -> int:
     for index, layer in enumerate(layers):
         layer.gradient_checkpointing = index < checked
     return checked
+
+
+def fit_unchecked_to_card(model: nn.Module, tokens: int, cap_gib: float | None = None,
+                          headroom_gib: float = 4.0) -> int:
+    """Call after one fully checkpointed step on CUDA: uncheck as many layers as the card holds.
+
+    Uses that step's peak reserved memory on the current device; `cap_gib` lowers the card size
+    (e.g. a process memory cap). Returns the number of layers left unchecked.
+    """
+    import torch
+
+    card = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory / 1024**3
+    budget = min(card, cap_gib or card) - headroom_gib
+    peak = torch.cuda.max_memory_reserved() / 1024**3
+    unchecked = unchecked_for_budget(model, tokens, budget, peak)
+    set_unchecked(model, unchecked)
+    return unchecked
