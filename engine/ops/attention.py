@@ -44,7 +44,10 @@ def _flex() -> Callable[..., Any]:
     if torch.compiler.is_compiling():
         return flex_attention  # already inside a compiled region (e.g. a compiled decoder layer)
     if _compiled_flex is None:
-        _compiled_flex = torch.compile(flex_attention, dynamic=False)
+        # dynamic=None: fixed-length rows get static kernels; a run whose row lengths vary turns
+        # dynamic after the first change instead of recompiling (and, past the recompile
+        # limit, falling back to the dense uncompiled path)
+        _compiled_flex = torch.compile(flex_attention, dynamic=None)
     return _compiled_flex
 
 

@@ -27,9 +27,10 @@ def compile_blocks(model: nn.Module, target: CompileTarget = "mlp", backend: str
     """
     if target not in ("mlp", "layer"):
         raise ValueError(f"compile target must be 'mlp' or 'layer', got {target!r}")
-    # one graph per distinct layer type, plus headroom for the few shape changes a run sees
+    # headroom for the few graphs a run sees (layer types, row lengths, the last short chunk)
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
     layers = decoder_layers(model)
     for layer in layers:
-        (layer.mlp if target == "mlp" else layer).compile(dynamic=False, backend=backend)
+        # dynamic=None: static for fixed-length rows, dynamic after a length change
+        (layer.mlp if target == "mlp" else layer).compile(dynamic=None, backend=backend)
     return len(layers)
