@@ -31,6 +31,7 @@ def compile_blocks(model: nn.Module, target: CompileTarget = "mlp", backend: str
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
     layers = decoder_layers(model)
     for layer in layers:
-        # dynamic=None: static for fixed-length rows, dynamic after a length change
-        (layer.mlp if target == "mlp" else layer).compile(dynamic=None, backend=backend)
+        # static shapes (as measured); past the cache limit a new length runs the block uncompiled,
+        # which is slower but exact
+        (layer.mlp if target == "mlp" else layer).compile(dynamic=False, backend=backend)
     return len(layers)
