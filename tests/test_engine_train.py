@@ -129,3 +129,32 @@ def test_merge_sharded_without_checkpoint(tmp_path):
     assert result.exit_code == 1
     assert "no finished checkpoint" in result.output
     shutil.rmtree(tmp_path / "tiny", ignore_errors=True)
+
+
+def test_local_pretrained_folder_trains(tmp_path, capsys):
+    """A local HF folder (as our export writes it) loads with `init: pretrained` and trains."""
+    from engine.config import validate
+    from engine.export import save_full_model
+    from engine.model import build_meta_model, load_model_config, materialize_random
+    from engine.tokenizer import load_offline_tokenizer
+
+    cpu = torch.device("cpu")
+    cfg = validate(tiny_config(tmp_path), "t")
+    config = load_model_config(cfg, cpu)
+    model = build_meta_model(config, torch.float32)
+    materialize_random(model, cpu, seed=3)
+    folder = save_full_model(model.state_dict(), config, load_offline_tokenizer(),
+                             tmp_path / "base")
+
+    run_cfg = tiny_config(tmp_path, "from-base", model={"id": str(folder), "init": "pretrained",
+                                                         "architecture": {}},
+                          training={"max_steps": 1})
+    path = write_config(tmp_path, run_cfg)
+    code = main(["--config", str(path), "--no-save"])
+    assert code == 0, capsys.readouterr().err
+    events = read_events(tmp_path / "from-base")
+    start = next(e for e in events if e["type"] == "run_start")
+    assert start["model"]["init"] == "pretrained"
+    assert start["model"]["total_params"] == sum(p.numel() for p in model.parameters())
+    assert last_run_end(tmp_path / "from-base")["status"] == "completed"
+    assert not (tmp_path / "from-base" / "checkpoints").exists()  # --no-save

@@ -101,6 +101,7 @@ class RunView:
         from rich.panel import Panel
         from rich.progress_bar import ProgressBar
         from rich.table import Table
+        from rich.text import Text
 
         grid = Table.grid(padding=(0, 2))
         grid.add_column(style="bold")
@@ -116,10 +117,10 @@ class RunView:
         for g in self.gpus:
             grid.add_row(f"rank {g['rank']}", f"{g['device_mem_reserved_gib']:.2f} GiB reserved "
                          f"(peak since last step)")
-        for note in self.notes:
-            grid.add_row("", note)
+        for note in self.notes:  # engine text, never Rich markup
+            grid.add_row("", Text(note))
         for line in log_tail[-LOG_TAIL:]:
-            grid.add_row("log", line[:160])
+            grid.add_row("log", Text(line[:160]))
         return Panel(grid, title=f"osstune run {self.name}", subtitle="Ctrl-C: stop and save")
 
 

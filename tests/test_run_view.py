@@ -1,0 +1,50 @@
+"""The `osstune run` view: plain lines per event and the live panel's state, from real events."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from tui.commands.run import RunView, event_line, fmt_duration
+
+STEP = {"v": 1, "type": "step", "time": 1.0, "step": 3, "total_steps": 40, "epoch": 0.3,
+        "loss": 2.34567, "lr": 2e-4, "grad_norm": 0.5, "trained_tokens": 900,
+        "tokens_per_s": 4432.4, "elapsed_s": 12.0, "eta_s": 3725.0,
+        "gpus": [{"rank": 0, "device_mem_reserved_gib": 41.91, "mem_allocated_gib": 40.3,
+                  "mem_active_gib": 40.3},
+                 {"rank": 1, "device_mem_reserved_gib": 26.53, "mem_allocated_gib": 11.6,
+                  "mem_active_gib": 11.6}]}
+
+
+def test_plain_step_line():
+    assert event_line(STEP) == ("step 3/40 loss 2.3457 lr 0.0002 4432 tok/s "
+                                "mem r0:41.9GiB r1:26.5GiB eta 1:02:05")
+
+
+def test_error_and_end_lines():
+    error = {"type": "error", "kind": "out_of_memory", "message": "out of GPU memory",
+             "hint": "lower training.sequence_len"}
+    assert event_line(error) == ("error (out_of_memory): out of GPU memory\n"
+                                 "  hint: lower training.sequence_len")
+    end = {"type": "run_end", "status": "stopped", "outputs": {"checkpoint": "/o/c"}}
+    assert event_line(end) == "run_end: stopped (checkpoint=/o/c)"
+
+
+def test_view_folds_events_and_renders():
+    view = RunView(name="demo")
+    view.apply({"type": "run_start", "total_steps": 40, "start_step": 2, "model": {},
+                "world_size": 2})
+    assert (view.step, view.total, view.status) == (2, 40, "training")
+    view.apply(STEP)
+    view.apply({"type": "checkpoint", "step": 3, "path": "/o/c"})
+    assert view.loss == 2.34567 and view.notes == ["checkpoint step 3"]
+    console = Console(width=100, record=True, color_system=None)
+    console.print(view.renderable(["[engine] step 3/40"]))
+    text = console.export_text()
+    assert "3/40" in text and "2.3457" in text and "41.91 GiB reserved" in text
+    assert "rank 1" in text and "1:02:05" in text and "[engine] step 3/40" in text
+
+
+def test_durations():
+    assert fmt_duration(None) == "-"
+    assert fmt_duration(59.6) == "1:00"
+    assert fmt_duration(3725) == "1:02:05"
