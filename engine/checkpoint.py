@@ -191,8 +191,15 @@ def load_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optim
     except (Exception, CheckpointException) as e:
         raise CheckpointError(f"checkpoint {folder}: corrupt or incompatible: {_reason(e)}"
                               ) from None
-    set_state_dict(model, optimizer, model_state_dict=state["model"],
-                   optim_state_dict=state["optim"], options=options)
+    # LoRA checkpoints lack the frozen base weights by design: load non-strictly, then make sure
+    # no trainable parameter was left out.
+    load_options = StateDictOptions(ignore_frozen_params=lora, strict=not lora)
+    result = set_state_dict(model, optimizer, model_state_dict=state["model"],
+                            optim_state_dict=state["optim"], options=load_options)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    missing = [k for k in getattr(result, "missing_keys", []) if k in trainable]
+    if missing:
+        raise CheckpointError(f"checkpoint {folder}: lacks trained weights, e.g. {missing[0]}")
     rng_file = folder / "rng" / f"rank-{_rank()}.pt"
     if rng_file.is_file():
         try:

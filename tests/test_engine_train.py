@@ -12,16 +12,23 @@ from typer.testing import CliRunner
 
 from engine.events import read_events
 from engine.train import EXIT_USER_ERROR, main
-from tests.engine_fixtures import last_run_end, run_engine, tiny_config, write_config
+from tests.engine_fixtures import (
+    last_run_end,
+    run_engine,
+    step_losses,
+    tiny_config,
+    write_config,
+)
 from tui.cli import app
+
+LORA = {"method": "lora", "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
+        "training": {"max_steps": 2, "learning_rate": 5e-2}, "output": {"save_steps": 1}}
 
 
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("lora")
-    cfg = tiny_config(tmp, "lora", method="lora",
-                      lora={"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
-                      training={"max_steps": 2, "learning_rate": 5e-2})
+    cfg = tiny_config(tmp, "lora", **LORA)
     path = write_config(tmp, cfg)
     proc = run_engine(["--config", str(path)])
     return proc, tmp / "lora", path
@@ -56,6 +63,16 @@ def test_lora_adapter_loads_with_peft_and_merges(lora_run, monkeypatch):
     assert merged.config.architectures == ["GptOssForCausalLM"]
     with torch.no_grad():
         torch.testing.assert_close(merged(input_ids=ids).logits, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_lora_resume_continues_the_curve(lora_run):
+    _, out, _ = lora_run
+    tmp = out.parent
+    path = write_config(tmp, tiny_config(tmp, "lora-resumed", **LORA))
+    proc = run_engine(["--config", str(path), "--resume", str(out / "checkpoints" / "step-000001")])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert step_losses(tmp / "lora-resumed")[2] == pytest.approx(step_losses(out)[2], rel=1e-6)
 
 
 def _fail_run(tmp_path, capsys, cfg, extra=()):
