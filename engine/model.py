@@ -49,6 +49,7 @@ class ModelInfo:
     trainable_params: int
     active_params: int  # per token: shared weights + top-k experts (for MFU)
     attn_implementation: str
+    experts_implementation: str  # grouped_mm where the GPU/torch support it
     dtype: str
 
     def as_dict(self) -> dict[str, Any]:

@@ -358,7 +358,10 @@ def build(cfg: RunConfig, rt: Runtime, config: Any) -> Built:
     total, trainable = count_params(objective)
     info = ModelInfo(id=cfg.model.id, init=cfg.model.init, total_params=total,
                      trainable_params=trainable, active_params=active_params(config, total),
-                     attn_implementation=config._attn_implementation, dtype=cfg.model.dtype)
+                     attn_implementation=config._attn_implementation,
+                     experts_implementation=str(getattr(causal_lm(lm).config,
+                                                        "_experts_implementation", "eager")),
+                     dtype=cfg.model.dtype)
     return Built(lm, objective, config, info)
 
 
