@@ -71,7 +71,8 @@ def test_export_loads_and_merge_matches_it(fsdp_run):
 
 def test_resume_on_two_processes_continues_the_curve(fsdp_run):
     _, out, _, tmp = fsdp_run
-    cfg = tiny_config(tmp, "fsdp-resumed", distributed=FSDP, training=TRAINING)
+    cfg = tiny_config(tmp, "fsdp-resumed", distributed=FSDP, training=TRAINING,
+                      output={"export": False})
     path = write_config(tmp, cfg)
     proc = run_engine(["--config", str(path), "--resume",
                        str(out / "checkpoints" / "step-000002")], nproc=2)
@@ -86,7 +87,8 @@ def test_eight_ranks_resume_a_two_rank_checkpoint(fsdp_run):
     """Issue 7's CPU stand-in: the 8-rank code path (gloo, tiny shapes), resharded from 2."""
     _, out, _, tmp = fsdp_run
     training = {**TRAINING, "gradient_accumulation_steps": 1}
-    cfg = tiny_config(tmp, "fsdp8", distributed={**FSDP, "gpus": 8}, training=training)
+    cfg = tiny_config(tmp, "fsdp8", distributed={**FSDP, "gpus": 8}, training=training,
+                      output={"export": False})
     path = write_config(tmp, cfg)
     proc = run_engine(["--config", str(path), "--resume",
                        str(out / "checkpoints" / "step-000002")], nproc=8, timeout=300)
