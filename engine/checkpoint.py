@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,9 @@ from torch.distributed.checkpoint.state_dict import (
     get_state_dict,
     set_state_dict,
 )
+
+# A single-process run saves without a process group on purpose; DCP warns about it every time.
+warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or")
 
 CHECKPOINTS_DIR = "checkpoints"
 COMPLETE = "COMPLETE"

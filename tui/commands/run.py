@@ -120,7 +120,7 @@ class RunView:
         for note in self.notes:  # engine text, never Rich markup
             grid.add_row("", Text(note))
         for line in log_tail[-LOG_TAIL:]:
-            grid.add_row("log", Text(line[:160]))
+            grid.add_row("log", Text(line, no_wrap=True, overflow="ellipsis"))
         return Panel(grid, title=f"osstune run {self.name}", subtitle="Ctrl-C: stop and save")
 
 
