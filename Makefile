@@ -17,7 +17,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 
 install: $(VENV)/.installed
 
+# The demo's output folder is disposable: each `make demo` starts a fresh run there.
 demo: $(VENV)/.installed
+	rm -rf outputs/tiny-cpu-demo
 	$(VENV)/bin/osstune run tiny-cpu-demo
 
 lint: $(VENV)/.installed

@@ -103,7 +103,7 @@ def test_presets_for_one_preset_and_for_a_config_file(tmp_path: Path) -> None:
     data = json.loads(invoke("presets", "gpt-oss-20b-lora-1gpu", "--hardware", profile,
                              "--json").stdout)
     assert [(d["name"], d["verdict"], d["recommended"]) for d in data] == [
-        ("gpt-oss-20b-lora-1gpu", "tight", True)]
+        ("gpt-oss-20b-lora-1gpu", "fits", True)]
     config = tmp_path / "mine.yaml"
     config.write_text("name: mine\nmodel: {id: openai/gpt-oss-20b}\ndistributed: {gpus: 1}\n"
                       "requirements: {gpus: 1, peak_mem_gib_per_gpu: 30, min_gpu_mem_gib: 32, "
