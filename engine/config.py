@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class ConfigError(ValueError):
@@ -81,6 +88,28 @@ class TrainingConfig(_Strict):
     gradient_checkpointing: bool = True
     seed: int = 42
     logging_steps: int = Field(default=1, ge=1)
+    # Performance levers (engine/levers.py). compile: torch.compile of each MoE block ("mlp") or
+    # whole decoder layer ("layer"), CUDA only; auto = mlp on one CUDA process, off otherwise.
+    compile: Literal["auto", "off", "mlp", "layer"] = "auto"
+    # Decoder layers (the last N) that keep their activations instead of being checkpointed;
+    # auto = as many as the card holds, fitted after the first step (one CUDA process only).
+    unchecked_layers: int | Literal["auto"] = 0
+    # MoE blocks run over checkpointed chunks of this many tokens on longer rows; null = never.
+    moe_chunk_tokens: int | None = Field(default=16384, ge=1)
+
+    @field_validator("unchecked_layers", mode="before")
+    @classmethod
+    def _layer_count(cls, n: Any) -> Any:
+        if n == "auto" or (isinstance(n, int) and not isinstance(n, bool) and n >= 0):
+            return n
+        raise ValueError("must be a layer count >= 0 or 'auto'")
+
+    @model_validator(mode="after")
+    def _levers(self) -> TrainingConfig:
+        if self.unchecked_layers not in (0, "auto") and not self.gradient_checkpointing:
+            raise ValueError("unchecked_layers needs gradient_checkpointing: true (without it "
+                             "every layer keeps its activations)")
+        return self
 
 
 class DatasetConfig(_Strict):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,7 @@ class ModelInfo:
     attn_implementation: str
     experts_implementation: str  # grouped_mm where the GPU/torch support it
     dtype: str
+    levers: list[str] = field(default_factory=list)  # engine/levers.py: one line per lever
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

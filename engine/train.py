@@ -33,6 +33,13 @@ from engine.config import ConfigError, RunConfig, load_config
 from engine.dataset import PAD_ID, DatasetError, PackedRow, pack_examples, prepare_dataset
 from engine.events import EVENTS_FILE, EventWriter
 from engine.launch import serve_commands, serving_tensor_parallel
+from engine.levers import (
+    LeverPlan,
+    apply_block_levers,
+    enable_checkpointing,
+    fit_unchecked_after_first_step,
+    plan_levers,
+)
 from engine.model import (
     ModelError,
     ModelInfo,
@@ -307,7 +314,7 @@ class Built:
     info: ModelInfo
 
 
-def build(cfg: RunConfig, rt: Runtime, config: Any) -> Built:
+def build(cfg: RunConfig, rt: Runtime, config: Any, levers: LeverPlan) -> Built:
     dtype = torch_dtype(cfg.model.dtype)
     fsdp = cfg.distributed.fsdp
     lora = cfg.method == "lora"
@@ -329,9 +336,7 @@ def build(cfg: RunConfig, rt: Runtime, config: Any) -> Built:
         lm = apply_lora(lm, cfg.lora)
     else:
         lm.requires_grad_(True)
-    if cfg.training.gradient_checkpointing:
-        causal_lm(lm).gradient_checkpointing_enable(
-            gradient_checkpointing_kwargs={"use_reentrant": False})
+    applied = [line for line in [enable_checkpointing(lm, levers)] if line]
     objective = CausalLMObjective(lm, dtype)
 
     if fsdp:
@@ -354,6 +359,7 @@ def build(cfg: RunConfig, rt: Runtime, config: Any) -> Built:
         full_weights = None
     if not fsdp:
         objective.to(rt.device)
+    applied += apply_block_levers(lm, levers)  # compile, MoE chunks: on the placed model
 
     total, trainable = count_params(objective)
     info = ModelInfo(id=cfg.model.id, init=cfg.model.init, total_params=total,
@@ -361,7 +367,7 @@ def build(cfg: RunConfig, rt: Runtime, config: Any) -> Built:
                      attn_implementation=config._attn_implementation,
                      experts_implementation=str(getattr(causal_lm(lm).config,
                                                         "_experts_implementation", "eager")),
-                     dtype=cfg.model.dtype)
+                     dtype=cfg.model.dtype, levers=applied)
     return Built(lm, objective, config, info)
 
 
@@ -477,7 +483,10 @@ def train(args: argparse.Namespace, stop: StopRequest, run: Run) -> int:
     stream = RowStream(rows, cfg.training.seed, cfg.dataset.shuffle)
     total_steps = total_steps_for(cfg, len(rows), rt.world_size)
 
-    built = build(cfg, rt, model_config)
+    levers = plan_levers(cfg, rt.device, rt.world_size)
+    for problem in levers.warnings:
+        run.emit("warning", message=problem)
+    built = build(cfg, rt, model_config, levers)
     objective, lora = built.objective, cfg.method == "lora"
     params = [p for p in objective.parameters() if p.requires_grad]
     optimizer = build_optimizer(params, cfg.training, rt.device,
@@ -506,6 +515,8 @@ def train(args: argparse.Namespace, stop: StopRequest, run: Run) -> int:
     info = built.info
     log(f"{info.total_params / 1e6:.1f}M parameters ({info.trainable_params / 1e6:.1f}M trained), "
         f"{len(rows)} rows, {total_steps} steps, world size {rt.world_size}")
+    if info.levers:
+        log("levers: " + "; ".join(info.levers))
 
     metrics.reset_peaks(rt.device)
     objective.train()
@@ -528,6 +539,11 @@ def train(args: argparse.Namespace, stop: StopRequest, run: Run) -> int:
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
+        fitted = fit_unchecked_after_first_step(built.lm, levers,
+                                                t.micro_batch_size * t.sequence_len)
+        if fitted is not None:
+            log(f"unchecked_layers auto: {fitted} of {built.config.num_hidden_layers} layers "
+                "keep their activations (fitted to the card after the first step)")
         tokens_since_log += step_tokens
 
         # Loss and the stop flag travel together: one collective, one CPU-GPU sync per step.
