@@ -97,6 +97,12 @@ class TrainingConfig(_Strict):
     # MoE blocks run over checkpointed chunks of this many tokens on longer rows; null = never.
     moe_chunk_tokens: int | None = Field(default=16384, ge=1)
 
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _compile_off(cls, value: Any) -> Any:
+        # YAML reads a bare `off` as false: `compile: off` and `--set training.compile=off`.
+        return "off" if value is False else value
+
     @field_validator("unchecked_layers", mode="before")
     @classmethod
     def _layer_count(cls, n: Any) -> Any:

@@ -145,3 +145,10 @@ def test_planned_compile_wraps_every_moe_block(tmp_path, monkeypatch):
     assert apply_block_levers(built.lm, plan) == ["compile: mlp x2"]  # lazy: nothing runs here
     assert all(layer.mlp._compiled_call_impl is not None for layer in built.lm.model.layers)
     assert all(layer._compiled_call_impl is None for layer in built.lm.model.layers)
+
+
+def test_compile_off_survives_yaml_reading_off_as_false() -> None:
+    from engine.config import load_config
+
+    cfg = load_config("tiny-cpu-demo", ["training.compile=off"])
+    assert cfg.training.compile == "off"
