@@ -8,17 +8,15 @@ from pathlib import Path
 
 def open_wizard(hardware_file: str | None = None) -> None:
     """Open the wizard, planning for this machine or for the profile in `hardware_file`."""
-    import typer
-
     from engine.hardware import HardwareProfileError, load_profile, probe
+    from tui.output import fail, is_terminal
 
     if hardware_file is not None:
         path = Path(hardware_file)
         try:
             load_profile(path)  # fail before the screen opens: a bad file is a one-line error
         except HardwareProfileError as e:
-            typer.echo(f"osstune: {e}", err=True)
-            raise typer.Exit(2) from None
+            fail(str(e))
 
         def hardware_source():  # noqa: ANN202 - HardwareProfile, imported lazily
             return load_profile(path)
@@ -27,12 +25,8 @@ def open_wizard(hardware_file: str | None = None) -> None:
         def hardware_source():  # noqa: ANN202
             return probe()
 
-    if not sys.stdin.isatty() or not sys.stdout.isatty():
-        typer.echo(
-            "osstune: the wizard needs a terminal; use `osstune run PRESET` for headless runs",
-            err=True,
-        )
-        raise typer.Exit(2)
+    if not is_terminal(sys.stdin) or not is_terminal(sys.stdout):
+        fail("the wizard needs a terminal; use `osstune run PRESET` for headless runs")
 
     from tui.app import OsstuneApp
     from tui.run_source import ProcessRunSource
