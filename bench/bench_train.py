@@ -67,7 +67,6 @@ TINY: dict[str, Any] = {
     "pad_token_id": 0, "eos_token_id": 1,
     "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0},
 }
-PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "H800": 989.0, "A100": 312.0, "B200": 2250.0}
 
 
 @dataclass(frozen=True)
@@ -235,11 +234,12 @@ def measure(name: str, variant: Variant, seq: int, warmup: int, steps: int,
         elapsed = time.perf_counter() - t0
         result.update(loss=round(loss, 4), step_s=round(elapsed / steps, 3),
                       tokens_per_s=round(seq * steps / elapsed, 1))
-        peak = PEAK_BF16_TFLOPS.get(next((k for k in PEAK_BF16_TFLOPS
-                                          if k in result["device"]), ""))
+        from engine.metrics import peak_flops
+
+        peak = peak_flops(device)
         if peak:
             flops = train_flops_per_token(cfg_values, seq)
-            result["mfu"] = round(result["tokens_per_s"] * flops / (peak * 1e12), 4)
+            result["mfu"] = round(result["tokens_per_s"] * flops / peak, 4)
     except torch.OutOfMemoryError as exc:
         result.update(status="oom", error=str(exc).splitlines()[0][:300])
     except Exception as exc:  # reported per measurement; the other runs go on
