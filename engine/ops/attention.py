@@ -33,7 +33,7 @@ from torch.nn.attention.flex_attention import (
 )
 
 ATTN_IMPLEMENTATION = "osstune_flex"
-FULL, SLIDING = "full_attention", "sliding_attention"
+SLIDING = "sliding_attention"
 
 _compiled_flex: Callable[..., Any] | None = None
 
