@@ -183,9 +183,7 @@ class RunConfig(_Strict):
     def _consistent(self) -> RunConfig:
         if self.distributed.cpu_offload and not self.distributed.fsdp:
             raise ValueError("distributed.cpu_offload needs distributed.fsdp: true")
-        if self.lora.alpha and self.method == "lora" and not (
-            self.lora.target_modules or self.lora.target_parameters
-        ):
+        if self.method == "lora" and not (self.lora.target_modules or self.lora.target_parameters):
             raise ValueError("lora needs target_modules or target_parameters")
         return self
 
