@@ -134,12 +134,9 @@ class RunSnapshot:
     gpus: tuple[GpuMemory, ...] = ()
     notes: tuple[str, ...] = ()
     log_lines: tuple[str, ...] = ()
-    started: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     end: dict[str, Any] | None = None
     exit_code: int | None = None
-    events_seen: int = 0
-    bad_lines: int = 0
 
     @property
     def finished(self) -> bool:
@@ -159,7 +156,6 @@ class RunState:
     tokens_per_s: float | None = None
     elapsed_s: float | None = None
     eta_s: float | None = None
-    started: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     end: dict[str, Any] | None = None
     events_seen: int = 0
@@ -180,7 +176,6 @@ class RunState:
 
     def _on_run_start(self, event: dict[str, Any]) -> None:
         self.error = self.end = None  # a resumed run starts again after an earlier end
-        self.started = {k: event[k] for k in ("world_size", "model", "dataset", "total_steps")}
         self.total_steps = event["total_steps"]
         for gpu in event["gpus"]:
             if isinstance(gpu, dict) and isinstance(gpu.get("rank"), int):
@@ -264,8 +259,6 @@ class RunMonitor:
 
     def snapshot(self) -> RunSnapshot:
         """Current figures; drains the step points gathered since the previous snapshot."""
-        reader = getattr(self.source, "events", None)
-        bad_lines = reader.bad_lines if isinstance(reader, EventReader) else 0
         with self._lock:
             s = self.state
             points = tuple(s.new_points)
@@ -283,10 +276,7 @@ class RunMonitor:
                 gpus=tuple(s.gpus[r] for r in sorted(s.gpus)),
                 notes=tuple(s.notes),
                 log_lines=self._log,
-                started=s.started,
                 error=s.error,
                 end=s.end,
                 exit_code=self._exit_code,
-                events_seen=s.events_seen,
-                bad_lines=bad_lines,
             )
