@@ -343,6 +343,24 @@ def _gpu_from_dict(item: Any, i: int, where: str) -> GpuInfo:
     )
 
 
+def _links_from_dict(data: dict[str, Any], where: str) -> list[GpuLink]:
+    links = data.get("gpu_links") or []
+    if not isinstance(links, list):
+        raise HardwareProfileError(f"{where}gpu_links: expected a list, got {links!r}")
+    out = []
+    for i, item in enumerate(links):
+        at = f"{where}gpu_links[{i}]"
+        if not isinstance(item, dict):
+            raise HardwareProfileError(f"{at}: expected an object, got {item!r}")
+        at += "."
+        ends = [_optional(item, key, at, int) for key in ("gpu_a", "gpu_b")]
+        if None in ends:
+            raise HardwareProfileError(f"{at}gpu_a, gpu_b: both GPU indices are required")
+        out.append(GpuLink(ends[0], ends[1], _optional(item, "p2p", at, bool),
+                           _optional(item, "nvlink", at, bool)))
+    return out
+
+
 def profile_from_dict(data: Any, source: str) -> HardwareProfile:
     where = f"{source}: "
     if not isinstance(data, dict):
@@ -372,6 +390,7 @@ def profile_from_dict(data: Any, source: str) -> HardwareProfile:
         or (None if gpu_list else "the profile lists no GPUs"),
         source=source,
         output_dir=output_dir or "./outputs",
+        gpu_links=_links_from_dict(data, where),
     )
 
 

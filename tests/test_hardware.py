@@ -342,6 +342,7 @@ def test_probe_json_loads_back_as_a_profile(tmp_path: Path) -> None:
     f.write_text(json.dumps(profile_to_dict(probed)))
     loaded = load_profile(f)
     assert loaded.gpus == probed.gpus
+    assert loaded.gpu_links == probed.gpu_links and loaded.gpu_links  # doctor shows them again
     assert (loaded.ram_gib, loaded.cpu_count, loaded.disk_free_gib, loaded.driver_version) == (
         probed.ram_gib, probed.cpu_count, probed.disk_free_gib, probed.driver_version)
     assert loaded.source == str(f) and loaded.output_dir == str(tmp_path)
@@ -356,6 +357,9 @@ GOOD = {"gpus": [{"name": "A", "memory_total_gib": 80}], "ram_gib": 64, "cpu_cou
     ({"gpus": {"name": "A"}}, "gpus: expected a list, got {'name': 'A'}"),
     ({"gpus": ["A100"]}, "gpus[0]: expected an object, got 'A100'"),
     ({"gpus": [{"name": "A"}]}, "gpus[0].memory_total_gib: missing (a number is required)"),
+    ({"gpu_links": [{"gpu_a": 0}]}, "gpu_links[0].gpu_a, gpu_b: both GPU indices are required"),
+    ({"gpu_links": [{"gpu_a": 0, "gpu_b": 1, "p2p": "yes"}]},
+     "gpu_links[0].p2p: expected bool, got 'yes'"),
     ({"gpus": [{"memory_total_gib": "80GB"}]},
      "gpus[0].memory_total_gib: expected a number, got '80GB'"),
     ({"gpus": [{"memory_total_gib": 80}, {"memory_total_gib": 0}]},
