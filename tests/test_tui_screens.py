@@ -158,7 +158,7 @@ async def test_review_shows_errors_inline_and_blocks_start(tmp_path: Path) -> No
         field = screen.query_one("#f-training-learning_rate")
         field.value = "5"
         await pilot.pause()
-        errors = str(screen.query_one("#review-errors").render())
+        errors = text_of(screen, "#review-errors")
         assert "training.learning_rate: Input should be less than 1 (got 5)" in errors
         assert field.has_class("-invalid")
         await pilot.press("ctrl+n")
@@ -168,7 +168,7 @@ async def test_review_shows_errors_inline_and_blocks_start(tmp_path: Path) -> No
         screen.query_one("#f-training-max_steps").value = "3"
         await pilot.pause()
         assert not field.has_class("-invalid")
-        command = str(screen.query_one("#review-command").render())
+        command = text_of(screen, "#review-command")
         assert ("osstune run tiny-cpu-demo --set training.learning_rate=1e-4 "
                 "--set training.max_steps=3") in command
         await pilot.press("ctrl+n")
@@ -208,14 +208,14 @@ async def test_dataset_errors_show_in_place(tmp_path: Path) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await to_dataset(pilot)
         screen = app.screen
-        assert str(screen.query_one("#example-header").render()).startswith("example 1/")
+        assert text_of(screen, "#example-header").startswith("example 1/")
         path_field = screen.query_one("#f-dataset-path")
         path_field.value = "missing.jsonl"
         path_field.focus()
         await pilot.press("enter")
         await wait_until(pilot, lambda: screen.preview is None, what="the failed load")
         await wait_until(pilot, lambda: "cannot load" in text_of(screen, "#example-header"))
-        header = str(screen.query_one("#example-header").render())
+        header = text_of(screen, "#example-header")
         assert "missing.jsonl" in header
         assert screen_name(app) == "DatasetScreen"  # still here, still usable
         await pilot.press("ctrl+g")
@@ -234,13 +234,13 @@ async def test_dataset_browsing_and_remembered_dataset(tmp_path: Path) -> None:
         await to_dataset(pilot)
         screen = app.screen
         assert screen.query_one("#f-dataset-path").value == str(data)
-        summary = str(screen.query_one("#dataset-summary").render())
+        summary = text_of(screen, "#dataset-summary")
         assert "rows read: 2" in summary and "rows skipped: 1" in summary
-        header = str(screen.query_one("#example-header").render())
+        header = text_of(screen, "#example-header")
         assert header.startswith("example 1/1 · row 0")
         await pilot.press("pagedown")  # already the last: stays
         assert screen.index == 0
-        preview = str(screen.query_one("#token-preview").render())
+        preview = text_of(screen, "#token-preview")
         assert "<|start|>assistant<|channel|>final<|message|>hello<|return|>" in preview
         assert "Reasoning: medium" in preview
         screen.query_one("#f-dataset-reasoning_effort").value = "high"  # reloads by itself
@@ -260,8 +260,8 @@ async def test_training_stop_then_resume(tmp_path: Path) -> None:
         await pilot.press("s")
         await wait_until(pilot, lambda: not screen.running, what="the stop")
         assert launcher.process.stopped.is_set()
-        assert "stopped" in str(screen.query_one("#run-title").render())
-        assert "r resumes" in str(screen.query_one("#run-error").render())
+        assert "stopped" in text_of(screen, "#run-title")
+        assert "r resumes" in text_of(screen, "#run-error")
         await pilot.press("r")
         await wait_until(pilot, lambda: len(launcher.calls) == 2)
         assert launcher.calls[1][1:] == (True, False)  # resume, not force
@@ -280,11 +280,11 @@ async def test_training_crash_shows_error_hint_and_log(tmp_path: Path) -> None:
         process.finish("failed", 1)
         screen = app.screen
         await wait_until(pilot, lambda: not screen.running)
-        error = str(screen.query_one("#run-error").render())
+        error = text_of(screen, "#run-error")
         assert "out_of_memory: CUDA out of memory at step 3" in error
         assert "hint: lower training.sequence_len" in error
-        assert "CUDA out of memory" in str(screen.query_one("#log-tail").render())
-        assert "failed (exit code 1)" in str(screen.query_one("#run-title").render())
+        assert "CUDA out of memory" in text_of(screen, "#log-tail")
+        assert "failed (exit code 1)" in text_of(screen, "#run-title")
         await pilot.press("k")  # not running: kill is not offered
         assert not process.killed
 
@@ -300,7 +300,7 @@ async def test_kill_needs_a_second_press(tmp_path: Path) -> None:
         await pilot.press("k")
         assert launcher.process.killed
         await wait_until(pilot, lambda: not app.screen.running)
-        assert "exit code -9" in str(app.screen.query_one("#run-title").render())
+        assert "exit code -9" in text_of(app.screen, "#run-title")
 
 
 @run_async
