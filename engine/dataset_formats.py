@@ -130,6 +130,15 @@ def _arguments(raw: Any, where: str) -> str:
                                        f"got {_type_name(raw)}")
 
 
+def _function(entry: dict[str, Any], reason: str, nameless: str) -> tuple[dict[str, Any], str]:
+    """An OpenAI `{"function": {...}}` wrapper or a bare function object, and its name."""
+    fn = entry.get("function") if isinstance(entry.get("function"), dict) else entry
+    name = fn.get("name")
+    if not isinstance(name, str) or not name:
+        raise RowError(reason, nameless)
+    return fn, name
+
+
 def _tool_calls(raw: Any, where: str) -> list[ToolCall]:
     if raw is None:
         return []
@@ -141,10 +150,7 @@ def _tool_calls(raw: Any, where: str) -> list[ToolCall]:
         here = f"{where}: tool call {j}"
         if not isinstance(call, dict):
             raise RowError(WRONG_CONTENT_TYPE, f"{here} must be an object, got {_type_name(call)}")
-        fn = call.get("function") if isinstance(call.get("function"), dict) else call
-        name = fn.get("name")
-        if not isinstance(name, str) or not name:
-            raise RowError(WRONG_CONTENT_TYPE, f"{here} has no function name")
+        fn, name = _function(call, WRONG_CONTENT_TYPE, f"{here} has no function name")
         calls.append(ToolCall(name, _arguments(fn.get("arguments"), f"{here} ({name})"),
                               call.get("id") if isinstance(call.get("id"), str) else None))
     return calls
@@ -168,10 +174,7 @@ def parse_tools(raw: Any) -> list[ToolSpec]:
     for j, tool in enumerate(raw):
         if not isinstance(tool, dict):
             raise RowError(BAD_TOOLS, f"tool {j} must be an object, got {_type_name(tool)}")
-        fn = tool.get("function") if isinstance(tool.get("function"), dict) else tool
-        name = fn.get("name")
-        if not isinstance(name, str) or not name:
-            raise RowError(BAD_TOOLS, f"tool {j} has no name")
+        fn, name = _function(tool, BAD_TOOLS, f"tool {j} has no name")
         description = fn.get("description") or ""
         if not isinstance(description, str):
             raise RowError(BAD_TOOLS, f"tool {j} ({name}) description must be a string")
