@@ -15,6 +15,10 @@ Schema version 1. Every event has `v` (schema version), `type`, and `time` (unix
 - error: kind, message, hint
 - run_end: status (completed / stopped / failed), outputs (dict of name -> path)
 
+Writers may add fields beyond these (readers ignore what they do not know); the engine adds
+run_start: start_step, output_dir, resumed_from; step: steps_per_s and, on a CUDA card with a known
+bf16 peak, mfu; run_end: step.
+
 `device_mem_reserved_gib` is `torch.cuda.max_memory_reserved()` in GiB since the previous step
 event (peaks are reset after each log); on CPU runs it is 0.
 """
