@@ -171,7 +171,6 @@ def process_rows(rows: Sequence[tuple[int, dict[str, Any] | BadRow]], fmt: str,
         if isinstance(rendered, RowError):
             result.skipped.append((row, rendered.reason, rendered.detail))
             continue
-        kept = 0
         for ex in rendered:
             if len(ex) > limit:
                 if settings.overlength == "drop":
@@ -185,7 +184,6 @@ def process_rows(rows: Sequence[tuple[int, dict[str, Any] | BadRow]], fmt: str,
                                        + (" left after truncation" if len(ex) == limit else "")))
                 continue
             result.examples.append(ex)
-            kept += 1
     return result
 
 
