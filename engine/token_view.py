@@ -6,6 +6,7 @@ One view for `osstune inspect` and the wizard's dataset screen, so both show the
 from __future__ import annotations
 
 import codecs
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,20 +23,16 @@ class TokenView:
     role: str
 
 
+@functools.cache
 def _byte_decoder() -> dict[str, int]:
     from engine.tokenizer import _bytes_to_unicode
 
     return {ch: b for b, ch in _bytes_to_unicode().items()}
 
 
-_BYTE_DECODER: dict[str, int] | None = None
-
-
 def token_view(tokenizer: Any, example: Example) -> list[TokenView]:
     """Token texts decode incrementally, so a character split over tokens shows once, whole."""
-    global _BYTE_DECODER
-    if _BYTE_DECODER is None:
-        _BYTE_DECODER = _byte_decoder()
+    byte_decoder = _byte_decoder()
     special_ids = set(tokenizer.all_special_ids) | set(
         i for i in tokenizer.added_tokens_decoder if tokenizer.added_tokens_decoder[i].special)
     pieces = tokenizer.convert_ids_to_tokens(example.input_ids)
@@ -47,7 +44,7 @@ def token_view(tokenizer: Any, example: Example) -> list[TokenView]:
             text = decoder.decode(b"", final=True) + (piece or "")
             decoder.reset()
         else:
-            raw = bytes(_BYTE_DECODER.get(ch, 63) for ch in (piece or ""))
+            raw = bytes(byte_decoder.get(ch, 63) for ch in (piece or ""))
             text = decoder.decode(raw)
         out.append(TokenView(tid, text, example.labels[i] != IGNORE_INDEX, special,
                              example.message_index[i], example.role[i]))
