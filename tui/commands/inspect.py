@@ -148,7 +148,7 @@ def inspect(
                     f"(0-{len(examples) - 1})")
     if count is None:
         count = len(examples) if json_ else DEFAULT_VIEW_COUNT
-    chosen = list(enumerate(examples))[index:index + count]
+    chosen = list(enumerate(examples[index:index + count], start=index))
 
     if json_:
         for _pos, ex in chosen:
