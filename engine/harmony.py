@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.chat import Chat, ChatMessage, RowError
+from engine.dataset_formats import NO_ASSISTANT
 from engine.harmony_system import (
     DEFAULT_IDENTITY,
     DEFAULT_KNOWLEDGE_CUTOFF,
@@ -114,7 +115,8 @@ def _turn_ids(messages: Sequence[ChatMessage]) -> list[int]:
 
 
 def _default_trained(m: ChatMessage, settings: RenderSettings) -> bool:
-    return m.role in settings.roles_to_train
+    """The message's own `train` flag if it has one, else whether its role is trained."""
+    return m.train if m.train is not None else m.role in settings.roles_to_train
 
 
 def _assistant_messages(m: ChatMessage, keep_analysis: bool, trained: bool) -> list[HarmonyMessage]:
@@ -154,8 +156,7 @@ def plan(
     """
     messages = chat.messages
     effort = chat.reasoning_effort or settings.reasoning_effort
-    pick = trained or (
-        lambda _p, m: m.train if m.train is not None else _default_trained(m, settings))
+    pick = trained or (lambda _p, m: _default_trained(m, settings))
 
     lead = 0
     while lead < len(messages) and messages[lead].role in ("system", "developer"):
@@ -221,12 +222,12 @@ Plan = tuple[int | None, list[HarmonyMessage]]
 def plan_examples(chat: Chat, settings: RenderSettings) -> list[Plan]:
     """One plan per example: one for `all`/`last`, one per trained turn for `expand`."""
     if not any(m.role == "assistant" for m in chat.messages):
-        raise RowError("no assistant message", "no assistant message")
+        raise RowError(NO_ASSISTANT, "no assistant message")
     messages = _trim_to_last_assistant(chat.messages)
     turns = _turn_ids(messages)
 
     def default(m: ChatMessage) -> bool:
-        return m.train if m.train is not None else _default_trained(m, settings)
+        return _default_trained(m, settings)
 
     if settings.train_turns == "all":
         return [(None, plan(Chat(messages, chat.tools, chat.reasoning_effort), settings))]
@@ -283,7 +284,6 @@ class HarmonyRenderer:
         self.special_ids = ids
         self._start = ids[START]
         self._end_ids = {END: ids[END], RETURN: ids[RETURN], CALL: ids[CALL]}
-        self._end_id = ids[END]
         self._header_cache: dict[tuple[Any, ...], tuple[list[int], int]] = {}
         self._text_cache: dict[str, list[int]] = {}
 
@@ -378,13 +378,12 @@ class HarmonyRenderer:
         labels: list[int] = []
         message_index: list[int] = []
         roles: list[str] = []
-        cache = self._text_cache
         prev_assistant_end = False
         for m in msgs:
             header, start_len = self._header(m)
             body = encoded.get(m.text)
             if body is None:
-                body = cache.get(m.text) or self._cached_text(m.text)
+                body = self._cached_text(m.text)
             end = self._end_ids[m.end]
             n = len(header) + len(body) + 1
             input_ids += header
