@@ -92,8 +92,3 @@ def save_adapter(peft_model: Any, tokenizer: Any | None, target: Path) -> Path:
         if tokenizer is not None:
             save_tokenizer(tokenizer, folder)
     return Path(target)
-
-
-def strip_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {k.removeprefix(prefix): v for k, v in state.items()}
-

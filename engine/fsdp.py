@@ -16,13 +16,7 @@ from torch.distributed.fsdp import (
     fully_shard,
 )
 
-
-def decoder_layers(lm: nn.Module) -> list[nn.Module]:
-    inner = getattr(lm, "model", None)
-    layers = getattr(inner, "layers", None)
-    if layers is None:
-        raise TypeError(f"{type(lm).__name__} has no model.layers to shard")
-    return list(layers)
+from engine.ops.checkpointing import decoder_layers
 
 
 def shard_model(root: nn.Module, lm: nn.Module, param_dtype: torch.dtype, cpu_offload: bool,

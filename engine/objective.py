@@ -14,9 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from engine.ops.loss import linear_cross_entropy
-
-IGNORE_INDEX = -100
+from engine.ops.loss import IGNORE_INDEX, linear_cross_entropy
 
 
 def shift_labels(labels: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
