@@ -121,14 +121,14 @@ def _local_files(path: Path) -> list[Path]:
     return [path]
 
 
-def read_local(path: Path, split: str = "train") -> Source:
+def read_local(path: Path) -> Source:
     if not path.exists():
         raise DatasetError(f"{path}: no such file or folder")
     files = _local_files(path)
     fingerprint = _file_digest(files)
     if files[0].suffix == ".parquet":
         rows, columns = _read_parquet(files)
-        return Source(str(path), fingerprint, list(rows), columns)
+        return Source(str(path), fingerprint, rows, columns)
     rows_all: list[dict[str, Any] | BadRow] = []
     for f in files:
         if f.suffix == ".json":
@@ -174,5 +174,5 @@ def read_source(path: str, split: str = "train") -> Source:
         raise DatasetError(f"{path}: unknown builtin dataset (available: {DATASET_BUILTIN_SAMPLE})")
     local = Path(path).expanduser()
     if local.exists() or _looks_local(path):
-        return read_local(local, split)
+        return read_local(local)
     return read_hub(path, split)
