@@ -637,8 +637,12 @@ def export(cfg: RunConfig, built: Built, tokenizer: Any, output: Path, rt: Runti
             if rt.is_main else None
         return {"export": str(path)} if path else {}
     except OSError as e:
-        run.emit("warning", message=f"export failed: {e}; the checkpoint is intact, run "
-                 f"`osstune merge-sharded-fsdp-weights {output}` once there is room")
+        # merge-sharded-fsdp-weights refuses a LoRA checkpoint (it holds only the adapter); a
+        # --resume at the last step skips the loop and exports again.
+        retry = "resume the run (--resume)" if cfg.method == "lora" else \
+            f"run `osstune merge-sharded-fsdp-weights {output}`"
+        run.emit("warning", message=f"export failed: {e}; the checkpoint is intact, {retry} "
+                 "once there is room")
         return {}
 
 
