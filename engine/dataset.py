@@ -357,10 +357,11 @@ def prepare_dataset(cfg: Any, tokenizer: Any, use_cache: bool = True) -> Prepare
     if stats.tokens_trained == 0:
         raise DatasetError(f"{ds.path}: no trainable tokens")
     if ds.packing:
-        packed = pack_examples(examples, settings.sequence_len, cfg.training.seed)
-        stats.packed_rows = len(packed)
+        # Only the row count is needed here: plan the bins, don't build the rows.
+        bins = _pack_bins(examples, settings.sequence_len, cfg.training.seed)
+        stats.packed_rows = len(bins)
         stats.packing_efficiency = round(
-            stats.tokens_total / (len(packed) * settings.sequence_len), 6) if packed else None
+            stats.tokens_total / (len(bins) * settings.sequence_len), 6) if bins else None
     return PreparedDataset(examples, stats)
 
 
@@ -375,6 +376,30 @@ def pack_examples(examples: Sequence[Example], sequence_len: int, seed: int,
     the fullest row that still fits, and the rows are shuffled. Each row is padded with `pad_id`
     (labels -100); position ids restart at 0 for every example and for the padding.
     """
+    rows = []
+    for members in _pack_bins(examples, sequence_len, seed):
+        input_ids: list[int] = []
+        labels: list[int] = []
+        positions: list[int] = []
+        lengths: list[int] = []
+        for i in members:
+            ex = examples[i]
+            input_ids += ex.input_ids
+            labels += ex.labels
+            positions += range(len(ex))
+            lengths.append(len(ex))
+        pad = sequence_len - len(input_ids)
+        if pad:
+            input_ids += [pad_id] * pad
+            labels += [IGNORE_INDEX] * pad
+            positions += range(pad)
+            lengths.append(pad)
+        rows.append(PackedRow(input_ids, labels, positions, lengths))
+    return rows
+
+
+def _pack_bins(examples: Sequence[Example], sequence_len: int, seed: int) -> list[list[int]]:
+    """The packing plan of `pack_examples`: example indices per row, in row order."""
     if sequence_len < 1:
         raise ValueError("sequence_len must be positive")
     order = list(range(len(examples)))
@@ -400,24 +425,4 @@ def pack_examples(examples: Sequence[Example], sequence_len: int, seed: int,
         if space - n > 0:
             insort(free, (space - n, b))
     rng.shuffle(bins)
-
-    rows = []
-    for members in bins:
-        input_ids: list[int] = []
-        labels: list[int] = []
-        positions: list[int] = []
-        lengths: list[int] = []
-        for i in members:
-            ex = examples[i]
-            input_ids += ex.input_ids
-            labels += ex.labels
-            positions += range(len(ex))
-            lengths.append(len(ex))
-        pad = sequence_len - len(input_ids)
-        if pad:
-            input_ids += [pad_id] * pad
-            labels += [IGNORE_INDEX] * pad
-            positions += range(pad)
-            lengths.append(pad)
-        rows.append(PackedRow(input_ids, labels, positions, lengths))
-    return rows
+    return bins
