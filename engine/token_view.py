@@ -33,8 +33,9 @@ def _byte_decoder() -> dict[str, int]:
 def token_view(tokenizer: Any, example: Example) -> list[TokenView]:
     """Token texts decode incrementally, so a character split over tokens shows once, whole."""
     byte_decoder = _byte_decoder()
-    special_ids = set(tokenizer.all_special_ids) | set(
-        i for i in tokenizer.added_tokens_decoder if tokenizer.added_tokens_decoder[i].special)
+    # `added_tokens_decoder` builds a fresh dict on every access: read it once.
+    special_ids = set(tokenizer.all_special_ids) | {
+        i for i, tok in tokenizer.added_tokens_decoder.items() if tok.special}
     pieces = tokenizer.convert_ids_to_tokens(example.input_ids)
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     out = []
