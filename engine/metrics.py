@@ -85,11 +85,6 @@ def gather_devices(device: torch.device, rank: int, world_size: int) -> list[dic
     return every
 
 
-def flops_per_token(active_params: int, num_layers: int, hidden_attn: int, seq_len: int) -> float:
-    """Training FLOPs per token: 6 x active parameters + causal attention scores and values."""
-    return 6.0 * active_params + 6.0 * num_layers * hidden_attn * seq_len
-
-
 def mfu(tokens_per_s: float, flops_token: float, device: torch.device, world_size: int
         ) -> float | None:
     peak = peak_flops(device)

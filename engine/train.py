@@ -32,6 +32,7 @@ from engine import metrics
 from engine.config import ConfigError, RunConfig, load_config
 from engine.dataset import PAD_ID, DatasetError, PackedRow, pack_examples, prepare_dataset
 from engine.events import EVENTS_FILE, EventWriter
+from engine.flops import train_flops_per_token
 from engine.launch import serve_commands, serving_tensor_parallel
 from engine.levers import (
     LeverPlan,
@@ -505,9 +506,7 @@ def train(args: argparse.Namespace, stop: StopRequest, run: Run) -> int:
 
     devices = metrics.gather_devices(rt.device, rt.rank, rt.world_size)
     t = cfg.training
-    flops_token = metrics.flops_per_token(
-        built.info.active_params, built.config.num_hidden_layers,
-        built.config.num_attention_heads * built.config.head_dim, t.sequence_len)
+    flops_token = train_flops_per_token(built.config.to_dict(), t.sequence_len)
     run.emit("run_start", config=cfg.model_dump(mode="json"), world_size=rt.world_size,
              gpus=devices, model=built.info.as_dict(), dataset=data_stats,
              total_steps=total_steps, start_step=step, output_dir=str(output),

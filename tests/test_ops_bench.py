@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from engine import flops
+
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_train.py"
 
 
@@ -23,12 +25,17 @@ def bench():
 
 def test_active_parameters_and_flops_of_gpt_oss_20b(bench):
     # 3.6B active parameters (OpenAI's model card) = layers + lm_head, embeddings excluded
-    assert bench.active_matmul_params(bench.GPT_OSS_20B) == pytest.approx(3.607e9, rel=1e-3)
-    assert bench.mean_attended_keys(4, None) == 2.5
-    assert bench.mean_attended_keys(8192, 128) == pytest.approx(128 - 128 * 127 / 2 / 8192)
-    flops = bench.train_flops_per_token(bench.GPT_OSS_20B, 8192)
-    attention = 12 * 4096 * (12 * 8192.5 / 2 + 12 * bench.mean_attended_keys(8192, 128))
-    assert flops == pytest.approx(6 * 3.6071e9 + attention, rel=1e-4)
+    assert flops.active_matmul_params(bench.GPT_OSS_20B) == pytest.approx(3.607e9, rel=1e-3)
+    assert flops.mean_attended_keys(4, None) == 2.5
+    assert flops.mean_attended_keys(8192, 128) == pytest.approx(128 - 128 * 127 / 2 / 8192)
+    per_token = flops.train_flops_per_token(bench.GPT_OSS_20B, 8192)
+    attention = 12 * 4096 * (12 * 8192.5 / 2 + 12 * flops.mean_attended_keys(8192, 128))
+    assert per_token == pytest.approx(6 * 3.6071e9 + attention, rel=1e-4)
+    # the engine counts with the same formula from the model's config
+    from transformers import GptOssConfig
+
+    config = GptOssConfig(**bench.GPT_OSS_20B).to_dict()
+    assert flops.train_flops_per_token(config, 8192) == per_token
 
 
 def test_stock_and_chunked_loss_paths_train_identically_on_cpu(bench):
