@@ -172,7 +172,8 @@ def process_rows(rows: Sequence[tuple[int, dict[str, Any] | BadRow]], fmt: str,
             result.skipped.append((row, rendered.reason, rendered.detail))
             continue
         for ex in rendered:
-            if len(ex) > limit:
+            truncated = len(ex) > limit
+            if truncated:
                 if settings.overlength == "drop":
                     result.skipped.append((row, TOO_LONG, f"{len(ex)} tokens, longer than "
                                                           f"sequence_len {limit}"))
@@ -181,7 +182,7 @@ def process_rows(rows: Sequence[tuple[int, dict[str, Any] | BadRow]], fmt: str,
                 result.truncated += 1
             if ex.trained_tokens == 0:
                 result.skipped.append((row, NO_TRAINED_TOKENS, "no trained tokens"
-                                       + (" left after truncation" if len(ex) == limit else "")))
+                                       + (" left after truncation" if truncated else "")))
                 continue
             result.examples.append(ex)
     return result
