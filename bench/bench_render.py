@@ -6,7 +6,8 @@ osstune is timed from raw dataset rows (validation, harmony rendering, tokenizat
 per-token message index). openai-harmony is timed on ready-made `Conversation` objects (building
 them is not counted) and produces ids only, no masks. Both use the same conversations: the bundled
 sample plus generated multi-turn, reasoning and tool-call conversations. The ids are checked to be
-identical before anything is timed. Runs offline (the verified vocabulary from engine.tokenizer).
+identical before anything is timed. Runs offline (the verified vocabulary from
+engine.data.tokenizer).
 """
 
 from __future__ import annotations
@@ -16,16 +17,12 @@ import os
 import platform
 import random
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from engine.dataset_formats import FormatOptions, row_to_chat  # noqa: E402
-from engine.dataset_sources import builtin_sample_path, read_local  # noqa: E402
-from engine.harmony import HarmonyRenderer, RenderSettings, plan_examples  # noqa: E402
-from engine.tokenizer import load_offline_tokenizer, offline_tokenizer_dir  # noqa: E402
+from osstune.engine.data.dataset_formats import FormatOptions, row_to_chat
+from osstune.engine.data.dataset_sources import builtin_sample_path, read_local
+from osstune.engine.data.harmony import HarmonyRenderer, RenderSettings, plan_examples
+from osstune.engine.data.tokenizer import load_offline_tokenizer, offline_tokenizer_dir
 
 TEXT = ("the model reads every token of the conversation and learns to answer with care "
         "über naïve façade 東京 данные 🙂 numbers 12345 6789 code() {x: 1} <|end|>")

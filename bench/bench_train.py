@@ -10,7 +10,8 @@ batch 1, one row of random tokens, AdamW on the adapters. Variants:
   eager     what a plain transformers + peft user gets: `attn_implementation="eager"`
             (GPT-OSS has no SDPA path), `model(input_ids, labels=...)` loss;
   flex      the same with `attn_implementation="flex_attention"`;
-  osstune   engine.ops: flex attention with fp32 sinks and block-sparse document masks, chunked
+  osstune   engine.trainer.ops: flex attention with fp32 sinks and block-sparse document masks,
+  chunked
             linear cross-entropy, MoE blocks compiled, expandable allocator segments, long rows
             through token-chunked MoE blocks;
   lever-*   osstune with one lever at a time, for the per-lever table.
@@ -40,12 +41,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run as a script from anywhere: engine/ is importable
+from osstune.engine.plan.flops import train_flops_per_token  # pip install --no-deps -e . first
 
-from engine.flops import (  # noqa: E402  (after the path set-up)
-    train_flops_per_token,
-)
+REPO = Path(__file__).resolve().parents[1]
 
 GIB = 1024**3
 RESULT_PREFIX = "BENCH_RESULT "
@@ -78,7 +76,7 @@ TINY: dict[str, Any] = {
 @dataclass(frozen=True)
 class Variant:
     attn: str = "eager"            # eager | flex_attention | osstune
-    loss: str = "stock"            # stock (model(labels=...)) | chunked (engine.ops.loss)
+    loss: str = "stock"            # stock (model(labels=...)) | chunked (engine.trainer.ops.loss)
     unchecked: int = 0             # decoder layers left unchecked; -1: as many as fit the card
     compile: str | None = None     # None | mlp | layer
     moe_chunk: int | None = None   # token chunk for checkpointed MoE blocks on long rows
@@ -129,8 +127,8 @@ def _build(variant: Variant, cfg_values: dict[str, Any], device: Any) -> tuple[A
                                              target_modules=["q_proj", "k_proj", "v_proj",
                                                              "o_proj"]))
     if uses_ops:
-        from engine import ops
-        from engine.ops.checkpointing import chunk_moe
+        from osstune.engine.trainer import ops
+        from osstune.engine.trainer.ops.checkpointing import chunk_moe
 
         applied = ops.apply(model, attention=variant.attn == "osstune",
                             unchecked_layers=max(0, variant.unchecked),
@@ -153,8 +151,8 @@ def _step_fn(variant: Variant, model: Any, config: Any, input_ids: Any, optimize
         if variant.loss == "stock":
             loss = model(input_ids=input_ids, labels=input_ids, use_cache=False).loss
         else:
-            from engine.ops.attention import block_masks
-            from engine.ops.loss import linear_cross_entropy
+            from osstune.engine.trainer.ops.attention import block_masks
+            from osstune.engine.trainer.ops.loss import linear_cross_entropy
 
             masks = block_masks(config, position_ids) if variant.attn == "osstune" else None
             hidden = base.model(input_ids=input_ids, position_ids=position_ids,
@@ -204,7 +202,7 @@ def measure(name: str, variant: Variant, seq: int, warmup: int, steps: int,
         for index in range(warmup):
             loss = step()
             if index == 0 and variant.unchecked < 0 and device.type == "cuda":
-                from engine.ops.checkpointing import fit_unchecked_to_card
+                from osstune.engine.trainer.ops.checkpointing import fit_unchecked_to_card
 
                 result["unchecked_layers"] = fit_unchecked_to_card(model, seq, cap_gib)
         result["warmup_s"] = round(time.perf_counter() - t0, 1)
@@ -214,7 +212,7 @@ def measure(name: str, variant: Variant, seq: int, warmup: int, steps: int,
         elapsed = time.perf_counter() - t0
         result.update(loss=round(loss, 4), step_s=round(elapsed / steps, 3),
                       tokens_per_s=round(seq * steps / elapsed, 1))
-        from engine.metrics import peak_flops
+        from osstune.engine.trainer.metrics import peak_flops
 
         peak = peak_flops(device)
         if peak:

@@ -1,1 +1,1 @@
-"""Recipes as data: one YAML file per preset, shipped with the package (see engine.config)."""
+"""Recipes as data: one YAML file per preset, shipped with the package (see engine.plan.config)."""

@@ -17,7 +17,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @pytest.fixture(scope="session")
 def tokenizer_dir():
     """Folder of the verified offline tokenizer (tokenizer.json + o200k_base.tiktoken)."""
-    from engine.tokenizer import offline_tokenizer_dir
+    from osstune.engine.data.tokenizer import offline_tokenizer_dir
 
     return offline_tokenizer_dir()
 
@@ -25,7 +25,7 @@ def tokenizer_dir():
 @pytest.fixture(scope="session")
 def tokenizer(tokenizer_dir):
     """The real GPT-OSS tokenizer as a transformers PreTrainedTokenizerFast, no hub needed."""
-    from engine.tokenizer import load_offline_tokenizer
+    from osstune.engine.data.tokenizer import load_offline_tokenizer
 
     return load_offline_tokenizer()
 

@@ -12,7 +12,8 @@ from typing import Any
 
 import yaml
 
-from engine.events import read_events
+from osstune.engine.session.events import read_events
+from osstune.engine.session.launch import ENGINE_MODULE
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -64,9 +65,9 @@ def run_engine(args: list[str], nproc: int = 1, timeout: float = 240
                ) -> subprocess.CompletedProcess[str]:
     if nproc > 1:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc-per-node={nproc}", "-m", "engine.train", *args]
+               f"--nproc-per-node={nproc}", "-m", ENGINE_MODULE, *args]
     else:
-        cmd = [sys.executable, "-m", "engine.train", *args]
+        cmd = [sys.executable, "-m", ENGINE_MODULE, *args]
     return subprocess.run(cmd, cwd=REPO, env=engine_env(), capture_output=True, text=True,
                           timeout=timeout)
 

@@ -1,6 +1,7 @@
 """An independent reference path: OpenAI-format rows -> openai-harmony messages -> ids.
 
-Written separately from engine/harmony.py on purpose (it shares no code with it), so the equality
+Written separately from engine/data/harmony.py on purpose (it shares no code with it), so the
+equality
 tests compare two implementations: ours, and openai-harmony's Rust renderer fed by this converter
 with the same drop rule (analysis of assistant messages before the last user message removed).
 """

@@ -12,8 +12,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from tui import output
-from tui.cli import app, package_version
+from osstune.tui import output
+from osstune.tui.cli import app, package_version
 
 PROFILES = Path(__file__).parent / "profiles"
 ROOT = Path(__file__).parent.parent
@@ -35,7 +35,7 @@ def invoke(*args: str, env: dict[str, str] | None = None):  # noqa: ANN201 - cli
 def osstune_command() -> list[str]:
     """The installed console script next to this interpreter, else the module."""
     script = Path(sys.executable).parent / "osstune"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "tui.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "osstune.tui.cli"]
 
 
 def test_version() -> None:

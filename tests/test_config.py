@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine.config import (
+from osstune.engine.plan.config import (
     PRESET_NAMES,
     ConfigError,
     dump_config,

@@ -6,10 +6,9 @@ import json
 
 import pytest
 
-import engine.dataset as dataset_mod
-import engine.dataset_cache as cache_mod
-from engine.config import load_config
-from engine.dataset import (
+import osstune.engine.data.dataset as dataset_mod
+import osstune.engine.data.dataset_cache as cache_mod
+from osstune.engine.data.dataset import (
     DATASET_BUILTIN_SAMPLE,
     DatasetError,
     PipelineSettings,
@@ -18,8 +17,9 @@ from engine.dataset import (
     prepare_rows,
     token_view,
 )
-from engine.dataset_sources import builtin_sample_path, read_local
-from engine.harmony import IGNORE_INDEX
+from osstune.engine.data.dataset_sources import builtin_sample_path, read_local
+from osstune.engine.data.harmony import IGNORE_INDEX
+from osstune.engine.plan.config import load_config
 
 
 @pytest.fixture(autouse=True)

@@ -6,8 +6,13 @@ import json
 
 import pytest
 
-from engine.chat import RowError
-from engine.dataset_formats import FormatOptions, detect_format, parse_tools, row_to_chat
+from osstune.engine.data.chat import RowError
+from osstune.engine.data.dataset_formats import (
+    FormatOptions,
+    detect_format,
+    parse_tools,
+    row_to_chat,
+)
 
 OPTS = FormatOptions()
 

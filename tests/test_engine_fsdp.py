@@ -10,9 +10,9 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from engine.events import EventReader
+from osstune.engine.session.events import EventReader
+from osstune.tui.cli import app
 from tests.engine_fixtures import last_run_end, run_engine, step_losses, tiny_config, write_config
-from tui.cli import app
 
 pytestmark = pytest.mark.slow
 

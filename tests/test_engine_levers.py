@@ -9,11 +9,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine import train
-from engine.config import ConfigError, validate
-from engine.events import read_events
-from engine.levers import plan_levers
-from engine.model import load_model_config
+from osstune.engine.plan.config import ConfigError, validate
+from osstune.engine.session.events import read_events
+from osstune.engine.trainer import train
+from osstune.engine.trainer.levers import plan_levers
+from osstune.engine.trainer.model import load_model_config
 from tests.engine_fixtures import tiny_config, write_config
 
 CPU = torch.device("cpu")
@@ -134,7 +134,7 @@ def test_engine_run_warns_and_reports_levers(tmp_path, monkeypatch):
 
 
 def test_planned_compile_wraps_every_moe_block(tmp_path, monkeypatch):
-    from engine.levers import apply_block_levers
+    from osstune.engine.trainer.levers import apply_block_levers
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cfg = _cfg(tmp_path)
@@ -148,7 +148,7 @@ def test_planned_compile_wraps_every_moe_block(tmp_path, monkeypatch):
 
 
 def test_compile_off_survives_yaml_reading_off_as_false() -> None:
-    from engine.config import load_config
+    from osstune.engine.plan.config import load_config
 
     cfg = load_config("tiny-cpu-demo", ["training.compile=off"])
     assert cfg.training.compile == "off"

@@ -10,8 +10,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from engine.events import read_events
-from engine.train import EXIT_USER_ERROR, main
+from osstune.engine.session.events import read_events
+from osstune.engine.trainer.train import EXIT_USER_ERROR, main
+from osstune.tui.cli import app
 from tests.engine_fixtures import (
     last_run_end,
     run_engine,
@@ -19,7 +20,6 @@ from tests.engine_fixtures import (
     tiny_config,
     write_config,
 )
-from tui.cli import app
 
 LORA = {"method": "lora", "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
         "training": {"max_steps": 2, "learning_rate": 5e-2}, "output": {"save_steps": 1}}
@@ -39,8 +39,8 @@ def test_lora_adapter_loads_with_peft_and_merges(lora_run, monkeypatch):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from engine.merge import _base_model
-    from tui.commands.merge import resolve_run
+    from osstune.engine.trainer.merge import _base_model
+    from osstune.tui.commands.merge import resolve_run
 
     proc, out, path = lora_run
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -150,10 +150,10 @@ def test_merge_sharded_without_checkpoint(tmp_path):
 
 def test_local_pretrained_folder_trains(tmp_path, capsys):
     """A local HF folder (as our export writes it) loads with `init: pretrained` and trains."""
-    from engine.config import validate
-    from engine.export import save_full_model
-    from engine.model import build_meta_model, load_model_config, materialize_random
-    from engine.tokenizer import load_offline_tokenizer
+    from osstune.engine.data.tokenizer import load_offline_tokenizer
+    from osstune.engine.plan.config import validate
+    from osstune.engine.trainer.export import save_full_model
+    from osstune.engine.trainer.model import build_meta_model, load_model_config, materialize_random
 
     cpu = torch.device("cpu")
     cfg = validate(tiny_config(tmp_path), "t")

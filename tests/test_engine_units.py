@@ -9,20 +9,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine import checkpoint as ckpt
-from engine.config import validate
-from engine.dataset import PAD_ID, PackedRow
-from engine.hardware import GpuInfo, HardwareProfile
-from engine.model import (
+from osstune.engine.data.dataset import PAD_ID, PackedRow
+from osstune.engine.plan.config import validate
+from osstune.engine.plan.hardware import GpuInfo, HardwareProfile
+from osstune.engine.plan.preflight import PreflightError, preflight
+from osstune.engine.trainer import checkpoint as ckpt
+from osstune.engine.trainer.model import (
     ModelError,
     build_meta_model,
     load_model_config,
     materialize_random,
 )
-from engine.objective import IGNORE_INDEX, CausalLMObjective, shift_labels
-from engine.optim import lr_lambda
-from engine.preflight import PreflightError, preflight
-from engine.train import RowStream, Runtime, collate, forward_backward
+from osstune.engine.trainer.objective import IGNORE_INDEX, CausalLMObjective, shift_labels
+from osstune.engine.trainer.optim import lr_lambda
+from osstune.engine.trainer.train import RowStream, Runtime, collate, forward_backward
 from tests.engine_fixtures import tiny_config
 
 CPU = torch.device("cpu")
@@ -123,7 +123,7 @@ def test_row_stream_reshuffles_each_epoch_deterministically():
 
 
 def test_random_init_is_the_same_with_or_without_lora(tmp_path):
-    from engine.lora import apply_lora
+    from osstune.engine.trainer.lora import apply_lora
 
     cfg = validate(tiny_config(tmp_path, method="lora"), "test")
     config = load_model_config(cfg, CPU)
@@ -152,7 +152,7 @@ def test_model_config_overrides_and_errors(tmp_path):
 
 
 def test_auto_attention_is_flex_on_cuda_eager_on_cpu():
-    from engine.model import resolve_attn_implementation
+    from osstune.engine.trainer.model import resolve_attn_implementation
 
     assert resolve_attn_implementation("auto", torch.device("cuda", 0)) == "osstune_flex"
     assert resolve_attn_implementation("auto", CPU) == "eager"

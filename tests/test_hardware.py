@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from engine.hardware import (
+from osstune.engine.plan.hardware import (
     GIB,
     HardwareProfileError,
     free_gib,
@@ -23,7 +23,7 @@ from engine.hardware import (
     probe,
     profile_to_dict,
 )
-from tui.commands.doctor import describe_links
+from osstune.tui.commands.doctor import describe_links
 
 PROFILES = Path(__file__).parent / "profiles"
 MIB = 1024**2
@@ -54,7 +54,7 @@ class FakeGpu:
 
 @dataclass
 class FakeNvml:
-    """The parts of pynvml that engine.hardware calls, with injectable failures."""
+    """The parts of pynvml that osstune.engine.plan.hardware calls, with injectable failures."""
 
     gpus: list[FakeGpu]
     driver: str | bytes = "550.54.15"
@@ -307,7 +307,7 @@ def test_output_dir_checks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert output_dir_problem(afile / "run") == (
         f"output directory {afile / 'run'} cannot be created: {afile} is not a directory")
     # Permission bits do not stop root, so the check itself is faked here.
-    monkeypatch.setattr("engine.hardware.os.access", lambda path, mode: False)
+    monkeypatch.setattr("osstune.engine.plan.hardware.os.access", lambda path, mode: False)
     assert output_dir_problem(tmp_path / "new") == (
         f"output directory {tmp_path / 'new'} is not writable (nearest existing parent "
         f"{tmp_path}): permission denied")

@@ -7,9 +7,9 @@ import json
 import pytest
 from harmony_fixtures import reference_ids
 
-from engine.dataset_formats import FormatOptions, row_to_chat
-from engine.dataset_sources import builtin_sample_path
-from engine.harmony import HarmonyRenderer, RenderSettings
+from osstune.engine.data.dataset_formats import FormatOptions, row_to_chat
+from osstune.engine.data.dataset_sources import builtin_sample_path
+from osstune.engine.data.harmony import HarmonyRenderer, RenderSettings
 
 
 def ours(tokenizer, row, **settings):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from engine.chat import RowError
-from engine.dataset_formats import FormatOptions, row_to_chat
-from engine.harmony import IGNORE_INDEX, HarmonyRenderer, RenderSettings, plan_examples
+from osstune.engine.data.chat import RowError
+from osstune.engine.data.dataset_formats import FormatOptions, row_to_chat
+from osstune.engine.data.harmony import IGNORE_INDEX, HarmonyRenderer, RenderSettings, plan_examples
 
 
 def render(tokenizer, row, **settings):
@@ -176,7 +176,7 @@ def test_message_index_points_at_source_message(tokenizer):
 
 
 def test_no_assistant_message_is_a_row_error():
-    from engine.chat import Chat, ChatMessage
+    from osstune.engine.data.chat import Chat, ChatMessage
 
     with pytest.raises(RowError, match="no assistant message"):
         plan_examples(Chat([ChatMessage("user", "x")]), RenderSettings())

@@ -6,8 +6,8 @@ from harmony_fixtures import reference_ids
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.dataset_formats import FormatOptions, row_to_chat
-from engine.harmony import IGNORE_INDEX, HarmonyRenderer, RenderSettings
+from osstune.engine.data.dataset_formats import FormatOptions, row_to_chat
+from osstune.engine.data.harmony import IGNORE_INDEX, HarmonyRenderer, RenderSettings
 
 END_IDS = {200002, 200007, 200012}  # <|return|>, <|end|>, <|call|>
 START_ID = 200006

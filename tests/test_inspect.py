@@ -7,9 +7,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-import engine.dataset_cache as cache_mod
-from tui.cli import app
-from tui.commands import inspect as inspect_cmd
+import osstune.engine.data.dataset_cache as cache_mod
+from osstune.tui.cli import app
+from osstune.tui.commands import inspect as inspect_cmd
 
 runner = CliRunner()
 
@@ -107,9 +107,9 @@ def test_bad_input_one_line(args, message, code):
 
 
 def test_colour_styles(tokenizer):
-    from engine.dataset_formats import FormatOptions, row_to_chat
-    from engine.harmony import HarmonyRenderer
-    from engine.token_view import token_view
+    from osstune.engine.data.dataset_formats import FormatOptions, row_to_chat
+    from osstune.engine.data.harmony import HarmonyRenderer
+    from osstune.engine.data.token_view import token_view
 
     chat = row_to_chat({"messages": [{"role": "user", "content": "hi"},
                                      {"role": "assistant", "content": "yo"}]},

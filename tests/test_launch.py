@@ -1,4 +1,5 @@
-"""engine.launch: the argv it builds (no shell, torchrun only for more than one process), that it
+"""engine.session.launch: the argv it builds (no shell, torchrun only for more than one process),
+that it
 stays torch-free, and a started process that fails reports through events and stderr."""
 
 from __future__ import annotations
@@ -8,14 +9,20 @@ import sys
 
 import pytest
 
-from engine.config import load_config
-from engine.events import read_events
-from engine.launch import CONFIG_FILE, TrainingProcess, build_command, serve_commands
+from osstune.engine.plan.config import load_config
+from osstune.engine.session.events import read_events
+from osstune.engine.session.launch import (
+    CONFIG_FILE,
+    ENGINE_MODULE,
+    TrainingProcess,
+    build_command,
+    serve_commands,
+)
 
 
 def test_one_process_runs_python_directly(tmp_path):
     cmd = build_command(tmp_path / "c.yaml", world_size=1)
-    assert cmd == [sys.executable, "-m", "engine.train", "--config", str(tmp_path / "c.yaml")]
+    assert cmd == [sys.executable, "-m", ENGINE_MODULE, "--config", str(tmp_path / "c.yaml")]
 
 
 def test_several_processes_run_under_torchrun(tmp_path):
@@ -23,8 +30,8 @@ def test_several_processes_run_under_torchrun(tmp_path):
                         output_dir=tmp_path / "out")
     assert cmd[:3] == [sys.executable, "-m", "torch.distributed.run"]
     assert "--nproc-per-node=2" in cmd and "--nnodes=1" in cmd and "--standalone" in cmd
-    tail = cmd[cmd.index("engine.train") - 1:]
-    assert tail == ["-m", "engine.train", "--config", str(tmp_path / "c.yaml"), "--output",
+    tail = cmd[cmd.index(ENGINE_MODULE) - 1:]
+    assert tail == ["-m", ENGINE_MODULE, "--config", str(tmp_path / "c.yaml"), "--output",
                     str(tmp_path / "out"), "--resume", "--force"]
 
 
@@ -45,7 +52,7 @@ def test_serve_commands_fill_in_tensor_parallel():
 
 
 def test_launch_and_preflight_stay_torch_free():
-    code = ("import sys, engine.launch, engine.preflight; "
+    code = ("import sys, osstune.engine.session.launch, osstune.engine.plan.preflight; "
             "bad = [m for m in ('torch', 'transformers') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

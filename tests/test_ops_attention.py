@@ -1,4 +1,5 @@
-"""engine.ops.attention against transformers' eager GPT-OSS attention (sinks, windows, packing).
+"""engine.trainer.ops.attention against transformers' eager GPT-OSS attention (sinks, windows,
+packing).
 
 Reference: the stock eager model run on each packed example separately. Ours: the packed row in
 one forward through `osstune_flex` with document masks. CPU flex attention has a forward but no
@@ -12,9 +13,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine import ops
-from engine.ops import attention
-from engine.ops.loss import linear_cross_entropy
+from osstune.engine.trainer import ops
+from osstune.engine.trainer.ops import attention
+from osstune.engine.trainer.ops.loss import linear_cross_entropy
 from tests.ops_fixtures import dense_flex_attention, tiny_model
 
 LENGTHS = (7, 12, 5)  # three packed examples; 12 > sliding window 4

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import flops
+from osstune.engine.plan import flops
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_train.py"
 

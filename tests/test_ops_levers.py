@@ -9,14 +9,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine import ops
-from engine.ops.checkpointing import (
+from osstune.engine.trainer import ops
+from osstune.engine.trainer.ops.checkpointing import (
     checkpoint_layers,
     chunk_moe,
     set_unchecked,
     unchecked_for_budget,
 )
-from engine.ops.compile import compile_blocks
+from osstune.engine.trainer.ops.compile import compile_blocks
 from tests.ops_fixtures import tiny_model
 
 

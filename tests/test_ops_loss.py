@@ -1,4 +1,5 @@
-"""engine.ops.loss against the plain `F.cross_entropy(hidden @ W.T)` path (loss and gradients)."""
+"""engine.trainer.ops.loss against the plain `F.cross_entropy(hidden @ W.T)` path (loss and
+gradients)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine.ops.loss import default_chunk_size, linear_cross_entropy
+from osstune.engine.trainer.ops.loss import default_chunk_size, linear_cross_entropy
 
 
 def _inputs(n: int, h: int, v: int, dtype: torch.dtype, ignore_every: int = 3):

@@ -1,4 +1,5 @@
-"""engine.ops.moe_lora against LoRA applied by materialising W + s A B through the stock experts.
+"""engine.trainer.ops.moe_lora against LoRA applied by materialising W + s A B through the stock
+experts.
 
 Tolerance: fp32, 1e-5 absolute / 1e-4 relative (the same products summed in another order).
 """
@@ -9,7 +10,7 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from engine.ops.moe_lora import add_expert_lora, merge_expert_lora
+from osstune.engine.trainer.ops.moe_lora import add_expert_lora, merge_expert_lora
 from tests.ops_fixtures import tiny_model
 
 

@@ -7,9 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import load_preset, preset_names
-from engine.hardware import GpuInfo, HardwareProfile, load_profile
-from engine.recommend import CAPABILITY, TIGHT_HEADROOM, Recommendation, fmt_gib, recommend
+from osstune.engine.plan.config import load_preset, preset_names
+from osstune.engine.plan.hardware import GpuInfo, HardwareProfile, load_profile
+from osstune.engine.plan.recommend import (
+    CAPABILITY,
+    TIGHT_HEADROOM,
+    Recommendation,
+    fmt_gib,
+    recommend,
+)
 
 PROFILES = Path(__file__).parent / "profiles"
 

@@ -10,11 +10,11 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from engine.config import load_config
-from engine.events import EventReader, read_events
-from engine.launch import TrainingProcess
+from osstune.engine.plan.config import load_config
+from osstune.engine.session.events import EventReader, read_events
+from osstune.engine.session.launch import TrainingProcess
+from osstune.tui.cli import app
 from tests.engine_fixtures import REPO, engine_env, last_run_end, step_losses, wait_for_event
-from tui.cli import app
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +29,7 @@ def _set_args() -> list[str]:
 def demo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "demo"
     proc = subprocess.run(
-        [sys.executable, "-m", "tui.cli", "run", "tiny-cpu-demo", *_set_args(), "--output",
+        [sys.executable, "-m", "osstune.tui.cli", "run", "tiny-cpu-demo", *_set_args(), "--output",
          str(out)], cwd=REPO, env=engine_env(), capture_output=True, text=True, timeout=300)
     return proc, out
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from tui.commands.run import RunView, event_line, fmt_duration
+from osstune.tui.commands.run import RunView, event_line, fmt_duration
 
 STEP = {"v": 1, "type": "step", "time": 1.0, "step": 3, "total_steps": 40, "epoch": 0.3,
         "loss": 2.34567, "lr": 2e-4, "grad_norm": 0.5, "trained_tokens": 900,

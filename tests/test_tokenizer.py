@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-import engine.tokenizer as tk
-from engine.tokenizer import (
+import osstune.engine.data.tokenizer as tk
+from osstune.engine.data.tokenizer import (
     TIKTOKEN_FILE,
     TIKTOKEN_SHA256,
     TokenizerError,
@@ -52,7 +52,7 @@ def test_same_ids_as_tiktoken(tokenizer, tokenizer_dir):
     ranks = load_tiktoken_bpe(str(tokenizer_dir / TIKTOKEN_FILE))
     enc = tiktoken.Encoding("o200k", pat_str=tk.O200K_PATTERN, mergeable_ranks=ranks,
                             special_tokens={})
-    from engine.harmony import plain_text_encoder
+    from osstune.engine.data.harmony import plain_text_encoder
 
     plain = plain_text_encoder(tokenizer)
     for text in TEXTS:
@@ -124,8 +124,9 @@ def test_loading_needs_no_torch(tokenizer_dir):
     import subprocess
     import sys
 
-    code = ("import sys; from engine.tokenizer import load_tokenizer; "
-            "from engine.dataset import prepare_dataset; from engine.config import load_config; "
+    code = ("import sys; from osstune.engine.data.tokenizer import load_tokenizer; "
+            "from osstune.engine.data.dataset import prepare_dataset; "
+            "from osstune.engine.plan.config import load_config; "
             "cfg = load_config('tiny-cpu-demo'); tok = load_tokenizer(cfg.model.id); "
             "prepare_dataset(cfg, tok, use_cache=False); print('torch' in sys.modules)")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}

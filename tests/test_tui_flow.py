@@ -1,7 +1,8 @@
 """The whole wizard, keyboard only, with the tiny CPU demo as the real engine subprocess.
 
 Hardware is injected (a fixed CPU-only profile, so the tiny demo is the recommendation); the run
-source is the real one (`ProcessRunSource.launch` -> engine.launch.TrainingProcess), so the loss
+source is the real one (`ProcessRunSource.launch` -> engine.session.launch.TrainingProcess), so the
+loss
 chart and the memory panel show what the engine actually wrote.
 """
 
@@ -12,13 +13,13 @@ from pathlib import Path
 import pytest
 from tui_fixtures import cpu_profile, run_async, screen_name, wait_until
 
-from engine.events import read_events
-from tui.app import OsstuneApp
-from tui.run_source import ProcessRunSource
-from tui.settings import Settings
-from tui.widgets.log_tail import LogTail
-from tui.widgets.loss_chart import LossChart
-from tui.widgets.memory_panel import MemoryPanel
+from osstune.engine.session.events import read_events
+from osstune.tui.app import OsstuneApp
+from osstune.tui.run_source import ProcessRunSource
+from osstune.tui.settings import Settings
+from osstune.tui.widgets.log_tail import LogTail
+from osstune.tui.widgets.loss_chart import LossChart
+from osstune.tui.widgets.memory_panel import MemoryPanel
 
 # Small enough to train in seconds on 2 cores, through the same inputs a user would edit.
 REVIEW_EDITS = {

@@ -1,4 +1,4 @@
-"""The run source: events read incrementally through engine.events.EventReader, folded into
+"""The run source: events read incrementally through engine.session.events.EventReader, folded into
 bounded state, handed to the UI as coalescing progress messages."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 
 from tui_fixtures import ScriptedProcess, step_event
 
-from engine.events import EVENTS_FILE, SCHEMA_VERSION
-from tui.run_source import ProcessRunSource, RunMonitor, RunProgress, RunState
+from osstune.engine.session.events import EVENTS_FILE, SCHEMA_VERSION
+from osstune.tui.run_source import ProcessRunSource, RunMonitor, RunProgress, RunState
 
 
 def _line(kind: str, **fields) -> bytes:

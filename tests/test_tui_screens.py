@@ -21,13 +21,13 @@ from tui_fixtures import (
     wait_until,
 )
 
-from engine.config import load_config
-from tui.app import OsstuneApp
-from tui.run_source import RunProgress
-from tui.screens.training import TrainingScreen
-from tui.settings import Settings
-from tui.widgets.loss_chart import LossChart
-from tui.widgets.memory_panel import MemoryPanel
+from osstune.engine.plan.config import load_config
+from osstune.tui.app import OsstuneApp
+from osstune.tui.run_source import RunProgress
+from osstune.tui.screens.training import TrainingScreen
+from osstune.tui.settings import Settings
+from osstune.tui.widgets.loss_chart import LossChart
+from osstune.tui.widgets.memory_panel import MemoryPanel
 
 SIZE = (100, 30)
 
@@ -368,7 +368,7 @@ def test_snapshot_resume_dialog(snap_compare, tmp_path: Path) -> None:
 
 @run_async
 async def test_hardware_refresh_probes_again_and_failures_show_in_place(tmp_path: Path) -> None:
-    from engine.hardware import HardwareProfileError
+    from osstune.engine.plan.hardware import HardwareProfileError
 
     broken = HardwareProfileError("machine.json: gpus[0].memory_total_gib: missing")
     answers = [cpu_profile(), broken]
@@ -445,7 +445,7 @@ async def test_stopping_status_holds_until_the_engine_ends(tmp_path: Path) -> No
 
 
 def test_done_commands_follow_the_method() -> None:
-    from tui.screens.done import next_commands
+    from osstune.tui.screens.done import next_commands
 
     lora = dict(next_commands(load_config("gpt-oss-20b-lora-1gpu"), {"adapter": "o/adapter"}))
     merge = lora["merge the adapter into full weights"]

@@ -9,23 +9,24 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from tui.cli import app
+from osstune.tui.cli import app
 
 WIZARD_MODULES = [
-    "tui.app", "tui.run_source", "tui.settings", "tui.commands.wizard",
-    "tui.screens.hardware", "tui.screens.preset", "tui.screens.dataset", "tui.screens.review",
-    "tui.screens.training", "tui.screens.done",
-    "tui.widgets.loss_chart", "tui.widgets.memory_panel", "tui.widgets.log_tail",
-    "tui.widgets.token_preview", "tui.widgets.hardware_view",
+    f"osstune.tui.{name}" for name in (
+        "app", "run_source", "settings", "commands.wizard",
+        "screens.hardware", "screens.preset", "screens.dataset", "screens.review",
+        "screens.training", "screens.done",
+        "widgets.loss_chart", "widgets.memory_panel", "widgets.log_tail",
+        "widgets.token_preview", "widgets.hardware_view")
 ]
 HEAVY = ["torch", "transformers", "datasets", "peft", "accelerate"]
 
 FIRST_SCREEN = """
 import asyncio, json, sys, time
 t0 = time.perf_counter()
-from engine.hardware import load_profile
-from tui.app import OsstuneApp
-from tui.run_source import ProcessRunSource
+from osstune.engine.plan.hardware import load_profile
+from osstune.tui.app import OsstuneApp
+from osstune.tui.run_source import ProcessRunSource
 
 async def main():
     profile = load_profile(sys.argv[1])

@@ -10,12 +10,12 @@ from textual.app import App, ComposeResult
 from textual.widget import Widget
 from tui_fixtures import run_async
 
-from tui.run_source import GpuMemory, StepPoint
-from tui.settings import Settings
-from tui.widgets.bars import meter
-from tui.widgets.log_tail import LogTail
-from tui.widgets.loss_chart import LossChart, bucket_means
-from tui.widgets.memory_panel import MemoryPanel
+from osstune.tui.run_source import GpuMemory, StepPoint
+from osstune.tui.settings import Settings
+from osstune.tui.widgets.bars import meter
+from osstune.tui.widgets.log_tail import LogTail
+from osstune.tui.widgets.loss_chart import LossChart, bucket_means
+from osstune.tui.widgets.memory_panel import MemoryPanel
 
 
 class Host(App[None]):

@@ -7,9 +7,9 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from engine.events import EventWriter
-from engine.hardware import GpuInfo, HardwareProfile
-from tui.run_source import ProcessRunSource
+from osstune.engine.plan.hardware import GpuInfo, HardwareProfile
+from osstune.engine.session.events import EventWriter
+from osstune.tui.run_source import ProcessRunSource
 
 
 def h100_profile(gpus: int = 1) -> HardwareProfile:
@@ -80,7 +80,8 @@ def step_event(step: int, total: int, gpus: int, loss: float | None = None) -> d
 
 
 class ScriptedProcess:
-    """Stands in for engine.launch.TrainingProcess: the test writes the events file itself."""
+    """Stands in for engine.session.launch.TrainingProcess: the test writes the events file
+    itself."""
 
     def __init__(self, output_dir: Path, gpus: int = 1, finish_on_stop: bool = True) -> None:
         self.writer = EventWriter(output_dir)

@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING
 from textual.app import App
 from textual.binding import Binding
 
-from tui.run_source import RunLauncher
-from tui.screens.plan import Plan
-from tui.settings import Settings
+from osstune.tui.run_source import RunLauncher
+from osstune.tui.screens.plan import Plan
+from osstune.tui.settings import Settings
 
 if TYPE_CHECKING:
-    from engine.hardware import HardwareProfile
+    from osstune.engine.plan.hardware import HardwareProfile
 
 HardwareSource = Callable[[], "HardwareProfile"]
 
@@ -43,7 +43,7 @@ class OsstuneApp(App[None]):
         self.plan = Plan()
 
     def on_mount(self) -> None:
-        from tui.screens.hardware import HardwareScreen
+        from osstune.tui.screens.hardware import HardwareScreen
 
         self.push_screen(HardwareScreen())
 

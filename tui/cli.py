@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from tui.commands import doctor, inspect, merge, presets, run
+from osstune.tui.commands import doctor, inspect, merge, presets, run
 
 app = typer.Typer(
     name="osstune",
@@ -54,7 +54,7 @@ def root(
     """With no command, open the wizard. --hardware here applies to every command."""
     ctx.obj = {"hardware": hardware}
     if ctx.invoked_subcommand is None:
-        from tui.commands.wizard import open_wizard
+        from osstune.tui.commands.wizard import open_wizard
 
         open_wizard(hardware)
 

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from textual.message import Message
 
-from engine.events import EVENTS_FILE, EventReader
+from osstune.engine.session.events import EVENTS_FILE, EventReader
 
 if TYPE_CHECKING:
-    from engine.config import RunConfig
+    from osstune.engine.plan.config import RunConfig
 
 HISTORY_POINTS = 2048  # loss/lr points kept for the chart; older ones fall off (flat memory)
 LOG_LINES = 200
@@ -49,7 +49,7 @@ RunLauncher = Callable[["RunConfig", bool, bool], RunSource]
 
 
 class ProcessLike(Protocol):
-    """What `engine.launch.TrainingProcess` offers once started."""
+    """What `osstune.engine.session.launch.TrainingProcess` offers once started."""
 
     def poll(self) -> int | None: ...
 
@@ -73,7 +73,7 @@ class ProcessRunSource:
     @classmethod
     def launch(cls, cfg: RunConfig, resume: bool = False, force: bool = False) -> ProcessRunSource:
         """Start the engine through the same launcher as `osstune run`."""
-        from engine.launch import TrainingProcess
+        from osstune.engine.session.launch import TrainingProcess
 
         # Read from the start on resume (the chart continues the earlier curve); a forced fresh
         # start skips what an earlier run left (a replaced or truncated file is re-read anyway).

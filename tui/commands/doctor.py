@@ -6,10 +6,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from tui import output
+from osstune.tui import output
 
 if TYPE_CHECKING:
-    from engine.hardware import GpuLink, HardwareProfile
+    from osstune.engine.plan.hardware import GpuLink, HardwareProfile
 
 
 def _opt(value: float | None, unit: str = " GiB", digits: int = 1) -> str:
@@ -38,7 +38,7 @@ def describe_links(links: list[GpuLink]) -> str:
 def resolve_profile(ctx: typer.Context, hardware: str | None, output_dir: str | None
                     ) -> HardwareProfile:
     """The profile file named by --hardware (here or before the command), else a probe."""
-    from engine.hardware import HardwareProfileError, load_profile, probe
+    from osstune.engine.plan.hardware import HardwareProfileError, load_profile, probe
 
     hardware = hardware or (ctx.obj or {}).get("hardware")
     if hardware:
@@ -53,7 +53,7 @@ def resolve_profile(ctx: typer.Context, hardware: str | None, output_dir: str | 
 
 
 def render(profile: HardwareProfile, output_dir_problem: str | None = None) -> None:
-    from engine.hardware import hf_cache_dir, nearest_existing
+    from osstune.engine.plan.hardware import hf_cache_dir, nearest_existing
 
     if profile.gpus:
         rows = [[str(g.index), g.name, _opt(g.memory_total_gib), _opt(g.memory_free_gib),
@@ -96,7 +96,7 @@ def doctor(
         "--hardware", help="Show a hardware profile file (JSON) instead of probing")] = None,
 ) -> None:
     """Show this machine's GPUs, RAM, CPUs and free disk: what decides which preset fits."""
-    from engine.hardware import output_dir_problem, profile_to_dict
+    from osstune.engine.plan.hardware import output_dir_problem, profile_to_dict
 
     profile = resolve_profile(ctx, hardware, output_dir)
     problem = output_dir_problem(profile.output_dir) if profile.source == "probe" else None

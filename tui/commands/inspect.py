@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from tui import output
+from osstune.tui import output
 
 if TYPE_CHECKING:
-    from engine.config import RunConfig
-    from engine.dataset import DatasetStats, Example
-    from engine.token_view import TokenView
+    from osstune.engine.data.dataset import DatasetStats, Example
+    from osstune.engine.data.token_view import TokenView
+    from osstune.engine.plan.config import RunConfig
 
 DEFAULT_VIEW_COUNT = 3
 # Styles: trained tokens stand out, prompt tokens recede, harmony specials have their own colour.
@@ -26,7 +26,7 @@ PLAIN_OPEN, PLAIN_CLOSE = "⟦", "⟧"
 
 def _config(dataset: str | None, config: str | None, preset: str | None,
             overrides: list[str]) -> RunConfig:
-    from engine.config import ConfigError, ModelConfig, RunConfig, load_config
+    from osstune.engine.plan.config import ConfigError, ModelConfig, RunConfig, load_config
 
     if config and preset:
         output.fail("give --config or --preset, not both")
@@ -36,7 +36,7 @@ def _config(dataset: str | None, config: str | None, preset: str | None,
     try:
         cfg = load_config(config or preset, overrides) if (config or preset) else None
         if cfg is None:
-            from engine.config import apply_overrides, validate
+            from osstune.engine.plan.config import apply_overrides, validate
 
             base = RunConfig(model=ModelConfig(id="openai/gpt-oss-20b")).model_dump(mode="json")
             cfg = validate(apply_overrides(base, overrides), "inspect defaults")
@@ -129,8 +129,8 @@ def inspect(
         "GPT-OSS tokenizer when offline)")] = None,
 ) -> None:
     """Show which tokens of each example are trained (highlighted) and which are prompt (dim)."""
-    from engine.dataset import DatasetError, prepare_dataset
-    from engine.tokenizer import TokenizerError, load_tokenizer
+    from osstune.engine.data.dataset import DatasetError, prepare_dataset
+    from osstune.engine.data.tokenizer import TokenizerError, load_tokenizer
 
     cfg = _config(dataset, config, preset, list(set_ or []))
     try:
@@ -156,7 +156,7 @@ def inspect(
                                    "text": tokenizer.decode(ex.input_ids)}, ensure_ascii=False))
         return
 
-    from engine.token_view import token_view
+    from osstune.engine.data.token_view import token_view
 
     colour = output.use_color()
     console = output.console() if colour else None

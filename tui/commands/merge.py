@@ -10,10 +10,12 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from tui import output
+from osstune.tui import output
+
+MERGE_MODULE = "osstune.engine.trainer.merge"
 
 if TYPE_CHECKING:
-    from engine.config import RunConfig
+    from osstune.engine.plan.config import RunConfig
 
 TargetArg = Annotated[str, typer.Argument(metavar="CONFIG|DIR",
                                           help="The run's output folder or its config file")]
@@ -21,8 +23,8 @@ TargetArg = Annotated[str, typer.Argument(metavar="CONFIG|DIR",
 
 def resolve_run(target: str) -> tuple[RunConfig, Path]:
     """(config, output folder) for a run folder (with config.yaml) or a config file / preset."""
-    from engine.config import ConfigError, load_config
-    from engine.launch import CONFIG_FILE
+    from osstune.engine.plan.config import ConfigError, load_config
+    from osstune.engine.session.launch import CONFIG_FILE
 
     path = Path(target)
     try:
@@ -37,19 +39,23 @@ def resolve_run(target: str) -> tuple[RunConfig, Path]:
 
 
 def _merge(kind: str, target: str) -> None:
-    from engine.checkpoint import CheckpointError
-    from engine.merge import MergeError, merge_lora, merge_sharded_checkpoint
-    from engine.model import ModelError
-    from engine.tokenizer import TokenizerError
+    """Run the merge in its own process (it imports torch; the CLI never does)."""
+    import subprocess
+    import sys
 
-    cfg, out = resolve_run(target)
-    try:
-        merged = merge_lora(cfg, out) if kind == "lora" else merge_sharded_checkpoint(cfg, out)
-    except (MergeError, CheckpointError, ModelError, TokenizerError) as e:
-        output.fail(str(e), code=output.EXIT_PROBLEM)
-    except OSError as e:
-        output.fail(f"cannot write {out / 'merged'}: {e}", code=output.EXIT_PROBLEM)
-    output.print_line(f"merged weights: {merged}")
+    from osstune.engine.session.launch import CONFIG_FILE
+
+    _, out = resolve_run(target)  # refuses a bad target here, before a process starts
+    config = str(out / CONFIG_FILE) if Path(target).is_dir() else target
+    argv = [sys.executable, "-m", MERGE_MODULE, kind, config, str(out)]
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("osstune: error: ")]
+        reason = (lines[-1].removeprefix("osstune: error: ") if lines
+                  else f"the merge process exited with code {proc.returncode}: "
+                       + " | ".join(proc.stderr.strip().splitlines()[-3:]))
+        output.fail(reason, code=output.EXIT_PROBLEM)
+    output.print_line(f"merged weights: {proc.stdout.strip().splitlines()[-1]}")
 
 
 def merge_lora(target: TargetArg) -> None:

@@ -6,12 +6,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from tui import output
-from tui.commands.doctor import resolve_profile
+from osstune.tui import output
+from osstune.tui.commands.doctor import resolve_profile
 
 if TYPE_CHECKING:
-    from engine.hardware import HardwareProfile
-    from engine.recommend import PresetVerdict
+    from osstune.engine.plan.hardware import HardwareProfile
+    from osstune.engine.plan.recommend import PresetVerdict
 
 VERDICT_STYLE = {"fits": "bold green", "tight": "bold yellow", "does-not-fit": "bold red"}
 
@@ -29,7 +29,7 @@ def verdict_to_dict(v: PresetVerdict) -> dict[str, Any]:
 
 def describe_hardware(profile: HardwareProfile) -> str:
     """'2x NVIDIA GeForce RTX 4090 (24.0 GiB), 252 GiB RAM, 1.6 TiB free at ./outputs'."""
-    from engine.recommend import fmt_gib
+    from osstune.engine.plan.recommend import fmt_gib
 
     kinds: dict[tuple[str, float], int] = {}
     for g in profile.gpus:
@@ -42,8 +42,8 @@ def describe_hardware(profile: HardwareProfile) -> str:
 def _judge_one(name: str, profile: HardwareProfile, verdicts: list[PresetVerdict]
                ) -> list[PresetVerdict]:
     """The verdict for one preset name or config file; bad input ends the command."""
-    from engine.config import ConfigError, load_config, preset_names
-    from engine.recommend import judge
+    from osstune.engine.plan.config import ConfigError, load_config, preset_names
+    from osstune.engine.plan.recommend import judge
 
     if name in preset_names():
         return [v for v in verdicts if v.name == name]
@@ -66,8 +66,8 @@ def presets(
         show_default="./outputs")] = None,
 ) -> None:
     """List the presets with a verdict (fits / tight / does-not-fit), reasons and the pick."""
-    from engine.hardware import output_dir_problem
-    from engine.recommend import TIGHT_HEADROOM, recommend
+    from osstune.engine.plan.hardware import output_dir_problem
+    from osstune.engine.plan.recommend import TIGHT_HEADROOM, recommend
 
     if output_dir and not (hardware or (ctx.obj or {}).get("hardware")):
         problem = output_dir_problem(output_dir)

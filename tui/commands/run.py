@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from tui import output
+from osstune.tui import output
 
 if TYPE_CHECKING:
-    from engine.config import RunConfig
-    from engine.launch import TrainingProcess
+    from osstune.engine.plan.config import RunConfig
+    from osstune.engine.session.launch import TrainingProcess
 
 POLL_S = 0.25
 LOG_TAIL = 6
@@ -126,7 +126,7 @@ class RunView:
 
 def _effective_config(target: str, overrides: list[str], dataset: str | None,
                       output_dir: str | None) -> RunConfig:
-    from engine.config import ConfigError, load_config
+    from osstune.engine.plan.config import ConfigError, load_config
 
     try:
         cfg = load_config(target, overrides)
@@ -201,8 +201,12 @@ def run(
                      ] = False,
 ) -> None:
     """Train with a preset or config file and follow it until it ends."""
-    from engine.launch import TrainingProcess, serve_commands, serving_tensor_parallel
-    from engine.preflight import PreflightError, preflight
+    from osstune.engine.plan.preflight import PreflightError, preflight
+    from osstune.engine.session.launch import (
+        TrainingProcess,
+        serve_commands,
+        serving_tensor_parallel,
+    )
 
     cfg = _effective_config(target, list(set_ or []), dataset, output_dir)
     out = Path(cfg.output.dir)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 def open_wizard(hardware_file: str | None = None) -> None:
     """Open the wizard, planning for this machine or for the profile in `hardware_file`."""
-    from engine.hardware import HardwareProfileError, load_profile, probe
-    from tui.output import fail, is_terminal
+    from osstune.engine.plan.hardware import HardwareProfileError, load_profile, probe
+    from osstune.tui.output import fail, is_terminal
 
     if hardware_file is not None:
         path = Path(hardware_file)
@@ -28,7 +28,7 @@ def open_wizard(hardware_file: str | None = None) -> None:
     if not is_terminal(sys.stdin) or not is_terminal(sys.stdout):
         fail("the wizard needs a terminal; use `osstune run PRESET` for headless runs")
 
-    from tui.app import OsstuneApp
-    from tui.run_source import ProcessRunSource
+    from osstune.tui.app import OsstuneApp
+    from osstune.tui.run_source import ProcessRunSource
 
     OsstuneApp(hardware_source, ProcessRunSource.launch).run()

@@ -8,8 +8,8 @@ from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 if TYPE_CHECKING:
-    from tui.app import OsstuneApp
-    from tui.screens.plan import Plan
+    from osstune.tui.app import OsstuneApp
+    from osstune.tui.screens.plan import Plan
 
 
 class WizardScreen(Screen[None]):

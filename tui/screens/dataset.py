@@ -16,14 +16,14 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Footer, Header, Input, Label, Select, Static
 
-from engine.config import ConfigError, RunConfig, load_preset
-from tui.screens.base import WizardScreen, describe_error
-from tui.screens.plan import yaml_text
-from tui.widgets.token_preview import TokenPreview, legend
+from osstune.engine.plan.config import ConfigError, RunConfig, load_preset
+from osstune.tui.screens.base import WizardScreen, describe_error
+from osstune.tui.screens.plan import yaml_text
+from osstune.tui.widgets.token_preview import TokenPreview, legend
 
 if TYPE_CHECKING:
-    from engine.dataset import DatasetStats
-    from engine.harmony import Example
+    from osstune.engine.data.dataset import DatasetStats
+    from osstune.engine.data.harmony import Example
 
 PREVIEW_MAX_ROWS = 20_000  # the preview reads at most this many rows of a large dataset
 
@@ -61,7 +61,7 @@ def dataset_value(cfg: RunConfig, key: str) -> str:
 
 def summary_text(stats: DatasetStats, sequence_len: int, capped: bool) -> Text:
     """The summary `osstune inspect` prints, so both views of a dataset read the same."""
-    from tui.commands.inspect import summary_lines
+    from osstune.tui.commands.inspect import summary_lines
 
     lines = summary_lines(stats, sequence_len)
     if capped:
@@ -192,8 +192,8 @@ class DatasetScreen(WizardScreen):
 
     @work(thread=True, exclusive=True, group="dataset", exit_on_error=False)
     def load_preview(self, cfg: RunConfig) -> Preview:
-        from engine.dataset import prepare_dataset
-        from engine.tokenizer import load_tokenizer
+        from osstune.engine.data.dataset import prepare_dataset
+        from osstune.engine.data.tokenizer import load_tokenizer
 
         capped = cfg.dataset.max_rows is None or cfg.dataset.max_rows > PREVIEW_MAX_ROWS
         # One process: forking worker processes out of a threaded UI process is not safe.
@@ -233,7 +233,7 @@ class DatasetScreen(WizardScreen):
     def _show(self, index: int) -> None:
         if self.preview is None or not self.preview.examples:
             return
-        from engine.token_view import token_view
+        from osstune.engine.data.token_view import token_view
 
         examples = self.preview.examples
         self.index = min(max(index, 0), len(examples) - 1)
@@ -265,6 +265,6 @@ class DatasetScreen(WizardScreen):
         if self._config() is None:
             self.notify("fix the dataset settings first", severity="error")
             return
-        from tui.screens.review import ReviewScreen
+        from osstune.tui.screens.review import ReviewScreen
 
         self.app.push_screen(ReviewScreen())

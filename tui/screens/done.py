@@ -11,13 +11,13 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import Footer, Header, Static
 
-from engine.config import RunConfig
-from tui.screens.base import WizardScreen
+from osstune.engine.plan.config import RunConfig
+from osstune.tui.screens.base import WizardScreen
 
 
 def next_commands(cfg: RunConfig, outputs: dict[str, str]) -> list[tuple[str, str]]:
     """(what it does, command) pairs for the finished run."""
-    from engine.launch import serve_commands, serving_tensor_parallel
+    from osstune.engine.session.launch import serve_commands, serving_tensor_parallel
 
     out = cfg.output.dir
     steps: list[tuple[str, str]] = []
@@ -84,7 +84,7 @@ class DoneScreen(WizardScreen):
         return Text("\n").join(parts)
 
     def action_new_run(self) -> None:
-        from tui.screens.hardware import HardwareScreen
+        from osstune.tui.screens.hardware import HardwareScreen
 
         while len(self.app.screen_stack) > 2:  # keep the default screen and the hardware screen
             self.app.pop_screen()

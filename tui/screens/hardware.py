@@ -11,12 +11,12 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import Footer, Header, Static
 
-from tui.screens.base import WizardScreen, describe_error
-from tui.widgets.hardware_view import HardwareView
+from osstune.tui.screens.base import WizardScreen, describe_error
+from osstune.tui.widgets.hardware_view import HardwareView
 
 if TYPE_CHECKING:
-    from engine.hardware import HardwareProfile
-    from engine.recommend import Recommendation
+    from osstune.engine.plan.hardware import HardwareProfile
+    from osstune.engine.plan.recommend import Recommendation
 
 
 class HardwareScreen(WizardScreen):
@@ -42,7 +42,7 @@ class HardwareScreen(WizardScreen):
 
     @work(thread=True, exclusive=True, group="hardware", exit_on_error=False)
     def load_hardware(self) -> tuple[HardwareProfile, Recommendation]:
-        from engine.recommend import recommend
+        from osstune.engine.plan.recommend import recommend
 
         profile = self.wizard.hardware_source()
         return profile, recommend(profile)
@@ -64,6 +64,6 @@ class HardwareScreen(WizardScreen):
         if self.plan.recommendation is None:
             self.notify("still reading the hardware", severity="warning")
             return
-        from tui.screens.preset import PresetScreen
+        from osstune.tui.screens.preset import PresetScreen
 
         self.app.push_screen(PresetScreen())

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from engine.config import RunConfig, load_config
+from osstune.engine.plan.config import RunConfig, load_config
 
 if TYPE_CHECKING:
-    from engine.hardware import HardwareProfile
-    from engine.recommend import Recommendation
+    from osstune.engine.plan.hardware import HardwareProfile
+    from osstune.engine.plan.recommend import Recommendation
 
 
 def yaml_text(value: Any) -> str:

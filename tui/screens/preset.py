@@ -9,9 +9,9 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Footer, Header, Static
 
-from engine.config import ConfigError, RunConfig, load_preset
-from tui.screens.base import WizardScreen
-from tui.screens.plan import yaml_text
+from osstune.engine.plan.config import ConfigError, RunConfig, load_preset
+from osstune.tui.screens.base import WizardScreen
+from osstune.tui.screens.plan import yaml_text
 
 VERDICT_STYLE = {"fits": "green", "tight": "yellow", "does-not-fit": "red"}
 
@@ -162,6 +162,6 @@ class PresetScreen(WizardScreen):
             if remembered.preset == name and remembered.output_dir not in (None, default_dir):
                 self.plan.set_override("output.dir", yaml_text(remembered.output_dir))
         self.wizard.remember(preset=name)
-        from tui.screens.dataset import DatasetScreen
+        from osstune.tui.screens.dataset import DatasetScreen
 
         self.app.push_screen(DatasetScreen())

@@ -1,7 +1,8 @@
 """Screen 4: the effective config as YAML, key settings editable, the command that repeats it.
 
 Every edit becomes a `--set` override on the plan and the whole config is validated again through
-`engine.config` (the same code `osstune run` uses), so an error here is exactly the error the run
+`engine.plan.config` (the same code `osstune run` uses), so an error here is exactly the error the
+run
 would give, shown next to the field instead of after a launch.
 """
 
@@ -18,9 +19,9 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Footer, Header, Input, Label, Static
 
-from engine.config import ConfigError, RunConfig, dump_config, load_preset
-from tui.screens.base import WizardScreen
-from tui.screens.plan import yaml_text
+from osstune.engine.plan.config import ConfigError, RunConfig, dump_config, load_preset
+from osstune.tui.screens.base import WizardScreen
+from osstune.tui.screens.plan import yaml_text
 
 # (dotted key, label, lora only)
 FIELDS: list[tuple[str, str, bool]] = [
@@ -182,6 +183,6 @@ class ReviewScreen(WizardScreen):
         self.wizard.remember(
             preset=self.plan.preset, dataset=cfg.dataset.path, output_dir=cfg.output.dir
         )
-        from tui.screens.training import TrainingScreen
+        from osstune.tui.screens.training import TrainingScreen
 
         self.app.push_screen(TrainingScreen(cfg))

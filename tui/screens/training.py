@@ -19,13 +19,13 @@ from textual.screen import ModalScreen
 from textual.widgets import Footer, Header, Sparkline, Static
 from textual.worker import get_current_worker
 
-from engine.config import RunConfig
-from engine.preflight import existing_run
-from tui.run_source import RunMonitor, RunProgress, RunSnapshot, RunSource
-from tui.screens.base import WizardScreen, describe_error
-from tui.widgets.log_tail import LogTail
-from tui.widgets.loss_chart import LossChart
-from tui.widgets.memory_panel import MemoryPanel
+from osstune.engine.plan.config import RunConfig
+from osstune.engine.plan.preflight import existing_run
+from osstune.tui.run_source import RunMonitor, RunProgress, RunSnapshot, RunSource
+from osstune.tui.screens.base import WizardScreen, describe_error
+from osstune.tui.widgets.log_tail import LogTail
+from osstune.tui.widgets.loss_chart import LossChart
+from osstune.tui.widgets.memory_panel import MemoryPanel
 
 POLL_S = 0.2
 KILL_CONFIRM_S = 3.0
@@ -292,7 +292,7 @@ class TrainingScreen(WizardScreen):
         self.start(resume=True, force=False)
 
     def action_done(self) -> None:
-        from tui.screens.done import DoneScreen
+        from osstune.tui.screens.done import DoneScreen
 
         self.app.push_screen(DoneScreen(self.config))
 

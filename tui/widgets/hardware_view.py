@@ -9,10 +9,10 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
-from tui.widgets.bars import meter
+from osstune.tui.widgets.bars import meter
 
 if TYPE_CHECKING:
-    from engine.hardware import HardwareProfile
+    from osstune.engine.plan.hardware import HardwareProfile
 
 BAR_WIDTH = 24
 

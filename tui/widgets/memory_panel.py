@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from rich.text import Text
 from textual.widget import Widget
 
-from tui.run_source import GpuMemory
-from tui.widgets.bars import meter
+from osstune.tui.run_source import GpuMemory
+from osstune.tui.widgets.bars import meter
 
 NAME_WIDTH = 12
 WIDE_ENOUGH_FOR_NAMES = 46  # below this the bar gets the room and names are left out

@@ -1,6 +1,6 @@
 """One training example, token by token: trained text bright, masked text dim, specials distinct.
 
-The text comes from `osstune inspect`'s renderer over `engine.token_view.TokenView`s, so the
+The text comes from `osstune inspect`'s renderer over `engine.data.token_view.TokenView`s, so the
 wizard and the CLI cannot disagree about what is trained or how it looks.
 """
 
@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 from rich.text import Text
 from textual.widgets import Static
 
-from tui.commands import inspect as inspect_command
+from osstune.tui.commands import inspect as inspect_command
 
 if TYPE_CHECKING:
-    from engine.token_view import TokenView
+    from osstune.engine.data.token_view import TokenView
 
 
 def token_text(tokens: Sequence[TokenView], show_ids: bool = False) -> Text:

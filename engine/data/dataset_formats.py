@@ -10,8 +10,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.chat import ROLES, Chat, ChatMessage, RowError, ToolCall
-from engine.harmony_system import REASONING_EFFORTS, ToolSpec
+from osstune.engine.data.chat import ROLES, Chat, ChatMessage, RowError, ToolCall
+from osstune.engine.data.harmony_system import REASONING_EFFORTS, ToolSpec
 
 UNKNOWN_ROLE = "unknown role"
 TOOL_WITHOUT_CALL = "tool result without a call"

@@ -112,8 +112,9 @@ def sink_flex_attention(module: torch.nn.Module, query: torch.Tensor, key: torch
         raise ValueError("osstune flex attention: attention dropout is not supported; "
                          "set the model's attention_dropout to 0")
     if attention_mask is not None and not isinstance(attention_mask, BlockMask):
-        raise TypeError("osstune flex attention needs BlockMask masks (engine.ops.attention."
-                        f"block_masks); got {type(attention_mask).__name__}")
+        raise TypeError("osstune flex attention needs BlockMask masks "
+                        "(osstune.engine.trainer.ops.attention.block_masks); "
+                        f" got {type(attention_mask).__name__}")
     run = _flex() if query.is_cuda else flex_attention  # CPU: the reference path (tests)
     out, aux = run(query, key, value, block_mask=attention_mask, scale=scaling,
                    enable_gqa=query.shape[1] != key.shape[1], return_aux=AuxRequest(lse=True))

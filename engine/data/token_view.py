@@ -10,7 +10,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-from engine.harmony import IGNORE_INDEX, Example
+from osstune.engine.data.harmony import IGNORE_INDEX, Example
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class TokenView:
 
 @functools.cache
 def _byte_decoder() -> dict[str, int]:
-    from engine.tokenizer import _bytes_to_unicode
+    from osstune.engine.data.tokenizer import _bytes_to_unicode
 
     return {ch: b for b, ch in _bytes_to_unicode().items()}
 

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from engine.config import RunConfig
+from osstune.engine.plan.config import RunConfig
 
 # Shapes of the public checkpoints' config.json (see DESIGN.md), so that `init: random` works with
 # no hub. Everything not listed is transformers' GptOssConfig default, which matches both.
@@ -58,7 +58,8 @@ class ModelInfo:
 
 
 def resolve_attn_implementation(requested: str, device: torch.device) -> str:
-    """auto: osstune's flex attention with sinks on CUDA (engine.ops.attention), eager on CPU.
+    """auto: osstune's flex attention with sinks on CUDA (engine.trainer.ops.attention), eager on
+    CPU.
 
     GPT-OSS has no SDPA path (a request falls back to eager, which materialises S x S scores);
     flex attention has no CPU backward. `flex_attention` selects transformers' stock flex path.
@@ -67,7 +68,7 @@ def resolve_attn_implementation(requested: str, device: torch.device) -> str:
         return requested
     if device.type != "cuda":
         return "eager"
-    from engine.ops.attention import register
+    from osstune.engine.trainer.ops.attention import register
 
     return register()
 
@@ -80,7 +81,7 @@ def _hub_config(model_id: str, trust_remote_code: bool) -> Any:
     """The cached copy first; the network only when the hub answers quickly (no retry storms)."""
     from transformers import AutoConfig
 
-    from engine.tokenizer import hub_reachable
+    from osstune.engine.data.tokenizer import hub_reachable
 
     try:
         return AutoConfig.from_pretrained(model_id, trust_remote_code=trust_remote_code,

@@ -1,16 +1,16 @@
 """Pre-flight checks before anything heavy is loaded: GPUs, disk, host RAM, the output folder.
 
 Torch-free: `osstune run` calls it before launching, the engine again before loading (a direct
-`python -m engine.train` gets the same answers). `--force` turns refusals into warnings.
+`python -m engine.trainer.train` gets the same answers). `--force` turns refusals into warnings.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from engine.config import RunConfig
-from engine.events import EVENTS_FILE
-from engine.hardware import HardwareProfile, free_gib, output_dir_problem, probe
+from osstune.engine.plan.config import RunConfig
+from osstune.engine.plan.hardware import HardwareProfile, free_gib, output_dir_problem, probe
+from osstune.engine.session.events import EVENTS_FILE
 
 
 class PreflightError(RuntimeError):

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from engine.config import TrainingConfig
+from osstune.engine.plan.config import TrainingConfig
 
 
 def build_optimizer(params: Iterable[torch.nn.Parameter], training: TrainingConfig,

@@ -1,6 +1,6 @@
 """Which presets fit a machine, and which one to recommend.
 
-No torch import. Every preset carries a `requirements` block (engine.config.Requirements); each
+No torch import. Every preset carries a `requirements` block (engine.plan.config.Requirements); each
 requirement is compared with the hardware profile and gives one reason, in numbers.
 
 Verdicts
@@ -26,10 +26,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from engine.hardware import GpuInfo, HardwareProfile
+from osstune.engine.plan.hardware import GpuInfo, HardwareProfile
 
 if TYPE_CHECKING:
-    from engine.config import Requirements, RunConfig
+    from osstune.engine.plan.config import Requirements, RunConfig
 
 Verdict = Literal["fits", "tight", "does-not-fit"]
 
@@ -219,7 +219,7 @@ def _summary(pick: PresetVerdict | None, verdicts: list[PresetVerdict],
 def recommend(profile: HardwareProfile, presets: list[RunConfig] | None = None) -> Recommendation:
     """A verdict for every preset (the shipped ones by default) and the one to recommend."""
     if presets is None:
-        from engine.config import load_preset, preset_names
+        from osstune.engine.plan.config import load_preset, preset_names
 
         presets = [load_preset(name) for name in preset_names()]
     verdicts = [judge(cfg, profile) for cfg in presets]

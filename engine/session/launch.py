@@ -1,7 +1,8 @@
 """Launching the engine as a subprocess; torch-free (the CLI and the wizard import it).
 
 `build_command` gives the argv (torchrun through `python -m torch.distributed.run` for more than
-one process, plain `python -m engine.train` for one; never a shell). `TrainingProcess` writes the
+one process, plain `python -m engine.trainer.train` for one; never a shell). `TrainingProcess`
+writes the
 effective config to OUTPUT/config.yaml, starts the engine in its own session and exposes its
 events and the tail of its stderr.
 """
@@ -17,18 +18,22 @@ import sys
 import threading
 from pathlib import Path
 
-from engine.config import RunConfig, dump_config
-from engine.events import EVENTS_FILE, EventReader
+from osstune.engine.plan.config import RunConfig, dump_config
+from osstune.engine.session.events import EVENTS_FILE, EventReader
 
 CONFIG_FILE = "config.yaml"
 STDERR_LINES = 400
+
+
+# The engine entry point; a module name, never a shell line.
+ENGINE_MODULE = "osstune.engine.trainer.train"
 
 
 def build_command(config_path: Path, world_size: int, nnodes: int = 1, resume: bool = False,
                   output_dir: Path | None = None, force: bool = False,
                   rdzv_endpoint: str | None = None, node_rank: int | None = None) -> list[str]:
     """argv for one node. Multi-node: pass the same rdzv_endpoint (host:port) on every node."""
-    engine_args = ["-m", "engine.train", "--config", str(config_path)]
+    engine_args = ["-m", ENGINE_MODULE, "--config", str(config_path)]
     if output_dir is not None:
         engine_args += ["--output", str(output_dir)]
     if resume:
@@ -126,7 +131,7 @@ class TrainingProcess:
             kids = psutil.Process(self.proc.pid).children(recursive=True)
         except Exception:
             kids = []
-        workers = [k.pid for k in kids if "engine.train" in " ".join(_cmdline(k))]
+        workers = [k.pid for k in kids if ENGINE_MODULE in " ".join(_cmdline(k))]
         return workers or [self.proc.pid]
 
     def stop(self) -> None:

@@ -39,7 +39,7 @@ class Source:
 
 
 def builtin_sample_path() -> Path:
-    return Path(str(resources.files("engine") / "samples" / "osstune-sample.jsonl"))
+    return Path(str(resources.files("osstune.engine.data") / "samples" / "osstune-sample.jsonl"))
 
 
 def _file_digest(paths: list[Path]) -> str:
@@ -146,7 +146,7 @@ def _looks_local(name: str) -> bool:
 
 
 def read_hub(name: str, split: str) -> Source:
-    from engine.tokenizer import hub_offline, hub_reachable
+    from osstune.engine.data.tokenizer import hub_offline, hub_reachable
 
     try:
         import datasets

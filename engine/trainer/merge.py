@@ -9,10 +9,11 @@ from pathlib import Path
 
 import torch
 
-from engine import checkpoint as ckpt
-from engine.config import RunConfig
-from engine.export import save_full_model
-from engine.model import (
+from osstune.engine.data.tokenizer import load_tokenizer
+from osstune.engine.plan.config import RunConfig
+from osstune.engine.trainer import checkpoint as ckpt
+from osstune.engine.trainer.export import save_full_model
+from osstune.engine.trainer.model import (
     build_meta_model,
     load_model_config,
     load_pretrained,
@@ -20,8 +21,7 @@ from engine.model import (
     reset_rotary,
     torch_dtype,
 )
-from engine.objective import CausalLMObjective
-from engine.tokenizer import load_tokenizer
+from osstune.engine.trainer.objective import CausalLMObjective
 
 MERGED_DIR = "merged"
 CPU = torch.device("cpu")
@@ -71,3 +71,37 @@ def merge_sharded_checkpoint(cfg: RunConfig, output_dir: Path,
     ckpt.load_model_weights(folder, objective)
     tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.id)
     return save_full_model(lm.state_dict(), config, tokenizer, Path(output_dir) / MERGED_DIR)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m osstune.engine.trainer.merge {lora|sharded} CONFIG OUTPUT_DIR`: the merge
+    commands' process (the CLI never imports torch). Prints the merged folder on stdout, or one
+    `osstune: error: ...` line on stderr with exit 1."""
+    import argparse
+    import sys
+
+    from osstune.engine.data.tokenizer import TokenizerError
+    from osstune.engine.plan.config import ConfigError, load_config
+    from osstune.engine.trainer.model import ModelError
+
+    p = argparse.ArgumentParser(prog="python -m osstune.engine.trainer.merge")
+    p.add_argument("kind", choices=("lora", "sharded"))
+    p.add_argument("config")
+    p.add_argument("output_dir", type=Path)
+    args = p.parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+        merge = merge_lora if args.kind == "lora" else merge_sharded_checkpoint
+        merged = merge(cfg, args.output_dir)
+    except (MergeError, ckpt.CheckpointError, ModelError, TokenizerError, ConfigError) as e:
+        print(f"osstune: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"osstune: error: cannot write {args.output_dir / MERGED_DIR}: {e}", file=sys.stderr)
+        return 1
+    print(merged)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

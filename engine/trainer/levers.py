@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from engine.config import ConfigError, RunConfig
-from engine.ops.compile import CompileTarget
+from osstune.engine.plan.config import ConfigError, RunConfig
+from osstune.engine.trainer.ops.compile import CompileTarget
 
 
 @dataclass
@@ -60,7 +60,7 @@ def plan_levers(cfg: RunConfig, device: torch.device, world_size: int) -> LeverP
 
 def enable_checkpointing(lm: nn.Module, plan: LeverPlan) -> str | None:
     """Checkpoint all decoder layers of `lm` (plain or PEFT) but the last `unchecked_layers`."""
-    from engine.ops.checkpointing import checkpoint_layers, decoder_layers
+    from osstune.engine.trainer.ops.checkpointing import checkpoint_layers, decoder_layers
 
     if not plan.checkpointing:
         return None
@@ -76,8 +76,8 @@ def enable_checkpointing(lm: nn.Module, plan: LeverPlan) -> str | None:
 def apply_block_levers(lm: nn.Module, plan: LeverPlan) -> list[str]:
     """torch.compile, then token-chunked MoE blocks (the order bench/bench_train.py measured;
     the compiled block calls the chunking forward, which is static for rows up to the chunk)."""
-    from engine.ops.checkpointing import chunk_moe
-    from engine.ops.compile import compile_blocks
+    from osstune.engine.trainer.ops.checkpointing import chunk_moe
+    from osstune.engine.trainer.ops.compile import compile_blocks
 
     applied: list[str] = []
     if plan.compile is not None:
@@ -97,7 +97,7 @@ def fit_unchecked_after_first_step(lm: nn.Module, plan: LeverPlan, tokens: int) 
     """
     if not plan.fit_unchecked:
         return None
-    from engine.ops.checkpointing import fit_unchecked_to_card
+    from osstune.engine.trainer.ops.checkpointing import fit_unchecked_to_card
 
     plan.fit_unchecked = False
     return fit_unchecked_to_card(lm, tokens)

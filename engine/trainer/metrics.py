@@ -12,7 +12,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from engine.hardware import GIB
+from osstune.engine.plan.hardware import GIB
 
 # Dense bf16 tensor-core peak (no sparsity), by substring of the device name.
 PEAK_BF16_FLOPS = (

@@ -23,9 +23,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from engine.chat import Chat, RowError
-from engine.dataset_cache import load_cached, save_cached
-from engine.dataset_formats import (
+from osstune.engine.data.chat import Chat, RowError
+from osstune.engine.data.dataset_cache import load_cached, save_cached
+from osstune.engine.data.dataset_formats import (
     NO_TRAINED_TOKENS,
     NOT_JSON,
     TOO_LONG,
@@ -33,9 +33,14 @@ from engine.dataset_formats import (
     detect_format,
     row_to_chat,
 )
-from engine.dataset_sources import DATASET_BUILTIN_SAMPLE, BadRow, DatasetError, read_source
-from engine.harmony import IGNORE_INDEX, Example, HarmonyRenderer, RenderSettings
-from engine.token_view import TokenView, token_view
+from osstune.engine.data.dataset_sources import (
+    DATASET_BUILTIN_SAMPLE,
+    BadRow,
+    DatasetError,
+    read_source,
+)
+from osstune.engine.data.harmony import IGNORE_INDEX, Example, HarmonyRenderer, RenderSettings
+from osstune.engine.data.token_view import TokenView, token_view
 
 __all__ = [
     "DATASET_BUILTIN_SAMPLE",

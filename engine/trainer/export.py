@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from engine.chat_template import CHAT_TEMPLATE
-from engine.model import hf_config_dict
+from osstune.engine.data.chat_template import CHAT_TEMPLATE
+from osstune.engine.trainer.model import hf_config_dict
 
 MAX_SHARD_SIZE = "5GB"
 # The checkpoints' generation config: stop on <|return|>, <|endoftext|> and <|call|>.

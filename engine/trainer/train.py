@@ -1,4 +1,5 @@
-"""The training engine: `python -m engine.train --config RUN.yaml [--resume [PATH]] [--output DIR]`.
+"""The training engine: `python -m engine.trainer.train --config RUN.yaml [--resume [PATH]]
+[--output DIR]`.
 
 Runs alone (one process, CPU or one GPU) or under torchrun (one process per GPU; FSDP2). Rank 0
 appends events to OUTPUT/events.jsonl (engine/events.py documents them) and a one-line summary
@@ -27,21 +28,29 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from engine import checkpoint as ckpt
-from engine import metrics
-from engine.config import ConfigError, RunConfig, load_config
-from engine.dataset import PAD_ID, DatasetError, PackedRow, pack_examples, prepare_dataset
-from engine.events import EVENTS_FILE, EventWriter
-from engine.flops import train_flops_per_token
-from engine.launch import serve_commands, serving_tensor_parallel
-from engine.levers import (
+from osstune.engine.data.dataset import (
+    PAD_ID,
+    DatasetError,
+    PackedRow,
+    pack_examples,
+    prepare_dataset,
+)
+from osstune.engine.data.tokenizer import TokenizerError, load_tokenizer
+from osstune.engine.plan.config import ConfigError, RunConfig, load_config
+from osstune.engine.plan.flops import train_flops_per_token
+from osstune.engine.plan.preflight import PreflightError, preflight, uses_gpus
+from osstune.engine.session.events import EVENTS_FILE, EventWriter
+from osstune.engine.session.launch import serve_commands, serving_tensor_parallel
+from osstune.engine.trainer import checkpoint as ckpt
+from osstune.engine.trainer import metrics
+from osstune.engine.trainer.levers import (
     LeverPlan,
     apply_block_levers,
     enable_checkpointing,
     fit_unchecked_after_first_step,
     plan_levers,
 )
-from engine.model import (
+from osstune.engine.trainer.model import (
     ModelError,
     ModelInfo,
     active_params,
@@ -53,10 +62,13 @@ from engine.model import (
     reset_rotary,
     torch_dtype,
 )
-from engine.objective import IGNORE_INDEX, CausalLMObjective, causal_lm, shift_labels
-from engine.optim import build_optimizer, build_scheduler
-from engine.preflight import PreflightError, preflight, uses_gpus
-from engine.tokenizer import TokenizerError, load_tokenizer
+from osstune.engine.trainer.objective import (
+    IGNORE_INDEX,
+    CausalLMObjective,
+    causal_lm,
+    shift_labels,
+)
+from osstune.engine.trainer.optim import build_optimizer, build_scheduler
 
 EXIT_USER_ERROR = 2
 EXIT_OUT_OF_MEMORY = 3
@@ -85,7 +97,8 @@ USER_ERRORS: dict[type[BaseException], str] = {
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m engine.train", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m osstune.engine.trainer.train",
+                                description=__doc__.splitlines()[0])
     p.add_argument("--config", required=True, help="run config YAML (or a preset name)")
     p.add_argument("--output", help="output directory (default: output.dir of the config)")
     p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="CHECKPOINT",
@@ -332,7 +345,7 @@ def build(cfg: RunConfig, rt: Runtime, config: Any, levers: LeverPlan) -> Built:
         lm = load_pretrained(cfg, config, rt.device)
         config = lm.config
     if lora:
-        from engine.lora import apply_lora
+        from osstune.engine.trainer.lora import apply_lora
 
         lm = apply_lora(lm, cfg.lora)
     else:
@@ -343,7 +356,7 @@ def build(cfg: RunConfig, rt: Runtime, config: Any, levers: LeverPlan) -> Built:
     if fsdp:
         from torch.distributed.device_mesh import init_device_mesh
 
-        from engine.fsdp import shard_model
+        from osstune.engine.trainer.fsdp import shard_model
 
         mesh = init_device_mesh(rt.device.type, (rt.world_size,))
         shard_model(objective, causal_lm(lm), dtype, cfg.distributed.cpu_offload, mesh)
@@ -616,7 +629,7 @@ def train(args: argparse.Namespace, stop: StopRequest, run: Run) -> int:
 def export(cfg: RunConfig, built: Built, tokenizer: Any, output: Path, rt: Runtime,
            run: Run) -> dict[str, str]:
     """Collective. A failed export (e.g. disk full) is a warning: the checkpoint is intact."""
-    from engine.export import save_adapter, save_full_model
+    from osstune.engine.trainer.export import save_adapter, save_full_model
 
     try:
         if cfg.method == "lora":

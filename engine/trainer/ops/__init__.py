@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from torch import nn
 
-    from engine.ops.compile import CompileTarget
+    from osstune.engine.trainer.ops.compile import CompileTarget
 
 
 def apply(model: nn.Module, *, attention: bool = True, gradient_checkpointing: bool = True,
@@ -36,9 +36,9 @@ def apply(model: nn.Module, *, attention: bool = True, gradient_checkpointing: b
     parameters require grad; save them with the model's state dict or merge them with
     `moe_lora.merge_expert_lora` before export: they are not PEFT modules).
     """
-    from engine.ops import attention as attn
-    from engine.ops.checkpointing import checkpoint_layers
-    from engine.ops.compile import compile_blocks
+    from osstune.engine.trainer.ops import attention as attn
+    from osstune.engine.trainer.ops.checkpointing import checkpoint_layers
+    from osstune.engine.trainer.ops.compile import compile_blocks
 
     applied: list[str] = []
     lm = getattr(model, "get_base_model", lambda: model)()
@@ -51,7 +51,7 @@ def apply(model: nn.Module, *, attention: bool = True, gradient_checkpointing: b
         applied.append(f"checkpointing: {checked} of {checked + unchecked_layers} layers"
                        + (", inputs offloaded to host" if offload_activations else ""))
     if expert_lora is not None:
-        from engine.ops.moe_lora import add_expert_lora
+        from osstune.engine.trainer.ops.moe_lora import add_expert_lora
 
         r, alpha = expert_lora
         params = add_expert_lora(model, r, alpha)

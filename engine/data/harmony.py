@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.chat import Chat, ChatMessage, RowError
-from engine.dataset_formats import NO_ASSISTANT
-from engine.harmony_system import (
+from osstune.engine.data.chat import Chat, ChatMessage, RowError
+from osstune.engine.data.dataset_formats import NO_ASSISTANT
+from osstune.engine.data.harmony_system import (
     DEFAULT_IDENTITY,
     DEFAULT_KNOWLEDGE_CUTOFF,
     REASONING_EFFORTS,

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from engine.ops.loss import IGNORE_INDEX, linear_cross_entropy
+from osstune.engine.trainer.ops.loss import IGNORE_INDEX, linear_cross_entropy
 
 
 def shift_labels(labels: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
@@ -38,7 +38,7 @@ def attention_masks(config: Any, position_ids: torch.Tensor, dtype: torch.dtype)
     GptOssModel builds its masks without the position ids, so packed rows would attend across
     example boundaries; building them here from the restarting position ids prevents that.
     """
-    from engine.ops.attention import ATTN_IMPLEMENTATION, block_masks
+    from osstune.engine.trainer.ops.attention import ATTN_IMPLEMENTATION, block_masks
 
     if config._attn_implementation == ATTN_IMPLEMENTATION:
         return block_masks(config, position_ids)  # block-sparse, built without an S x S mask

@@ -199,7 +199,7 @@ PRESET_NAMES = (
 
 def preset_names() -> list[str]:
     """Presets shipped as package data, in the order of PRESET_NAMES then any extra files."""
-    found = sorted(p.name[: -len(".yaml")] for p in resources.files("presets").iterdir()
+    found = sorted(p.name[: -len(".yaml")] for p in resources.files("osstune.presets").iterdir()
                    if p.name.endswith(".yaml"))
     ordered = [n for n in PRESET_NAMES if n in found]
     return ordered + [n for n in found if n not in ordered]
@@ -208,7 +208,7 @@ def preset_names() -> list[str]:
 def preset_text(name: str) -> str:
     if name not in preset_names():
         raise ConfigError(f"unknown preset {name!r}; valid presets: {', '.join(preset_names())}")
-    return (resources.files("presets") / f"{name}.yaml").read_text(encoding="utf-8")
+    return (resources.files("osstune.presets") / f"{name}.yaml").read_text(encoding="utf-8")
 
 
 def _format_errors(err: ValidationError, source: str) -> str:

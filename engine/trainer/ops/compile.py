@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from engine.ops.checkpointing import decoder_layers
+from osstune.engine.trainer.ops.checkpointing import decoder_layers
 
 CompileTarget = Literal["mlp", "layer"]
 

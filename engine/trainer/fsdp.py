@@ -16,7 +16,7 @@ from torch.distributed.fsdp import (
     fully_shard,
 )
 
-from engine.ops.checkpointing import decoder_layers
+from osstune.engine.trainer.ops.checkpointing import decoder_layers
 
 
 def shard_model(root: nn.Module, lm: nn.Module, param_dtype: torch.dtype, cpu_offload: bool,

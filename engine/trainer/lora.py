@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from engine.config import LoraConfig
+from osstune.engine.plan.config import LoraConfig
 
 
 def apply_lora(model: nn.Module, lora: LoraConfig) -> nn.Module:

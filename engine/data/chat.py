@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from engine.harmony_system import ToolSpec
+from osstune.engine.data.harmony_system import ToolSpec
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 

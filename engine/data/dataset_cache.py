@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from engine.harmony import Example
-from engine.tokenizer import cache_root
+from osstune.engine.data.harmony import Example
+from osstune.engine.data.tokenizer import cache_root
 
 CACHE_VERSION = "1"
 ROLE_CODES = ("system", "developer", "user", "assistant", "tool")

@@ -1,0 +1,1 @@
+"""The training process (imports torch): model, levers, loop, checkpoints, export."""
