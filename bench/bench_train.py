@@ -127,15 +127,14 @@ def _build(variant: Variant, cfg_values: dict[str, Any], device: Any) -> tuple[A
                                              target_modules=["q_proj", "k_proj", "v_proj",
                                                              "o_proj"]))
     if uses_ops:
-        from osstune.engine.trainer import ops
-        from osstune.engine.trainer.ops.checkpointing import chunk_moe
+        from osstune.engine.trainer.levers import LeverPlan, apply_levers
 
-        applied = ops.apply(model, attention=variant.attn == "osstune",
-                            unchecked_layers=max(0, variant.unchecked),
-                            offload_activations=variant.offload, compile=variant.compile)
-        if variant.moe_chunk:
-            chunk_moe(model, variant.moe_chunk)
-            applied.append(f"moe chunks of {variant.moe_chunk} tokens above that length")
+        plan = LeverPlan(checkpointing=True, unchecked_layers=max(0, variant.unchecked),
+                         fit_unchecked=False, compile=variant.compile,
+                         moe_chunk_tokens=variant.moe_chunk or None,
+                         attention=variant.attn == "osstune",
+                         offload_activations=variant.offload)
+        applied = apply_levers(model, plan)
         print("applied: " + "; ".join(applied), file=sys.stderr)
     return model, config
 

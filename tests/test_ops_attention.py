@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from osstune.engine.trainer import ops
+from osstune.engine.trainer.levers import LeverPlan, apply_levers
 from osstune.engine.trainer.ops import attention
 from osstune.engine.trainer.ops.loss import linear_cross_entropy
 from tests.ops_fixtures import dense_flex_attention, tiny_model
@@ -71,7 +71,7 @@ def test_mask_is_causal_within_documents_and_windowed():
 def test_packed_forward_with_real_flex_matches_eager_per_example():
     stock = tiny_model()
     ours = tiny_model()
-    ops.apply(ours, gradient_checkpointing=False)
+    apply_levers(ours, _plan(checkpointing=False))
     assert ours.config._attn_implementation == attention.ATTN_IMPLEMENTATION
     ids, input_ids, position_ids = _packed_batch()
     with torch.no_grad():
@@ -83,7 +83,7 @@ def test_packed_forward_with_real_flex_matches_eager_per_example():
 
 def test_single_example_rows_use_the_lookup_free_mask_and_match_eager():
     stock, ours = tiny_model(), tiny_model()
-    ops.apply(ours, gradient_checkpointing=False)
+    apply_levers(ours, _plan(checkpointing=False))
     ids = torch.randint(1, 128, (2, 19), generator=torch.Generator().manual_seed(2))
     position_ids = torch.arange(19).expand(2, -1)
     masks = attention.block_masks(ours.config, position_ids, compile_mask=False)
@@ -99,7 +99,7 @@ def test_packed_gradients_match_eager_per_example(monkeypatch):
     monkeypatch.setattr(attention, "flex_attention", dense_flex_attention)
     stock = tiny_model()
     ours = tiny_model()
-    ops.apply(ours, gradient_checkpointing=True)
+    apply_levers(ours, _plan(checkpointing=True))
     ours.train()
     ids, input_ids, position_ids = _packed_batch()
     ref_loss, _ = _stock_loss_per_example(stock, ids)
@@ -138,3 +138,10 @@ def test_cuda_flex_kernel_matches_dense_reference(monkeypatch):
     torch.testing.assert_close(out, ref_out, rtol=1e-3, atol=1e-4)
     for got, want in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3)
+
+
+def _plan(checkpointing: bool = True, unchecked_layers: int = 0,
+          expert_lora: tuple[int, float] | None = None) -> LeverPlan:
+    return LeverPlan(checkpointing=checkpointing, unchecked_layers=unchecked_layers,
+                     fit_unchecked=False, compile=None, moe_chunk_tokens=None, attention=True,
+                     expert_lora=expert_lora)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from osstune.engine.trainer import ops
+from osstune.engine.trainer.levers import LeverPlan, apply_levers
 from osstune.engine.trainer.ops.checkpointing import (
     checkpoint_layers,
     chunk_moe,
@@ -70,8 +70,15 @@ def test_checkpointed_layer_split_and_budget():
 
 def test_apply_reports_what_it_switched_on():
     model = tiny_model()
-    applied = ops.apply(model, attention=True, unchecked_layers=1, expert_lora=(2, 4))
+    applied = apply_levers(model, _plan(unchecked_layers=1, expert_lora=(2, 4)))
     assert applied[0].startswith("attention: osstune_flex")
     assert applied[1] == "checkpointing: 1 of 2 layers"
     # 2 layers x 4 experts x r=2 x ((64 + 64) + (32 + 64)) adapter weights
     assert applied[2].startswith("expert LoRA: r=2 alpha=4, 3584 parameters")
+
+
+def _plan(checkpointing: bool = True, unchecked_layers: int = 0,
+          expert_lora: tuple[int, float] | None = None) -> LeverPlan:
+    return LeverPlan(checkpointing=checkpointing, unchecked_layers=unchecked_layers,
+                     fit_unchecked=False, compile=None, moe_chunk_tokens=None, attention=True,
+                     expert_lora=expert_lora)

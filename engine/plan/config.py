@@ -181,8 +181,16 @@ class RunConfig(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
-        if self.distributed.cpu_offload and not self.distributed.fsdp:
+        # Static rules: `osstune run` and the wizard refuse these before any process starts.
+        dist = self.distributed
+        if dist.cpu_offload and not dist.fsdp:
             raise ValueError("distributed.cpu_offload needs distributed.fsdp: true")
+        if dist.world_size > 1 and not dist.fsdp:
+            raise ValueError(f"distributed: {dist.world_size} processes (gpus x nnodes) need "
+                             "fsdp: true (without it each process would train a full copy)")
+        if self.method == "lora" and dist.fsdp:
+            raise ValueError("method lora runs on one process: set distributed.fsdp: false and "
+                             "distributed.gpus: 1 (or 0 for CPU)")
         if self.method == "lora" and not (self.lora.target_modules or self.lora.target_parameters):
             raise ValueError("lora needs target_modules or target_parameters")
         return self

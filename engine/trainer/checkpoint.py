@@ -3,12 +3,15 @@
 Layout: OUTPUT/checkpoints/step-000120/ holds the DCP shards of {"model", "optim"} (every rank
 writes its own shard), `trainer_state.json` (step, scheduler, elapsed time), `rng/rank-R.pt` and,
 written last, `COMPLETE`. Everything goes into `.tmp-step-000120` first and is renamed once all
-ranks finished, so a kill during a save leaves the previous checkpoint untouched. LoRA runs save
-only the trainable (adapter) parameters.
+ranks finished, so a kill during a save leaves the previous checkpoint untouched; a failed save
+removes its temp folder. Old checkpoints lose `COMPLETE` before their shards. Reading never
+unpickles freely (engine/trainer/safe_metadata.py). LoRA runs save only the trainable (adapter)
+parameters.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import random
 import shutil
@@ -27,6 +30,8 @@ from torch.distributed.checkpoint.state_dict import (
     get_state_dict,
     set_state_dict,
 )
+
+from osstune.engine.trainer.safe_metadata import SafeLoadPlanner, SafeReader, UnsafeMetadataError
 
 # A single-process run saves without a process group on purpose; DCP warns about it every time.
 warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or")
@@ -107,37 +112,131 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
+class CheckpointSaveError(RuntimeError):
+    """A save that could not be written (disk full, read-only folder); the temp folder is gone
+    and the previous checkpoint is untouched. `disk_full` tells ENOSPC/EDQUOT from the rest."""
+
+    def __init__(self, message: str, disk_full: bool) -> None:
+        super().__init__(message)
+        self.disk_full = disk_full
+
+
+def _os_error(e: BaseException) -> OSError | None:
+    """The OSError behind `e`: itself, its cause, or one rank's failure inside a DCP error."""
+    seen: list[BaseException] = [e]
+    failures = getattr(e, "failures", None)
+    if isinstance(failures, dict):
+        for failure in failures.values():
+            seen.extend(x for x in (failure if isinstance(failure, tuple) else (failure,))
+                        if isinstance(x, BaseException))
+    seen += [x.__cause__ for x in list(seen) if x.__cause__ is not None]
+    return next((x for x in seen if isinstance(x, OSError)), None)
+
+
+def all_ok(ok: bool) -> bool:
+    """Collective: True when every rank's `ok` is True (so no rank waits on a failed one)."""
+    if not _is_dist():
+        return ok
+    flag = torch.tensor([0 if ok else 1], dtype=torch.int32)
+    dist.all_reduce(flag)  # a CPU tensor: the gloo side of "cuda:nccl,cpu:gloo"
+    return int(flag.item()) == 0
+
+
+def _write_shards(tmp: Path, model: nn.Module, optimizer: torch.optim.Optimizer, lora: bool
+                  ) -> BaseException | None:
+    """This rank's shards and RNG into `tmp`; returns the failure instead of raising it."""
+    try:
+        model_sd, optim_sd = get_state_dict(model, optimizer, options=_options(lora))
+        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp))
+        torch.save(rng_state(), tmp / "rng" / f"rank-{_rank()}.pt")
+    except (OSError, CheckpointException) as e:
+        return e
+    return None
+
+
+def _publish(tmp: Path, final: Path, trainer: TrainerState) -> None:
+    """Rank 0: bookkeeping, the COMPLETE marker last, then one rename onto the step's name."""
+    (tmp / STATE_FILE).write_text(json.dumps(trainer.__dict__, indent=2), encoding="utf-8")
+    (tmp / COMPLETE).write_text("ok\n", encoding="utf-8")
+    old = final.with_name(f".old-{final.name}")
+    if final.exists():  # re-saving the same step after a resume: swap, then drop the old one
+        remove_checkpoint(old)
+        final.rename(old)
+    tmp.rename(final)
+    remove_checkpoint(old)
+
+
+def remove_checkpoint(folder: Path) -> None:
+    """COMPLETE goes first: a kill midway leaves a folder that no longer looks finished."""
+    if not folder.exists():
+        return
+    (folder / COMPLETE).unlink(missing_ok=True)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def prune(output_dir: Path, keep_last: int) -> None:
+    """Drop all but the newest `keep_last` finished checkpoints, and leftovers of killed saves
+    or deletions (unfinished `step-*`, `.tmp-*`, `.old-*`)."""
+    root = checkpoints_root(output_dir)
+    for old in complete_checkpoints(output_dir)[:-keep_last]:
+        remove_checkpoint(old)
+    for leftover in root.iterdir():
+        unfinished = leftover.name.startswith("step-") and not (leftover / COMPLETE).is_file()
+        if leftover.is_dir() and (unfinished or leftover.name.startswith((".tmp-", ".old-"))):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
 def save_checkpoint(output_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                     trainer: TrainerState, keep_last: int, lora: bool) -> Path:
-    """Collective: every rank calls it. Returns the final folder."""
+    """Collective: every rank calls it. Returns the final folder.
+
+    Everything is written into `.tmp-step-N` and renamed once all ranks finished; on a failure
+    the temp folder is removed and CheckpointSaveError raised on every rank, the previous
+    checkpoint (also a previous `step-N`) untouched.
+    """
     root = checkpoints_root(output_dir)
     final = root / step_dir_name(trainer.step)
     tmp = root / f".tmp-{final.name}"
+    failure: BaseException | None = None
     if _rank() == 0:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        (tmp / "rng").mkdir(parents=True)
-    _barrier()
-    model_sd, optim_sd = get_state_dict(model, optimizer, options=_options(lora))
-    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp))
-    torch.save(rng_state(), tmp / "rng" / f"rank-{_rank()}.pt")
-    _barrier()
-    if _rank() == 0:
-        (tmp / STATE_FILE).write_text(json.dumps(trainer.__dict__, indent=2), encoding="utf-8")
-        (tmp / COMPLETE).write_text("ok\n", encoding="utf-8")
-        if final.exists():  # re-saving the same step after a resume
-            shutil.rmtree(final)
-        tmp.rename(final)
-        for old in complete_checkpoints(output_dir)[:-keep_last]:
-            shutil.rmtree(old, ignore_errors=True)
-    _barrier()
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+            (tmp / "rng").mkdir(parents=True)
+        except OSError as e:
+            failure = e
+    if all_ok(failure is None):
+        failure = _write_shards(tmp, model, optimizer, lora)
+    if all_ok(failure is None) and _rank() == 0:
+        try:
+            _publish(tmp, final, trainer)
+            prune(output_dir, keep_last)
+        except OSError as e:
+            failure = e
+    if not all_ok(failure is None):
+        if _rank() == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise _save_error(final, failure)
     return final
+
+
+def _save_error(final: Path, failure: BaseException | None) -> CheckpointSaveError:
+    err = _os_error(failure) if failure is not None else None
+    if err is None:
+        return CheckpointSaveError(f"checkpoint {final}: another rank failed to write its shard",
+                                   disk_full=False)
+    full = err.errno in (errno.ENOSPC, errno.EDQUOT)
+    what = err.strerror or str(err)
+    return CheckpointSaveError(f"checkpoint {final}: not saved: {what}"
+                               + (f" ({err.filename})" if err.filename else ""), disk_full=full)
 
 
 def _check_shards(folder: Path) -> None:
     """The index reads and every byte range it names exists: catches truncated shards early."""
     try:
-        metadata = dcp.FileSystemReader(str(folder)).read_metadata()
+        metadata = SafeReader(str(folder)).read_metadata()
+    except UnsafeMetadataError as e:
+        raise CheckpointError(f"checkpoint {folder}: untrusted .metadata: {e}; nothing from it "
+                              "was loaded") from None
     except Exception as e:
         raise CheckpointError(f"checkpoint {folder}: corrupt .metadata ({_reason(e)})") from None
     needed: dict[str, int] = {}
@@ -145,6 +244,9 @@ def _check_shards(folder: Path) -> None:
         end = info.offset + info.length
         needed[info.relative_path] = max(needed.get(info.relative_path, 0), end)
     for name, end in needed.items():
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise CheckpointError(f"checkpoint {folder}: .metadata names a shard outside the "
+                                  f"folder ({name}); refused")
         shard = folder / name
         size = shard.stat().st_size if shard.is_file() else -1
         if size < end:
@@ -191,7 +293,7 @@ def load_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optim
     model_sd, optim_sd = get_state_dict(model, optimizer, options=options)
     state = {"model": model_sd, "optim": optim_sd}
     try:
-        dcp.load(state, checkpoint_id=str(folder))
+        dcp.load(state, storage_reader=SafeReader(str(folder)), planner=SafeLoadPlanner())
     except (Exception, CheckpointException) as e:
         raise CheckpointError(f"checkpoint {folder}: corrupt or incompatible: {_reason(e)}"
                               ) from None
@@ -218,7 +320,8 @@ def load_model_weights(folder: Path, model: nn.Module) -> None:
 
     sd = get_model_state_dict(model)
     try:
-        dcp.load({"model": sd}, checkpoint_id=str(folder))
+        dcp.load({"model": sd}, storage_reader=SafeReader(str(folder)),
+                 planner=SafeLoadPlanner())
     except (Exception, CheckpointException) as e:
         raise CheckpointError(f"checkpoint {folder}: corrupt or incompatible: {_reason(e)}"
                               ) from None

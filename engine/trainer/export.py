@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,12 +19,15 @@ from typing import Any
 import torch
 
 from osstune.engine.data.chat_template import CHAT_TEMPLATE
+from osstune.engine.data.dataset import PAD_ID
+from osstune.engine.plan.config import RunConfig
 from osstune.engine.trainer.model import hf_config_dict
+from osstune.engine.trainer.objective import causal_lm
 
 MAX_SHARD_SIZE = "5GB"
 # The checkpoints' generation config: stop on <|return|>, <|endoftext|> and <|call|>.
 GENERATION_CONFIG = {"bos_token_id": 199998, "eos_token_id": [200002, 199999, 200012],
-                     "pad_token_id": 199999, "do_sample": True}
+                     "pad_token_id": PAD_ID, "do_sample": True}
 
 
 @contextmanager
@@ -92,3 +95,42 @@ def save_adapter(peft_model: Any, tokenizer: Any | None, target: Path) -> Path:
         if tokenizer is not None:
             save_tokenizer(tokenizer, folder)
     return Path(target)
+
+
+def export_run(cfg: RunConfig, lm: torch.nn.Module, config: Any, tokenizer: Any, output: Path,
+               is_main: bool, warn: Callable[[str], None]) -> dict[str, str]:
+    """The export stage (collective). A failed export is a warning: the checkpoint is intact.
+
+    safetensors and tokenizers report a full disk as a bare `Exception`, hence the wide catch;
+    the staging folder is already gone when it lands here.
+    """
+    try:
+        if cfg.method == "lora":
+            path = save_adapter(lm, tokenizer, output / "adapter") if is_main else None
+            return {"adapter": str(path)} if path else {}
+        if cfg.distributed.fsdp:
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                get_model_state_dict,
+            )
+
+            state = get_model_state_dict(causal_lm(lm), options=StateDictOptions(
+                full_state_dict=True, cpu_offload=True))
+        else:
+            state = causal_lm(lm).state_dict()
+        path = save_full_model(state, config, tokenizer, output / "export") if is_main else None
+        return {"export": str(path)} if path else {}
+    except Exception as e:  # noqa: BLE001 - see the docstring
+        # merge-sharded-fsdp-weights refuses a LoRA checkpoint (it holds only the adapter); a
+        # --resume at the last step skips the loop and exports again.
+        retry = "resume the run (--resume)" if cfg.method == "lora" else \
+            f"run `osstune merge-sharded-fsdp-weights {output}`"
+        warn(f"export failed: {one_line(e)}; the checkpoint is intact, {retry} once there is "
+             "room")
+        return {}
+
+
+def one_line(e: BaseException) -> str:
+    """The last non-empty line of an error (Rust errors from safetensors span several)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[-1] if lines else type(e).__name__

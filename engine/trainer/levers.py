@@ -1,11 +1,14 @@
 """The engine's performance levers (engine/ops), chosen from the `training.*` knobs.
 
 `plan_levers` resolves the knobs for this device and process layout (the `auto` values, and the
-fallbacks where a lever does not apply, each with a warning); `build` in engine/train.py then:
-- `enable_checkpointing` before sharding: all decoder layers but the last N checkpointed;
-- `apply_block_levers` once the model sits on its device: compile, token-chunked MoE blocks;
-- `fit_unchecked_after_first_step` (unchecked_layers: auto): uncheck as many layers as the card
-  holds, from the first step's peak memory.
+fallbacks where a lever does not apply, each with a warning). `apply_levers` is the one entry
+point, for the engine (engine/trainer/setup.py) and the bench (bench/bench_train.py):
+- stage "structure", before sharding: flex attention, checkpointing of all decoder layers but the
+  last N, expert LoRA (bench);
+- stage "placed", once the model sits on its device: compile, token-chunked MoE blocks;
+- stage "all": both, in that order (a model that is never sharded).
+`fit_unchecked_after_first_step` (unchecked_layers: auto) then unchecks as many layers as the
+card holds, from the first step's peak memory.
 Measured on gpt-oss-20b shapes at 8192 tokens (README, performance section): compiled MoE blocks
 +13 % tokens/s; 21 layers unchecked (fitted to an 80 GiB cap) 15,078 tok/s against 11,246.
 """
@@ -13,6 +16,7 @@ Measured on gpt-oss-20b shapes at 8192 tokens (README, performance section): com
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from torch import nn
@@ -29,6 +33,34 @@ class LeverPlan:
     compile: CompileTarget | None
     moe_chunk_tokens: int | None
     warnings: list[str] = field(default_factory=list)
+    attention: bool = False  # osstune_flex (the engine picks it with model.attn_implementation)
+    offload_activations: bool = False  # checkpointed inputs kept in host memory
+    expert_lora: tuple[int, float] | None = None  # (r, alpha): low-rank grouped GEMM experts
+
+
+def apply_levers(model: nn.Module, plan: LeverPlan,
+                 stage: Literal["structure", "placed", "all"] = "all") -> list[str]:
+    """Switch the planned levers on for `model` (plain or PEFT) in place; one line per lever."""
+    applied: list[str] = []
+    if stage in ("structure", "all"):
+        if plan.attention:
+            from osstune.engine.trainer.ops import attention as attn
+
+            name = attn.register()
+            getattr(model, "get_base_model", lambda: model)().config._attn_implementation = name
+            applied.append(f"attention: {name} (flex, fp32 sinks, block-sparse sliding, "
+                           "documents)")
+        applied += [line for line in [enable_checkpointing(model, plan)] if line]
+        if plan.expert_lora is not None:
+            from osstune.engine.trainer.ops.moe_lora import add_expert_lora
+
+            r, alpha = plan.expert_lora
+            params = add_expert_lora(model, r, alpha)
+            applied.append(f"expert LoRA: r={r} alpha={alpha}, "
+                           f"{sum(p.numel() for p in params)} parameters, low-rank grouped GEMMs")
+    if stage in ("placed", "all"):
+        applied += apply_block_levers(model, plan)
+    return applied
 
 
 def plan_levers(cfg: RunConfig, device: torch.device, world_size: int) -> LeverPlan:
@@ -68,8 +100,9 @@ def enable_checkpointing(lm: nn.Module, plan: LeverPlan) -> str | None:
     if plan.unchecked_layers > total:
         raise ConfigError(f"training.unchecked_layers: {plan.unchecked_layers} is more than the "
                           f"model's {total} decoder layers")
-    checked = checkpoint_layers(lm, plan.unchecked_layers)
+    checked = checkpoint_layers(lm, plan.unchecked_layers, plan.offload_activations)
     return f"checkpointing: {checked} of {total} layers" + (
+        ", inputs offloaded to host" if plan.offload_activations else "") + (
         " (more unchecked after the first step, to fill the card)" if plan.fit_unchecked else "")
 
 
