@@ -103,8 +103,8 @@ def test_stop_then_resume_continues_the_same_loss_curve(demo_run, tmp_path):
 
 def test_run_refuses_more_gpus_than_exist(tmp_path):
     out = tmp_path / "never"
-    result = CliRunner().invoke(app, ["run", "tiny-cpu-demo", "--set", "gpus=4", "--output",
-                                      str(out)])
+    result = CliRunner().invoke(app, ["run", "tiny-cpu-demo", "--set", "gpus=4", "--set",
+                                      "distributed.fsdp=true", "--output", str(out)])
     assert result.exit_code == 1
     assert "asks for 4 GPU(s) per node, 0 visible" in result.output
     assert not out.exists()

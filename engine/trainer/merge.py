@@ -12,7 +12,7 @@ import torch
 from osstune.engine.data.tokenizer import load_tokenizer
 from osstune.engine.plan.config import RunConfig
 from osstune.engine.trainer import checkpoint as ckpt
-from osstune.engine.trainer.export import save_full_model
+from osstune.engine.trainer.export import one_line, save_full_model
 from osstune.engine.trainer.model import (
     build_meta_model,
     load_model_config,
@@ -50,8 +50,7 @@ def merge_lora(cfg: RunConfig, output_dir: Path, adapter_dir: Path | None = None
     base = _base_model(cfg)
     merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
     tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.id)
-    return save_full_model(merged.state_dict(), merged.config, tokenizer,
-                           Path(output_dir) / MERGED_DIR)
+    return _write(merged.state_dict(), merged.config, tokenizer, Path(output_dir) / MERGED_DIR)
 
 
 def merge_sharded_checkpoint(cfg: RunConfig, output_dir: Path,
@@ -70,7 +69,17 @@ def merge_sharded_checkpoint(cfg: RunConfig, output_dir: Path,
     reset_rotary(lm, CPU)
     ckpt.load_model_weights(folder, objective)
     tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.id)
-    return save_full_model(lm.state_dict(), config, tokenizer, Path(output_dir) / MERGED_DIR)
+    return _write(lm.state_dict(), config, tokenizer, Path(output_dir) / MERGED_DIR)
+
+
+def _write(state: dict[str, torch.Tensor], config: object, tokenizer: object, target: Path
+           ) -> Path:
+    """save_full_model, with a full disk as one line: safetensors and tokenizers raise a bare
+    `Exception` (the staging folder is removed before it gets here)."""
+    try:
+        return save_full_model(state, config, tokenizer, target)
+    except Exception as e:  # noqa: BLE001 - see the docstring
+        raise MergeError(f"cannot write {target}: {one_line(e)}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
