@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # The CPU build of torch: on this project's machines it lies on disk (PIP_FIND_LINKS).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test lint install clean
+.PHONY: demo test faults lint install clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -25,9 +25,14 @@ demo: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
+# CI runs the quick fault-injection cases; `make faults` runs all of tests/faults (real tmpfs
+# disks, kill -9, resumed runs: several minutes).
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q -n auto
+	$(PY) -m pytest -q -n auto -m "not (faults and slow)"
+
+faults: $(VENV)/.installed
+	$(PY) -m pytest -q -n auto tests/faults
 
 clean:
 	rm -rf $(VENV) build *.egg-info outputs

@@ -193,13 +193,17 @@ def test_kill_9_never_leaves_a_complete_looking_folder_missing_a_shard(tmp_path,
     assert done, "the previous checkpoints must survive"
     for folder in done:
         ckpt.read_trainer_state(folder)  # every shard present and whole
-    expected = ["step-000001", "step-000002"] if phase == "save" else ["step-000002"]
+    # A kill during the save keeps 1 and 2; during the deletion of 1, step 3 is already in place.
+    expected = ["step-000001", "step-000002"] if phase == "save" else \
+        ["step-000002", "step-000003"]
     assert [p.name for p in done] == expected
+    leftover = ".tmp-step-000003" if phase == "save" else "step-000001"
+    assert (ckpt.checkpoints_root(tmp_path) / leftover).is_dir()
     # The next save cleans up what the kill left.
     model, opt = _model_and_opt()
     ckpt.save_checkpoint(tmp_path, model, opt, _state(4), 2, lora=False)
     assert sorted(p.name for p in ckpt.checkpoints_root(tmp_path).iterdir()) == \
-        ["step-000002", "step-000004"]
+        [expected[-1], "step-000004"]
 
 
 # ----------------------------------------------------------------------------- engine runs
