@@ -40,6 +40,8 @@ CHECKPOINTS_DIR = "checkpoints"
 COMPLETE = "COMPLETE"
 STATE_FILE = "trainer_state.json"
 FORMAT_VERSION = 1
+# A save that fails with less than this free on the disk is called a full disk.
+FULL_DISK_BYTES = 16 << 20
 
 
 class CheckpointError(RuntimeError):
@@ -149,7 +151,7 @@ def _write_shards(tmp: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
         model_sd, optim_sd = get_state_dict(model, optimizer, options=_options(lora))
         dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp))
         torch.save(rng_state(), tmp / "rng" / f"rank-{_rank()}.pt")
-    except (OSError, CheckpointException) as e:
+    except (Exception, CheckpointException) as e:  # noqa: BLE001 - a full disk can be a RuntimeError
         return e
     return None
 
@@ -213,21 +215,39 @@ def save_checkpoint(output_dir: Path, model: nn.Module, optimizer: torch.optim.O
         except OSError as e:
             failure = e
     if not all_ok(failure is None):
+        free = _free_bytes(root)  # before the temp folder goes: a full disk shows here
         if _rank() == 0:
             shutil.rmtree(tmp, ignore_errors=True)
-        raise _save_error(final, failure)
+        raise _save_error(final, failure, free)
     return final
 
 
-def _save_error(final: Path, failure: BaseException | None) -> CheckpointSaveError:
+def _free_bytes(folder: Path) -> int:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return -1
+
+
+def _save_error(final: Path, failure: BaseException | None, free: int) -> CheckpointSaveError:
+    """ENOSPC/EDQUOT, or any failure with the disk (nearly) full when it happened: torch's
+    writer reports a full disk as `RuntimeError: ... unexpected pos`, without an errno."""
     err = _os_error(failure) if failure is not None else None
-    if err is None:
-        return CheckpointSaveError(f"checkpoint {final}: another rank failed to write its shard",
+    if (err is not None and err.errno in (errno.ENOSPC, errno.EDQUOT)) or \
+            0 <= free < FULL_DISK_BYTES:
+        return CheckpointSaveError(f"checkpoint {final}: not saved: No space left on device "
+                                   f"({max(free, 0)} bytes were free when the write failed)",
+                                   disk_full=True)
+    if err is not None:
+        what = err.strerror or str(err)
+        return CheckpointSaveError(f"checkpoint {final}: not saved: {what}"
+                                   + (f" ({err.filename})" if err.filename else ""),
                                    disk_full=False)
-    full = err.errno in (errno.ENOSPC, errno.EDQUOT)
-    what = err.strerror or str(err)
-    return CheckpointSaveError(f"checkpoint {final}: not saved: {what}"
-                               + (f" ({err.filename})" if err.filename else ""), disk_full=full)
+    if failure is not None:
+        return CheckpointSaveError(f"checkpoint {final}: not saved: {_reason(failure)}",
+                                   disk_full=False)
+    return CheckpointSaveError(f"checkpoint {final}: another rank failed to write its shard",
+                               disk_full=False)
 
 
 def _check_shards(folder: Path) -> None:

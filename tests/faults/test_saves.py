@@ -315,3 +315,54 @@ def test_merge_on_a_full_disk_is_one_line(tmp_path, monkeypatch, capsys):
     assert err.count("\n") == 1 and err.startswith("osstune: error: cannot write ")
     assert "Traceback" not in err
     assert not (out / "merged").exists() and not (out / ".merged.partial").exists()
+
+
+ENGINE_KILLER = textwrap.dedent('''
+    import os, signal, sys
+    from pathlib import Path
+    from osstune.engine.trainer import checkpoint as ckpt, train
+
+    phase, n, calls = sys.argv[1], int(sys.argv[2]), []
+    if phase == "save":
+        real_save = ckpt.dcp.save
+        def save(state_dict, checkpoint_id):
+            calls.append(checkpoint_id)
+            real_save(state_dict, checkpoint_id=checkpoint_id)
+            if len(calls) == n:  # shards on disk, nothing renamed yet
+                os.kill(os.getpid(), signal.SIGKILL)
+        ckpt.dcp.save = save
+    else:
+        real_rmtree = ckpt.shutil.rmtree
+        def rmtree(path, *a, **k):
+            if Path(path).name.startswith("step-"):  # an old checkpoint being deleted
+                next(Path(path).glob("*.distcp")).unlink()
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real_rmtree(path, *a, **k)
+        ckpt.shutil.rmtree = rmtree
+    sys.exit(train.main(sys.argv[3:]))
+''')
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("phase", ["save", "delete"])
+def test_engine_killed_during_a_save_or_deletion_resumes_the_same_curve(
+        tmp_path, baseline, phase):
+    cfg = tiny_config(tmp_path, output={"save_steps": 1, "keep_last": 1})
+    path = write_config(tmp_path, cfg)
+    out = tmp_path / "tiny"
+    proc = subprocess.run([sys.executable, "-c", ENGINE_KILLER, phase, "2", "--config",
+                           str(path)], cwd=REPO, env=engine_env(), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-3000:]
+    done = ckpt.complete_checkpoints(out)
+    for folder in done:
+        ckpt.read_trainer_state(folder)  # complete-looking means complete
+    assert [p.name for p in done] == ["step-000001" if phase == "save" else "step-000002"]
+    resumed = subprocess.run([sys.executable, "-m", "osstune.engine.trainer.train", "--config",
+                              str(path), "--resume"], cwd=REPO, env=engine_env(),
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    losses = step_losses(out)
+    for step, loss in baseline.items():
+        assert losses[step] == pytest.approx(loss, abs=1e-5), step
+    assert sorted(p.name for p in ckpt.checkpoints_root(out).iterdir()) == ["step-000004"]
