@@ -6,6 +6,7 @@ Torch-free: `osstune run` calls it before launching, the engine again before loa
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from osstune.engine.plan.config import RunConfig
@@ -70,3 +71,19 @@ def preflight(cfg: RunConfig, output_dir: Path, *, resume: bool, force: bool,
             f"output directory {output_dir} already holds a run; use --resume to continue it, "
             "--output for a new folder, or --force to start over there")
     return problems
+
+
+def save_space(folder: Path, needed_bytes: int) -> tuple[int, str | None]:
+    """Before each checkpoint: (free bytes at `folder`, a problem line when they are too few).
+
+    The engine calls it with the bytes the save will write (all ranks' shards); a folder whose
+    free space cannot be read counts as roomy (the write itself still reports a full disk).
+    """
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return -1, None
+    if free >= needed_bytes:
+        return free, None
+    return free, (f"disk: the checkpoint needs ~{needed_bytes} bytes, {free} free at {folder}")
+

@@ -6,7 +6,6 @@ The protocol itself (temp folder, rename, COMPLETE marker) lives in engine/train
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import torch
 import torch.distributed as dist
 
 from osstune.engine.plan.config import RunConfig
+from osstune.engine.plan.preflight import save_space
 from osstune.engine.trainer import checkpoint as ckpt
 from osstune.engine.trainer.runtime import Runtime, log
 from osstune.engine.trainer.setup import Optimization
@@ -98,7 +98,8 @@ class CheckpointManager:
         needed = int(int(local.item()) * SAVE_OVERHEAD) + SAVE_SLACK_BYTES
         root = ckpt.checkpoints_root(self.output)
         root.mkdir(parents=True, exist_ok=True)
-        return needed, shutil.disk_usage(root).free
+        free, _ = save_space(root, needed)
+        return needed, free
 
     def _disk_full(self, step: int, needed: int, free: int, detail: str) -> SaveError:
         root = ckpt.checkpoints_root(self.output)
@@ -111,7 +112,7 @@ class CheckpointManager:
              opt: Optimization) -> Path:
         """Collective. Refuses (SaveError, on every rank) when the disk cannot hold it."""
         needed, free = self._needed_and_free(objective, opt)
-        if not ckpt.all_ok(free >= needed):
+        if not ckpt.all_ok(free < 0 or free >= needed):
             raise self._disk_full(step, needed, free, "not enough free space to save")
         state = ckpt.TrainerState(step=step, total_steps=total_steps,
                                   world_size=self.rt.world_size, method=self.cfg.method,
@@ -121,8 +122,8 @@ class CheckpointManager:
                                                    self.cfg.output.keep_last, self.lora)
         except ckpt.CheckpointSaveError as e:
             if e.disk_full:
-                raise self._disk_full(step, needed, shutil.disk_usage(
-                    ckpt.checkpoints_root(self.output)).free, str(e).split(": ", 1)[1]) from None
+                free, _ = save_space(ckpt.checkpoints_root(self.output), needed)
+                raise self._disk_full(step, needed, free, str(e).split(": ", 1)[1]) from None
             raise SaveError("checkpoint", str(e), "check that the output folder is writable, "
                             f"then continue with `{self.resume_command}`") from None
         return self.last_saved

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from osstune.engine.plan import preflight
 from osstune.engine.session.events import read_events
 from osstune.engine.trainer import checkpoint as ckpt
-from osstune.engine.trainer import checkpointer
 from osstune.engine.trainer.train import EXIT_USER_ERROR, main
 from tests.engine_fixtures import REPO, engine_env, step_losses, tiny_config, write_config
 
@@ -141,6 +141,13 @@ def test_leftovers_of_killed_saves_and_deletions_go_at_the_next_save(tmp_path):
         (root / name / "__0_0.distcp").write_bytes(b"x")
     ckpt.save_checkpoint(tmp_path, model, opt, _state(3), 2, lora=False)
     assert sorted(p.name for p in root.iterdir()) == ["step-000003"]
+
+
+def test_save_space_names_needed_and_free_bytes(tmp_path):
+    free, problem = preflight.save_space(tmp_path, 1)
+    assert free > 0 and problem is None
+    free, problem = preflight.save_space(tmp_path, 1 << 60)
+    assert problem == f"disk: the checkpoint needs ~{1 << 60} bytes, {free} free at {tmp_path}"
 
 
 # ----------------------------------------------------------------------------- kill -9
@@ -267,7 +274,7 @@ def test_disk_full_at_the_nth_save_then_resume_reproduces_the_curve(
 def test_too_little_space_is_refused_before_anything_is_written(
         tmp_path, monkeypatch, capsys):
     real = shutil.disk_usage
-    monkeypatch.setattr(checkpointer.shutil, "disk_usage",
+    monkeypatch.setattr(preflight.shutil, "disk_usage",
                         lambda p: real(p)._replace(free=1000))
     path = write_config(tmp_path, tiny_config(tmp_path, training={"max_steps": 2}))
     out = tmp_path / "tiny"
