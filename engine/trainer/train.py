@@ -37,8 +37,7 @@ from osstune.engine.session.events import EVENTS_FILE, EventWriter
 from osstune.engine.session.launch import serve_commands, serving_tensor_parallel
 from osstune.engine.trainer import checkpoint as ckpt
 from osstune.engine.trainer import metrics
-from osstune.engine.trainer.batches import (  # noqa: F401 - RowStream, collate: tests
-    MicroBatch,
+from osstune.engine.trainer.batches import (  # noqa: F401 - PackedRow, collate: tests
     PackedRow,
     RowStream,
     collate,
