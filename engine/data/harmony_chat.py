@@ -55,17 +55,12 @@ class GeneratedMessage:
     recipient: str | None = None
 
 
-_HEADER = re.compile(r"(?:<\|start\|>\s*\w+)?(?P<pre>[^<]*?)(?:<\|channel\|>(?P<channel>[\w.]+))?"
-                     r"(?P<post>.*)$", re.S)
-
-
 def parse_header(text: str) -> tuple[str, str | None]:
     """'<|start|>assistant<|channel|>commentary to=functions.f <|constrain|>json' ->
     ('commentary', 'functions.f'). A header without a channel is 'final' (harmony's default)."""
-    m = _HEADER.match(text)
-    channel = (m.group("channel") if m else None) or "final"
+    channel = re.search(r"<\|channel\|>\s*([\w.]+)", text)
     to = re.search(r"to=([\w.]+)", text)
-    return channel, to.group(1) if to else None
+    return (channel.group(1) if channel else "final"), (to.group(1) if to else None)
 
 
 @dataclass
