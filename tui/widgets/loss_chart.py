@@ -47,6 +47,17 @@ def eval_cells(steps: list[int], columns: int, points: Iterable[EvalPoint]
     return cells
 
 
+def _runs(cells: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Adjacent cells of one style as one string (one span per run, not per cell)."""
+    runs: list[tuple[str, str]] = []
+    for text, style in cells:
+        if runs and runs[-1][1] == style:
+            runs[-1] = (runs[-1][0] + text, style)
+        else:
+            runs.append((text, style))
+    return runs
+
+
 class LossChart(Widget):
     """Feed it with `add_points` / `add_eval_points`; it keeps the last `maxlen` steps."""
 
@@ -106,11 +117,11 @@ class LossChart(Widget):
             )
             out.append(label + " ┤" if row in (1, rows) else label + " │", style="dim")
             floor = (row - 1) * 8
-            for col, lv in enumerate(levels):
-                if eval_rows.get(col) == row:
-                    out.append(EVAL_MARK, style="bold magenta")
-                else:
-                    out.append(EIGHTHS[min(max(lv - floor, 0), 8)], style="cyan")
+            cells = [(EVAL_MARK, "bold magenta") if eval_rows.get(col) == row
+                     else (EIGHTHS[min(max(lv - floor, 0), 8)], "cyan")
+                     for col, lv in enumerate(levels)]
+            for text, style in _runs(cells):
+                out.append(text, style=style)
             out.append("\n")
         first, last = self.history[0].step, self.history[-1].step
         left = f"step {first}" + (f"  {EVAL_MARK} eval" if evals else "")
