@@ -128,3 +128,18 @@ def test_missing_source_names_its_path(tmp_path, tokenizer):
     cfg = _cfg(datasets=[{"path": str(files["messages"])}, {"path": str(tmp_path / "no.jsonl")}])
     with pytest.raises(DatasetError, match="no.jsonl: no such file"):
         prepare_training_data(cfg, tokenizer, use_cache=False)
+
+
+def test_run_refuses_dataset_flag_for_a_mixed_config(tmp_path):
+    from typer.testing import CliRunner
+
+    from osstune.tui.cli import app
+
+    data = yaml.safe_load(preset_text("tiny-cpu-demo"))
+    data["datasets"] = [{"path": "a.jsonl"}, {"path": "b.jsonl"}]
+    path = tmp_path / "mix.yaml"
+    path.write_text(yaml.safe_dump(data))
+    result = CliRunner().invoke(app, ["run", str(path), "--dataset", "c.jsonl"])
+    assert result.exit_code == 2
+    assert result.stderr == (f"osstune: error: --dataset: {path} mixes 2 datasets (datasets:); "
+                             "edit that list instead\n")
