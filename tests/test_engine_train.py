@@ -57,6 +57,14 @@ def test_lora_adapter_loads_with_peft_and_merges(lora_run, monkeypatch):
     with torch.no_grad():
         expected = peft_model(input_ids=ids).logits
 
+    # `osstune chat` on a LoRA run: the same base + adapter, no merge needed
+    from osstune.engine.session.chat_target import ChatTarget
+    from osstune.engine.trainer.chat import load_model
+
+    chat_model = load_model(ChatTarget(out, "adapter", adapter), cfg, torch.device("cpu")).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(chat_model(input_ids=ids).logits, expected)
+
     result = CliRunner().invoke(app, ["merge-lora", str(path)])
     assert result.exit_code == 0, result.output
     merged = AutoModelForCausalLM.from_pretrained(out / "merged").eval()
