@@ -143,3 +143,23 @@ def test_run_refuses_dataset_flag_for_a_mixed_config(tmp_path):
     assert result.exit_code == 2
     assert result.stderr == (f"osstune: error: --dataset: {path} mixes 2 datasets (datasets:); "
                              "edit that list instead\n")
+
+
+def test_inspect_reports_each_source_and_the_validation_split(tmp_path):
+    from typer.testing import CliRunner
+
+    from osstune.tui.cli import app
+
+    data = yaml.safe_load(preset_text("tiny-cpu-demo"))
+    data["datasets"] = mixed_datasets(three_layouts(tmp_path))
+    data["dataset"] = {"val_size": 0.25}
+    path = tmp_path / "mix.yaml"
+    path.write_text(yaml.safe_dump(data))
+    result = CliRunner().invoke(app, ["inspect", "--config", str(path), "--count", "1"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert "rows read: 36" in lines
+    sources = [line for line in lines if line.startswith("  dataset ")]
+    assert [line.split(" (")[1].split(",")[0] for line in sources] == [
+        "messages", "sharegpt", "messages"]
+    assert any(line.startswith("  validation (val_size 0.25): 9 examples") for line in lines)

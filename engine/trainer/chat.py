@@ -64,6 +64,9 @@ def load_model(target: ChatTarget, cfg: RunConfig, device: torch.device) -> torc
         return PeftModel.from_pretrained(base_model(cfg), str(target.path)).to(device)
     from transformers import AutoModelForCausalLM
 
+    if cfg.model.trust_remote_code:
+        print("[chat] warning: model.trust_remote_code is on: code shipped with the model runs "
+              "in this process", file=sys.stderr, flush=True)
     return AutoModelForCausalLM.from_pretrained(
         str(target.path), dtype=torch_dtype(cfg.model.dtype), attn_implementation="eager",
         trust_remote_code=cfg.model.trust_remote_code).to(device)
