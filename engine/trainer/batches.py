@@ -14,13 +14,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from osstune.engine.data.dataset import (
-    PAD_ID,
-    DatasetError,
-    PackedRow,
-    pack_examples,
-    prepare_dataset,
-)
+from osstune.engine.data.dataset import PAD_ID, DatasetError, PackedRow
+from osstune.engine.data.dataset_mix import prepare_training_data, to_rows
 from osstune.engine.data.tokenizer import TokenizerError, load_tokenizer
 from osstune.engine.plan.config import RunConfig
 from osstune.engine.trainer.objective import IGNORE_INDEX, shift_labels
@@ -103,32 +98,27 @@ def step_batches(stream: RowStream, step: int, rt: Runtime, cfg: RunConfig) -> l
             for m in range(cfg.training.gradient_accumulation_steps)]
 
 
-def _pack(cfg: RunConfig, tokenizer: Any) -> tuple[list[PackedRow], dict]:
-    prepared = prepare_dataset(cfg, tokenizer)
-    if cfg.dataset.packing:
-        rows = pack_examples(prepared.examples, cfg.training.sequence_len, cfg.training.seed)
-    else:
-        rows = [PackedRow(list(e.input_ids), list(e.labels),
-                          list(range(len(e.input_ids))), [len(e.input_ids)])
-                for e in prepared.examples]
-    stats = prepared.stats.as_dict()
-    stats["rows"] = len(rows)
-    return rows, stats
-
-
-def training_rows(cfg: RunConfig, rt: Runtime) -> tuple[list[PackedRow], dict, Any]:
-    """(rows, dataset stats, tokenizer or None): rank 0 tokenizes and packs, then broadcasts.
+def training_rows(cfg: RunConfig, rt: Runtime
+                  ) -> tuple[list[PackedRow], list[PackedRow], dict, Any]:
+    """(rows, validation rows, dataset stats, tokenizer or None): rank 0 tokenizes and packs,
+    then broadcasts.
 
     The other ranks never load the tokenizer or read the dataset (8 ranks each loading a
     200k-token vocabulary and re-rendering the data cost more than the broadcast).
     """
-    payload: list[Any] = [None, None]
+    payload: list[Any] = [None, None, None]
     tokenizer = None
     failure: Exception | None = None
     if rt.is_main:
         try:
             tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.id)
-            payload = list(_pack(cfg, tokenizer))
+            data = prepare_training_data(cfg, tokenizer)
+            t, packing = cfg.training, cfg.dataset.packing
+            rows = to_rows(data.train, t.sequence_len, t.seed, packing)
+            val_rows = to_rows(data.validation, t.sequence_len, t.seed, packing)
+            stats = data.stats.as_dict()
+            stats["rows"] = len(rows)
+            payload = [rows, val_rows, stats]
         except (DatasetError, TokenizerError) as e:
             failure = e  # every rank raises it, so no rank waits for the others forever
     if rt.world_size > 1:
@@ -137,7 +127,7 @@ def training_rows(cfg: RunConfig, rt: Runtime) -> tuple[list[PackedRow], dict, A
         failure, payload = box
     if failure is not None:
         raise failure
-    return payload[0], payload[1], tokenizer
+    return payload[0], payload[1], payload[2], tokenizer
 
 
 def total_steps_for(cfg: RunConfig, n_rows: int, world_size: int) -> int:

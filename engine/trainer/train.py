@@ -46,6 +46,7 @@ from osstune.engine.trainer.batches import (  # noqa: F401 - PackedRow, collate:
     training_rows,
 )
 from osstune.engine.trainer.checkpointer import CheckpointManager, Resumed, SaveError
+from osstune.engine.trainer.evaluate import Evaluator
 from osstune.engine.trainer.export import export_run
 from osstune.engine.trainer.levers import fit_unchecked_after_first_step, plan_levers
 from osstune.engine.trainer.model import ModelError, load_model_config
@@ -61,6 +62,7 @@ from osstune.engine.trainer.runtime import (  # noqa: F401 - Runtime: tests
 from osstune.engine.trainer.setup import Built, build, optimization  # noqa: F401 - build: tests
 from osstune.engine.trainer.step import forward_backward, train_step  # noqa: F401 - tests
 from osstune.engine.trainer.steplog import StepLogger
+from osstune.engine.trainer.tracking import open_event_writer
 
 EXIT_USER_ERROR = 2
 EXIT_OUT_OF_MEMORY = 3
@@ -153,7 +155,7 @@ class Recipe:
         init_process_group(rt)
         prepare_output(self.output, rt, self.resumed is not None, args.force)
         if rt.is_main:
-            run.writer = EventWriter(self.output)
+            run.writer = open_event_writer(self.output, cfg)
         for problem in waived:
             run.warn(f"pre-flight (forced): {problem}")
         if cfg.model.trust_remote_code:
@@ -165,8 +167,10 @@ class Recipe:
         torch.manual_seed(cfg.training.seed)
         random.seed(cfg.training.seed)
         model_config = load_model_config(cfg, rt.device)  # an unknown model fails here, cheaply
-        rows, self.data_stats, self.tokenizer = training_rows(cfg, rt)
+        rows, val_rows, self.data_stats, self.tokenizer = training_rows(cfg, rt)
         self.stream = RowStream(rows, cfg.training.seed, cfg.dataset.shuffle)
+        self.evaluator = Evaluator(val_rows, cfg.training.eval_steps, cfg.training.micro_batch_size,
+                                   rt.rank, rt.world_size, rt.device, collate)
         self.total_steps = total_steps_for(cfg, len(rows), rt.world_size)
         self.levers = plan_levers(cfg, rt.device, rt.world_size)
         for problem in self.levers.warnings:
@@ -221,11 +225,18 @@ class Recipe:
                     "layers keep their activations (fitted to the card after the first step)")
             stopping = result.stop_requested and self.step < self.total_steps
             self.logger.after_step(self.step, result, stopping)
+            if not stopping and self.evaluator.due(self.step, self.total_steps):
+                self.evaluate()
             if self.saver.due(self.step, self.total_steps, stopping):
                 saved = self.saver.save(self.step, self.total_steps, self.logger.elapsed_s(),
                                         built.objective, self.opt)
                 self.run.emit("checkpoint", path=str(saved), step=self.step)
         return "stopped" if stopping else "completed"
+
+    def evaluate(self) -> None:
+        result = self.evaluator.evaluate(self.built.objective, self.step)
+        self.run.emit("eval", **result)
+        log(f"eval step {self.step}: loss {result['loss']:.4f} on {result['rows']} rows")
 
     # ------------------------------------------------------------------------- finish
 
