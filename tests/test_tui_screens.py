@@ -23,7 +23,7 @@ from tui_fixtures import (
 
 from osstune.engine.plan.config import load_config
 from osstune.tui.app import OsstuneApp
-from osstune.tui.run_source import RunProgress
+from osstune.tui.screens.training import RunProgress
 from osstune.tui.screens.training import TrainingScreen
 from osstune.tui.settings import Settings
 from osstune.tui.widgets.loss_chart import LossChart
@@ -332,10 +332,10 @@ async def test_progress_messages_coalesce_into_few_repaints(tmp_path: Path) -> N
     async with app.run_test(size=SIZE) as pilot:
         await scripted_training(pilot, launcher, "gpt-oss-20b-lora-1gpu", steps=1)
         screen = app.screen
-        monitor = screen.monitor
+        session = screen.session
         calls = []
-        real_snapshot = monitor.snapshot
-        monitor.snapshot = lambda: calls.append(1) or real_snapshot()
+        real_snapshot = session.snapshot
+        session.snapshot = lambda: calls.append(1) or real_snapshot()
         for _ in range(500):
             screen.post_message(RunProgress())
         await pilot.pause()
@@ -350,6 +350,7 @@ async def test_quitting_mid_run_stops_the_engine_gracefully(tmp_path: Path) -> N
         await scripted_training(pilot, launcher, "gpt-oss-20b-lora-1gpu", steps=1)
         await pilot.press("ctrl+q")
     assert launcher.process.stopped.is_set() and not launcher.process.killed
+    assert launcher.process.stop_calls == 1  # a second SIGINT would make the engine abort
 
 
 def test_snapshot_resume_dialog(snap_compare, tmp_path: Path) -> None:
@@ -400,7 +401,7 @@ async def test_a_source_that_breaks_stops_the_engine_and_says_why(tmp_path: Path
         def unreadable() -> list:
             raise PermissionError("events.jsonl: permission denied")
 
-        screen.monitor.source.poll_events = unreadable
+        screen.session.events.poll = unreadable
         await wait_until(pilot, lambda: not screen.running, what="the failure")
         assert launcher.process.stopped.is_set()
         error = text_of(screen, "#run-error")
@@ -409,8 +410,11 @@ async def test_a_source_that_breaks_stops_the_engine_and_says_why(tmp_path: Path
 
 @run_async
 async def test_a_launch_that_fails_says_why_and_allows_going_back(tmp_path: Path) -> None:
-    def launcher(cfg, resume: bool, force: bool):  # noqa: ANN001, ANN202
-        raise PermissionError(f"{cfg.output.dir}: cannot create the output directory")
+    class BrokenLauncher(ScriptedLauncher):
+        def spawn(self, cfg, output_dir, **_):  # noqa: ANN001, ANN003, ANN202
+            raise PermissionError(f"{cfg.output.dir}: cannot create the output directory")
+
+    launcher = BrokenLauncher()
 
     app = make_app(tmp_path, launcher=launcher)
     async with app.run_test(size=SIZE) as pilot:

@@ -1,7 +1,8 @@
-"""The osstune wizard: hardware -> preset -> dataset -> review -> training -> done.
+"""The osstune wizard: hardware -> preset -> dataset -> review -> training -> done (`FLOW`).
 
-The app is given where its data comes from (STYLE.md): a hardware source (probe or a profile file)
-and a run launcher (the engine subprocess, or whatever a test hands in). No torch in this process.
+The app is given where its data comes from: a hardware source (probe or a profile file) and a run
+launcher (engine/session/run_session.py: `EngineLauncher`, or a test's scripted one). No torch in
+this process.
 """
 
 from __future__ import annotations
@@ -12,13 +13,21 @@ from typing import TYPE_CHECKING
 
 from textual.app import App
 from textual.binding import Binding
+from textual.screen import Screen
 
-from osstune.tui.run_source import RunLauncher
+from osstune.tui.screens.base import Advance
+from osstune.tui.screens.dataset import DatasetScreen
+from osstune.tui.screens.done import DoneScreen
+from osstune.tui.screens.hardware import HardwareScreen
 from osstune.tui.screens.plan import Plan
+from osstune.tui.screens.preset import PresetScreen
+from osstune.tui.screens.review import ReviewScreen
+from osstune.tui.screens.training import TrainingScreen
 from osstune.tui.settings import Settings
 
 if TYPE_CHECKING:
     from osstune.engine.plan.hardware import HardwareProfile
+    from osstune.engine.session.run_session import Launcher
 
 HardwareSource = Callable[[], "HardwareProfile"]
 
@@ -28,11 +37,15 @@ class OsstuneApp(App[None]):
     TITLE = "osstune"
     SUB_TITLE = "fine-tune GPT-OSS"
     BINDINGS = [Binding("ctrl+q", "quit", "Quit", priority=True)]
+    # Where each screen leads: the one place the wizard's order is written. Screens call
+    # `self.advance(config)`; training and done screens are made for the config they are given.
+    FLOW: tuple[type[Screen[None]], ...] = (
+        HardwareScreen, PresetScreen, DatasetScreen, ReviewScreen, TrainingScreen, DoneScreen)
 
     def __init__(
         self,
         hardware_source: HardwareSource,
-        run_launcher: RunLauncher,
+        run_launcher: Launcher,
         settings_path: Path | None = None,
     ) -> None:
         super().__init__()
@@ -43,9 +56,19 @@ class OsstuneApp(App[None]):
         self.plan = Plan()
 
     def on_mount(self) -> None:
-        from osstune.tui.screens.hardware import HardwareScreen
+        self.push_screen(self.FLOW[0]())
 
-        self.push_screen(HardwareScreen())
+    def on_advance(self, message: Advance) -> None:
+        position = self.FLOW.index(type(message.origin))
+        if position + 1 < len(self.FLOW):
+            following = self.FLOW[position + 1]
+            config = message.config
+            self.push_screen(following(config) if config is not None else following())
+            return
+        while len(self.screen_stack) > 2:  # a new run: back to the first screen, kept as it was
+            self.pop_screen()
+        if not isinstance(self.screen, self.FLOW[0]):
+            self.push_screen(self.FLOW[0]())
 
     def remember(self, **values: str | None) -> None:
         """Update the remembered choices; a failure to write them must not stop the wizard."""

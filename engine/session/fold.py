@@ -142,9 +142,10 @@ class RunFold:
         """Current figures; drains the step points gathered since the previous snapshot."""
         points = tuple(self.new_points)
         self.new_points.clear()
+        fields: dict[str, object] = {"status": self.status, **extra}
         return RunSnapshot(
-            status=self.status, step=self.step, total_steps=self.total_steps, loss=self.loss,
+            step=self.step, total_steps=self.total_steps, loss=self.loss,
             lr=self.lr, epoch=self.epoch, tokens_per_s=self.tokens_per_s,
             elapsed_s=self.elapsed_s, eta_s=self.eta_s, new_points=points,
             gpus=tuple(self.gpus[r] for r in sorted(self.gpus)), notes=tuple(self.notes),
-            error=self.error, end=self.end, **extra)  # type: ignore[arg-type]
+            error=self.error, end=self.end, **fields)  # type: ignore[arg-type]

@@ -102,7 +102,7 @@ class RunSession:
         self.waived: list[str] = []
         self.stop_requested = False
         self._fold = RunFold(history, expected_gpus(cfg, profile))
-        self._reader: EventReader | None = None
+        self.events: EventReader | None = None
         self._log: tuple[str, ...] = ()
         self._exit_code: int | None = None
         self._refusal: tuple[str, bool] | None = None
@@ -138,8 +138,8 @@ class RunSession:
                 raise PreflightError(f"output directory {self.output_dir} already holds a run")
             if (stale := self.lock.stale_warning()) is not None:
                 self._fold.notes.append(f"warning: {stale}")
-            self._reader = EventReader(self.output_dir / EVENTS_FILE)
-            self._reader.skip_existing()  # earlier attempts in this folder are not this run
+            self.events = EventReader(self.output_dir / EVENTS_FILE)
+            self.events.skip_existing()  # earlier attempts in this folder are not this run
             self.process = self.launcher.spawn(self.cfg, self.output_dir, resume=resume,
                                                force=force, lock=self.lock)
         except BaseException:
@@ -151,17 +151,17 @@ class RunSession:
         with self._mutex:
             self._fold = RunFold(self.history, expected_gpus(self.cfg, self.profile))
             self._log, self._exit_code, self._refusal = (), None, None
-            self.process, self._reader, self.stop_requested = None, None, False
+            self.process, self.events, self.stop_requested = None, None, False
 
     # ------------------------------------------------------------------ follow
 
     def pump(self) -> Pumped:
         """Read what is new; any thread. The exit code is read first, so events written before
         the exit are seen in the same call."""
-        if self.process is None or self._reader is None:
+        if self.process is None or self.events is None:
             return Pumped((), False, self._refusal is not None)
         exit_code = self.process.poll()
-        events = tuple(self._reader.poll())
+        events = tuple(self.events.poll())
         tail = self.process.stderr_tail(LOG_LINES)
         log = tuple(tail.splitlines() if isinstance(tail, str) else map(str, tail))[-LOG_LINES:]
         with self._mutex:

@@ -18,6 +18,7 @@ from osstune.engine.plan.config import RunConfig, load_config
 if TYPE_CHECKING:
     from osstune.engine.plan.hardware import HardwareProfile
     from osstune.engine.plan.recommend import Recommendation
+    from osstune.engine.session.events import RunEnd
 
 
 def yaml_text(value: Any) -> str:
@@ -36,7 +37,7 @@ class Plan:
     preset: str | None = None
     overrides: dict[str, str] = field(default_factory=dict)  # dotted key -> YAML text
     saved_config: str | None = None
-    run_end: dict[str, Any] | None = None
+    run_end: RunEnd | None = None
 
     def choose_preset(self, name: str) -> None:
         if name != self.preset:

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from rich.text import Text
 from textual.widget import Widget
 
-from osstune.tui.run_source import HISTORY_POINTS, StepPoint
+from osstune.engine.session.fold import HISTORY_POINTS, StepPoint
 
 EIGHTHS = " ▁▂▃▄▅▆▇█"
 AXIS_WIDTH = 8  # "12.345 ┤"
