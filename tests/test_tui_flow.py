@@ -13,8 +13,8 @@ import pytest
 from tui_fixtures import cpu_profile, run_async, screen_name, wait_until
 
 from osstune.engine.session.events import read_events
-from osstune.tui.app import OsstuneApp
 from osstune.engine.session.run_session import EngineLauncher
+from osstune.tui.app import OsstuneApp
 from osstune.tui.settings import Settings
 from osstune.tui.widgets.log_tail import LogTail
 from osstune.tui.widgets.loss_chart import LossChart

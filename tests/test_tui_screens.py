@@ -23,8 +23,7 @@ from tui_fixtures import (
 
 from osstune.engine.plan.config import load_config
 from osstune.tui.app import OsstuneApp
-from osstune.tui.screens.training import RunProgress
-from osstune.tui.screens.training import TrainingScreen
+from osstune.tui.screens.training import RunProgress, TrainingScreen
 from osstune.tui.settings import Settings
 from osstune.tui.widgets.loss_chart import LossChart
 from osstune.tui.widgets.memory_panel import MemoryPanel
