@@ -232,8 +232,8 @@ class EventReader:
         yield from self.poll()
 
 
-def read_typed(output_dir: str | os.PathLike[str]) -> list[AnyEvent]:
-    return EventReader(Path(output_dir) / EVENTS_FILE).poll()
+def read_typed(output_dir: str | os.PathLike[str], name: str = EVENTS_FILE) -> list[AnyEvent]:
+    return EventReader(Path(output_dir) / name).poll()
 
 
 def read_events(output_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:

@@ -143,12 +143,12 @@ def owner_of(output_dir: str | os.PathLike[str]) -> Owner | None:
         os.close(fd)
 
 
-def claim_for_engine(output_dir: str | os.PathLike[str]) -> OutputLock | None:
+def claim_for_engine(output_dir: str | os.PathLike[str]) -> OutputLock:
     """The engine's side: own the folder for the process's whole life or raise RunLocked.
 
     Launched by a session: the launcher holds the lock (this process or torchrun inherited it)
     and passed its token; the engine records its own pid. Run directly: take the lock. Returns
-    the lock to keep alive (None when the launcher's inherited copy is what holds it).
+    the lock to keep alive until the process ends.
     """
     out = Path(output_dir)
     token = os.environ.get(TOKEN_ENV)

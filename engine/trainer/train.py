@@ -468,6 +468,8 @@ def train(args: argparse.Namespace, stop: StopRequest, run: Run) -> int:
     run.rt = rt
     if rt.is_main:  # before anything in the folder is read for resume, deleted or written
         run.lock = claim_for_engine(output)
+        if (stale := run.lock.stale_warning()) is not None:
+            log(f"warning: {stale}")
     if rt.device.type == "cpu":
         keep_freed_memory()
     if cfg.distributed.cpu_offload and os.environ.get("OMP_NUM_THREADS") == "1":

@@ -173,6 +173,8 @@ def run(
         output.fail(f"cannot start the engine: {e}", code=output.EXIT_PROBLEM)
     for problem in waived:
         output.warn(f"pre-flight (forced): {problem}")
+    if session.lock is not None and (stale := session.lock.stale_warning()) is not None:
+        output.warn(stale)
     live = output.is_terminal()
     if not live:
         output.print_line(f"osstune run {cfg.name}: output {out}")

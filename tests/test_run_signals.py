@@ -1,0 +1,82 @@
+"""Runs survive their front-end, with real signals on the tiny CPU model: SIGTERM or SIGHUP to
+`osstune run` stops the engine as Ctrl-C does (step finished, checkpoint, status stopped), also
+when the terminal is gone; the engine writes its log to a file, never to a pipe that can close;
+quitting the wizard sends the stop once and the engine stops gracefully."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tui_fixtures import cpu_profile, run_async, wait_until
+
+from osstune.engine.plan.config import load_config
+from osstune.engine.session.launch import ENGINE_LOG
+from osstune.engine.session.lock import owner_of
+from osstune.engine.session.run_session import EngineLauncher
+from osstune.tui.app import OsstuneApp
+from osstune.tui.screens.training import TrainingScreen
+from tests.engine_fixtures import REPO, engine_env, last_run_end, wait_for_event
+
+pytestmark = pytest.mark.slow
+
+LONG = ["max_steps=400", "sequence_len=128", "save_steps=1000", "training.logging_steps=1",
+        "gradient_accumulation_steps=1", "micro_batch_size=1"]
+
+
+def _start_cli(out: Path) -> subprocess.Popen[bytes]:
+    sets = [a for o in LONG for a in ("--set", o)]
+    return subprocess.Popen(
+        [sys.executable, "-m", "osstune.tui.cli", "run", "tiny-cpu-demo", *sets, "--output",
+         str(out)], cwd=REPO, env=engine_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _assert_stopped_with_a_checkpoint(out: Path) -> None:
+    end = last_run_end(out)
+    assert end["status"] == "stopped", end
+    assert 1 <= end["step"] < 400
+    assert (out / "checkpoints" / f"step-{end['step']:06d}" / "COMPLETE").is_file()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_to_the_cli_stops_the_engine_gracefully(tmp_path: Path, signum) -> None:  # noqa: ANN001
+    out = tmp_path / "run"
+    cli = _start_cli(out)
+    try:
+        wait_for_event(out, "step")
+        if signum == signal.SIGHUP:  # the terminal went away: nobody reads the CLI's output
+            cli.stdout.close()
+            cli.stderr.close()
+        cli.send_signal(signum)
+        cli.wait(timeout=240)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+    _assert_stopped_with_a_checkpoint(out)
+    assert "SIGINT: stopping after this step" in (out / ENGINE_LOG).read_text()
+    assert owner_of(out) is None
+    if signum == signal.SIGTERM:
+        assert cli.returncode == 1  # stopped, not completed: the CLI says how to resume
+
+
+@run_async
+async def test_quitting_the_wizard_stops_the_real_engine_once(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config("tiny-cpu-demo", [*LONG, f"output.dir={tmp_path / 'wiz'}"])
+    profile = cpu_profile()
+    app = OsstuneApp(lambda: profile, EngineLauncher(), tmp_path / "wizard.json")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_until(pilot, lambda: app.plan.recommendation is not None)
+        await app.push_screen(TrainingScreen(cfg))
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.snapshot.step >= 1, timeout=180,
+                         what="the first step")
+        process = screen.session.process
+        await pilot.press("ctrl+q")
+    assert process.wait(timeout=240) == 0
+    _assert_stopped_with_a_checkpoint(tmp_path / "wiz")
+    log = (tmp_path / "wiz" / ENGINE_LOG).read_text()
+    assert log.count("SIGINT: stopping after this step") == 1, log
