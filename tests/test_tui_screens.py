@@ -499,3 +499,54 @@ async def test_done_offers_a_new_run_from_the_top(tmp_path: Path) -> None:
         await pilot.press("n")
         await wait_until(pilot, lambda: screen_name(app) == "HardwareScreen")
         assert len(app.screen_stack) == 2
+
+
+def _footer_keys(screen) -> set[str]:  # noqa: ANN001
+    from textual.widgets._footer import FooterKey
+
+    return {key.key for key in screen.query(FooterKey)}
+
+
+@run_async
+async def test_a_refusal_found_before_the_engine_starts_is_forced_with_f(tmp_path: Path) -> None:
+    from osstune.engine.plan.preflight import preflight
+
+    launcher = ScriptedLauncher(gpus=1, preflight=preflight)  # the real pre-flight, no GPU here
+    app = make_app(tmp_path, cpu_profile(), launcher)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.plan.recommendation is not None)
+        app.plan.choose_preset("gpt-oss-20b-lora-1gpu")
+        await app.push_screen(TrainingScreen(load_config("gpt-oss-20b-lora-1gpu")))
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.session is not None and not screen.running,
+                         what="the refusal")
+        assert launcher.calls == []  # no engine was started to learn this
+        assert "refused by the pre-flight" in text_of(screen, "#run-title")
+        error = text_of(screen, "#run-error")
+        assert "not started: distributed.gpus: the config asks for 1 GPU(s)" in error
+        assert "exited with code" not in error and "f runs it anyway" in error
+        await pilot.pause()
+        assert "f" in _footer_keys(screen)
+        await pilot.press("f")
+        await wait_until(pilot, launcher.started.is_set, what="the forced start")
+        assert launcher.calls == [(screen.config.output.dir, False, True)]
+        await wait_until(pilot, lambda: screen.running and "f" not in _footer_keys(screen))
+        launcher.process.run_start(total=10)
+        launcher.process.step(1, 10)
+        await wait_until(pilot, lambda: screen.snapshot.step == 1)
+        assert "running" in text_of(screen, "#run-title")
+
+
+@run_async
+async def test_memory_panel_knows_a_gpu_run_before_its_first_step(tmp_path: Path) -> None:
+    launcher = ScriptedLauncher(gpus=1)
+    app = make_app(tmp_path, h100_profile(1), launcher)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.plan.recommendation is not None)
+        app.plan.choose_preset("gpt-oss-20b-lora-1gpu")
+        await app.push_screen(TrainingScreen(load_config("gpt-oss-20b-lora-1gpu")))
+        await wait_until(pilot, launcher.started.is_set)
+        panel = app.screen.query_one(MemoryPanel)
+        assert [g.rank for g in panel.gpus] == [0]
+        assert "waiting for the first step" in str(panel.render())
+        assert "no GPU in this run" not in str(panel.render())
