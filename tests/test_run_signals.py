@@ -5,6 +5,7 @@ quitting the wizard sends the stop once and the engine stops gracefully."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -80,3 +81,36 @@ async def test_quitting_the_wizard_stops_the_real_engine_once(tmp_path: Path, mo
     _assert_stopped_with_a_checkpoint(tmp_path / "wiz")
     log = (tmp_path / "wiz" / ENGINE_LOG).read_text()
     assert log.count("SIGINT: stopping after this step") == 1, log
+
+
+def test_detach_then_attach_and_stop(tmp_path: Path) -> None:
+    out = tmp_path / "bg"
+    sets = [a for o in LONG for a in ("--set", o)]
+    started = subprocess.run(
+        [sys.executable, "-m", "osstune.tui.cli", "run", "tiny-cpu-demo", *sets, "--output",
+         str(out), "--detach"], cwd=REPO, env=engine_env(), capture_output=True, text=True,
+        timeout=120)
+    assert started.returncode == 0, started.stderr
+    assert f"osstune attach {out}" in started.stdout
+    holder = owner_of(out)
+    try:
+        assert holder is not None  # the engine owns the folder; the CLI is gone
+        wait_for_event(out, "step")
+        watcher = subprocess.Popen(
+            [sys.executable, "-m", "osstune.tui.cli", "attach", str(out)], cwd=REPO,
+            env=engine_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        seen = [watcher.stdout.readline() for _ in range(2)]  # its header, then a new step
+        assert seen[0].startswith(f"osstune attach {out}: following") and \
+            seen[1].startswith("step "), seen
+        watcher.send_signal(signal.SIGINT)  # Ctrl-C in the attached terminal
+        stdout, stderr = watcher.communicate(timeout=240)
+    finally:
+        if owner_of(out) is not None:
+            os.kill(owner_of(out).pid, signal.SIGKILL)
+    assert watcher.returncode == 1, stderr
+    assert "run stopped at step" in stderr and "--resume" in stderr
+    assert stdout.splitlines()[-1].startswith("run_end: stopped"), stdout
+    _assert_stopped_with_a_checkpoint(out)
+    again = subprocess.run([sys.executable, "-m", "osstune.tui.cli", "attach", str(out)],
+                           cwd=REPO, env=engine_env(), capture_output=True, text=True, timeout=60)
+    assert again.returncode == 2 and "no live run" in again.stderr

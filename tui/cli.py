@@ -62,6 +62,7 @@ def root(
 app.command("doctor")(doctor.doctor)
 app.command("presets")(presets.presets)
 app.command("run")(run.run)
+app.command("attach")(run.attach)
 app.command("merge-lora")(merge.merge_lora)
 app.command("merge-sharded-fsdp-weights")(merge.merge_sharded_fsdp_weights)
 app.command("inspect")(inspect.inspect)

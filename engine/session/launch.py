@@ -74,11 +74,13 @@ def serving_tensor_parallel(cfg: RunConfig) -> int:
 class LogTail:
     """The last lines of a growing text file, read incrementally from where it stood at start."""
 
-    def __init__(self, path: Path, keep: int = STDERR_LINES) -> None:
+    def __init__(self, path: Path, keep: int = STDERR_LINES, back: int = 0) -> None:
+        """Start at the file's end (an earlier attempt's log is not this run's), or `back`
+        bytes before it (attaching to a run that is already going)."""
         self.path = path
         self.lines: collections.deque[str] = collections.deque(maxlen=keep)
         try:
-            self._offset = path.stat().st_size  # an earlier attempt's log is not this run's
+            self._offset = max(path.stat().st_size - back, 0)
         except OSError:
             self._offset = 0
         self._partial = b""

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from osstune.engine.plan.preflight import PreflightError, existing_run, preflight, uses_gpus
-from osstune.engine.session.events import EVENTS_FILE, AnyEvent, EventReader
+from osstune.engine.session.events import EVENTS_FILE, AnyEvent, EventReader, RunStart
 from osstune.engine.session.fold import HISTORY_POINTS, GpuMemory, RunFold, RunSnapshot
 from osstune.engine.session.lock import OutputLock, RunLocked, live_run_message, owner_of
 
@@ -146,6 +146,19 @@ class RunSession:
             self.lock.release()
             raise
         return self.waived
+
+    def attach(self) -> None:
+        """Follow the live run in the output folder (started elsewhere, e.g. --detach): its
+        current attempt from its run_start on. NotRunning when nothing owns the folder."""
+        from osstune.engine.session.attach import AttachedEngine
+
+        self._reset()
+        process = AttachedEngine(self.output_dir)
+        self.events = EventReader(self.output_dir / EVENTS_FILE)
+        earlier = self.events.poll()
+        starts = [i for i, e in enumerate(earlier) if isinstance(e, RunStart)]
+        self._fold.apply(earlier[starts[-1]:] if starts else earlier)
+        self.process = process
 
     def _reset(self) -> None:
         with self._mutex:

@@ -153,6 +153,9 @@ def run(
                       ] = False,
     force: Annotated[bool, typer.Option("--force", help="Run despite pre-flight refusals")
                      ] = False,
+    detach: Annotated[bool, typer.Option(
+        "--detach", help="Start the run and return; follow it later with `osstune attach DIR`"),
+    ] = False,
 ) -> None:
     """Train with a preset or config file and follow it until it ends."""
     from osstune.engine.plan.preflight import PreflightError
@@ -175,6 +178,11 @@ def run(
         output.warn(f"pre-flight (forced): {problem}")
     if session.lock is not None and (stale := session.lock.stale_warning()) is not None:
         output.warn(stale)
+    if detach:  # the engine holds the folder's lock itself: it outlives this process
+        output.print_line(f"osstune run {cfg.name}: started in the background, output {out}, "
+                          f"log {out / 'engine.log'}")
+        output.print_line(f"follow or stop it: osstune attach {out}")
+        return
     live = output.is_terminal()
     if not live:
         output.print_line(f"osstune run {cfg.name}: output {out}")
@@ -200,3 +208,33 @@ def _report(snap: RunSnapshot, target: str, out: Path, served_tp: int) -> None:
     tail = "\n".join(snap.log_lines[-15:])
     output.fail(f"the engine exited with code {code} before finishing" +
                 (f"; its last lines:\n{tail}" if tail else ""), code=output.EXIT_PROBLEM)
+
+
+def attach(
+    output_dir: Annotated[str, typer.Argument(metavar="DIR", help="The run's output directory")],
+) -> None:
+    """Follow a live run (started with --detach, or from another terminal) until it ends.
+
+    Ctrl-C once stops the run (checkpoint, status stopped), twice kills it; exit codes as `run`.
+    """
+    from osstune.engine.plan.config import ConfigError, load_config
+    from osstune.engine.session.attach import NotRunning
+    from osstune.engine.session.launch import CONFIG_FILE, serving_tensor_parallel
+    from osstune.engine.session.run_session import RunSession
+
+    out = Path(output_dir)
+    try:
+        cfg = load_config(str(out / CONFIG_FILE))
+    except ConfigError as e:
+        output.fail(f"{out}: not a run folder ({e})")
+    cfg.output.dir = str(out)
+    session = RunSession(cfg)
+    try:
+        session.attach()
+    except NotRunning as e:
+        output.fail(str(e))
+    live = output.is_terminal()
+    if not live:
+        output.print_line(f"osstune attach {out}: following {cfg.name}")
+    snap = follow(session, cfg.name, live)
+    _report(snap, str(out / CONFIG_FILE), out, serving_tensor_parallel(cfg))
