@@ -110,3 +110,22 @@ def test_the_engine_keeps_the_folder_when_its_front_end_dies(tmp_path: Path) -> 
         time.sleep(0.2)
     assert owner_of(out) is None
     assert last_run_end(out)["status"] == "stopped"
+
+
+CLAIM = ("import sys; from osstune.engine.session.lock import claim_for_engine, RunLocked\n"
+         "try:\n    lock = claim_for_engine(sys.argv[1])\nexcept RunLocked as e:\n"
+         "    print('refused:', e); sys.exit(2)\nprint('owner', lock.owner.pid)\n")
+
+
+def test_a_launched_engine_recognises_its_launchers_lock(tmp_path: Path) -> None:
+    """torchrun's workers do not inherit the lock's file: they find their launcher's token."""
+    held = OutputLock.acquire(tmp_path)
+    env = {**engine_env(), "OSSTUNE_LOCK_TOKEN": held.owner.token}
+    ours = subprocess.run([sys.executable, "-c", CLAIM, str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert ours.returncode == 0 and ours.stdout.startswith("owner "), ours.stdout + ours.stderr
+    env["OSSTUNE_LOCK_TOKEN"] = "someone-else"
+    other = subprocess.run([sys.executable, "-c", CLAIM, str(tmp_path)], env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert other.returncode == 2 and "in use by a live run" in other.stdout
+    held.release()
