@@ -114,3 +114,20 @@ def test_detach_then_attach_and_stop(tmp_path: Path) -> None:
     again = subprocess.run([sys.executable, "-m", "osstune.tui.cli", "attach", str(out)],
                            cwd=REPO, env=engine_env(), capture_output=True, text=True, timeout=60)
     assert again.returncode == 2 and "no live run" in again.stderr
+
+
+def test_the_engine_survives_a_closed_stderr(tmp_path: Path) -> None:
+    """Run directly with its stderr on a pipe nobody reads any more: it still completes."""
+    cfg_path = tmp_path / "tiny.yaml"
+    cfg = load_config("tiny-cpu-demo", ["max_steps=2", "sequence_len=128", "save_steps=1000",
+                                        "training.logging_steps=1", "output.export=false"])
+    from osstune.engine.plan.config import dump_config
+
+    cfg_path.write_text(dump_config(cfg))
+    engine = subprocess.Popen(
+        [sys.executable, "-m", "osstune.engine.trainer.train", "--config", str(cfg_path),
+         "--output", str(tmp_path / "out")], cwd=REPO, env=engine_env(),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    engine.stderr.close()  # EPIPE on every write from now on
+    assert engine.wait(timeout=240) == 0
+    assert last_run_end(tmp_path / "out")["status"] == "completed"
