@@ -184,3 +184,20 @@ def test_pump_is_cheap_when_idle(tmp_path: Path) -> None:
 def test_scripted_process_is_the_engine_process_surface(tmp_path: Path) -> None:
     process = ScriptedProcess(tmp_path)
     assert process.stderr_tail(5) == ["engine: starting"]
+
+
+def test_events_are_typed_keep_future_fields_and_refuse_other_versions() -> None:
+    from osstune.engine.session.events import EventSchemaError, Step
+
+    step = parse_event({"v": 1, "type": "step", "time": 1.0, **step_event(3, 10, 2),
+                        "added_later": {"x": 1}})
+    assert isinstance(step, Step) and step.gpus[1].device_mem_reserved_gib == 21.0
+    assert step.record()["added_later"] == {"x": 1}  # kept, ignored by the fold
+    for bad, why in (({"v": 2, "type": "step", "time": 1.0}, "expected 1"),
+                     ({"v": 1, "type": "nope", "time": 1.0}, "unknown event type"),
+                     ({"v": 1, "type": "checkpoint", "time": 1.0, "path": "p", "step": True},
+                      "checkpoint: step"),
+                     ({"v": 1, "type": "run_end", "time": 1.0, "status": "maybe", "outputs": {}},
+                      "run_end: status")):
+        with pytest.raises(EventSchemaError, match=why):
+            parse_event(bad)

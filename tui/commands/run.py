@@ -57,7 +57,11 @@ def _on_stop_signal(signum: int, frame: object) -> None:
 @contextlib.contextmanager
 def stop_signals_as_interrupts() -> Iterator[None]:
     import signal
+    import threading
 
+    if threading.current_thread() is not threading.main_thread():  # only there can Python
+        yield
+        return
     previous = {name: signal.signal(getattr(signal, name), _on_stop_signal)
                 for name in STOP_SIGNALS}
     try:
