@@ -18,6 +18,7 @@ from tui_fixtures import (
     h100_profile,
     run_async,
     screen_name,
+    step_event,
     wait_until,
 )
 
@@ -550,3 +551,29 @@ async def test_memory_panel_knows_a_gpu_run_before_its_first_step(tmp_path: Path
         assert [g.rank for g in panel.gpus] == [0]
         assert "waiting for the first step" in str(panel.render())
         assert "no GPU in this run" not in str(panel.render())
+
+
+@run_async
+async def test_a_live_run_in_the_output_folder_is_followed_not_restarted(tmp_path: Path) -> None:
+    from osstune.engine.session.events import EventWriter
+    from osstune.engine.session.lock import OutputLock
+
+    launcher = ScriptedLauncher(gpus=1)
+    cfg = load_config("tiny-cpu-demo")
+    held = OutputLock.acquire(cfg.output.dir)  # a detached run owns the folder
+    writer = EventWriter(cfg.output.dir)
+    writer.emit("run_start", config={}, world_size=1, gpus=[], model={}, dataset={},
+                total_steps=10, start_step=0)
+    app = make_app(tmp_path, launcher=launcher)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.plan.recommendation is not None)
+        await app.push_screen(TrainingScreen(cfg))
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.session is not None and screen.running)
+        writer.emit("step", **step_event(1, 10, 0))
+        await wait_until(pilot, lambda: screen.snapshot.step == 1, what="the live run's step")
+        assert launcher.calls == [] and screen_name(app) == "TrainingScreen"
+        writer.emit("run_end", status="completed", outputs={})
+        held.release()
+        await wait_until(pilot, lambda: not screen.running, what="the run's end")
+        assert "completed (exit code 0)" in text_of(screen, "#run-title")

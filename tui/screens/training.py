@@ -84,6 +84,7 @@ class TrainingScreen(WizardScreen):
         self.snapshot = RunSnapshot()
         self.running = False
         self.resumed = False
+        self.attached = False
         self._kill_armed_at: float | None = None
 
     def compose(self) -> ComposeResult:
@@ -111,15 +112,18 @@ class TrainingScreen(WizardScreen):
         self._show_error(None)
         self.query_one("#run-notes").display = False
         out = Path(self.config.output.dir)
-        if existing_run(out) and owner_of(out) is None:  # a live run's folder: the session refuses
+        if owner_of(out) is not None:  # a run is live there (--detach, another terminal): follow it
+            self.start(resume=False, force=False, attach=True)
+        elif existing_run(out):
             self.app.push_screen(ResumeDialog(self.config.output.dir), self._after_dialog)
         else:
             self.start(resume=False, force=False)
 
     def on_unmount(self) -> None:
         """Leaving the app mid-run: ask the engine to checkpoint and stop rather than orphan it
-        (the session sends that once, however many ways the screen goes away)."""
-        if self.running and self.session is not None:
+        (the session sends that once, however many ways the screen goes away). A run the
+        wizard only attached to goes on: it was started to outlive its front-ends."""
+        if self.running and self.session is not None and not self.attached:
             self.session.stop()
 
     def _after_dialog(self, choice: str | None) -> None:
@@ -141,22 +145,27 @@ class TrainingScreen(WizardScreen):
         )
         self.query_one("#run-title", Static).update(title)
 
-    def start(self, resume: bool, force: bool) -> None:
+    def start(self, resume: bool, force: bool, attach: bool = False) -> None:
         self.query_one(LossChart).clear()  # the session follows only what this attempt writes
         self.session = RunSession(self.config, self.wizard.run_launcher, self.plan.profile)
         self.snapshot = self.session.snapshot()
-        self.running, self.resumed = True, resume
-        self._set_status("resuming" if resume else "starting")
+        self.running, self.resumed, self.attached = True, resume, attach
+        self._set_status("attaching to the live run" if attach else
+                         "resuming" if resume else "starting")
         self._show_error(None)
         self.query_one(MemoryPanel).set_gpus(self.snapshot.gpus)  # a GPU run, before its steps
         self.refresh_bindings()
-        self.follow_run(self.session, resume, force)
+        self.follow_run(self.session, resume, force, attach)
 
     @work(thread=True, exclusive=True, group="run", exit_on_error=False)
-    def follow_run(self, session: RunSession, resume: bool, force: bool) -> int | None:
+    def follow_run(self, session: RunSession, resume: bool, force: bool,
+                   attach: bool) -> int | None:
         worker = get_current_worker()
         try:
-            session.start(resume=resume, force=force)
+            if attach:
+                session.attach()
+            else:
+                session.start(resume=resume, force=force)
         except (PreflightError, RunLocked):
             return None  # the snapshot carries the refusal
         try:
@@ -168,9 +177,11 @@ class TrainingScreen(WizardScreen):
                     return session.exit_code
                 time.sleep(POLL_S)
         except BaseException:
-            session.stop()  # we can no longer follow it: have it checkpoint and exit, not run blind
+            if not self.attached:  # we can no longer follow it: have it checkpoint and exit
+                session.stop()
             raise
-        session.stop()  # the screen went away: let the engine checkpoint and exit
+        if not self.attached:
+            session.stop()  # the screen went away: let the engine checkpoint and exit
         return None
 
     def on_run_progress(self, _: RunProgress) -> None:
