@@ -127,6 +127,16 @@ class TrainingProcess:
               lock: OutputLock | None = None) -> list[str]:
         out = Path(output_dir)
         self.lock = lock or OutputLock.acquire(out)  # before anything is written there
+        try:
+            return self._spawn(cfg, out, resume, force, env)
+        except BaseException:
+            if lock is None:  # ours: a launch that failed leaves the folder free
+                self.lock.release()
+            raise
+
+    def _spawn(self, cfg: RunConfig, out: Path, resume: bool, force: bool,
+               env: dict[str, str] | None) -> list[str]:
+        assert self.lock is not None
         config_path = out / CONFIG_FILE
         config_path.write_text(dump_config(cfg), encoding="utf-8")
         cmd = build_command(config_path, cfg.distributed.world_size, cfg.distributed.nnodes,
