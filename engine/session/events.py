@@ -94,6 +94,17 @@ class Step(_Event):
     mfu: float | None = None
 
 
+class Eval(_Event):
+    """The token-mean loss on the validation split."""
+
+    type: Literal["eval"]
+    step: int
+    loss: float
+    trained_tokens: int
+    rows: int | None = None
+    duration_s: float | None = None
+
+
 class Checkpoint(_Event):
     type: Literal["checkpoint"]
     path: str
@@ -119,13 +130,12 @@ class RunEnd(_Event):
     step: int | None = None
 
 
-Event = Annotated[Union[RunStart, Step, Checkpoint, WarningEvent, ErrorEvent, RunEnd],  # noqa: UP007
-                  Field(discriminator="type")]
+AnyEvent = Union[RunStart, Step, Eval, Checkpoint, WarningEvent, ErrorEvent, RunEnd]  # noqa: UP007
+Event = Annotated[AnyEvent, Field(discriminator="type")]
 EVENT_TYPES: dict[str, type[_Event]] = {
-    "run_start": RunStart, "step": Step, "checkpoint": Checkpoint, "warning": WarningEvent,
-    "error": ErrorEvent, "run_end": RunEnd,
+    "run_start": RunStart, "step": Step, "eval": Eval, "checkpoint": Checkpoint,
+    "warning": WarningEvent, "error": ErrorEvent, "run_end": RunEnd,
 }
-AnyEvent = Union[RunStart, Step, Checkpoint, WarningEvent, ErrorEvent, RunEnd]  # noqa: UP007
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(Event)
 
 

@@ -15,6 +15,7 @@ from osstune.engine.session.events import (
     AnyEvent,
     Checkpoint,
     ErrorEvent,
+    Eval,
     RunEnd,
     RunStart,
     Step,
@@ -44,6 +45,12 @@ class StepPoint:
 
 
 @dataclass(frozen=True)
+class EvalPoint:
+    step: int
+    loss: float
+
+
+@dataclass(frozen=True)
 class RunSnapshot:
     """What a front-end needs for one repaint; `new_points` are the steps since the last one."""
 
@@ -57,6 +64,8 @@ class RunSnapshot:
     elapsed_s: float | None = None
     eta_s: float | None = None
     new_points: tuple[StepPoint, ...] = ()
+    eval_loss: float | None = None  # the latest loss on the validation split
+    new_eval_points: tuple[EvalPoint, ...] = ()
     gpus: tuple[GpuMemory, ...] = ()
     notes: tuple[str, ...] = ()
     log_lines: tuple[str, ...] = ()
@@ -88,13 +97,16 @@ class RunFold:
     eta_s: float | None = None
     error: ErrorEvent | None = None
     end: RunEnd | None = None
+    eval_loss: float | None = None
     events_seen: int = 0
     gpus: dict[int, GpuMemory] = field(default_factory=dict)
     new_points: deque[StepPoint] = field(init=False)
+    new_eval_points: deque[EvalPoint] = field(init=False)
     notes: deque[str] = field(init=False)
 
     def __post_init__(self) -> None:
         self.new_points = deque(maxlen=self.history)
+        self.new_eval_points = deque(maxlen=self.history)
         self.notes = deque(maxlen=NOTES_KEPT)
         self.gpus = {g.rank: g for g in self.expected_gpus}
 
@@ -105,6 +117,9 @@ class RunFold:
                 self._on_run_start(event)
             elif isinstance(event, Step):
                 self._on_step(event)
+            elif isinstance(event, Eval):
+                self.eval_loss = event.loss
+                self.new_eval_points.append(EvalPoint(event.step, event.loss))
             elif isinstance(event, Checkpoint):
                 self.notes.append(f"checkpoint at step {event.step}: {event.path}")
             elif isinstance(event, WarningEvent):
@@ -140,12 +155,14 @@ class RunFold:
 
     def snapshot(self, **extra: object) -> RunSnapshot:
         """Current figures; drains the step points gathered since the previous snapshot."""
-        points = tuple(self.new_points)
+        points, eval_points = tuple(self.new_points), tuple(self.new_eval_points)
         self.new_points.clear()
+        self.new_eval_points.clear()
         fields: dict[str, object] = {"status": self.status, **extra}
         return RunSnapshot(
             step=self.step, total_steps=self.total_steps, loss=self.loss,
             lr=self.lr, epoch=self.epoch, tokens_per_s=self.tokens_per_s,
             elapsed_s=self.elapsed_s, eta_s=self.eta_s, new_points=points,
+            eval_loss=self.eval_loss, new_eval_points=eval_points,
             gpus=tuple(self.gpus[r] for r in sorted(self.gpus)), notes=tuple(self.notes),
             error=self.error, end=self.end, **fields)  # type: ignore[arg-type]

@@ -34,6 +34,9 @@ def _effective_config(target: str, overrides: list[str], dataset: str | None,
     try:
         cfg = load_config(target, overrides)
         if dataset is not None:
+            if cfg.datasets:
+                output.fail(f"--dataset: {target} mixes {len(cfg.datasets)} datasets "
+                            "(datasets:); edit that list instead")
             cfg.dataset.path = dataset
         if output_dir is not None:
             cfg.output.dir = output_dir

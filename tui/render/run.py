@@ -12,6 +12,7 @@ from osstune.engine.session.events import (
     AnyEvent,
     Checkpoint,
     ErrorEvent,
+    Eval,
     RunEnd,
     RunStart,
     Step,
@@ -53,11 +54,29 @@ def gpu_summary(gpus: list[StepGpu]) -> str:
     return " ".join(f"r{g.rank}:{g.device_mem_reserved_gib:.1f}GiB" for g in gpus)
 
 
+def dataset_lines(stats: dict[str, Any]) -> list[str]:
+    """One line per source of a mixed dataset, and the validation split (run_start's stats)."""
+    lines = []
+    for s in stats.get("sources") or []:
+        skipped = sum(s["rows_skipped"].values())
+        lines.append(f"  dataset {s['source']} ({s['format']}, weight {s['weight']:g}): "
+                     f"{s['examples_used']} examples from {s['rows_read']} rows"
+                     + (f", {skipped} skipped" if skipped else ""))
+    val = stats.get("validation")
+    if val:
+        lines.append(f"  validation ({val['source']}): {val['examples']} examples, "
+                     f"{val['tokens_trained']:,} trained tokens")
+    return lines
+
+
 def event_line(event: AnyEvent) -> str | None:
     """The plain-text line for one event (None for events that have no line)."""
     if isinstance(event, RunStart):
-        return (f"run_start: {event.model.get('id')} ({event.model.get('init')}), world size "
-                f"{event.world_size}, {event.total_steps} steps")
+        return "\n".join([f"run_start: {event.model.get('id')} ({event.model.get('init')}), "
+                          f"world size {event.world_size}, {event.total_steps} steps",
+                          *dataset_lines(event.dataset)])
+    if isinstance(event, Eval):
+        return f"eval step {event.step}: loss {event.loss:.4f}"
     if isinstance(event, Step):
         return (f"step {event.step}/{event.total_steps} loss {event.loss:.4f} "
                 f"lr {event.lr:.3g} {event.tokens_per_s:.0f} tok/s "
@@ -89,6 +108,8 @@ def run_panel(name: str, snap: RunSnapshot, log_tail: int = LOG_TAIL) -> Any:
     if snap.total_steps:
         grid.add_row("", ProgressBar(total=snap.total_steps, completed=snap.step, width=40))
     grid.add_row("loss", fmt_loss(snap.loss))
+    if snap.eval_loss is not None:
+        grid.add_row("eval loss", fmt_loss(snap.eval_loss))
     grid.add_row("lr", fmt_lr(snap.lr))
     grid.add_row("tokens/s", fmt_tokens_per_s(snap.tokens_per_s))
     grid.add_row("ETA", fmt_duration(snap.eta_s))
