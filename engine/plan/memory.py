@@ -174,7 +174,7 @@ def host_terms(m: MemoryInputs, on_gpu: bool) -> dict[str, float]:
         share = m.processes_per_node / m.world_size
         terms["offloaded parameters, gradients, AdamW"] = _gib(
             s.total_params() * OFFLOAD_HOST_BYTES_PER_PARAM * share)
-    if m.pretrained:
+    if m.pretrained and not m.offload:  # (offloaded states, 10 B/param, outgrow the load)
         if m.fsdp:  # rank 0 loads the whole model in the training dtype, then broadcasts
             terms["checkpoint loading (rank 0, whole model)"] = _gib(
                 s.weight_bytes(m.dtype_bytes, False))
