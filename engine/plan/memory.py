@@ -80,8 +80,8 @@ def unchecked_extra_bytes_per_token(s: ModelShapes, dtype_bytes: int = 2,
                                     compiled: bool = True) -> int:
     """Extra memory per token of one layer left unchecked instead of checkpointed (what
     `unchecked_layers: auto` spends; the engine's fit uses this too)."""
-    return (attention_bytes_per_token(s, dtype_bytes) + moe_bytes_per_token(s, dtype_bytes, compiled)
-            - dtype_bytes * s.hidden)
+    kept = attention_bytes_per_token(s, dtype_bytes) + moe_bytes_per_token(s, dtype_bytes, compiled)
+    return kept - dtype_bytes * s.hidden
 
 
 def _gib(value: float) -> float:

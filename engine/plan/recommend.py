@@ -16,8 +16,8 @@ Verdicts
   does-not-fit  some requirement is not met: too few GPUs, cards too small, too little host RAM
                 or disk
 
-An FSDP config is also estimated at the other GPU counts this machine has (2, 4, 8); the config's own
-count is preferred when it fits as well as the others.
+An FSDP config is also estimated at the other GPU counts this machine has (2, 4, 8); the config's
+own count is preferred when it fits as well as the others.
 
 Recommendation: the most capable GPT-OSS preset that fits, in the order of CAPABILITY. A `tight`
 preset is recommended only when no GPU preset fits outright. The CPU demo (a preset that needs no
