@@ -285,8 +285,8 @@ def test_presets_judge_the_effective_config() -> None:
 
 
 def test_plan_json_has_the_documented_keys() -> None:
-    result = invoke("plan", "gpt-oss-20b-lora-1gpu", "--hardware", str(PROFILES / "1xh100-80gb.json"),
-                    "--json", "--set", "sequence_len=8192")
+    result = invoke("plan", "gpt-oss-20b-lora-1gpu", "--hardware",
+                    str(PROFILES / "1xh100-80gb.json"), "--json", "--set", "sequence_len=8192")
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
     assert set(data) >= {"verdict", "peak_mem_gib_per_gpu", "min_peak_mem_gib_per_gpu",
