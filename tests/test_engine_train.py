@@ -44,7 +44,11 @@ def test_lora_adapter_loads_with_peft_and_merges(lora_run, monkeypatch):
 
     proc, out, path = lora_run
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert last_run_end(out)["status"] == "completed"
+    end = last_run_end(out)
+    assert end["status"] == "completed"
+    # what a calibration point needs (engine/plan/calibration.py): a CPU run reserves no GPU memory
+    assert end["peak_mem_reserved_gib"] == 0 and end["unchecked_layers"] is None
+    assert 0.2 < end["host_rss_peak_gib"] < 64
     adapter = out / "adapter"
     assert json.loads((adapter / "adapter_config.json").read_text())["r"] == 4
     # Only the adapter is trained and checkpointed.

@@ -98,3 +98,28 @@ def point_from_events(path: Path, name: str, preset: str, overrides: list[str]) 
         },
         "notes": "from events.jsonl; tokens/s: the mean of the step events after the first",
     }
+
+
+def points_from_bench(path: Path) -> list[dict[str, Any]]:
+    """Calibration points from a bench/bench_train.py results file (the results that carry an
+    `engine` block: the `--set` items that repeat them through the engine)."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    points = []
+    for r in data.get("results", []):
+        engine = r.get("engine")
+        if r.get("status") != "ok" or not engine:
+            continue
+        figures = {"tokens_per_s": r.get("tokens_per_s"),
+                   "peak_mem_gib_per_gpu": r.get("peak_reserved_gib")}
+        hardware = {"gpu": r["device"], "memory_total_gib": r.get("card_gib"), "gpus": 1}
+        if r.get("memory_cap_gib"):
+            hardware["memory_cap_gib"] = r["memory_cap_gib"]
+        points.append({
+            "name": f"{path.stem}-{r['variant']}-{r['seq']}",
+            "source": f"{path} (variant {r['variant']}, seq {r['seq']})",
+            "preset": engine["preset"], "set": engine["set"], "hardware": hardware,
+            "dataset": None,
+            "measured": {k: v for k, v in figures.items() if k in engine["measures"]},
+            "notes": "bench/bench_train.py: full rows of random tokens, batch 1",
+        })
+    return points
