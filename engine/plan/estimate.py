@@ -36,9 +36,10 @@ CUDA_CONTEXT_GIB = 0.7   # CUDA context and NCCL outside the caching allocator
 class DatasetFacts:
     """What the time estimate needs from a dataset (DatasetStats has all of it)."""
 
-    tokens_total: int | None = None
+    tokens_total: int | None = None  # None: only a sample was read (no time, only the speed)
     examples: int | None = None
     packing_efficiency: float | None = None
+    mean_example_tokens: float | None = None
 
 
 @dataclass
@@ -124,8 +125,9 @@ def _speed(cfg: RunConfig, m: MemoryInputs, unchecked: int, gpu_name: str | None
            facts: DatasetFacts | None) -> SpeedInputs:
     t = cfg.training
     checked = 0.0 if not t.gradient_checkpointing else 1.0 - unchecked / m.shapes.layers
-    mean_doc = (facts.tokens_total / facts.examples
-                if facts and facts.examples and facts.tokens_total else None)
+    mean_doc = facts.mean_example_tokens if facts else None
+    if facts and mean_doc is None and facts.examples and facts.tokens_total:
+        mean_doc = facts.tokens_total / facts.examples
     return SpeedInputs(
         shapes=m.shapes, full_finetune=cfg.method == "full", tokens=m.tokens,
         row_len=t.sequence_len, micro_batches=t.gradient_accumulation_steps,

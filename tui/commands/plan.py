@@ -10,21 +10,12 @@ import typer
 
 from osstune.tui import output
 from osstune.tui.commands.doctor import resolve_profile
+from osstune.tui.widgets.estimate_view import fmt_duration
 
 if TYPE_CHECKING:
     from osstune.engine.plan.estimate import Estimate
     from osstune.engine.plan.recommend import PresetVerdict
     from osstune.engine.plan.suggest import Suggestion
-
-
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    minutes = round(seconds / 60)
-    if minutes < 60:
-        return f"{max(minutes, 1)} min"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min" if hours < 48 else f"{hours / 24:.1f} days"
 
 
 def plan_dict(v: PresetVerdict, suggested: list[Suggestion]) -> dict[str, Any]:
