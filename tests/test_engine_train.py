@@ -179,3 +179,15 @@ def test_local_pretrained_folder_trains(tmp_path, capsys):
     assert start["model"]["total_params"] == sum(p.numel() for p in model.parameters())
     assert last_run_end(tmp_path / "from-base")["status"] == "completed"
     assert not (tmp_path / "from-base" / "checkpoints").exists()  # --no-save
+
+
+def test_merge_checks_its_disk_need_first(tmp_path, monkeypatch):
+    from osstune.engine.plan import hardware
+
+    path = write_config(tmp_path, tiny_config(tmp_path))
+    monkeypatch.setattr(hardware, "free_gib", lambda _path: 0.001)
+    result = CliRunner().invoke(app, ["merge-sharded-fsdp-weights", str(path)])
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1
+    assert "disk: 0.0 GiB free at " in result.output
+    assert "merging needs ~0.1 GiB (merged model (safetensors) 0.1)" in result.output

@@ -12,9 +12,10 @@ import pytest
 from osstune.engine.plan.calibration import check_point, load_points, point_from_events
 from osstune.engine.plan.config import load_config, load_preset
 from osstune.engine.plan.estimate import DatasetFacts, estimate
-from osstune.engine.plan.hardware import GpuInfo, load_profile
+from osstune.engine.plan.hardware import GpuInfo, load_profile, probe, profile_to_dict
 from osstune.engine.plan.memory import MemoryInputs, gpu_terms, unchecked_extra_bytes_per_token
 from osstune.engine.plan.shapes import model_shapes
+from osstune.engine.plan.storage import cached_models
 
 REPO = Path(__file__).resolve().parents[1]
 POINTS = load_points(REPO / "bench" / "calibration")
@@ -129,17 +130,24 @@ def test_disk_counts_what_the_run_writes(tmp_path: Path, monkeypatch: pytest.Mon
                                                                "output.keep_last=1"]))
     assert "export (safetensors)" not in no_export.disk_terms
     assert no_export.disk_terms["checkpoints (2 x weights + AdamW)"] > 200
-    # A probed machine with the weights in its HF cache downloads nothing.
+    # A machine with the weights in its HF cache downloads nothing (the probe looks it up and
+    # `osstune doctor --json` writes the list, so a profile file carries it).
     snap = tmp_path / "models--openai--gpt-oss-20b" / "snapshots" / "abc"
     snap.mkdir(parents=True)
     (snap / "model.safetensors.index.json").write_text(json.dumps(
         {"weight_map": {"a": "model-1.safetensors", "b": "model-2.safetensors"}}))
     (snap / "model-1.safetensors").write_bytes(b"x")
-    probed = dataclasses.replace(load_profile(H100), source="probe")
-    assert "model download (not in the HF cache)" in estimate(load_preset(LORA), probed).disk_terms
+    assert cached_models() == []  # a shard is missing: not cached
     (snap / "model-2.safetensors").write_bytes(b"x")
+    assert cached_models() == ["openai/gpt-oss-20b"]
+    probed = probe(str(tmp_path), nvml=None)
+    assert probed.hf_cached_models == ["openai/gpt-oss-20b"]
     assert "model download (not in the HF cache)" not in estimate(load_preset(LORA),
                                                                  probed).disk_terms
+    saved = tmp_path / "me.json"
+    saved.write_text(json.dumps(profile_to_dict(probed)))
+    assert load_profile(saved).hf_cached_models == ["openai/gpt-oss-20b"]
+    assert estimate(load_preset(LORA), load_profile(saved)).disk_gib < 1
 
 
 def test_time_for_the_dataset() -> None:

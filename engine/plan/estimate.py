@@ -170,14 +170,14 @@ def estimate(cfg: RunConfig, hardware: HardwareProfile | None = None, *,
         est.card_gib_needed = round(est.min_peak_mem_gib_per_gpu + CUDA_CONTEXT_GIB, 2)
     est.host_terms = _round_terms(host_terms(m, on_gpu))
     est.host_ram_gib = round(sum(est.host_terms.values()), 2)
-    probe = hardware is not None and hardware.source == "probe"
+    cached = hardware.hf_cached_models if hardware is not None else None
     steps = cfg.training.max_steps
     est.disk_terms = _round_terms(disk_terms(cfg, shapes, m.lora_params, m.dtype_bytes, steps,
-                                             probe_cache=probe))
+                                             cached))
     est.disk_gib = round(sum(est.disk_terms.values()), 2)
-    if not probe and cfg.model.init == "pretrained":
-        notes.append("disk counts the model download (the HF cache is looked up on this machine "
-                     "only)")
+    if cached is None and est.disk_terms.get("model download (not in the HF cache)"):
+        notes.append("disk counts the model download (the profile does not list the models in "
+                     "its HF cache: hf_cached_models)")
     if on_gpu:
         _time(cfg, est, m, _gpu_name(hardware, notes), dataset)
     return est

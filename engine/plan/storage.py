@@ -35,15 +35,28 @@ def weights_cached(model_id: str) -> bool:
     return (snapshot / "model.safetensors").is_file()
 
 
+def cached_models() -> list[str]:
+    """Every model whose weights are complete in the local HF cache ('org/name')."""
+    from osstune.engine.plan.hardware import hf_cache_dir
+
+    try:
+        folders = [p.name for p in hf_cache_dir().iterdir() if p.name.startswith("models--")]
+    except OSError:
+        return []
+    ids = [name.removeprefix("models--").replace("--", "/", 1) for name in sorted(folders)]
+    return [model_id for model_id in ids if weights_cached(model_id)]
+
+
 def _is_local(model_id: str) -> bool:
     return model_id.startswith((".", "/", "~")) or Path(model_id).expanduser().is_dir()
 
 
-def download_gib(cfg: RunConfig, shapes: ModelShapes, probe_cache: bool) -> float:
+def download_gib(cfg: RunConfig, shapes: ModelShapes, cached: list[str] | None) -> float:
+    """The MXFP4 checkpoint, unless local or listed in `cached` (None: the cache is unknown)."""
     model = cfg.model
     if model.init != "pretrained" or _is_local(model.id):
         return 0.0
-    if probe_cache and weights_cached(model.id):
+    if cached is not None and model.id in cached:
         return 0.0
     return shapes.mxfp4_checkpoint_bytes() / GIB
 
@@ -66,9 +79,9 @@ def saves(cfg: RunConfig, total_steps: int | None) -> int:
 
 
 def disk_terms(cfg: RunConfig, shapes: ModelShapes, lora_params: int, dtype_bytes: int,
-               total_steps: int | None, probe_cache: bool) -> dict[str, float]:
+               total_steps: int | None, cached: list[str] | None) -> dict[str, float]:
     terms: dict[str, float] = {}
-    download = download_gib(cfg, shapes, probe_cache)
+    download = download_gib(cfg, shapes, cached)
     if download:
         terms["model download (not in the HF cache)"] = download
     count = saves(cfg, total_steps)
@@ -78,4 +91,21 @@ def disk_terms(cfg: RunConfig, shapes: ModelShapes, lora_params: int, dtype_byte
         terms["adapter export"] = lora_params * 4 / GIB + TOKENIZER_GIB
     elif cfg.output.export:
         terms["export (safetensors)"] = shapes.total_params() * dtype_bytes / GIB + TOKENIZER_GIB
+    return terms
+
+
+def merge_terms(cfg: RunConfig, kind: str) -> dict[str, float]:
+    """Disk `osstune merge-lora` / `merge-sharded-fsdp-weights` write (and, for merge-lora from a
+    hub id not in the cache, download): the merged model in the training dtype."""
+    from osstune.engine.plan.shapes import model_shapes
+
+    shapes = model_shapes(cfg.model.id, cfg.model.architecture)
+    dtype_bytes = 2 if cfg.model.dtype == "bfloat16" else 4
+    terms = {"merged model (safetensors)": shapes.total_params() * dtype_bytes / GIB
+             + TOKENIZER_GIB}
+    if kind == "lora":
+        download = download_gib(cfg, shapes, [cfg.model.id] if weights_cached(cfg.model.id)
+                                else [])
+        if download:
+            terms["base model download (not in the HF cache)"] = download
     return terms
