@@ -185,3 +185,14 @@ def test_a_point_from_engine_events() -> None:
                                  "gpus": 1}
     assert point["dataset"]["packing_efficiency"] == pytest.approx(0.5835, abs=1e-3)
     assert check_point(point)  # loads and estimates like any stored point
+
+
+def test_suggestions_for_more_gpus_and_offload() -> None:
+    from osstune.engine.plan.suggest import suggestions
+
+    eight = dataclasses.replace(load_profile(H100), ram_gib=1000.0,
+                                gpus=[GpuInfo(i, "a 60 GiB card", 60.0) for i in range(8)])
+    found = suggestions(load_preset("gpt-oss-20b-fft-fsdp2"), eight)
+    assert [s.changes for s in found] == [["distributed.cpu_offload=true"],
+                                          ["distributed.gpus=8"]]
+    assert all(s.verdict in ("fits", "tight") and s.peak_mem_gib_per_gpu < 60 for s in found)

@@ -172,10 +172,11 @@ OTHER_GPU_COUNTS = (2, 4, 8)  # FSDP configs are also estimated at these counts
 
 
 def requirements_of(cfg: RunConfig, est: Estimate, profile: HardwareProfile,
-                    dataset: DatasetFacts | None = None) -> Requirements:
+                    dataset: DatasetFacts | None = None, other_counts: bool = True
+                    ) -> Requirements:
     """The estimate as a requirements block (what the verdict compares with the machine)."""
     by_gpus: dict[int, float] = {}
-    if cfg.distributed.fsdp and est.gpus:
+    if cfg.distributed.fsdp and est.gpus and other_counts:
         for count in OTHER_GPU_COUNTS:
             if count != cfg.distributed.gpus and count <= len(profile.gpus):
                 other = cfg.model_copy(deep=True)
@@ -190,14 +191,15 @@ def requirements_of(cfg: RunConfig, est: Estimate, profile: HardwareProfile,
                                "on bench/calibration/)")
 
 
-def judge(cfg: RunConfig, profile: HardwareProfile, dataset: DatasetFacts | None = None
-          ) -> PresetVerdict:
-    """The verdict for one config on one machine; the reasons that decide it come first."""
+def judge(cfg: RunConfig, profile: HardwareProfile, dataset: DatasetFacts | None = None,
+          other_counts: bool = True) -> PresetVerdict:
+    """The verdict for one config on one machine; the reasons that decide it come first.
+    other_counts: an FSDP config may also be judged at the other GPU counts the machine has."""
     est = estimate(cfg, profile, dataset=dataset)
     if not est.ok:
         return PresetVerdict(cfg.name, "tight", [str(est.problem)], False, cfg.description,
                              None, est)
-    req = requirements_of(cfg, est, profile, dataset)
+    req = requirements_of(cfg, est, profile, dataset, other_counts)
     findings = _gpu_findings(req, profile) if req.gpus > 0 else [("fits", "runs on CPU")]
     findings += _host_findings(cfg, req, profile)
     # Stable sort: worst findings first, otherwise in GPU, RAM, disk order.

@@ -71,7 +71,7 @@ def suggestions(cfg: RunConfig, profile: HardwareProfile) -> list[Suggestion]:
             variant = _variant(cfg, list(combo))
             if variant is None:
                 continue
-            v = judge(variant, profile)
+            v = judge(variant, profile, other_counts=False)  # as changed, nothing else
             if v.estimate is None or v.verdict == "does-not-fit":
                 continue
             est = v.estimate
