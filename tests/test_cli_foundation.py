@@ -328,6 +328,7 @@ def test_plan_answers_fast_without_torch() -> None:
             f"r = CliRunner().invoke(app, ['plan', 'gpt-oss-120b-fft-fsdp2-offload', '--json', "
             f"'--hardware', {str(PROFILES / '8xh100-80gb-4tb.json')!r}])\n"
             "assert r.exit_code == 0, r.output\n"
-            "assert 'torch' not in sys.modules\nprint(time.perf_counter() - t)")
+            "assert 'torch' not in sys.modules\nprint(time.process_time())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    # CPU seconds of the whole process (imports included): wall time depends on the machine's load
     assert float(out.stdout) < 1.0

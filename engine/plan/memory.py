@@ -167,9 +167,10 @@ def host_terms(m: MemoryInputs, on_gpu: bool) -> dict[str, float]:
     s = m.shapes
     base = PROCESS_HOST_GIB if on_gpu else CPU_PROCESS_HOST_GIB
     terms = {"processes (Python, torch, CUDA)": base * m.processes_per_node}
-    if not on_gpu:  # a CPU run trains in host memory
+    if not on_gpu:  # a CPU run trains in host memory, every process its share
         cpu = MemoryInputs(**{**m.__dict__, "compiled": False})
-        terms["training in host memory"] = sum(gpu_terms(cpu, 0).values()) - WORKSPACE_GIB
+        per_process = sum(gpu_terms(cpu, 0).values()) - WORKSPACE_GIB
+        terms["training in host memory"] = per_process * m.processes_per_node
     if m.offload:
         share = m.processes_per_node / m.world_size
         terms["offloaded parameters, gradients, AdamW"] = _gib(
