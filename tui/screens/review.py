@@ -99,13 +99,18 @@ class ReviewScreen(WizardScreen):
                         )
                 with Horizontal(classes="field"):
                     yield Label("save as", classes="field-label")
-                    yield Input(f"{self.plan.preset}-run.yaml", id="save-path", compact=True)
+                    yield Input("", placeholder=str(self.default_save_path(current)),
+                                id="save-path", compact=True)
                 yield Static(id="review-errors", classes="error")
                 yield Static(id="review-estimate")
             with VerticalScroll(id="review-yaml-scroll"):
                 yield Static(id="review-yaml")
         yield Static(id="review-command", classes="summary")
         yield Footer()
+
+    def default_save_path(self, cfg: RunConfig) -> Path:
+        """Saved next to the run's outputs unless a path is typed (follows output.dir edits)."""
+        return Path(cfg.output.dir) / f"{self.plan.preset}-run.yaml"
 
     def _config_or_base(self) -> RunConfig:
         try:
@@ -152,6 +157,7 @@ class ReviewScreen(WizardScreen):
             self.refresh_bindings()
             return None
         errors.update("")
+        self.query_one("#save-path", Input).placeholder = str(self.default_save_path(cfg))
         self._estimate(cfg)
         self._show_right(cfg)
         self.query_one("#review-command", Static).update(
@@ -197,7 +203,8 @@ class ReviewScreen(WizardScreen):
         cfg = self.validate()
         if cfg is None:
             return
-        path = Path(self.query_one("#save-path", Input).value.strip() or "osstune-run.yaml")
+        typed = self.query_one("#save-path", Input).value.strip()
+        path = Path(typed) if typed else self.default_save_path(cfg)
         text = dump_config(cfg)
         if path.exists() and path.read_text(encoding="utf-8") != text:
             self.notify(f"{path} exists and differs: choose another name", severity="error")
