@@ -9,6 +9,8 @@ the session reads through it (`EventReader`), so a field is named and typed in o
 
 Writers may add fields beyond the models (readers keep and ignore what they do not know), so a
 newer engine's events still read. A different `v` is refused: that is the version rule.
+The engine adds to run_end what an estimator calibration point needs (with run_start's config,
+GPUs and dataset statistics; engine/plan/calibration.py `point_from_events`).
 
 `device_mem_reserved_gib` is `torch.cuda.max_memory_reserved()` in GiB since the previous step
 event (peaks are reset after each log); on CPU runs it is 0.
@@ -128,6 +130,9 @@ class RunEnd(_Event):
     status: Literal["completed", "stopped", "failed"]
     outputs: dict[str, str]
     step: int | None = None
+    peak_mem_reserved_gib: float | None = None  # the largest step device_mem_reserved_gib
+    host_rss_peak_gib: float | None = None  # rank 0's peak RSS
+    unchecked_layers: int | None = None  # the count `unchecked_layers: auto` fitted
 
 
 AnyEvent = Union[RunStart, Step, Eval, Checkpoint, WarningEvent, ErrorEvent, RunEnd]  # noqa: UP007
