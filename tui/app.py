@@ -7,6 +7,7 @@ this process.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,13 +17,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 
 from osstune.tui.screens.base import Advance
-from osstune.tui.screens.dataset import DatasetScreen
-from osstune.tui.screens.done import DoneScreen
-from osstune.tui.screens.hardware import HardwareScreen
 from osstune.tui.screens.plan import Plan
-from osstune.tui.screens.preset import PresetScreen
-from osstune.tui.screens.review import ReviewScreen
-from osstune.tui.screens.training import TrainingScreen
 from osstune.tui.settings import Settings
 
 if TYPE_CHECKING:
@@ -37,10 +32,12 @@ class OsstuneApp(App[None]):
     TITLE = "osstune"
     SUB_TITLE = "fine-tune GPT-OSS"
     BINDINGS = [Binding("ctrl+q", "quit", "Quit", priority=True)]
-    # Where each screen leads: the one place the wizard's order is written. Screens call
-    # `self.advance(config)`; training and done screens are made for the config they are given.
-    FLOW: tuple[type[Screen[None]], ...] = (
-        HardwareScreen, PresetScreen, DatasetScreen, ReviewScreen, TrainingScreen, DoneScreen)
+    # Where each screen leads: the one place the wizard's order is written (module in
+    # tui/screens, class). Screens call `self.advance(config)`; training and done screens are made
+    # for the config they are given. Each is imported when first shown: the first paints sooner.
+    FLOW: tuple[tuple[str, str], ...] = (
+        ("hardware", "HardwareScreen"), ("preset", "PresetScreen"), ("dataset", "DatasetScreen"),
+        ("review", "ReviewScreen"), ("training", "TrainingScreen"), ("done", "DoneScreen"))
 
     def __init__(
         self,
@@ -55,20 +52,27 @@ class OsstuneApp(App[None]):
         self.settings = Settings.load(settings_path)
         self.plan = Plan()
 
+    @classmethod
+    def screen_class(cls, position: int) -> type[Screen[None]]:
+        module, name = cls.FLOW[position]
+        return getattr(importlib.import_module(f"osstune.tui.screens.{module}"), name)
+
     def on_mount(self) -> None:
-        self.push_screen(self.FLOW[0]())
+        self.push_screen(self.screen_class(0)())
 
     def on_advance(self, message: Advance) -> None:
-        position = self.FLOW.index(type(message.origin))
+        names = [name for _, name in self.FLOW]
+        position = names.index(type(message.origin).__name__)
         if position + 1 < len(self.FLOW):
-            following = self.FLOW[position + 1]
+            following = self.screen_class(position + 1)
             config = message.config
             self.push_screen(following(config) if config is not None else following())
             return
+        first = self.screen_class(0)
         while len(self.screen_stack) > 2:  # a new run: back to the first screen, kept as it was
             self.pop_screen()
-        if not isinstance(self.screen, self.FLOW[0]):
-            self.push_screen(self.FLOW[0]())
+        if not isinstance(self.screen, first):
+            self.push_screen(first())
 
     def remember(self, **values: str | None) -> None:
         """Update the remembered choices; a failure to write them must not stop the wizard."""
