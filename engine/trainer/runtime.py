@@ -6,6 +6,7 @@ Nothing here knows about models or data; every stage of engine/trainer/train.py 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -92,11 +93,12 @@ def keep_freed_memory() -> None:
 def log(message: str) -> None:
     """One line to stderr, from rank 0 only (the front-ends show stderr as the log tail)."""
     if os.environ.get("RANK", "0") == "0":
-        print(f"[engine] {message}", file=sys.stderr, flush=True)
+        with contextlib.suppress(OSError):  # a closed stderr never ends a run
+            print(f"[engine] {message}", file=sys.stderr, flush=True)
 
 
 class StopRequest:
-    """SIGINT/SIGTERM: finish the current step, checkpoint, end with status `stopped`.
+    """SIGINT/SIGTERM/SIGHUP: finish the current step, checkpoint, end with status `stopped`.
 
     A second signal interrupts at once.
     """
@@ -106,7 +108,7 @@ class StopRequest:
         self._previous: dict[int, Any] = {}
 
     def install(self) -> StopRequest:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             self._previous[sig] = signal.signal(sig, self._handle)
         return self
 

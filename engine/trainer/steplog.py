@@ -22,6 +22,7 @@ class StepLogger:
         self.start_step, self.elapsed_before = start_step, elapsed_before
         self.started = time.perf_counter()
         self.last_time, self.last_step, self.tokens = self.started, start_step, 0
+        self.peak_reserved_gib = 0.0  # over all logged steps and ranks (run_end carries it)
 
     def elapsed_s(self) -> float:
         return round(self.elapsed_before + time.perf_counter() - self.started, 3)
@@ -59,8 +60,9 @@ class StepLogger:
         now = time.perf_counter()
         fields = self._fields(step, result, now)
         self.emit("step", **fields)
+        mem = max(g["device_mem_reserved_gib"] for g in fields["gpus"])
+        self.peak_reserved_gib = max(self.peak_reserved_gib, mem)
         if self.rt.is_main:
-            mem = max(g["device_mem_reserved_gib"] for g in fields["gpus"])
             log(f"step {step}/{self.total_steps} loss {result.loss:.4f} lr {result.lr:.3g} "
                 f"grad_norm {float(result.grad_norm):.3g} "
                 f"{fields['tokens_per_s']:.0f} tok/s mem {mem:.2f} GiB")

@@ -17,6 +17,7 @@ A recipe in stages, each in a module of its own (read `Recipe` top to bottom):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import shutil
@@ -34,7 +35,7 @@ from osstune.engine.plan.config import ConfigError, RunConfig, load_config
 from osstune.engine.plan.flops import train_flops_per_token
 from osstune.engine.plan.preflight import PreflightError, preflight
 from osstune.engine.session.events import EVENTS_FILE, EventWriter
-from osstune.engine.session.launch import serve_commands, serving_tensor_parallel
+from osstune.engine.session.lock import RunLocked, claim_for_engine
 from osstune.engine.trainer import checkpoint as ckpt
 from osstune.engine.trainer import metrics
 from osstune.engine.trainer.batches import (  # noqa: F401 - PackedRow, collate: tests
@@ -78,11 +79,13 @@ HINTS = {
                      "training.gradient_checkpointing on, set distributed.cpu_offload: true, or "
                      "pick a preset for more GPUs (osstune presets)",
     "interrupted": "continue from the last checkpoint with --resume",
+    "output_locked": "wait for the live run, stop it, or pick another output directory",
     "internal": "this is a bug in osstune; the log above has the traceback",
 }
 USER_ERRORS: dict[type[BaseException], str] = {
     ConfigError: "config", DatasetError: "dataset", TokenizerError: "tokenizer",
     ModelError: "model", ckpt.CheckpointError: "checkpoint", PreflightError: "preflight",
+    RunLocked: "output_locked",
 }
 
 
@@ -107,6 +110,7 @@ class Run:
         self.writer: EventWriter | None = None
         self.rt: Runtime | None = None
         self.output: Path | None = None
+        self.lock: Any = None  # the output folder's lock, held for the process's life
 
     def emit(self, event_type: str, /, **fields: Any) -> None:
         if self.writer is not None:
@@ -143,6 +147,10 @@ class Recipe:
         self.cfg = cfg = load_config(args.config)
         run.output = self.output = Path(args.output or cfg.output.dir)
         run.rt = self.rt = rt = runtime_for(cfg)
+        if rt.is_main:  # before anything in the folder is read for resume, deleted or written
+            run.lock = claim_for_engine(self.output)
+            if (stale := run.lock.stale_warning()) is not None:
+                log(f"warning: {stale}")
         tune_threads(cfg, rt)
         # Everything that can refuse cheaply, before anything heavy is loaded.
         self.saver = CheckpointManager(cfg, self.output, rt, enabled=not args.no_save,
@@ -178,6 +186,7 @@ class Recipe:
         self.built = build(cfg, rt, model_config, self.levers)
         self.opt = optimization(cfg, rt, self.built, self.total_steps)
         self.step, elapsed_before = 0, 0.0
+        self.fitted_unchecked: int | None = None  # run_end carries it (calibration points)
         if self.resumed is not None:
             self.saver.load(self.resumed, self.built.objective, self.opt)
             self.step, elapsed_before = self.resumed.state.step, self.resumed.state.elapsed_s
@@ -221,6 +230,7 @@ class Recipe:
             fitted = fit_unchecked_after_first_step(built.lm, self.levers,
                                                     t.micro_batch_size * t.sequence_len)
             if fitted is not None:
+                self.fitted_unchecked = fitted
                 log(f"unchecked_layers auto: {fitted} of {built.config.num_hidden_layers} "
                     "layers keep their activations (fitted to the card after the first step)")
             stopping = result.stop_requested and self.step < self.total_steps
@@ -248,17 +258,23 @@ class Recipe:
             outputs.update(export_run(self.cfg, self.built.lm, self.built.config,
                                       self.tokenizer, self.output, self.rt.is_main,
                                       self.run.warn))
-        self.run.emit("run_end", status=status, outputs=outputs, step=self.step)
+        self.run.emit("run_end", status=status, outputs=outputs, step=self.step,
+                      peak_mem_reserved_gib=round(self.logger.peak_reserved_gib, 3),
+                      host_rss_peak_gib=host_rss_peak_gib(),
+                      unchecked_layers=self.fitted_unchecked)
         # Leave together: a rank that tears its process group down while rank 0 is still
         # writing the export can take the others down with it (seen with 8 gloo ranks).
         barrier(self.rt)
         if self.rt.is_main:
             log(f"run {status} at step {self.step}/{self.total_steps}; outputs: "
                 + ", ".join(f"{k}={v}" for k, v in outputs.items()))
-            served = outputs.get("export") or outputs.get("merged")
-            if served:
-                for line in serve_commands(served, serving_tensor_parallel(self.cfg)):
-                    log(f"serve: {line}")
+
+
+def host_rss_peak_gib() -> float:
+    """This process's peak resident memory (rank 0's on a multi-rank run)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 3)
 
 
 def train(args: argparse.Namespace, stop: StopRequest, run: Run) -> int:
@@ -283,7 +299,8 @@ def fail(run: Run, kind: str, message: str, hint: str | None = None) -> None:
     run.emit("run_end", status="failed", outputs={})
     rank = run.rt.rank if run.rt else 0
     if rank == 0 or kind == "internal":
-        print(f"osstune: error: {message}\n  hint: {hint}", file=sys.stderr, flush=True)
+        with contextlib.suppress(OSError):
+            print(f"osstune: error: {message}\n  hint: {hint}", file=sys.stderr, flush=True)
 
 
 def checkpoint_hint(run: Run, message: str) -> str:
@@ -328,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
         stop.uninstall()
         if run.writer is not None:
             run.writer.close()
+        if run.lock is not None:
+            run.lock.release()
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
 
