@@ -43,6 +43,10 @@ class ModelConfig(_Strict):
         description="Tokenizer id or dir; default the model's, offline builder when offline",
     )
     trust_remote_code: bool = False
+    # MXFP4 checkpoints (the hub's): bf16 = experts dequantized at load (38.9 GiB for 20b);
+    # mxfp4 = experts kept packed as shipped (4.25 bits/weight), dequantized just in time per MoE
+    # block; exact, LoRA only (the packed weights are frozen).
+    experts: Literal["bf16", "mxfp4"] = "bf16"
     router_aux_loss_coef: float = Field(default=0.0, ge=0.0)
 
 
@@ -183,6 +187,11 @@ class RunConfig(_Strict):
     def _consistent(self) -> RunConfig:
         if self.distributed.cpu_offload and not self.distributed.fsdp:
             raise ValueError("distributed.cpu_offload needs distributed.fsdp: true")
+        if self.model.experts == "mxfp4" and self.method == "full":
+            raise ValueError("model.experts: mxfp4 keeps the experts packed and frozen, full "
+                             "fine-tuning trains them: use method: lora, or model.experts: bf16")
+        if self.model.experts == "mxfp4" and self.distributed.fsdp:
+            raise ValueError("model.experts: mxfp4 runs on one process (distributed.fsdp: false)")
         if self.method == "lora" and not (self.lora.target_modules or self.lora.target_parameters):
             raise ValueError("lora needs target_modules or target_parameters")
         return self

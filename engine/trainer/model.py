@@ -166,8 +166,16 @@ def _mxfp4_quantized(config: Any) -> bool:
 
 
 def load_pretrained(cfg: RunConfig, config: Any, device: torch.device) -> nn.Module:
-    """Full weights on `device`; MXFP4 experts dequantized to bf16 (no backward through MXFP4)."""
+    """Full weights on `device`: MXFP4 experts dequantized to bf16 at load, or kept packed
+    (`model.experts: mxfp4`, engine/trainer/mxfp4.py)."""
     from transformers import AutoModelForCausalLM
+
+    if cfg.model.experts == "mxfp4":
+        from osstune.engine.trainer.mxfp4 import load_packed
+
+        model = load_packed(cfg, config, device)
+        model.config.architectures = [ARCHITECTURE]
+        return model
 
     kwargs: dict[str, Any] = {}
     if _mxfp4_quantized(config):

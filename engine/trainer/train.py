@@ -341,6 +341,10 @@ def build(cfg: RunConfig, rt: Runtime, config: Any, levers: LeverPlan) -> Built:
             # Only rank 0 reads the checkpoint; the shards are broadcast after sharding.
             full_weights = load_pretrained(cfg, config, torch.device("cpu")).state_dict()
         lm = build_meta_model(config, dtype)
+        if cfg.model.experts == "mxfp4":
+            from osstune.engine.trainer.mxfp4 import pack_experts
+
+            pack_experts(lm)
     else:
         lm = load_pretrained(cfg, config, rt.device)
         config = lm.config
@@ -363,6 +367,10 @@ def build(cfg: RunConfig, rt: Runtime, config: Any, levers: LeverPlan) -> Built:
     if cfg.model.init == "random":
         materialize_random(causal_lm(lm), param_device, cfg.training.seed, rt.rank,
                            fill_device=rt.device)
+        if cfg.model.experts == "mxfp4":
+            from osstune.engine.trainer.mxfp4 import fill_random_packed
+
+            fill_random_packed(causal_lm(lm), cfg.training.seed)
     elif fsdp:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
