@@ -91,6 +91,7 @@ class Variant:
     expandable: bool = False       # PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
     packed: bool = False           # MXFP4 experts kept packed (bench/bench_mxfp4.py builds it)
     expert_lora: bool = False      # + LoRA r=8 on the experts (packed variants only)
+    cap_gib: float | None = None   # this variant's memory cap (else --cap-gib)
 
 
 # lean: every layer checkpointed (least memory); osstune: as many layers as fit keep activations
@@ -113,6 +114,10 @@ VARIANTS: dict[str, Variant] = {
     "packed-lean": Variant(**{**asdict(LEAN), "packed": True}),
     "packed-lean-eager": Variant(**{**asdict(LEAN), "packed": True, "compile": None}),
     "packed-lean+expert-lora": Variant(**{**asdict(LEAN), "packed": True, "expert_lora": True}),
+    # what a 24 GB card (RTX 3090/4090: 23.99 GiB total, ~23.5 usable) runs
+    "packed-24gb": Variant(**{**asdict(LEAN), "packed": True, "compile": None, "cap_gib": 23.5}),
+    "packed-24gb+expert-lora": Variant(**{**asdict(LEAN), "packed": True, "compile": None,
+                                         "cap_gib": 23.5, "expert_lora": True}),
 }
 
 
@@ -287,8 +292,8 @@ class Runner:
             env["PYTORCH_CUDA_ALLOC_CONF"] = "expandable_segments:True"
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name, "--seq", str(seq),
                "--warmup", str(warmup), "--steps", str(steps)] + (["--tiny"] if self.tiny else [])
-        if self.cap_gib:
-            cmd += ["--cap-gib", str(self.cap_gib)]
+        if variant.cap_gib or self.cap_gib:
+            cmd += ["--cap-gib", str(variant.cap_gib or self.cap_gib)]
         cmd += ["--model", self.size]
         try:
             proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True,

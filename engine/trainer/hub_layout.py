@@ -57,26 +57,44 @@ def _byte_table(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     return _BYTE_TABLES[key]
 
 
+def _decode(blocks: torch.Tensor, scales: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """[R, G, 16] bytes, [R, G] exponents -> [R, G, 32] values (gather, then x 2^(s - 127))."""
+    values = table[blocks.to(torch.int32)].flatten(-2)
+    power = torch.exp2(scales.to(torch.float32) - 127.0).to(table.dtype)
+    return values * power.unsqueeze(-1)
+
+
+_COMPILED: list[Any] = []
+
+
+def _fused_decode() -> Any:
+    """`_decode` as one CUDA kernel: reads the packed byte once, writes the values once (eager
+    runs four passes over int32 indices and intermediate values)."""
+    if not _COMPILED:
+        _COMPILED.append(torch.compile(_decode, dynamic=False, fullgraph=True))
+    return _COMPILED[0]
+
+
 def dequantize(blocks: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype = torch.bfloat16,
                chunk_bytes: int = 1 << 26) -> torch.Tensor:
     """blocks [..., G, 16] uint8 + scales [..., G] uint8 -> [..., G * 32] in `dtype` (exact).
 
-    Works over chunks of at most `chunk_bytes` packed bytes so the int32 gather indices stay
-    small next to the output.
+    On CUDA one fused kernel; elsewhere chunks of at most `chunk_bytes` packed bytes, so the int32
+    gather indices stay small next to the output.
     """
     if blocks.shape[:-1] != scales.shape or blocks.shape[-1] != BLOCK // 2:
         raise ValueError(f"blocks {tuple(blocks.shape)} do not match scales {tuple(scales.shape)}")
     table = _byte_table(dtype, blocks.device)
     *prefix, groups, half = blocks.shape
-    flat_blocks = blocks.reshape(-1, groups * half)
+    flat_blocks = blocks.reshape(-1, groups, half)
     flat_scales = scales.reshape(-1, groups)
-    out = torch.empty(flat_blocks.shape[0], groups * BLOCK, dtype=dtype, device=blocks.device)
+    if blocks.is_cuda:
+        return _fused_decode()(flat_blocks, flat_scales, table).view(*prefix, groups * BLOCK)
+    out = torch.empty(flat_blocks.shape[0], groups, BLOCK, dtype=dtype, device=blocks.device)
     step = max(1, chunk_bytes // max(groups * half, 1))
     for r0 in range(0, flat_blocks.shape[0], step):
         r1 = min(r0 + step, flat_blocks.shape[0])
-        values = table[flat_blocks[r0:r1].to(torch.int32)].view(r1 - r0, groups, BLOCK)
-        power = torch.exp2(flat_scales[r0:r1].to(torch.float32) - 127.0).to(dtype)
-        torch.mul(values, power.unsqueeze(-1), out=out[r0:r1].view(r1 - r0, groups, BLOCK))
+        out[r0:r1] = _decode(flat_blocks[r0:r1], flat_scales[r0:r1], table)
     return out.view(*prefix, groups * BLOCK)
 
 
