@@ -11,7 +11,8 @@ The buffers are not persistent: LoRA checkpoints hold adapters only, as with bf1
 - `pack_experts(model)`: swap the expert weights of a (meta) model for packed buffers;
 - `load_packed(cfg, config, device)`: stream a hub-layout folder shard by shard onto `device`,
   checking every tensor against the config (one line naming the file and tensor otherwise);
-- `fill_random_packed(model, seed)`: random packed experts for `init: random` (bench, tests).
+- `fill_random_packed(model, seed)`: random packed experts for `init: random` (bench, tests);
+- `save_hub_model(model, tokenizer, folder)`: write it back in the hub's layout (merge-lora).
 """
 
 from __future__ import annotations
@@ -200,3 +201,38 @@ def load_packed(cfg: RunConfig, config: Any, device: torch.device) -> nn.Module:
                          "(config.json expects it)")
     reset_rotary(model, device)
     return model
+
+
+def packed_state(model: nn.Module, dequantized: bool = False) -> dict[str, torch.Tensor]:
+    """The model's state with the packed experts: hub names (blocks/scales), or `dequantized`
+    into transformers' bf16 [E, in, out] weights (exact)."""
+    from osstune.engine.trainer.hub_layout import dequantize
+
+    state = dict(model.state_dict())
+    for prefix, experts in experts_modules(model):
+        for name in PACKED:
+            blocks = getattr(experts, f"{name}_blocks")
+            scales = getattr(experts, f"{name}_scales")
+            if dequantized:
+                state[f"{prefix}.{name}"] = dequantize(blocks, scales).transpose(1, 2)
+            else:
+                state[f"{prefix}.{name}_blocks"] = blocks
+                state[f"{prefix}.{name}_scales"] = scales
+    return state
+
+
+def save_hub_model(model: nn.Module, tokenizer: Any, target: Path) -> Path:
+    """The hub's layout (experts MXFP4 as loaded, the rest bf16) + generation config, tokenizer;
+    a folder `load_packed` and transformers' MXFP4 loader read back."""
+    from osstune.engine.trainer.export import GENERATION_CONFIG, save_tokenizer, staged_dir
+    from osstune.engine.trainer.hub_layout import write_hub_checkpoint
+    from osstune.engine.trainer.model import hf_config_dict
+
+    state = packed_state(model)
+    with staged_dir(target) as folder:
+        write_hub_checkpoint(folder, hf_config_dict(model.config), state)
+        (folder / "generation_config.json").write_text(
+            json.dumps(GENERATION_CONFIG, indent=2) + "\n", encoding="utf-8")
+        if tokenizer is not None:
+            save_tokenizer(tokenizer, folder)
+    return Path(target)
