@@ -200,3 +200,14 @@ def test_bad_folders_refused_with_file_and_tensor(hub, tmp_path):
     (unknown / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelError, match="quant_method 'awq' is not supported"):
         load(unknown, "mxfp4")
+
+
+def test_compile_auto_leaves_packed_experts_uncompiled():
+    from osstune.engine.trainer.levers import plan_levers
+
+    cuda = torch.device("cuda")
+    packed = validate({"model": {"id": "x", "experts": "mxfp4"}}, "t")
+    assert plan_levers(packed, cuda, 1).compile is None
+    assert plan_levers(validate({"model": {"id": "x"}}, "t"), cuda, 1).compile == "mlp"
+    packed.training.compile = "mlp"  # asked for explicitly: honoured
+    assert plan_levers(packed, cuda, 1).compile == "mlp"

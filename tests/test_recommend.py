@@ -24,18 +24,28 @@ OFFLOAD = "gpt-oss-20b-fft-fsdp2-offload"
 FFT = "gpt-oss-20b-fft-fsdp2"
 BIG = "gpt-oss-120b-fft-fsdp2-offload"
 TINY = "tiny-cpu-demo"
+PACKED = "gpt-oss-20b-lora-mxfp4"
+PACKED_BIG = "gpt-oss-120b-lora-mxfp4"
 NO = "does-not-fit"
 
 # profile -> (verdict per preset, recommended preset)
 EXPECTED = {
-    "1xh100-80gb": ({LORA: "fits", OFFLOAD: NO, FFT: NO, BIG: NO, TINY: "fits"}, LORA),
-    "1xrtx-a6000-48gb": ({LORA: "fits", OFFLOAD: NO, FFT: NO, BIG: NO, TINY: "fits"}, LORA),
-    "2xrtx4090-24gb": ({LORA: NO, OFFLOAD: "fits", FFT: NO, BIG: NO, TINY: "fits"}, OFFLOAD),
-    "4xa100-80gb": ({LORA: "fits", OFFLOAD: "fits", FFT: "fits", BIG: NO, TINY: "fits"}, FFT),
-    "8xh100-80gb-4tb": ({LORA: "fits", OFFLOAD: "fits", FFT: "fits", BIG: "fits", TINY: "fits"},
-                        BIG),
-    "8xh100-80gb-1tb": ({LORA: "fits", OFFLOAD: "fits", FFT: "fits", BIG: NO, TINY: "fits"}, FFT),
-    "cpu-only": ({LORA: NO, OFFLOAD: NO, FFT: NO, BIG: NO, TINY: "fits"}, TINY),
+    "1xh100-80gb": ({LORA: "fits", OFFLOAD: NO, FFT: NO, BIG: NO, TINY: "fits",
+                     PACKED: "fits", PACKED_BIG: "fits"}, LORA),
+    "1xrtx-a6000-48gb": ({LORA: "fits", OFFLOAD: NO, FFT: NO, BIG: NO, TINY: "fits",
+                          PACKED: "fits", PACKED_BIG: NO}, LORA),
+    "1xrtx4090-24gb": ({LORA: NO, OFFLOAD: NO, FFT: NO, BIG: NO, TINY: "fits",
+                        PACKED: "fits", PACKED_BIG: NO}, PACKED),
+    "2xrtx4090-24gb": ({LORA: NO, OFFLOAD: "fits", FFT: NO, BIG: NO, TINY: "fits",
+                        PACKED: "fits", PACKED_BIG: NO}, OFFLOAD),
+    "4xa100-80gb": ({LORA: "fits", OFFLOAD: "fits", FFT: "fits", BIG: NO, TINY: "fits",
+                     PACKED: "fits", PACKED_BIG: "fits"}, FFT),
+    "8xh100-80gb-4tb": ({LORA: "fits", OFFLOAD: "fits", FFT: "fits", BIG: "fits", TINY: "fits",
+                         PACKED: "fits", PACKED_BIG: "fits"}, BIG),
+    "8xh100-80gb-1tb": ({LORA: "fits", OFFLOAD: "fits", FFT: "fits", BIG: NO, TINY: "fits",
+                         PACKED: "fits", PACKED_BIG: "fits"}, FFT),
+    "cpu-only": ({LORA: NO, OFFLOAD: NO, FFT: NO, BIG: NO, TINY: "fits", PACKED: NO,
+                  PACKED_BIG: NO}, TINY),
 }
 
 
@@ -50,6 +60,12 @@ def by_name(rec: Recommendation) -> dict:
 @pytest.fixture(scope="module")
 def presets() -> list:
     return [load_preset(n) for n in preset_names()]
+
+
+@pytest.fixture(scope="module")
+def bf16_presets(presets: list) -> list:
+    """Without the packed-experts presets (which fit 24 GB cards): the fallbacks below."""
+    return [p for p in presets if p.model.experts == "bf16"]
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -111,18 +127,19 @@ def test_tight_disk_loses_to_a_smaller_preset_that_fits(presets: list) -> None:
     assert rec.summary == f"{FFT} is the most capable preset that fits this machine."
 
 
-def test_tight_recommended_when_nothing_fits_outright(presets: list) -> None:
+def test_tight_recommended_when_nothing_fits_outright(bf16_presets: list) -> None:
     p = dataclasses.replace(profile("1xrtx-a6000-48gb"),
                             gpus=[GpuInfo(0, "a 45 GiB card", memory_total_gib=45.0)])
-    rec = recommend(p, presets)
+    rec = recommend(p, bf16_presets)
     assert rec.recommended == LORA  # tight, yet preferred over the CPU demo that fits
     assert rec.summary == (f"{LORA} fits with less than 10% headroom (tight); "
                            "no GPT-OSS preset fits outright.")
 
 
-def test_too_little_ram_for_offload(presets: list) -> None:
+def test_too_little_ram_for_offload(presets: list, bf16_presets: list) -> None:
     p = dataclasses.replace(profile("2xrtx4090-24gb"), ram_gib=125.7)
-    rec = recommend(p, presets)
+    assert recommend(p, presets).recommended == PACKED  # the 24 GB recipe
+    rec = recommend(p, bf16_presets)
     v = by_name(rec)[OFFLOAD]
     assert v.verdict == NO
     assert v.reasons[0] == "needs ~184 GiB host RAM (CPU offload); the machine has 126 GiB"
@@ -135,8 +152,8 @@ def test_too_little_ram_for_offload(presets: list) -> None:
 def test_cpu_only_summary_says_what_hardware_would_do(presets: list) -> None:
     rec = recommend(profile("cpu-only"), presets)
     assert rec.summary.startswith("No NVIDIA GPU found (NVIDIA driver not available: NVML Shared "
-                                  f"Library Not Found); {TINY} runs on CPU. For GPT-OSS: {LORA} "
-                                  "needs 1 GPU with >= 44 GiB")
+                                  f"Library Not Found); {TINY} runs on CPU. For GPT-OSS: "
+                                  f"{PACKED} needs 1 GPU with >= 22 GiB")
 
 
 def test_nothing_fits_at_all(presets: list) -> None:

@@ -199,6 +199,8 @@ class RunConfig(_Strict):
 
 PRESET_NAMES = (
     "gpt-oss-20b-lora-1gpu",
+    "gpt-oss-20b-lora-mxfp4",
+    "gpt-oss-120b-lora-mxfp4",
     "gpt-oss-20b-fft-fsdp2-offload",
     "gpt-oss-20b-fft-fsdp2",
     "gpt-oss-120b-fft-fsdp2-offload",

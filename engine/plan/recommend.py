@@ -41,6 +41,8 @@ CAPABILITY = (
     "gpt-oss-20b-fft-fsdp2",
     "gpt-oss-20b-fft-fsdp2-offload",
     "gpt-oss-20b-lora-1gpu",
+    "gpt-oss-120b-lora-mxfp4",
+    "gpt-oss-20b-lora-mxfp4",
     "tiny-cpu-demo",
 )
 
