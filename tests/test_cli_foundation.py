@@ -21,6 +21,8 @@ runner = CliRunner()
 
 EXPECTED_8XH100_1TB = {
     "gpt-oss-20b-lora-1gpu": "fits",
+    "gpt-oss-20b-lora-mxfp4": "fits",
+    "gpt-oss-120b-lora-mxfp4": "fits",
     "gpt-oss-20b-fft-fsdp2-offload": "fits",
     "gpt-oss-20b-fft-fsdp2": "fits",
     "gpt-oss-120b-fft-fsdp2-offload": "does-not-fit",
@@ -128,7 +130,8 @@ def test_unknown_preset_lists_valid_names() -> None:
     assert result.exit_code == output.EXIT_USAGE
     assert result.stdout == ""
     assert result.stderr == ("osstune: error: unknown preset 'gpt-oss-7b'; valid presets: "
-                             "gpt-oss-20b-lora-1gpu, gpt-oss-20b-fft-fsdp2-offload, "
+                             "gpt-oss-20b-lora-1gpu, gpt-oss-20b-lora-mxfp4, "
+                             "gpt-oss-120b-lora-mxfp4, gpt-oss-20b-fft-fsdp2-offload, "
                              "gpt-oss-20b-fft-fsdp2, gpt-oss-120b-fft-fsdp2-offload, "
                              "tiny-cpu-demo\n")
 
