@@ -48,6 +48,7 @@ def _packed_base(folder: Path):
     return load(folder, "mxfp4")
 
 
+@pytest.mark.slow
 def test_packed_run_trains_and_merges_back_to_hub_layout(packed_run, capsys):
     from peft import PeftModel
     from safetensors.torch import load_file
