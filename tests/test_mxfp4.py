@@ -151,8 +151,9 @@ def test_schema_refuses_full_finetuning_and_fsdp_with_packed_experts():
     base = {"model": {"id": "openai/gpt-oss-20b", "experts": "mxfp4"}}
     with pytest.raises(ConfigError, match="packed and frozen"):
         validate({**base, "method": "full"}, "run.yaml")
-    with pytest.raises(ConfigError, match="not wired into the engine yet"):
-        validate({**base, "lora": {"target_parameters": ["mlp.experts.gate_up_proj"]}}, "r.yaml")
+    with pytest.raises(ConfigError, match="needs lora.target_modules too"):
+        validate({**base, "lora": {"target_parameters": ["mlp.experts.gate_up_proj"],
+                                   "target_modules": []}}, "r.yaml")
     with pytest.raises(ConfigError, match="one process"):
         validate({**base, "distributed": {"gpus": 2, "fsdp": True}}, "run.yaml")
     with pytest.raises(ConfigError, match="model.experts"):

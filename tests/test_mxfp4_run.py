@@ -32,7 +32,9 @@ def packed_run(tmp_path_factory):
     cfg = tiny_config(tmp, "packed", method="lora",
                       model={"id": str(hub), "init": "pretrained", "architecture": {},
                              "experts": "mxfp4"},
-                      lora={"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
+                      lora={"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"],
+                            "target_parameters": ["mlp.experts.gate_up_proj",
+                                                  "mlp.experts.down_proj"]},
                       training={"max_steps": 2, "learning_rate": 5e-2})
     return hub, write_config(tmp, cfg), tmp / "packed"
 
@@ -48,41 +50,62 @@ def _packed_base(folder: Path):
     return load(folder, "mxfp4")
 
 
-@pytest.mark.slow
-def test_packed_run_trains_and_merges_back_to_hub_layout(packed_run, capsys):
+def _adapted(hub: Path, adapter: Path, experts: bool = True):
     from peft import PeftModel
+
+    from osstune.engine.trainer import expert_adapter
+
+    model = PeftModel.from_pretrained(_packed_base(hub), str(adapter))
+    if experts:
+        assert expert_adapter.load(model.get_base_model(), adapter)
+    return model
+
+
+@pytest.mark.slow
+def test_packed_run_trains_and_merges_back_to_hub_layout(packed_run, tmp_path, capsys):
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
+
+    from osstune.engine.plan.config import load_config
+    from osstune.engine.trainer import expert_adapter
+    from osstune.engine.trainer.merge import merge_lora
 
     hub, path, out = packed_run
     assert main(["--config", str(path)]) == 0, capsys.readouterr().err
     assert last_run_end(out)["status"] == "completed"
     start = next(e for e in read_events(out) if e["type"] == "run_start")
     assert 0 < start["model"]["trainable_params"] < start["model"]["total_params"] / 10
-    expected = _logits(PeftModel.from_pretrained(_packed_base(hub), str(out / "adapter")))
+    adapter = out / "adapter"
+    trained = load_file(str(adapter / expert_adapter.FILE))
+    assert any("lora_B_down_proj" in k and v.abs().sum() > 0 for k, v in trained.items())
+    expected = _logits(_adapted(hub, adapter))
+    assert (expected - _logits(_adapted(hub, adapter, experts=False))).abs().max() > 1e-3
 
+    # expert adapters cannot stay MXFP4: the CLI says so in one line, and --dtype bf16 merges
     result = CliRunner().invoke(app, ["merge-lora", str(path)])
+    assert result.exit_code != 0 and "merge with --dtype bf16" in result.output
+    result = CliRunner().invoke(app, ["merge-lora", str(path), "--dtype", "bf16"])
     assert result.exit_code == 0, result.output
     merged = out / "merged"
+    assert "quantization_config" not in json.loads((merged / "config.json").read_text())
+    plain = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32)
+    torch.testing.assert_close(_logits(plain), expected, rtol=1e-4, atol=1e-4)
+
+    # attention adapters only: the hub's layout again, experts untouched
+    attention_only = Path(shutil.copytree(adapter, tmp_path / "attention-only"))
+    (attention_only / expert_adapter.FILE).unlink()
+    merge_lora(load_config(str(path)), out, adapter_dir=attention_only)
     assert json.loads((merged / "config.json").read_text())["quantization_config"][
         "quant_method"] == "mxfp4"
     weight_map = json.loads((merged / INDEX_FILE).read_text())["weight_map"]
     name = "model.layers.1.mlp.experts.gate_up_proj_blocks"
     base_map = json.loads((hub / INDEX_FILE).read_text())["weight_map"]
     assert torch.equal(load_file(str(merged / weight_map[name]))[name],
-                       load_file(str(hub / base_map[name]))[name])  # experts untouched
+                       load_file(str(hub / base_map[name]))[name])
     # the hub layout stores the merged attention in bf16: bf16 rounding of the fp32 merge
-    hub_logits = _logits(_packed_base(merged))
-    torch.testing.assert_close(hub_logits, expected, rtol=0, atol=1e-3)
-    assert (expected - _logits(_packed_base(hub))).abs().max() > 2e-2  # the adapter matters
-
-    from osstune.engine.plan.config import load_config
-    from osstune.engine.trainer.merge import merge_lora
-
-    merge_lora(load_config(str(path)), out, dtype="bf16")  # the CLI's --dtype bf16
-    assert "quantization_config" not in json.loads((merged / "config.json").read_text())
-    plain = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32)
-    torch.testing.assert_close(_logits(plain), expected, rtol=1e-4, atol=1e-4)
+    attention = _logits(_adapted(hub, attention_only, experts=False))
+    torch.testing.assert_close(_logits(_packed_base(merged)), attention, rtol=0, atol=1e-3)
+    assert (attention - _logits(_packed_base(hub))).abs().max() > 2e-2  # the adapter matters
 
 
 def test_bad_hub_folder_fails_with_one_line_and_writes_no_checkpoint(packed_run, tmp_path,

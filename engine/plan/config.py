@@ -190,10 +190,10 @@ class RunConfig(_Strict):
         if self.model.experts == "mxfp4" and self.method == "full":
             raise ValueError("model.experts: mxfp4 keeps the experts packed and frozen, full "
                              "fine-tuning trains them: use method: lora, or model.experts: bf16")
-        if self.model.experts == "mxfp4" and self.lora.target_parameters:
-            raise ValueError("lora.target_parameters with model.experts: mxfp4: expert adapters "
-                             "on packed experts are not wired into the engine yet; use "
-                             "model.experts: bf16 for expert LoRA")
+        if self.model.experts == "mxfp4" and self.lora.target_parameters and \
+                not self.lora.target_modules:
+            raise ValueError("lora.target_parameters with model.experts: mxfp4 needs "
+                             "lora.target_modules too (the attention adapters)")
         if self.model.experts == "mxfp4" and self.distributed.fsdp:
             raise ValueError("model.experts: mxfp4 runs on one process (distributed.fsdp: false)")
         if self.method == "lora" and not (self.lora.target_modules or self.lora.target_parameters):

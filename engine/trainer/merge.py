@@ -55,12 +55,19 @@ def merge_lora(cfg: RunConfig, output_dir: Path, adapter_dir: Path | None = None
     tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.id)
     target = Path(output_dir) / MERGED_DIR
     if cfg.model.experts == "mxfp4":
+        from osstune.engine.trainer import expert_adapter
         from osstune.engine.trainer.mxfp4 import packed_state, save_hub_model
 
-        if dtype == "auto":
+        has_experts = expert_adapter.load(merged, adapter)
+        if dtype == "auto" and not has_experts:
             return save_hub_model(merged, tokenizer, target)
-        return save_full_model(packed_state(merged, dequantized=True), merged.config, tokenizer,
-                               target)
+        if dtype == "auto":
+            raise MergeError(f"{adapter}: the run trained expert adapters, and W + BA is not an "
+                             "MXFP4 weight: merge with --dtype bf16")
+        state = packed_state(merged, dequantized=True)
+        state.update(expert_adapter.merged_expert_weights(merged))
+        state = {k: v for k, v in state.items() if ".osstune_lora." not in k}
+        return save_full_model(state, merged.config, tokenizer, target)
     return save_full_model(merged.state_dict(), merged.config, tokenizer, target)
 
 

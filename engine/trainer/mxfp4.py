@@ -205,7 +205,7 @@ def load_packed(cfg: RunConfig, config: Any, device: torch.device) -> nn.Module:
 
 def packed_state(model: nn.Module, dequantized: bool = False) -> dict[str, torch.Tensor]:
     """The model's state with the packed experts: hub names (blocks/scales), or `dequantized`
-    into transformers' bf16 [E, in, out] weights (exact)."""
+    into transformers' [E, in, out] weights in the model's dtype (exact)."""
     from osstune.engine.trainer.hub_layout import dequantize
 
     state = dict(model.state_dict())
@@ -214,7 +214,8 @@ def packed_state(model: nn.Module, dequantized: bool = False) -> dict[str, torch
             blocks = getattr(experts, f"{name}_blocks")
             scales = getattr(experts, f"{name}_scales")
             if dequantized:
-                state[f"{prefix}.{name}"] = dequantize(blocks, scales).transpose(1, 2)
+                state[f"{prefix}.{name}"] = dequantize(
+                    blocks, scales, experts.gate_up_proj_bias.dtype).transpose(1, 2)
             else:
                 state[f"{prefix}.{name}_blocks"] = blocks
                 state[f"{prefix}.{name}_scales"] = scales
