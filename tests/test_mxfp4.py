@@ -127,6 +127,9 @@ def test_packed_logits_and_lora_grads_equal_bf16_path(hub):
     experts = packed.model.layers[0].mlp.experts
     assert experts.gate_up_proj_blocks.dtype == torch.uint8 and not hasattr(
         experts, "gate_up_proj")
+    from osstune.engine.trainer.model import count_params
+
+    assert count_params(packed)[0] == count_params(load(hub, "bf16"))[0]  # experts counted
     packed_logits, packed_grads = _lora_step(packed, ids)
     torch.testing.assert_close(packed_logits, bf16_logits, atol=1e-5, rtol=1e-4)
     assert packed_grads.keys() == bf16_grads.keys()

@@ -254,6 +254,9 @@ def count_params(model: nn.Module) -> tuple[int, int]:
         total += n
         if p.requires_grad:
             trainable += n
+    for name, buffer in model.named_buffers():
+        if name.endswith("_proj_blocks"):  # packed MXFP4 experts: two weights per byte
+            total += 2 * buffer.numel()
     return total, trainable
 
 
