@@ -13,6 +13,7 @@ Read top to bottom: arguments -> pre-flight -> process group -> tokenizer and da
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import random
@@ -35,7 +36,7 @@ from osstune.engine.plan.config import ConfigError, RunConfig, load_config
 from osstune.engine.plan.flops import train_flops_per_token
 from osstune.engine.plan.preflight import PreflightError, preflight, uses_gpus
 from osstune.engine.session.events import EVENTS_FILE, EventWriter
-from osstune.engine.session.launch import serve_commands, serving_tensor_parallel
+from osstune.engine.session.lock import RunLocked, claim_for_engine
 from osstune.engine.trainer import checkpoint as ckpt
 from osstune.engine.trainer import metrics
 from osstune.engine.trainer.evaluate import Evaluator
@@ -82,11 +83,13 @@ HINTS = {
                      "training.gradient_checkpointing on, set distributed.cpu_offload: true, or "
                      "pick a preset for more GPUs (osstune presets)",
     "interrupted": "continue from the last checkpoint with --resume",
+    "output_locked": "wait for the live run, stop it, or pick another output directory",
     "internal": "this is a bug in osstune; the log above has the traceback",
 }
 USER_ERRORS: dict[type[BaseException], str] = {
     ConfigError: "config", DatasetError: "dataset", TokenizerError: "tokenizer",
     ModelError: "model", ckpt.CheckpointError: "checkpoint", PreflightError: "preflight",
+    RunLocked: "output_locked",
 }
 
 
@@ -117,7 +120,7 @@ class StopRequest:
         self._previous: dict[int, Any] = {}
 
     def install(self) -> StopRequest:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
@@ -196,7 +199,8 @@ def keep_freed_memory() -> None:
 def log(message: str) -> None:
     """One line to stderr, from rank 0 only (the front-ends show stderr as the log tail)."""
     if os.environ.get("RANK", "0") == "0":
-        print(f"[engine] {message}", file=sys.stderr, flush=True)
+        with contextlib.suppress(OSError):  # a closed stderr never ends a run
+            print(f"[engine] {message}", file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------- data
@@ -431,6 +435,7 @@ class Run:
     def __init__(self) -> None:
         self.writer: EventWriter | None = None
         self.rt: Runtime | None = None
+        self.lock: Any = None  # the output folder's lock, held for the process's life
 
     def emit(self, event_type: str, /, **fields: Any) -> None:
         if self.writer is not None:
@@ -464,6 +469,10 @@ def train(args: argparse.Namespace, stop: StopRequest, run: Run) -> int:
     output = Path(args.output or cfg.output.dir)
     rt = runtime_for(cfg)
     run.rt = rt
+    if rt.is_main:  # before anything in the folder is read for resume, deleted or written
+        run.lock = claim_for_engine(output)
+        if (stale := run.lock.stale_warning()) is not None:
+            log(f"warning: {stale}")
     if rt.device.type == "cpu":
         keep_freed_memory()
     if cfg.distributed.cpu_offload and os.environ.get("OMP_NUM_THREADS") == "1":
@@ -541,6 +550,7 @@ def train(args: argparse.Namespace, stop: StopRequest, run: Run) -> int:
     last_log_time, last_log_step, tokens_since_log = started, step, 0
     stopping = False
     last_saved: Path | None = None
+    peak_reserved, fitted_unchecked = 0.0, None  # run_end carries them (calibration points)
     evaluator = Evaluator(val_rows, t.eval_steps, t.micro_batch_size, rt.rank, rt.world_size,
                           rt.device, collate)
 
@@ -559,6 +569,7 @@ def train(args: argparse.Namespace, stop: StopRequest, run: Run) -> int:
         fitted = fit_unchecked_after_first_step(built.lm, levers,
                                                 t.micro_batch_size * t.sequence_len)
         if fitted is not None:
+            fitted_unchecked = fitted
             log(f"unchecked_layers auto: {fitted} of {built.config.num_hidden_layers} layers "
                 "keep their activations (fitted to the card after the first step)")
         tokens_since_log += step_tokens
@@ -595,6 +606,7 @@ def train(args: argparse.Namespace, stop: StopRequest, run: Run) -> int:
             if mfu is not None:
                 fields["mfu"] = round(mfu, 4)
             run.emit("step", **fields)
+            peak_reserved = max([peak_reserved, *(g["device_mem_reserved_gib"] for g in gpus)])
             if rt.is_main:
                 mem = max(g["device_mem_reserved_gib"] for g in gpus)
                 log(f"step {step}/{total_steps} loss {step_loss:.4f} lr {lr:.3g} "
@@ -622,18 +634,23 @@ def train(args: argparse.Namespace, stop: StopRequest, run: Run) -> int:
     status = "stopped" if stopping else "completed"
     if status == "completed" and cfg.output.export and not args.no_save:
         outputs.update(export(cfg, built, tokenizer, output, rt, run))
-    run.emit("run_end", status=status, outputs=outputs, step=step)
+    run.emit("run_end", status=status, outputs=outputs, step=step,
+             peak_mem_reserved_gib=round(peak_reserved, 3), host_rss_peak_gib=host_rss_peak_gib(),
+             unchecked_layers=fitted_unchecked)
     # Leave together: a rank that tears its process group down while rank 0 is still writing the
     # export can take the others down with it (seen with 8 gloo ranks).
     barrier(rt)
     if rt.is_main:
         log(f"run {status} at step {step}/{total_steps}; outputs: "
             + ", ".join(f"{k}={v}" for k, v in outputs.items()))
-        served = outputs.get("export") or outputs.get("merged")
-        if served:
-            for line in serve_commands(served, serving_tensor_parallel(cfg)):
-                log(f"serve: {line}")
     return 0
+
+
+def host_rss_peak_gib() -> float:
+    """This process's peak resident memory (rank 0's on a multi-rank run)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 3)
 
 
 def export(cfg: RunConfig, built: Built, tokenizer: Any, output: Path, rt: Runtime,
@@ -677,7 +694,8 @@ def fail(run: Run, kind: str, message: str) -> None:
     run.emit("run_end", status="failed", outputs={})
     rank = run.rt.rank if run.rt else 0
     if rank == 0 or kind == "internal":
-        print(f"osstune: error: {message}\n  hint: {hint}", file=sys.stderr, flush=True)
+        with contextlib.suppress(OSError):
+            print(f"osstune: error: {message}\n  hint: {hint}", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -706,6 +724,8 @@ def main(argv: list[str] | None = None) -> int:
         stop.uninstall()
         if run.writer is not None:
             run.writer.close()
+        if run.lock is not None:
+            run.lock.release()
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
 
