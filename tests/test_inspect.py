@@ -27,7 +27,7 @@ def test_default_view_and_summary():
     result = invoke("builtin:osstune-sample")
     assert result.exit_code == 0, result.stderr
     out = result.stdout
-    assert out.startswith("── example 0 · row 0 · ")
+    assert out.startswith("── example 0 · row 1 · ")
     assert out.count("── example ") == 3
     # prompt plain, trained run bracketed: from the channel header to <|return|>
     assert ("<|start|>user<|message|>What is the boiling point of water at sea level?<|end|>"
@@ -42,7 +42,7 @@ def test_default_view_and_summary():
 def test_index_count_show_ids():
     result = invoke("builtin:osstune-sample", "--index", "5", "--count", "2", "--show-ids")
     assert result.exit_code == 0, result.stderr
-    assert "── example 5 · row 5" in result.stdout and "── example 6 · row 6" in result.stdout
+    assert "── example 5 · row 6" in result.stdout and "── example 6 · row 7" in result.stdout
     assert "── example 7" not in result.stdout
     assert "<|start|>⟨200006⟩" in result.stdout and "<|return|>⟨200002⟩" in result.stdout
 
@@ -54,12 +54,12 @@ def test_json_lines():
     assert len(lines) == 36
     first = lines[0]
     assert set(first) == {"row", "input_ids", "labels", "text"}
-    assert first["row"] == 0 and len(first["input_ids"]) == len(first["labels"])
+    assert first["row"] == 1 and len(first["input_ids"]) == len(first["labels"])
     assert first["text"].startswith("<|start|>system<|message|>You are ChatGPT")
     assert all(lbl in (-100, tid) for lbl, tid in zip(first["labels"], first["input_ids"],
                                                       strict=True))
     some = invoke("builtin:osstune-sample", "--json", "--index", "3", "--count", "2")
-    assert [json.loads(line)["row"] for line in some.stdout.splitlines()] == [3, 4]
+    assert [json.loads(line)["row"] for line in some.stdout.splitlines()] == [4, 5]
 
 
 def test_settings_from_set_preset_and_config(tmp_path):
@@ -81,7 +81,7 @@ def test_settings_from_set_preset_and_config(tmp_path):
     assert "⟦user<|message|>q<|end|>⟧" in result.stdout
     assert "rows skipped: 1 (unknown role: 1)" in result.stdout
     assert "packing: off" in result.stdout
-    assert "skipped row 1: message 0: unknown role 'narrator'" in result.stdout
+    assert "skipped row 2: message 0: unknown role 'narrator'" in result.stdout
 
 
 @pytest.mark.parametrize("args, message, code", [

@@ -29,6 +29,7 @@ from osstune.engine.data.dataset_formats import (
     NO_TRAINED_TOKENS,
     NOT_JSON,
     TOO_LONG,
+    WRONG_CONTENT_TYPE,
     FormatOptions,
     detect_format,
     row_to_chat,
@@ -73,7 +74,10 @@ class DatasetStats:
     packing_efficiency: float | None = None
     packed_rows: int | None = None
     examples_truncated: int = 0
-    skip_samples: list[str] = field(default_factory=list)  # first few "row N: reason" lines
+    # Rows with an assistant message that has reasoning but an empty answer: trained as the
+    # analysis followed by an empty final message, as openai-harmony and the model's template do.
+    rows_empty_answer: int = 0
+    skip_samples: list[str] = field(default_factory=list)  # first few "row N (line L): reason"
     format: str = ""
     source: str = ""
 
@@ -151,6 +155,20 @@ class BatchResult:
     examples: list[Example]
     skipped: list[tuple[int, str, str]]  # (row, reason, detail)
     truncated: int = 0
+    empty_answer: int = 0
+
+
+def _read_chat(data: dict[str, Any], fmt: str, settings: PipelineSettings) -> Chat:
+    try:
+        return row_to_chat(data, fmt, settings.format_options)
+    except RecursionError:  # a value nested thousands deep (json.dumps / our walkers recurse)
+        raise RowError(WRONG_CONTENT_TYPE, "nested too deeply") from None
+
+
+def has_empty_answer(chat: Chat) -> bool:
+    """An assistant message with reasoning, no tool call and no answer text."""
+    return any(m.role == "assistant" and m.thinking and not m.content and not m.tool_calls
+               for m in chat.messages)
 
 
 def _truncate(ex: Example, limit: int) -> Example:
@@ -168,14 +186,17 @@ def process_rows(rows: Sequence[tuple[int, dict[str, Any] | BadRow]], fmt: str,
             result.skipped.append((row, NOT_JSON, data.error))
             continue
         try:
-            chats.append((row, row_to_chat(data, fmt, settings.format_options)))
+            chat = _read_chat(data, fmt, settings)
         except RowError as e:
             result.skipped.append((row, e.reason, e.detail))
+            continue
+        chats.append((row, chat))
     limit = settings.sequence_len
-    for (row, _chat), rendered in zip(chats, renderer.render_batch(chats), strict=False):
+    for (row, chat), rendered in zip(chats, renderer.render_batch(chats), strict=False):
         if isinstance(rendered, RowError):
             result.skipped.append((row, rendered.reason, rendered.detail))
             continue
+        result.empty_answer += has_empty_answer(chat)
         for ex in rendered:
             truncated = len(ex) > limit
             if truncated:
@@ -207,8 +228,9 @@ def _worker_batch(rows: list[tuple[int, dict[str, Any] | BadRow]]) -> BatchResul
 
 
 def _batches(rows: Sequence[dict[str, Any] | BadRow], size: int) -> Iterable[list[tuple[int, Any]]]:
+    """(row number, row) batches; row numbers are 1-based, like line numbers."""
     for start in range(0, len(rows), size):
-        yield [(start + i, r) for i, r in enumerate(rows[start:start + size])]
+        yield [(start + i, r) for i, r in enumerate(rows[start:start + size], 1)]
 
 
 def _progress(total: int, description: str) -> Any:
@@ -293,9 +315,20 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     return digest
 
 
+def row_label(row: int, locations: Sequence[str] | None) -> str:
+    """'row 3', or 'row 3 (part-2.jsonl line 5)' when the source says where the row came from."""
+    where = locations[row - 1] if locations and row <= len(locations) else None
+    return f"row {row}" + (f" ({where})" if where and where != f"line {row}" else "")
+
+
 def prepare_rows(rows: Sequence[dict[str, Any] | BadRow], fmt: str, settings: PipelineSettings,
-                 tokenizer: Any, num_proc: int | None = 1) -> tuple[list[Example], DatasetStats]:
-    """Validate and render rows that are already in memory (the wizard's preview uses this)."""
+                 tokenizer: Any, num_proc: int | None = 1,
+                 locations: Sequence[str] | None = None) -> tuple[list[Example], DatasetStats]:
+    """Validate and render rows that are already in memory (the wizard's preview uses this).
+
+    Row numbers (in `Example.row` and the skip samples) are 1-based; `locations` (one per row,
+    e.g. "part-2.jsonl line 5") are added to the samples where they say more than the number.
+    """
     stats = DatasetStats(rows_read=len(rows), format=fmt)
     examples: list[Example] = []
     skipped: Counter[str] = Counter()
@@ -303,12 +336,13 @@ def prepare_rows(rows: Sequence[dict[str, Any] | BadRow], fmt: str, settings: Pi
     def take(result: BatchResult) -> None:
         if result.skipped and settings.invalid_rows == "fail":
             row, _reason, detail = result.skipped[0]
-            raise DatasetError(f"row {row}: {detail}")
+            raise DatasetError(f"{row_label(row, locations)}: {detail}")
         for row, reason, detail in result.skipped:
             skipped[reason] += 1
             if len(stats.skip_samples) < SKIP_SAMPLES:
-                stats.skip_samples.append(f"row {row}: {detail}")
+                stats.skip_samples.append(f"{row_label(row, locations)}: {detail}")
         stats.examples_truncated += result.truncated
+        stats.rows_empty_answer += result.empty_answer
         examples.extend(result.examples)
 
     _run_batches(rows, fmt, settings, tokenizer, num_proc, take)
@@ -332,7 +366,10 @@ def prepare_dataset(cfg: Any, tokenizer: Any, use_cache: bool = True) -> Prepare
     source = read_source(ds.path, ds.split)
     rows = source.rows[: settings.max_rows] if settings.max_rows else source.rows
     if not rows:
-        raise DatasetError(f"{ds.path}: no rows")
+        raise DatasetError(f"{ds.path}: no rows (the dataset is empty)")
+    if all(isinstance(r, BadRow) for r in rows):
+        raise DatasetError(f"{ds.path}: no row is a JSON object; " + _first_problems(
+            rows, source.locations))
     try:
         fmt = detect_format(source.columns, settings.format_options)
     except RowError as e:
@@ -349,7 +386,8 @@ def prepare_dataset(cfg: Any, tokenizer: Any, use_cache: bool = True) -> Prepare
             raise DatasetError(f"{ds.path}: {stats.skip_samples[0]}")
     else:
         try:
-            examples, stats = prepare_rows(rows, fmt, settings, tokenizer, ds.num_proc)
+            examples, stats = prepare_rows(rows, fmt, settings, tokenizer, ds.num_proc,
+                                           source.locations)
         except DatasetError as e:
             raise DatasetError(f"{ds.path}: {e}") from None
         stats.source = ds.path
@@ -369,6 +407,15 @@ def prepare_dataset(cfg: Any, tokenizer: Any, use_cache: bool = True) -> Prepare
         stats.packing_efficiency = round(
             stats.tokens_total / (len(bins) * settings.sequence_len), 6) if bins else None
     return PreparedDataset(examples, stats)
+
+
+def _first_problems(rows: Sequence[dict[str, Any] | BadRow], locations: Sequence[str] | None,
+                    count: int = 3) -> str:
+    """'row 1: not valid JSON: ...; row 2: ...' for the first bad rows (all are BadRow here)."""
+    parts = [f"{row_label(i, locations)}: {r.error}"
+             for i, r in enumerate(rows[:count], 1) if isinstance(r, BadRow)]
+    more = len(rows) - count
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 
 # --------------------------------------------------------------------------- packing

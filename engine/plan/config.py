@@ -122,7 +122,7 @@ class DatasetConfig(_Strict):
     # A local JSON/JSONL/Parquet file or folder, a hub id, or "builtin:osstune-sample".
     path: str = "builtin:osstune-sample"
     split: str = "train"
-    format: Literal["auto", "messages", "sharegpt"] = "auto"
+    format: Literal["auto", "messages", "sharegpt", "alpaca"] = "auto"
     field_messages: str = "messages"
     # Axolotl `message_property_mappings`: harmony property -> dataset column in each message.
     message_property_mappings: dict[str, str] = Field(
