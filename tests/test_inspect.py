@@ -85,7 +85,7 @@ def test_settings_from_set_preset_and_config(tmp_path):
 
 
 @pytest.mark.parametrize("args, message, code", [
-    (["nope.jsonl"], "osstune: error: nope.jsonl: no such file or folder\n", 1),
+    (["nope.jsonl"], "osstune: error: nope.jsonl: no such file or folder\n", 2),
     ([], "osstune: error: give a DATASET (file, folder, hub id or builtin:osstune-sample) or "
          "--config/--preset\n", 2),
     (["builtin:osstune-sample", "--index", "99"],
@@ -94,7 +94,7 @@ def test_settings_from_set_preset_and_config(tmp_path):
      "osstune: error: tokenizer someone/other-model: not in the local cache and the hub is "
      "unreachable (offline); give a local folder\n", 2),
     (["builtin:nothing"], "osstune: error: builtin:nothing: unknown builtin dataset (available: "
-                          "builtin:osstune-sample)\n", 1),
+                          "builtin:osstune-sample)\n", 2),
     (["--preset", "nope"], None, 2),
 ])
 def test_bad_input_one_line(args, message, code):

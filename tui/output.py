@@ -48,14 +48,33 @@ def console(stderr: bool = False):  # noqa: ANN201 - rich.console.Console, impor
     return Console(file=stream, no_color=not use_color(stream), highlight=False)
 
 
+# Characters a terminal would act on rather than show: C0 controls other than newline and tab,
+# DEL, C1 controls, and the bidirectional overrides/isolates ("Trojan Source") - shown escaped.
+_UNSAFE = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)]
+           if c not in (0x09, 0x0A)}
+_UNSAFE.update({c: f"\\u{c:04x}" for c in [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]})
+_UNSAFE_ONE_LINE = {**_UNSAFE, 0x09: "\\t", 0x0A: "\\n"}
+
+
+def safe_text(text: str, one_line: bool = False) -> str:
+    """`text` with terminal control characters escaped visibly (ESC -> \\x1b, NUL -> \\x00);
+    one_line also escapes newline and tab, so a message stays on one line."""
+    return text.translate(_UNSAFE_ONE_LINE if one_line else _UNSAFE)
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """'1 row', '2 rows', '1,234 rows'."""
+    return f"{n:,} {word if n == 1 else (many or word + 's')}"
+
+
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     """Print a one-line error to stderr and exit with `code` (no traceback)."""
-    typer.echo(f"osstune: error: {message}", err=True)
+    typer.echo(f"osstune: error: {safe_text(message)}", err=True)
     raise typer.Exit(code)
 
 
 def warn(message: str) -> None:
-    typer.echo(f"osstune: warning: {message}", err=True)
+    typer.echo(f"osstune: warning: {safe_text(message)}", err=True)
 
 
 def print_json(data: Any) -> None:

@@ -187,6 +187,28 @@ def read_hub(name: str, split: str) -> Source:
     return Source(name, f"hub:{name}:{split}:{ds._fingerprint}", rows, list(ds.column_names))
 
 
+def dataset_problem(path: str) -> str | None:
+    """Why `path` cannot be a dataset, from cheap checks only (no rows are read): an unknown
+    builtin, a missing local file or folder, a folder without data files, an empty file. The CLI
+    asks this before it starts an engine; the full read still reports everything else."""
+    if path == DATASET_BUILTIN_SAMPLE:
+        return None
+    local = Path(path).expanduser()
+    if not (path.startswith("builtin:") or local.exists() or _looks_local(path)):
+        return None  # a hub id
+    try:
+        if path.startswith("builtin:"):
+            read_source(path)
+        files = _local_files(local) if local.exists() else None
+    except DatasetError as e:
+        return str(e)
+    if files is None:
+        return f"{path}: no such file or folder"
+    if all(f.stat().st_size == 0 for f in files):
+        return f"{path}: no rows (the dataset is empty)"
+    return None
+
+
 def read_source(path: str, split: str = "train") -> Source:
     """Rows of a local file/folder, a hub id, or `builtin:osstune-sample`."""
     if path == DATASET_BUILTIN_SAMPLE:

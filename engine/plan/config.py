@@ -234,8 +234,12 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. training.learning_rate=1e-4")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"--set {item!r}: value is not valid YAML: {e}") from e
+    except yaml.YAMLError as e:  # PyYAML's report spans lines: keep its first problem only
+        raise ConfigError(f"--set {item!r}: the value for {key.strip()} is not valid YAML"
+                          f"{_yaml_where(e, with_mark=False)}") from None
+    except RecursionError:
+        raise ConfigError(f"--set {item!r}: the value for {key.strip()} is nested too "
+                          "deeply") from None
     return key.strip().split("."), value
 
 
@@ -295,11 +299,11 @@ def read_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}: not valid YAML{_yaml_where(e)}") from None
 
 
-def _yaml_where(e: yaml.YAMLError) -> str:
+def _yaml_where(e: yaml.YAMLError, with_mark: bool = True) -> str:
     """' at line 3, column 9: expected ...' - one line instead of PyYAML's multi-line report."""
     mark = getattr(e, "problem_mark", None)
     problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-    if mark is None:
+    if mark is None or not with_mark:
         return f": {problem}"
     return f" at line {mark.line + 1}, column {mark.column + 1}: {problem}"
 

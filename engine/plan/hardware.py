@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -308,6 +309,8 @@ def _number(data: dict[str, Any], key: str, where: str, *, required: bool, posit
     value = data[key]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise HardwareProfileError(f"{where}{key}: expected a number, got {value!r}")
+    if not math.isfinite(value):  # JSON from Python may hold NaN / Infinity
+        raise HardwareProfileError(f"{where}{key}: must be a finite number, got {value!r}")
     if value < 0 or (positive and value == 0):
         bound = "greater than 0" if positive else "0 or more"
         raise HardwareProfileError(f"{where}{key}: must be {bound}, got {value!r}")
@@ -407,4 +410,6 @@ def load_profile(path: str | os.PathLike[str]) -> HardwareProfile:
     except json.JSONDecodeError as e:
         raise HardwareProfileError(
             f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    except RecursionError:
+        raise HardwareProfileError(f"{path}: not a hardware profile (nested too deeply)") from None
     return profile_from_dict(data, str(path))

@@ -48,7 +48,17 @@ def _config(dataset: str | None, config: str | None, preset: str | None,
 
 
 def _token_text(view: TokenView, show_ids: bool) -> str:
-    return f"{view.text}⟨{view.id}⟩" if show_ids else view.text
+    text = output.safe_text(view.text)  # data never drives the terminal (ESC, NUL, ...)
+    return f"{text}⟨{view.id}⟩" if show_ids else text
+
+
+# In JSON output, control characters JSON itself leaves raw (DEL, C1, bidi overrides) as \uXXXX.
+_JSON_UNSAFE = {c: f"\\u{c:04x}" for c in [0x7F, *range(0x80, 0xA0), *range(0x202A, 0x202F),
+                                             *range(0x2066, 0x206A)]}
+
+
+def json_line(data: Any) -> str:
+    return json.dumps(data, ensure_ascii=False).translate(_JSON_UNSAFE)
 
 
 def render_colour(views: list[TokenView], show_ids: bool) -> Any:
@@ -84,27 +94,43 @@ def _header(position: int, ex: Example) -> str:
             f"({100 * trained / max(len(ex), 1):.1f}%)")
 
 
+def _by_reason(stats: DatasetStats) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in stats.rows_skipped.items())
+
+
+def skipped_line(stats: DatasetStats) -> str | None:
+    """'3 of 40 rows skipped (unknown role: 2, ...); first: row 7 (b.jsonl line 7): ...'."""
+    skipped = sum(stats.rows_skipped.values())
+    if not skipped:
+        return None
+    first = f"; first: {stats.skip_samples[0]}" if stats.skip_samples else ""
+    return output.safe_text(f"{skipped:,} of {output.plural(stats.rows_read, 'row')} skipped "
+                            f"({_by_reason(stats)}){first}", one_line=True)
+
+
 def summary_lines(stats: DatasetStats, sequence_len: int) -> list[str]:
     skipped = sum(stats.rows_skipped.values())
     lines = [
-        f"dataset: {stats.source} ({stats.format})",
-        f"rows read: {stats.rows_read}",
-        f"rows skipped: {skipped}"
-        + (" (" + ", ".join(f"{k}: {v}" for k, v in stats.rows_skipped.items()) + ")"
-           if skipped else ""),
-        f"examples: {stats.examples}"
-        + (f" ({stats.examples_truncated} truncated to {sequence_len})"
+        f"dataset: {output.safe_text(stats.source, one_line=True)} ({stats.format})",
+        f"rows read: {stats.rows_read:,}",
+        f"rows skipped: {skipped:,}" + (f" ({_by_reason(stats)})" if skipped else ""),
+        f"examples: {stats.examples:,}"
+        + (f" ({stats.examples_truncated:,} truncated to {sequence_len})"
            if stats.examples_truncated else ""),
         f"tokens: {stats.tokens_total:,} total, {stats.tokens_trained:,} trained "
         f"({100 * stats.trained_fraction:.1f}%)",
         "length buckets: " + ", ".join(f"{k}: {v}" for k, v in stats.length_buckets.items()),
     ]
+    if stats.rows_empty_answer:
+        rows = output.plural(stats.rows_empty_answer, "row")
+        lines.append(f"reasoning with an empty answer: {rows} (trained as analysis + an empty "
+                     "final answer, as openai-harmony renders it)")
     if stats.packing_efficiency is not None:
-        lines.append(f"packing: {stats.packed_rows} rows of {sequence_len} tokens, "
-                     f"{100 * stats.packing_efficiency:.1f}% filled")
+        lines.append(f"packing: {output.plural(stats.packed_rows or 0, 'row')} of {sequence_len} "
+                     f"tokens, {100 * stats.packing_efficiency:.1f}% filled")
     else:
         lines.append("packing: off")
-    lines += [f"  skipped {s}" for s in stats.skip_samples[:5]]
+    lines += [f"  skipped {output.safe_text(s, one_line=True)}" for s in stats.skip_samples[:5]]
     return lines
 
 
@@ -122,7 +148,7 @@ def inspect(
         "--count", min=0, help="How many examples to show (default 3; with --json all)")] = None,
     show_ids: Annotated[bool, typer.Option("--show-ids", help="Print each token's id")] = False,
     json_: Annotated[bool, typer.Option(
-        "--json", help='One JSON line per example: {"row", "input_ids", "labels", "text"}'
+        "--json", help='One JSON line per example: {"row" (1-based), "input_ids", "labels", "text"}'
     )] = False,
     tokenizer_name: Annotated[str | None, typer.Option(
         "--tokenizer", help="Tokenizer id or folder (default: the config's model; the offline "
@@ -140,7 +166,10 @@ def inspect(
     try:
         prepared = prepare_dataset(cfg, tokenizer)
     except DatasetError as e:
-        output.fail(str(e), code=output.EXIT_PROBLEM)
+        output.fail(str(e))  # bad input: exit 2
+    skipped = skipped_line(prepared.stats)
+    if skipped:
+        output.warn(skipped)
 
     examples = prepared.examples
     if index >= len(examples):
@@ -152,8 +181,8 @@ def inspect(
 
     if json_:
         for _pos, ex in chosen:
-            typer.echo(json.dumps({"row": ex.row, "input_ids": ex.input_ids, "labels": ex.labels,
-                                   "text": tokenizer.decode(ex.input_ids)}, ensure_ascii=False))
+            typer.echo(json_line({"row": ex.row, "input_ids": ex.input_ids, "labels": ex.labels,
+                                  "text": tokenizer.decode(ex.input_ids)}))
         return
 
     from osstune.engine.data.token_view import token_view

@@ -209,6 +209,10 @@ def run(
     )
 
     cfg = _effective_config(target, list(set_ or []), dataset, output_dir)
+    from osstune.engine.data.dataset_sources import dataset_problem
+
+    if problem := dataset_problem(cfg.dataset.path):  # before any engine or file is started
+        output.fail(problem)
     out = Path(cfg.output.dir)
     try:
         preflight(cfg, out, resume=resume, force=force)
@@ -242,8 +246,9 @@ def run(
                     f"`osstune run {target} --resume` (same --set/--output)",
                     code=output.EXIT_PROBLEM)
     if view.error is not None:
+        bad_input = view.error["kind"] in ("config", "dataset", "tokenizer")  # the engine's exit 2
         output.fail(f"{view.error['message']} (hint: {view.error['hint']})",
-                    code=output.EXIT_PROBLEM)
+                    code=output.EXIT_USAGE if bad_input else output.EXIT_PROBLEM)
     tail = "\n".join(proc.stderr_tail(15))
     output.fail(f"the engine exited with code {code} before finishing" +
                 (f"; its last lines:\n{tail}" if tail else ""), code=output.EXIT_PROBLEM)
