@@ -148,6 +148,20 @@ def test_bad_hardware_file_names_file_and_field(tmp_path: Path, command: str) ->
     assert "Traceback" not in result.stderr + result.stdout
 
 
+def test_global_bad_hardware_is_refused_for_every_command(tmp_path: Path) -> None:
+    """`osstune --hardware BAD.json run ...` refuses the profile that `presets` refuses."""
+    bad = tmp_path / "rig.json"
+    bad.write_text('{"gpus": [], "ram_gib": NaN, "cpu_count": 8, "disk_free_gib": 100}')
+    out = tmp_path / "out"
+    for args in (["run", "tiny-cpu-demo", "--output", str(out)], ["inspect", "x.jsonl"],
+                 ["presets"], ["doctor"]):
+        result = invoke("--hardware", str(bad), *args)
+        assert result.exit_code == output.EXIT_USAGE, args
+        assert result.stderr == (f"osstune: error: {bad}: ram_gib: must be a finite number, "
+                                 "got nan\n")
+    assert not out.exists()
+
+
 def test_unusable_output_dir(tmp_path: Path) -> None:
     blocker = tmp_path / "taken"
     blocker.write_text("a file, not a directory")

@@ -124,3 +124,64 @@ def test_colour_styles(tokenizer):
                       if str(s.style) in (inspect_cmd.STYLE_TRAINED,
                                           inspect_cmd.STYLE_SPECIAL_TRAINED))
     assert trained == "<|channel|>final<|message|>yo<|return|>"
+
+
+def _rows(path, *rows):
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return str(path)
+
+
+def _chat(user, answer, **assistant):
+    return {"messages": [{"role": "user", "content": user},
+                         {"role": "assistant", "content": answer, **assistant}]}
+
+
+def test_control_characters_from_data_are_escaped(tmp_path):
+    data = _rows(tmp_path / "d.jsonl", _chat("bell\x07 nul\x00 esc\x1b[2J", "csi\x9b1m rlo\u202e"))
+    result = invoke(data, "--count", "1")
+    assert result.exit_code == 0, result.stderr
+    assert "esc\\x1b[2J" in result.stdout and "nul\\x00" in result.stdout
+    assert "csi\\x9b1m rlo\\u202e" in result.stdout
+    for raw in ("\x1b", "\x00", "\x07", "\x9b", "\u202e"):
+        assert raw not in result.stdout + result.stderr
+    as_json = invoke(data, "--json")
+    assert "\x9b" not in as_json.stdout and "\\u009b" in as_json.stdout
+    assert json.loads(as_json.stdout)["text"].count("\x1b") == 1  # the data survives in JSON
+
+
+def test_skipped_rows_are_reported_on_stderr_also_with_json(tmp_path):
+    data = _rows(tmp_path / "d.jsonl", _chat("q", "a"), "{bad", _chat("q", "a"),
+                 {"messages": [{"role": "narrator", "content": "x"}]})
+    expected = ("osstune: warning: 2 of 4 rows skipped (row not valid JSON: 1, unknown role: 1); "
+                "first: row 2: not valid JSON: Expecting property name enclosed in double quotes: "
+                "line 1 column 2 (char 1)\n")
+    for args in ([], ["--json"]):
+        result = invoke(data, *args)
+        assert result.exit_code == 0, result.stderr
+        assert result.stderr == expected
+    rows = [json.loads(line)["row"] for line in invoke(data, "--json").stdout.splitlines()]
+    assert rows == [1, 3]
+    clean = invoke(_rows(tmp_path / "ok.jsonl", _chat("q", "a")))
+    assert clean.stderr == "" and "packing: 1 row of " in clean.stdout
+
+
+def test_empty_answers_counted_in_the_summary(tmp_path):
+    data = _rows(tmp_path / "d.jsonl", _chat("q", "", thinking="t"), _chat("q", "a"))
+    result = invoke(data)
+    assert result.exit_code == 0, result.stderr
+    assert ("reasoning with an empty answer: 1 row (trained as analysis + an empty final answer"
+            in result.stdout)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: _rows(p, ""), "no rows (the dataset is empty)"),
+    (lambda p: _rows(p, "{x", "[1]"), "no row is a JSON object; row 1: not valid JSON: "),
+    (lambda p: _rows(p, _chat("q", "a"), {"messages": [{"role": "user", "content": "q"}]}),
+     "row 2: no assistant message"),
+])
+def test_bad_datasets_exit_2(tmp_path, make, message):
+    data = make(tmp_path / "d.jsonl")
+    result = invoke(data, "--set", "dataset.invalid_rows=fail")
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"osstune: error: {data}: {message}")
+    assert len(result.stderr.splitlines()) == 1
