@@ -203,8 +203,8 @@ def test_doctor_table_for_a_profile_is_plain() -> None:
     assert "\x1b[" not in out and "┃" not in out
     gpu_rows = [line for line in out.splitlines() if "NVIDIA A100-SXM4-80GB" in line]
     assert len(gpu_rows) == 4
-    assert gpu_rows[0].split()[0] == "0" and "80.0 GiB" in gpu_rows[0] and "yes" in gpu_rows[0]
-    assert "RAM               1007.5 GiB" in out
+    assert gpu_rows[0].split()[0] == "0" and "80 GiB" in gpu_rows[0] and "yes" in gpu_rows[0]
+    assert "RAM               1008 GiB" in out  # one size format everywhere (fmt_gib)
     assert f"Source            {PROFILES / '4xa100-80gb.json'}" in out
 
 

@@ -9,7 +9,8 @@ Rules every command follows by using these helpers:
   exit code 2 (EXIT_USAGE) for bad input (a missing file, an unknown preset), 1 (EXIT_PROBLEM) when
   the command ran and found a problem.
 
-Imports only typer/rich, which the CLI loads anyway.
+Imports only typer/rich, which the CLI loads anyway, and the engine's tiny `units` helpers
+(`fmt_gib` for every size, `plural` for every count).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from collections.abc import Sequence
 from typing import Any, NoReturn, TextIO
 
 import typer
+
+from osstune.engine.plan.units import fmt_gib, plural  # noqa: F401 - the helpers, re-exported
 
 EXIT_PROBLEM = 1
 EXIT_USAGE = 2
@@ -60,11 +63,6 @@ def safe_text(text: str, one_line: bool = False) -> str:
     """`text` with terminal control characters escaped visibly (ESC -> \\x1b, NUL -> \\x00);
     one_line also escapes newline and tab, so a message stays on one line."""
     return text.translate(_UNSAFE_ONE_LINE if one_line else _UNSAFE)
-
-
-def plural(n: int, word: str, many: str | None = None) -> str:
-    """'1 row', '2 rows', '1,234 rows'."""
-    return f"{n:,} {word if n == 1 else (many or word + 's')}"
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:

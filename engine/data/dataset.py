@@ -42,6 +42,7 @@ from osstune.engine.data.dataset_sources import (
 )
 from osstune.engine.data.harmony import IGNORE_INDEX, Example, HarmonyRenderer, RenderSettings
 from osstune.engine.data.token_view import TokenView, token_view
+from osstune.engine.plan.units import plural
 
 __all__ = [
     "DATASET_BUILTIN_SAMPLE",
@@ -396,7 +397,7 @@ def prepare_dataset(cfg: Any, tokenizer: Any, use_cache: bool = True) -> Prepare
 
     if not examples:
         reasons = ", ".join(f"{k}: {v}" for k, v in stats.rows_skipped.items()) or "none"
-        raise DatasetError(f"{ds.path}: no usable examples ({stats.rows_read} rows read; "
+        raise DatasetError(f"{ds.path}: no usable examples ({plural(stats.rows_read, 'row')} read; "
                            f"skipped by reason: {reasons})")
     if stats.tokens_trained == 0:
         raise DatasetError(f"{ds.path}: no trainable tokens")

@@ -173,7 +173,7 @@ def inspect(
 
     examples = prepared.examples
     if index >= len(examples):
-        output.fail(f"--index {index}: the dataset has {len(examples)} examples "
+        output.fail(f"--index {index}: the dataset has {output.plural(len(examples), 'example')} "
                     f"(0-{len(examples) - 1})")
     if count is None:
         count = len(examples) if json_ else DEFAULT_VIEW_COUNT
