@@ -4,8 +4,8 @@
 `skip` counts and reports bad rows, `fail` stops at the first one), renders and masks, applies the
 over-length policy and returns the examples with statistics. Work is batched (one tokenizer call
 per batch), spread over processes for big datasets, and cached on disk by dataset fingerprint +
-tokenizer + settings. `pack_examples` packs examples into fixed-length rows whose position ids
-restart at 0 per example. No torch import here: the wizard previews data in a worker.
+tokenizer + settings. `pack_examples` (packing.py) packs examples into fixed-length rows whose
+position ids restart at 0 per example. No torch import here: the wizard previews data in a worker.
 """
 
 from __future__ import annotations
@@ -14,10 +14,8 @@ import contextlib
 import hashlib
 import json
 import os
-import random
 import sys
 import threading
-from bisect import bisect_left, insort
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -40,13 +38,15 @@ from osstune.engine.data.dataset_sources import (
     DatasetError,
     read_source,
 )
-from osstune.engine.data.harmony import IGNORE_INDEX, Example, HarmonyRenderer, RenderSettings
+from osstune.engine.data.harmony import Example, HarmonyRenderer, RenderSettings
+from osstune.engine.data.packing import PAD_ID, PackedRow, _pack_bins, pack_examples
 from osstune.engine.data.token_view import TokenView, token_view
 from osstune.engine.plan.units import plural
 
 __all__ = [
     "DATASET_BUILTIN_SAMPLE",
     "DatasetError",
+    "PAD_ID",
     "DatasetStats",
     "Example",
     "PackedRow",
@@ -61,7 +61,6 @@ __all__ = [
 BATCH_ROWS = 256
 PARALLEL_MIN_ROWS = 4096  # below this, process start-up costs more than it saves
 SKIP_SAMPLES = 20
-PAD_ID = 199999  # <|endoftext|>
 
 
 @dataclass
@@ -96,14 +95,6 @@ class DatasetStats:
 class PreparedDataset:
     examples: list[Example]
     stats: DatasetStats
-
-
-@dataclass
-class PackedRow:
-    input_ids: list[int]
-    labels: list[int]
-    position_ids: list[int]
-    example_lengths: list[int]  # lengths of the packed examples, then the padding (if any)
 
 
 # --------------------------------------------------------------------------- settings
@@ -417,66 +408,3 @@ def _first_problems(rows: Sequence[dict[str, Any] | BadRow], locations: Sequence
              for i, r in enumerate(rows[:count], 1) if isinstance(r, BadRow)]
     more = len(rows) - count
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
-
-
-# --------------------------------------------------------------------------- packing
-
-
-def pack_examples(examples: Sequence[Example], sequence_len: int, seed: int,
-                  pad_id: int = PAD_ID) -> list[PackedRow]:
-    """Best-fit-decreasing packing into rows of exactly `sequence_len` tokens.
-
-    Deterministic for a given seed: examples are shuffled, sorted by length (stable), placed into
-    the fullest row that still fits, and the rows are shuffled. Each row is padded with `pad_id`
-    (labels -100); position ids restart at 0 for every example and for the padding.
-    """
-    rows = []
-    for members in _pack_bins(examples, sequence_len, seed):
-        input_ids: list[int] = []
-        labels: list[int] = []
-        positions: list[int] = []
-        lengths: list[int] = []
-        for i in members:
-            ex = examples[i]
-            input_ids += ex.input_ids
-            labels += ex.labels
-            positions += range(len(ex))
-            lengths.append(len(ex))
-        pad = sequence_len - len(input_ids)
-        if pad:
-            input_ids += [pad_id] * pad
-            labels += [IGNORE_INDEX] * pad
-            positions += range(pad)
-            lengths.append(pad)
-        rows.append(PackedRow(input_ids, labels, positions, lengths))
-    return rows
-
-
-def _pack_bins(examples: Sequence[Example], sequence_len: int, seed: int) -> list[list[int]]:
-    """The packing plan of `pack_examples`: example indices per row, in row order."""
-    if sequence_len < 1:
-        raise ValueError("sequence_len must be positive")
-    order = list(range(len(examples)))
-    rng = random.Random(seed)
-    rng.shuffle(order)
-    order.sort(key=lambda i: -len(examples[i]))
-    bins: list[list[int]] = []
-    free: list[tuple[int, int]] = []  # (space left, bin id), sorted
-    for i in order:
-        n = len(examples[i])
-        if n > sequence_len:
-            raise ValueError(f"example from row {examples[i].row} has {n} tokens, "
-                             f"longer than sequence_len {sequence_len}")
-        if n == 0:
-            continue
-        at = bisect_left(free, (n, -1))
-        if at < len(free):
-            space, b = free.pop(at)
-        else:
-            space, b = sequence_len, len(bins)
-            bins.append([])
-        bins[b].append(i)
-        if space - n > 0:
-            insort(free, (space - n, b))
-    rng.shuffle(bins)
-    return bins
