@@ -333,3 +333,17 @@ def test_bad_input_through_the_real_command(name, tmp_path, tokenizer):
                           text=True, env=env, timeout=120, cwd=root)
     _check(proc.returncode, proc.stderr, proc.stdout, expect, where)
     assert _snapshot(root) == before
+
+
+@pytest.mark.slow
+def test_dataset_refused_by_the_engine_exits_2(tmp_path):
+    """Rows that only the full read can judge: the engine refuses them; `run` still exits 2."""
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"messages": [U()]}) + "\n")
+    proc = subprocess.run([sys.executable, "-m", "osstune.tui.cli", "run", "tiny-cpu-demo",
+                           "--dataset", str(data), "--output", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env={**os.environ, "NO_COLOR": "1"})
+    _check(proc.returncode, proc.stderr, proc.stdout,
+           f"{data}: no usable examples (1 row read; skipped by reason: no assistant message: 1)",
+           "")
