@@ -281,3 +281,16 @@ def test_plain_table_aligns_multiline_cells() -> None:
         "                    two",
         "long-name  no",
     ]
+
+
+def test_names_from_a_profile_never_drive_the_terminal(tmp_path: Path) -> None:
+    rig = tmp_path / "rig.json"
+    rig.write_text(json.dumps({"gpus": [{"name": "A100\u001b[2J\u0000", "memory_total_gib": 80}],
+                               "ram_gib": 64, "cpu_count": 8, "disk_free_gib": 100,
+                               "driver_version": "5\u009b31m"}))
+    for command in ("doctor", "presets"):
+        result = invoke(command, "--hardware", str(rig))
+        assert result.exit_code == 0, result.stderr
+        assert "A100\\x1b[2J\\x00" in result.stdout
+        assert "\x1b" not in result.stdout and "\x00" not in result.stdout
+    assert "5\\x9b31m" in invoke("doctor", "--hardware", str(rig)).stdout

@@ -80,7 +80,8 @@ def print_json(data: Any) -> None:
 
 
 def _text(cell: Cell) -> str:
-    return cell if isinstance(cell, str) else cell[0]
+    """A cell's text with terminal control characters escaped (names may come from files)."""
+    return safe_text(cell if isinstance(cell, str) else cell[0])
 
 
 def plain_table(columns: Sequence[str] | None, rows: Sequence[Sequence[Cell]]) -> str:
@@ -120,7 +121,7 @@ def print_table(columns: Sequence[str] | None, rows: Sequence[Sequence[Cell]],
     for name in columns or [""] * (len(rows[0]) if rows else 0):
         table.add_column(name)
     for row in rows:
-        table.add_row(*(Text(c) if isinstance(c, str) else Text(c[0], style=c[1]) for c in row))
+        table.add_row(*(Text(_text(c), style="" if isinstance(c, str) else c[1]) for c in row))
     console().print(table)
 
 
@@ -131,4 +132,4 @@ def print_line(text: Cell = "") -> None:
         return
     from rich.text import Text
 
-    console().print(Text(text[0], style=text[1]))
+    console().print(Text(_text(text), style=text[1]))
