@@ -99,6 +99,10 @@ def test_sharegpt_system_column_is_kept(tokenizer, harmony_encoding):
         reference_ids(harmony_encoding, {"messages": with_system["messages"][1:]})
     with pytest.raises(RowError, match="system must be a string"):
         row_to_chat({"system": ["x"], "conversations": conversation}, "sharegpt", OPTS)
+    # messages keep their numbers in `conversations` (errors point at the right one)
+    bad = [conversation[0], {"from": "gpt", "value": 5}]
+    with pytest.raises(RowError, match=r"^message 1 \(assistant\): content must be a string"):
+        row_to_chat({"system": "s", "conversations": bad}, "sharegpt", OPTS)
 
 
 def test_llama_factory_function_call_and_observation(tokenizer, harmony_encoding):

@@ -349,10 +349,13 @@ def row_to_chat(row: dict[str, Any], fmt: str, opts: FormatOptions) -> Chat:
     if not isinstance(raw, list):
         raise RowError(WRONG_CONTENT_TYPE,
                        f"{column} must be a list of messages, got {_type_name(raw)}")
+    first = 0
     if sharegpt:
-        raw = _with_system(raw, row)
+        with_system = _with_system(raw, row)
+        first = len(raw) - len(with_system)  # -1: the system column has no place in the list
+        raw = with_system
     roles = opts.role_map()
-    messages = [_message(m, i, opts, roles, sharegpt) for i, m in enumerate(raw)]
+    messages = [_message(m, i, opts, roles, sharegpt) for i, m in enumerate(raw, first)]
     _link_tool_results(messages, raw)
     if not any(m.role == "assistant" for m in messages):
         raise RowError(NO_ASSISTANT, "no assistant message")

@@ -143,7 +143,9 @@ def inspect(
         "--preset", help="Take the dataset settings (and model) from this preset")] = None,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Override a config key, e.g. dataset.train_turns=expand")] = None,
-    index: Annotated[int, typer.Option("--index", min=0, help="First example to show")] = 0,
+    index: Annotated[int, typer.Option(
+        "--index", min=0,
+        help="First example to show (examples count from 0; rows, like lines, from 1)")] = 0,
     count: Annotated[int | None, typer.Option(
         "--count", min=0, help="How many examples to show (default 3; with --json all)")] = None,
     show_ids: Annotated[bool, typer.Option("--show-ids", help="Print each token's id")] = False,
