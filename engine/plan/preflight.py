@@ -10,6 +10,7 @@ from pathlib import Path
 
 from osstune.engine.plan.config import RunConfig
 from osstune.engine.plan.hardware import HardwareProfile, free_gib, output_dir_problem, probe
+from osstune.engine.plan.units import fmt_gib
 from osstune.engine.session.events import EVENTS_FILE
 
 
@@ -37,16 +38,16 @@ def machine_problems(cfg: RunConfig, profile: HardwareProfile, output_dir: Path)
             if small:
                 gpu = small[0]
                 problems.append(
-                    f"GPU {gpu.index} ({gpu.name}) has {gpu.memory_total_gib:.1f} GiB; "
-                    f"this preset needs {req.min_gpu_mem_gib:g} GiB per GPU")
+                    f"GPU {gpu.index} ({gpu.name}) has {fmt_gib(gpu.memory_total_gib)}; "
+                    f"this preset needs {fmt_gib(req.min_gpu_mem_gib)} per GPU")
     if req:
         free = free_gib(output_dir)
         if free is not None and req.disk_gib and free < req.disk_gib:
-            problems.append(f"disk: {free:.0f} GiB free at {output_dir}, this preset needs "
-                            f"~{req.disk_gib:g} GiB (checkpoints and export)")
+            problems.append(f"disk: {fmt_gib(free)} free at {output_dir}, this preset needs "
+                            f"~{fmt_gib(req.disk_gib)} (checkpoints and export)")
         if dist.cpu_offload and req.host_ram_gib and profile.ram_gib < req.host_ram_gib:
-            problems.append(f"host RAM: {profile.ram_gib:.0f} GiB, CPU offload needs "
-                            f"~{req.host_ram_gib:g} GiB")
+            problems.append(f"host RAM: {fmt_gib(profile.ram_gib)}, CPU offload needs "
+                            f"~{fmt_gib(req.host_ram_gib)}")
     bad_dir = output_dir_problem(output_dir)
     if bad_dir:
         problems.append(bad_dir)
