@@ -294,3 +294,15 @@ def test_names_from_a_profile_never_drive_the_terminal(tmp_path: Path) -> None:
         assert "A100\\x1b[2J\\x00" in result.stdout
         assert "\x1b" not in result.stdout and "\x00" not in result.stdout
     assert "5\\x9b31m" in invoke("doctor", "--hardware", str(rig)).stdout
+
+
+def test_global_hardware_with_run_says_run_uses_this_machine(tmp_path: Path) -> None:
+    profile = PROFILES / "1xh100-80gb.json"
+    result = invoke("--hardware", str(profile), "run", "tiny-cpu-demo", "--set", "lr=[1",
+                    "--output", str(tmp_path / "out"))
+    assert result.exit_code == output.EXIT_USAGE
+    assert result.stderr.splitlines() == [
+        f"osstune: warning: --hardware {profile} is for planning; `run` trains on this machine "
+        "(its pre-flight checks this machine)",
+        "osstune: error: --set 'lr=[1': the value for lr is not valid YAML: expected ',' or ']', "
+        "but got '<stream end>'"]
