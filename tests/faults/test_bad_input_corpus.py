@@ -157,7 +157,7 @@ def _cases() -> dict[str, Case]:
         "every line invalid": ({"e.jsonl": "{x\n{y\n"}, "{e.jsonl}",
                                "{e.jsonl}: no row is a JSON object; row 1: not valid JSON"),
         "every row skipped": ({"e.jsonl": _jsonl({"messages": [U()]})}, "{e.jsonl}",
-                              "{e.jsonl}: no usable examples (1 rows read; skipped by reason: "
+                              "{e.jsonl}: no usable examples (1 row read; skipped by reason: "
                               "no assistant message: 1)"),
         "folder without data": ({"empty/notes.txt": "x"}, "{dir}/empty",
                                 "{dir}/empty: folder has no .jsonl, .json or .parquet files"),
