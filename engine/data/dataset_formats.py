@@ -93,9 +93,11 @@ def detect_format(columns: list[str], opts: FormatOptions) -> str:
         return "sharegpt"
     if all(c in columns for c in ALPACA_COLUMNS):
         return "alpaca"
+    shown = ", ".join(c if c.isprintable() else repr(c) for c in columns[:20])
+    more = f" and {len(columns) - 20} more" if len(columns) > 20 else ""
     raise RowError(NO_MESSAGES, f"no {opts.field_messages!r} or 'conversations' column and no "
                                 f"Alpaca 'instruction' + 'output' (columns: "
-                                f"{', '.join(columns) or 'none'})")
+                                f"{shown or 'none'}{more})")
 
 
 def _type_name(value: Any) -> str:

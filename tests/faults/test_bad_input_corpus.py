@@ -172,6 +172,11 @@ def _cases() -> dict[str, Case]:
         "no messages column": ({"d.jsonl": _jsonl({"text": "x"})}, "{d.jsonl}",
                                "{d.jsonl}: no 'messages' or 'conversations' column"),
         "unknown builtin": ({}, "builtin:nothing", "builtin:nothing: unknown builtin dataset"),
+        "column names with control characters": (
+            {"d.jsonl": _jsonl({"a\nb": 1, "\x1bc": 2})}, "{d.jsonl}",
+            "(columns: 'a\\nb', '\\x1bc')"),
+        "thousands of columns": ({"d.jsonl": _jsonl({f"c{i}": i for i in range(5000)})},
+                                 "{d.jsonl}", "c19 and 4980 more)"),
     }
     for kind, (files, target, expect) in datasets.items():
         cases[f"dataset: {kind}"] = Case(files, ["inspect", target], expect)
