@@ -144,7 +144,10 @@ def read_local(path: Path) -> Source:
     if not path.exists():
         raise DatasetError(f"{path}: no such file or folder")
     files = _local_files(path)
-    fingerprint = _file_digest(files)
+    try:
+        fingerprint = _file_digest(files)
+    except OSError as e:
+        raise DatasetError(f"{e.filename or path}: cannot read: {e.strerror or e}") from None
     if files[0].suffix == ".parquet":
         rows, columns = _read_parquet(files)
         return Source(str(path), fingerprint, rows, columns)
