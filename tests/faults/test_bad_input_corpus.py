@@ -215,6 +215,8 @@ def _cases() -> dict[str, Case]:
                                                                  "{dir}/out"], expect, out_run=True)
         cases[f"config: {kind} (inspect)"] = Case({"c.yaml": text}, ["inspect", "--config",
                                                                      "{c.yaml}"], expect)
+        cases[f"config: {kind} (presets)"] = Case({"c.yaml": text}, ["presets", "{c.yaml}"],
+                                                  expect)
     cases["config: missing file (run)"] = Case({}, ["run", "{dir}/none.yaml"],
                                                "{dir}/none.yaml: no such config file")
     cases["config: unknown preset (run)"] = Case({}, ["run", "gpt-oss-7b"],
