@@ -310,7 +310,8 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
 def row_label(row: int, locations: Sequence[str] | None) -> str:
     """'row 3', or 'row 3 (part-2.jsonl line 5)' when the source says where the row came from."""
     where = locations[row - 1] if locations and row <= len(locations) else None
-    return f"row {row}" + (f" ({where})" if where and where != f"line {row}" else "")
+    same = where in (f"line {row}", f"item {row}")  # says nothing the number does not
+    return f"row {row}" + (f" ({where})" if where and not same else "")
 
 
 def prepare_rows(rows: Sequence[dict[str, Any] | BadRow], fmt: str, settings: PipelineSettings,
