@@ -323,7 +323,7 @@ def _alpaca_messages(row: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _with_system(raw: list[Any], row: dict[str, Any]) -> list[Any]:
-    """ShareGPT's top-level `system` column as the first message (unless one is there)."""
+    """ShareGPT's top-level `system` column as the first message (before any in the list)."""
     system = row.get("system")
     if system is None or system == "":
         return raw
