@@ -160,14 +160,16 @@ def runtime_for(cfg: RunConfig) -> Runtime:
     return Runtime(rank, world, local, device)
 
 
-def init_process_group(rt: Runtime) -> None:
-    if rt.world_size == 1:
+def init_process_group(rt: Runtime, fsdp: bool = False) -> None:
+    """FSDP needs a group also on one process; started without torchrun, it gets a local one."""
+    if rt.world_size == 1 and not fsdp:
         return
-    if rt.device.type == "cuda":
-        # gloo beside NCCL: CPU-offloaded shards (grad-norm reduction, checkpoint planning).
-        dist.init_process_group("cuda:nccl,cpu:gloo")
+    # gloo beside NCCL: CPU-offloaded shards (grad-norm reduction, checkpoint planning).
+    backend = "cuda:nccl,cpu:gloo" if rt.device.type == "cuda" else "gloo"
+    if "MASTER_ADDR" not in os.environ and rt.world_size == 1:
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
     else:
-        dist.init_process_group("gloo")
+        dist.init_process_group(backend)
 
 
 def barrier(rt: Runtime) -> None:
@@ -483,7 +485,7 @@ def train(args: argparse.Namespace, stop: StopRequest, run: Run) -> int:
         raise ConfigError(f"{args.config}: method lora runs on one process (distributed.fsdp: "
                           "false, gpus <= 1)")
 
-    init_process_group(rt)
+    init_process_group(rt, cfg.distributed.fsdp)
     prepare_output(output, rt, resume_dir is not None, args.force)
     if rt.is_main:
         run.writer = EventWriter(output)
