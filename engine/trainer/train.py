@@ -337,11 +337,7 @@ def build(cfg: RunConfig, rt: Runtime, config: Any, levers: LeverPlan) -> Built:
     # With CPU offload the sharded parameters live in host memory; FSDP copies each layer in.
     param_device = torch.device("cpu") if cfg.distributed.cpu_offload else rt.device
 
-    full_weights: dict[str, torch.Tensor] | None = None
     if cfg.model.init == "random" or fsdp:
-        if cfg.model.init == "pretrained" and rt.is_main:
-            # Only rank 0 reads the checkpoint; the shards are broadcast after sharding.
-            full_weights = load_pretrained(cfg, config, torch.device("cpu")).state_dict()
         lm = build_meta_model(config, dtype)
     else:
         lm = load_pretrained(cfg, config, rt.device)
@@ -366,13 +362,12 @@ def build(cfg: RunConfig, rt: Runtime, config: Any, levers: LeverPlan) -> Built:
         materialize_random(causal_lm(lm), param_device, cfg.training.seed, rt.rank,
                            fill_device=rt.device)
     elif fsdp:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+        from osstune.engine.trainer.sharded_load import load_local_shards
 
+        # Each rank reads only its shard's slices of the checkpoint (no broadcast, no full copy).
         causal_lm(lm).to_empty(device=param_device)
         reset_rotary(causal_lm(lm), rt.device)
-        set_model_state_dict(causal_lm(lm), full_weights or {}, options=StateDictOptions(
-            full_state_dict=True, broadcast_from_rank0=True))
-        full_weights = None
+        load_local_shards(causal_lm(lm), cfg.model.id, rt.device)
     if not fsdp:
         objective.to(rt.device)
     applied += apply_block_levers(lm, levers)  # compile, MoE chunks: on the placed model
