@@ -18,9 +18,12 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], training: TrainingConf
         raise ValueError("the model has no trainable parameters")
     kwargs = {"lr": training.learning_rate, "betas": (training.adam_beta1, training.adam_beta2),
               "weight_decay": training.weight_decay}
-    # Fused needs the parameters (and therefore the states) on the GPU; offloaded states step on
-    # the CPU with the multi-tensor (foreach) path.
-    if training.optimizer == "adamw_torch_fused" and device.type == "cuda" and not states_on_cpu:
+    # Offloaded states step on the CPU with torch's fused CPU kernel (one pass over each tensor,
+    # parallel over all cores; 67M bf16 parameters on 2 threads: 0.26 s against 1.88 s for the
+    # foreach path); on the GPU, fused when asked. The states take the parameters' dtype (bf16 for the real models).
+    if states_on_cpu:
+        return torch.optim.AdamW(params, fused=True, **kwargs)
+    if training.optimizer == "adamw_torch_fused" and device.type == "cuda":
         return torch.optim.AdamW(params, fused=True, **kwargs)
     return torch.optim.AdamW(params, foreach=True, **kwargs)
 

@@ -68,6 +68,7 @@ from osstune.engine.trainer.objective import (
     causal_lm,
     shift_labels,
 )
+from osstune.engine.trainer.offload import merge_micro_batches
 from osstune.engine.trainer.optim import build_optimizer, build_scheduler
 
 EXIT_USER_ERROR = 2
@@ -538,6 +539,8 @@ def train(args: argparse.Namespace, stop: StopRequest, run: Run) -> int:
 
     while step < total_steps and not stopping:
         batches = [micro_batch(stream, step, m, rt, cfg) for m in range(accum)]
+        if cfg.distributed.cpu_offload:
+            batches = merge_micro_batches(batches)  # one parameter round trip per pass
         loss_sum, step_trained, step_tokens = forward_backward(
             objective, batches, rt, built.config.router_aux_loss_coef)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
