@@ -20,7 +20,8 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], training: TrainingConf
               "weight_decay": training.weight_decay}
     # Offloaded states step on the CPU with torch's fused CPU kernel (one pass over each tensor,
     # parallel over all cores; 67M bf16 parameters on 2 threads: 0.26 s against 1.88 s for the
-    # foreach path); on the GPU, fused when asked. The states take the parameters' dtype (bf16 for the real models).
+    # foreach path); on the GPU, fused when asked. The states take the parameters' dtype (bf16
+    # for the real models).
     if states_on_cpu:
         return torch.optim.AdamW(params, fused=True, **kwargs)
     if training.optimizer == "adamw_torch_fused" and device.type == "cuda":
