@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -70,20 +71,23 @@ def run_config(name: str, layers: int, steps: int, data: Path, out: Path,
         "output": {"dir": str(out / name), "save_steps": 1000, "export": False},
     }
     if tiny:
-        cfg["model"].update(architecture=TINY_ARCH, dtype="float32", attn_implementation="eager")
+        cfg["model"].update(architecture={**TINY_ARCH, "num_hidden_layers": layers},
+                            dtype="float32", attn_implementation="eager")
         cfg["distributed"]["backend"] = "gloo"
         cfg["training"]["sequence_len"] = 256
     return cfg
 
 
 def measure(name: str, root: str, steps: int, layers: int, args: argparse.Namespace,
-            data: Path, work: Path) -> dict[str, Any]:
+            data: Path, work: Path, pass_tokens: str = "") -> dict[str, Any]:
     cfg_path = work / f"{name}.yaml"
+    shutil.rmtree(work / name, ignore_errors=True)  # a fresh run every time
     cfg_path.write_text(yaml.safe_dump(run_config(name, layers, steps, data, work, args.tiny)))
     timings = work / f"{name}-timings.json"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]),
            "OSSTUNE_BENCH_CAP_GIB": str(args.cap_gib), "OSSTUNE_BENCH_TIMINGS": str(timings),
-           "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+           "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
+           "OSSTUNE_BENCH_PASS_TOKENS": pass_tokens}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=1",
            str(HERE / "offload_worker.py"), "--config", str(cfg_path), "--no-save"]
     start = time.perf_counter()
@@ -95,6 +99,7 @@ def measure(name: str, root: str, steps: int, layers: int, args: argparse.Namesp
         code, err = "timeout", (e.stderr or b"").decode() if isinstance(e.stderr, bytes) \
             else (e.stderr or "")
     result: dict[str, Any] = {"variant": name, "layers": layers, "exit_code": code,
+                              "pass_tokens": pass_tokens or "default",
                               "wall_s": round(time.perf_counter() - start, 1)}
     events_file = work / name / "events.jsonl"
     events = [json.loads(line) for line in events_file.read_text().splitlines()] \
@@ -127,8 +132,8 @@ def main() -> int:
     p.add_argument("--layers", type=int, default=8)
     p.add_argument("--cap-gib", type=float, default=23.5)
     p.add_argument("--variant", action="append", required=True,
-                   help="NAME=PYTHONPATH_ROOT:STEPS[:LAYERS] (the root holds the osstune "
-                   "package; LAYERS defaults to --layers)")
+                   help="NAME=PYTHONPATH_ROOT:STEPS[:LAYERS[:PASS_TOKENS]] (the root holds "
+                   "the osstune package; LAYERS defaults to --layers)")
     p.add_argument("--timeout-s", type=float, default=400)
     p.add_argument("--work", default="/tmp/bench-offload")
     p.add_argument("--out", required=True)
@@ -144,9 +149,10 @@ def main() -> int:
         name, rest = spec.split("=", 1)
         root, *counts = rest.split(":")
         layers = int(counts[1]) if len(counts) > 1 else args.layers
-        results.append(measure(name, root, int(counts[0]), layers, args, data, work))
-        print(json.dumps({k: v for k, v in results[-1].items() if k not in ("stderr_tail", "engine_log")}),
-              flush=True)
+        tokens = counts[2] if len(counts) > 2 else ""
+        results.append(measure(name, root, int(counts[0]), layers, args, data, work, tokens))
+        brief = {k: v for k, v in results[-1].items() if k not in ("stderr_tail", "engine_log")}
+        print(json.dumps(brief), flush=True)
         Path(args.out).write_text(json.dumps({"layers": args.layers, "cap_gib": args.cap_gib,
                                               "results": results}, indent=1))
     return 0

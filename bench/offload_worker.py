@@ -3,6 +3,7 @@
     OSSTUNE_BENCH_CAP_GIB=23.5 OSSTUNE_BENCH_TIMINGS=t.json \\
         torchrun --nproc-per-node 1 bench/offload_worker.py --config RUN.yaml --no-save
 
+OSSTUNE_BENCH_PASS_TOKENS overrides the tokens per merged offload pass (engine.trainer.offload).
 Runs `osstune.engine.trainer.train.main` in this process after
 `torch.cuda.set_per_process_memory_fraction` (cap) and wraps `AdamW.step` and
 `clip_grad_norm_` with timers; at exit writes their seconds, the peak host RSS and the pinned
@@ -61,6 +62,11 @@ def main() -> int:
     torch.optim.AdamW.step = _timed(torch.optim.AdamW.step, "optimizer_s")
     torch.nn.utils.clip_grad_norm_ = _timed(torch.nn.utils.clip_grad_norm_, "clip_s")
     from osstune.engine.trainer import train
+
+    if os.environ.get("OSSTUNE_BENCH_PASS_TOKENS"):  # tokens per merged offload pass
+        from osstune.engine.trainer import offload
+
+        offload.PASS_TOKENS = int(os.environ["OSSTUNE_BENCH_PASS_TOKENS"])
 
     code = train.main(sys.argv[1:])
     result: dict[str, object] = dict(TIMINGS)

@@ -63,8 +63,10 @@ def _stack(group: list[B]) -> B:
     )
 
 
-def merge_micro_batches(batches: list[B], max_tokens: int = PASS_TOKENS) -> list[B]:
-    """Consecutive micro-batches stacked into passes of at most `max_tokens` (rows x width)."""
+def merge_micro_batches(batches: list[B], max_tokens: int | None = None) -> list[B]:
+    """Consecutive micro-batches stacked into passes of at most `max_tokens` (rows x width;
+    default PASS_TOKENS)."""
+    max_tokens = max_tokens or PASS_TOKENS
     merged: list[B] = []
     group: list[B] = []
     for b in batches:
