@@ -25,6 +25,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -84,6 +85,7 @@ def measure(name: str, root: str, steps: int, layers: int, args: argparse.Namesp
     shutil.rmtree(work / name, ignore_errors=True)  # a fresh run every time
     cfg_path.write_text(yaml.safe_dump(run_config(name, layers, steps, data, work, args.tiny)))
     timings = work / f"{name}-timings.json"
+    timings.unlink(missing_ok=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]),
            "OSSTUNE_BENCH_CAP_GIB": str(args.cap_gib), "OSSTUNE_BENCH_TIMINGS": str(timings),
            "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
@@ -91,13 +93,15 @@ def measure(name: str, root: str, steps: int, layers: int, args: argparse.Namesp
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=1",
            str(HERE / "offload_worker.py"), "--config", str(cfg_path), "--no-save"]
     start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
     try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True,
-                              timeout=args.timeout_s)
-        code, err = proc.returncode, proc.stderr
-    except subprocess.TimeoutExpired as e:
-        code, err = "timeout", (e.stderr or b"").decode() if isinstance(e.stderr, bytes) \
-            else (e.stderr or "")
+        _, err = proc.communicate(timeout=args.timeout_s)
+        code: int | str = proc.returncode
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # torchrun and its worker: nothing left holding memory
+        _, err = proc.communicate()
+        code = "timeout"
     result: dict[str, Any] = {"variant": name, "layers": layers, "exit_code": code,
                               "pass_tokens": pass_tokens or "default",
                               "wall_s": round(time.perf_counter() - start, 1)}
@@ -119,7 +123,8 @@ def measure(name: str, root: str, steps: int, layers: int, args: argparse.Namesp
         result["peak_mem_allocated_gib"] = max(
             g["mem_allocated_gib"] for e in stepped for g in e["gpus"])
     if timings.is_file():
-        result.update(json.loads(timings.read_text()))
+        result.update({k: v for k, v in json.loads(timings.read_text()).items()
+                       if k != "exit_code"})
     lines = err.splitlines()
     result["engine_log"] = [line for line in lines
                             if line.startswith(("[engine]", "osstune:", "  hint"))][-30:]
