@@ -99,8 +99,14 @@ def measure(name: str, root: str, steps: int, layers: int, args: argparse.Namesp
         _, err = proc.communicate(timeout=args.timeout_s)
         code: int | str = proc.returncode
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # torchrun and its worker: nothing left holding memory
-        _, err = proc.communicate()
+        # SIGTERM to torchrun: it stops its worker (in a session of its own) before exiting, so
+        # nothing is left holding GPU or host memory for the next variant.
+        proc.terminate()
+        try:
+            _, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            _, err = proc.communicate(timeout=60)
         code = "timeout"
     result: dict[str, Any] = {"variant": name, "layers": layers, "exit_code": code,
                               "pass_tokens": pass_tokens or "default",
