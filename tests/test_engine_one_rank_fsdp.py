@@ -61,6 +61,21 @@ def test_osstune_run_one_gpu_fsdp_offload_trains(tmp_path, reference):
         assert losses[step] == pytest.approx(loss, rel=1e-4), step
 
 
+def test_two_ranks_with_offload_follow_the_curve_without_it(tmp_path):
+    """Random init draws per rank, so the reference is the same 2-rank run kept on its device."""
+    losses = {}
+    for name, offload in (("kept", False), ("offloaded", True)):
+        cfg = tiny_config(tmp_path, name, distributed={**ONE_RANK, "gpus": 2,
+                                                       "cpu_offload": offload},
+                          training=TRAINING, output=NO_SAVE)
+        proc = run_engine(["--config", str(write_config(tmp_path, cfg))], nproc=2)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        losses[name] = step_losses(tmp_path / name)
+    assert set(losses["offloaded"]) == {1, 2, 3}
+    for step, loss in losses["kept"].items():
+        assert losses["offloaded"][step] == pytest.approx(loss, rel=1e-4), step
+
+
 def test_engine_started_directly_with_fsdp_gets_a_local_group(tmp_path, reference):
     cfg = tiny_config(tmp_path, "direct", distributed=ONE_RANK, training=TRAINING,
                       output=NO_SAVE)

@@ -49,3 +49,29 @@ def test_offloaded_states_step_with_the_fused_cpu_adamw():
     assert opt.state[params[0]]["exp_avg"].dtype == torch.bfloat16  # states take the param dtype
     plain = build_optimizer(params, training, torch.device("cpu"), states_on_cpu=False)
     assert not plain.defaults["fused"]
+
+
+def _params_with_grads(seed: int) -> list[torch.nn.Parameter]:
+    gen = torch.Generator().manual_seed(seed)
+    params = [torch.nn.Parameter(torch.randn(64, 32, generator=gen)) for _ in range(3)]
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=gen)
+    return params
+
+
+def test_clip_folded_into_the_fused_step_equals_clip_then_step():
+    from osstune.engine.trainer.optim import clip_gradients
+
+    training = TrainingConfig(optimizer="adamw_torch")
+    folded, plain = _params_with_grads(0), _params_with_grads(0)
+    opt_folded = build_optimizer(folded, training, torch.device("cpu"), states_on_cpu=True)
+    opt_plain = torch.optim.AdamW(plain, lr=training.learning_rate, foreach=True)
+    for max_norm in (1.0, 1e6):  # clipped, then not
+        norm_folded = clip_gradients(folded, max_norm, opt_folded)
+        norm_plain = torch.nn.utils.clip_grad_norm_(plain, max_norm)
+        torch.testing.assert_close(norm_folded, norm_plain)
+        assert opt_folded.grad_scale.item() >= 1.0  # the kernel divides by it
+        opt_folded.step()
+        opt_plain.step()
+        for a, b in zip(folded, plain, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -69,7 +69,7 @@ from osstune.engine.trainer.objective import (
     shift_labels,
 )
 from osstune.engine.trainer.offload import merge_micro_batches
-from osstune.engine.trainer.optim import build_optimizer, build_scheduler
+from osstune.engine.trainer.optim import build_optimizer, build_scheduler, clip_gradients
 
 EXIT_USER_ERROR = 2
 EXIT_OUT_OF_MEMORY = 3
@@ -543,9 +543,7 @@ def train(args: argparse.Namespace, stop: StopRequest, run: Run) -> int:
             batches = merge_micro_batches(batches)  # one parameter round trip per pass
         loss_sum, step_trained, step_tokens = forward_backward(
             objective, batches, rt, built.config.router_aux_loss_coef)
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-        if hasattr(grad_norm, "full_tensor"):
-            grad_norm = grad_norm.full_tensor()
+        grad_norm = clip_gradients(params, max_norm, optimizer)
         lr = scheduler.get_last_lr()[0]
         optimizer.step()
         scheduler.step()
