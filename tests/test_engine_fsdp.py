@@ -19,13 +19,22 @@ pytestmark = pytest.mark.slow
 # 8 rows per optimizer step either way: 2 ranks x 4 micro-batches, or 8 ranks x 1.
 FSDP = {"gpus": 2, "fsdp": True, "backend": "gloo"}
 TRAINING = {"micro_batch_size": 1, "gradient_accumulation_steps": 4, "max_steps": 4,
-            "gradient_checkpointing": True, "sequence_len": 256}
+            "gradient_checkpointing": True, "sequence_len": 256, "eval_steps": 2}
+# 3 held-out conversations: on 8 ranks most ranks evaluate only masked padding rows.
+DATASET = {"path": "builtin:osstune-sample", "val_size": 3}
+
+
+def eval_losses(output_dir):
+    from osstune.engine.session.events import read_events
+
+    return {e["step"]: e["loss"] for e in read_events(output_dir) if e["type"] == "eval"}
 
 
 @pytest.fixture(scope="module")
 def fsdp_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fsdp")
-    cfg = tiny_config(tmp, "fsdp", distributed=FSDP, training=TRAINING)
+    cfg = tiny_config(tmp, "fsdp", distributed=FSDP, training=TRAINING,
+                      dataset=DATASET)
     path = write_config(tmp, cfg)
     proc = run_engine(["--config", str(path)], nproc=2)
     return proc, tmp / "fsdp", path, tmp
@@ -42,6 +51,7 @@ def test_two_processes_train_checkpoint_and_export(fsdp_run):
     assert [g["rank"] for g in start["gpus"]] == [0, 1]
     steps = [e for e in events if e["type"] == "step"]
     assert [e["step"] for e in steps] == [1, 2, 3, 4]
+    assert set(eval_losses(out)) == {2, 4}
     assert all([g["rank"] for g in e["gpus"]] == [0, 1] for e in steps)  # gathered from both
     assert last_run_end(out)["status"] == "completed"
     # One shard per rank in each kept checkpoint.
@@ -72,7 +82,7 @@ def test_export_loads_and_merge_matches_it(fsdp_run):
 def test_resume_on_two_processes_continues_the_curve(fsdp_run):
     _, out, _, tmp = fsdp_run
     cfg = tiny_config(tmp, "fsdp-resumed", distributed=FSDP, training=TRAINING,
-                      output={"export": False})
+                      dataset=DATASET, output={"export": False})
     path = write_config(tmp, cfg)
     proc = run_engine(["--config", str(path), "--resume",
                        str(out / "checkpoints" / "step-000002")], nproc=2)
@@ -81,6 +91,7 @@ def test_resume_on_two_processes_continues_the_curve(fsdp_run):
     assert set(resumed) == {3, 4}
     for step in (3, 4):
         assert resumed[step] == pytest.approx(reference[step], rel=1e-5), step
+    assert eval_losses(tmp / "fsdp-resumed")[4] == pytest.approx(eval_losses(out)[4], rel=1e-5)
 
 
 def test_eight_ranks_resume_a_two_rank_checkpoint(fsdp_run):
@@ -88,7 +99,7 @@ def test_eight_ranks_resume_a_two_rank_checkpoint(fsdp_run):
     _, out, _, tmp = fsdp_run
     training = {**TRAINING, "gradient_accumulation_steps": 1}
     cfg = tiny_config(tmp, "fsdp8", distributed={**FSDP, "gpus": 8}, training=training,
-                      output={"export": False})
+                      dataset=DATASET, output={"export": False})
     path = write_config(tmp, cfg)
     proc = run_engine(["--config", str(path), "--resume",
                        str(out / "checkpoints" / "step-000002")], nproc=8, timeout=300)
@@ -99,5 +110,7 @@ def test_eight_ranks_resume_a_two_rank_checkpoint(fsdp_run):
     resumed, reference = step_losses(tmp / "fsdp8"), step_losses(out)
     for s in (3, 4):  # the same rows per step, summed in another order
         assert resumed[s] == pytest.approx(reference[s], rel=1e-4), s
+    # the same validation tokens, spread over 8 ranks (5 of them evaluate padding only)
+    assert eval_losses(tmp / "fsdp8")[4] == pytest.approx(eval_losses(out)[4], rel=1e-4)
     folder = tmp / "fsdp8" / "checkpoints" / "step-000004"
     assert len(list(folder.glob("*.distcp"))) == 8

@@ -39,7 +39,7 @@ def test_lora_adapter_loads_with_peft_and_merges(lora_run, monkeypatch):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from osstune.engine.trainer.merge import _base_model
+    from osstune.engine.trainer.merge import base_model
     from osstune.tui.commands.merge import resolve_run
 
     proc, out, path = lora_run
@@ -52,10 +52,18 @@ def test_lora_adapter_loads_with_peft_and_merges(lora_run, monkeypatch):
     assert 0 < start["model"]["trainable_params"] < start["model"]["total_params"] / 10
 
     cfg, _ = resolve_run(str(path))
-    peft_model = PeftModel.from_pretrained(_base_model(cfg), str(adapter)).eval()
+    peft_model = PeftModel.from_pretrained(base_model(cfg), str(adapter)).eval()
     ids = torch.tensor([[200006, 1428, 200008, 12194, 200007, 200006]])
     with torch.no_grad():
         expected = peft_model(input_ids=ids).logits
+
+    # `osstune chat` on a LoRA run: the same base + adapter, no merge needed
+    from osstune.engine.session.chat_target import ChatTarget
+    from osstune.engine.trainer.chat import load_model
+
+    chat_model = load_model(ChatTarget(out, "adapter", adapter), cfg, torch.device("cpu")).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(chat_model(input_ids=ids).logits, expected)
 
     result = CliRunner().invoke(app, ["merge-lora", str(path)])
     assert result.exit_code == 0, result.output

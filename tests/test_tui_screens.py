@@ -189,9 +189,11 @@ async def test_review_saves_and_never_overwrites(tmp_path: Path) -> None:
         await pilot.pause()
         await pilot.press("ctrl+s")
         await pilot.pause()
-        saved = tmp_path / "tiny-cpu-demo-run.yaml"
+        # by default next to the run's outputs (the output directory of the plan)
+        saved = tmp_path / "outputs" / "tiny-cpu-demo" / "tiny-cpu-demo-run.yaml"
         assert yaml.safe_load(saved.read_text())["training"]["sequence_len"] == 256
-        assert "osstune run tiny-cpu-demo-run.yaml" in text_of(screen, "#review-command")
+        assert ("osstune run outputs/tiny-cpu-demo/tiny-cpu-demo-run.yaml"
+                in text_of(screen, "#review-command"))
         assert load_config(str(saved)).training.sequence_len == 256  # what `osstune run` reads
         before = saved.read_text()
         screen.query_one("#f-training-sequence_len").value = "128"
@@ -455,7 +457,7 @@ def test_done_commands_follow_the_method() -> None:
     assert fsdp[0][1].startswith("osstune merge-sharded-fsdp-weights ")
     assert "--tensor-parallel-size 8" in dict(fsdp)["serve with vLLM"]
     tiny = dict(next_commands(load_config("tiny-cpu-demo"), {"export": "run/export"}))
-    assert list(tiny) == ["serve with vLLM", "serve with SGLang"]
+    assert list(tiny) == ["chat with it (c)", "serve with vLLM", "serve with SGLang"]
     assert tiny["serve with SGLang"].endswith("--model-path run/export --tp 1")
 
 

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from osstune.tui.commands import doctor, inspect, merge, presets, run
+from osstune.tui.commands import chat, doctor, inspect, merge, presets, run
 
 app = typer.Typer(
     name="osstune",
@@ -65,6 +65,7 @@ app.command("run")(run.run)
 app.command("merge-lora")(merge.merge_lora)
 app.command("merge-sharded-fsdp-weights")(merge.merge_sharded_fsdp_weights)
 app.command("inspect")(inspect.inspect)
+app.command("chat")(chat.chat)
 
 
 def main() -> None:

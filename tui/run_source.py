@@ -119,6 +119,12 @@ class StepPoint:
 
 
 @dataclass(frozen=True)
+class EvalPoint:
+    step: int
+    loss: float
+
+
+@dataclass(frozen=True)
 class RunSnapshot:
     """What the UI thread needs for one repaint; `new_points` are the steps since the last one."""
 
@@ -131,6 +137,8 @@ class RunSnapshot:
     elapsed_s: float | None = None
     eta_s: float | None = None
     new_points: tuple[StepPoint, ...] = ()
+    eval_loss: float | None = None
+    new_eval_points: tuple[EvalPoint, ...] = ()
     gpus: tuple[GpuMemory, ...] = ()
     notes: tuple[str, ...] = ()
     log_lines: tuple[str, ...] = ()
@@ -161,10 +169,13 @@ class RunState:
     events_seen: int = 0
     gpus: dict[int, GpuMemory] = field(default_factory=dict)
     new_points: deque[StepPoint] = field(init=False)
+    eval_loss: float | None = None
+    new_eval_points: deque[EvalPoint] = field(init=False)
     notes: deque[str] = field(init=False)
 
     def __post_init__(self) -> None:
         self.new_points = deque(maxlen=self.history)
+        self.new_eval_points = deque(maxlen=self.history)
         self.notes = deque(maxlen=NOTES_KEPT)
 
     def apply(self, events: Iterable[dict[str, Any]]) -> None:
@@ -202,6 +213,10 @@ class RunState:
             self.gpus[rank] = GpuMemory(
                 rank, known.name, known.total_gib, reserved, max(known.peak_gib, reserved)
             )
+
+    def _on_eval(self, event: dict[str, Any]) -> None:
+        self.eval_loss = float(event["loss"])
+        self.new_eval_points.append(EvalPoint(event["step"], self.eval_loss))
 
     def _on_checkpoint(self, event: dict[str, Any]) -> None:
         self.notes.append(f"checkpoint at step {event['step']}: {event['path']}")
@@ -261,8 +276,9 @@ class RunMonitor:
         """Current figures; drains the step points gathered since the previous snapshot."""
         with self._lock:
             s = self.state
-            points = tuple(s.new_points)
+            points, eval_points = tuple(s.new_points), tuple(s.new_eval_points)
             s.new_points.clear()
+            s.new_eval_points.clear()
             return RunSnapshot(
                 step=s.step,
                 total_steps=s.total_steps,
@@ -273,6 +289,8 @@ class RunMonitor:
                 elapsed_s=s.elapsed_s,
                 eta_s=s.eta_s,
                 new_points=points,
+                eval_loss=s.eval_loss,
+                new_eval_points=eval_points,
                 gpus=tuple(s.gpus[r] for r in sorted(s.gpus)),
                 notes=tuple(s.notes),
                 log_lines=self._log,

@@ -76,6 +76,10 @@ class DatasetStats:
     skip_samples: list[str] = field(default_factory=list)  # first few "row N: reason" lines
     format: str = ""
     source: str = ""
+    # A mix of several datasets (engine/data/dataset_mix.py): one stats dict per source, and the
+    # validation split ({"source", "examples", "tokens_trained"}) when there is one.
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    validation: dict[str, Any] | None = None
 
     @property
     def trained_fraction(self) -> float:

@@ -88,6 +88,8 @@ class TrainingConfig(_Strict):
     gradient_checkpointing: bool = True
     seed: int = 42
     logging_steps: int = Field(default=1, ge=1)
+    # Eval loss on the validation split every N optimizer steps (and always at the end).
+    eval_steps: int | None = Field(default=None, ge=1)
     # Performance levers (engine/levers.py). compile: torch.compile of each MoE block ("mlp") or
     # whole decoder layer ("layer"), CUDA only; auto = mlp on one CUDA process, off otherwise.
     compile: Literal["auto", "off", "mlp", "layer"] = "auto"
@@ -144,6 +146,39 @@ class DatasetConfig(_Strict):
     max_rows: int | None = Field(default=None, ge=1)
     num_proc: int | None = Field(default=None, ge=1)
     shuffle: bool = True
+    # Held-out validation (engine/data/dataset_mix.py): a fraction (0 < x < 1) or a count of
+    # conversations split off the training data, or a separate file/folder/hub id.
+    val_size: float | None = Field(default=None, gt=0.0)
+    val_path: str | None = None
+
+    @field_validator("val_size")
+    @classmethod
+    def _val_size(cls, value: float | None) -> float | None:
+        if value is not None and value >= 1 and value != int(value):
+            raise ValueError("must be a fraction below 1 (e.g. 0.05) or a whole count (e.g. 200)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_validation_source(self) -> DatasetConfig:
+        if self.val_size is not None and self.val_path is not None:
+            raise ValueError("val_size and val_path: give one of them")
+        return self
+
+
+# Keys of `dataset` that hold for the whole run and cannot differ per entry of `datasets`.
+RUN_WIDE_DATASET_KEYS = ("packing", "shuffle", "val_size", "val_path")
+
+
+class DatasetEntry(BaseModel):
+    """One entry of `datasets:` (Axolotl style): any `dataset` key for this source, plus `weight`.
+
+    Keys left out come from the `dataset` section. `weight` scales how many of its examples go
+    into the mix: 2.0 repeats each twice, 0.5 keeps a seeded half.
+    """
+
+    model_config = ConfigDict(extra="allow")
+    path: str
+    weight: float = Field(default=1.0, gt=0.0)
 
 
 class OutputConfig(_Strict):
@@ -176,8 +211,27 @@ class RunConfig(_Strict):
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    # Several datasets mixed into one run; each entry overrides `dataset` keys for its source.
+    datasets: list[DatasetEntry] = Field(default_factory=list)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    # Experiment trackers fed from the same metrics as the events (engine/trainer/tracking.py).
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(default_factory=list)
     requirements: Requirements | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dataset_list(cls, data: Any) -> Any:
+        """`dataset: [...]` is the same as `datasets: [...]`; `report_to: tensorboard` a list."""
+        if isinstance(data, dict):
+            if isinstance(data.get("dataset"), list):
+                if data.get("datasets"):
+                    raise ValueError("dataset is a list and datasets is set: use one of them")
+                data = {**data, "datasets": data["dataset"]}
+                del data["dataset"]
+            if isinstance(data.get("report_to"), str):
+                data = {**data, "report_to": [] if data["report_to"] == "none"
+                        else [data["report_to"]]}
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
@@ -185,7 +239,30 @@ class RunConfig(_Strict):
             raise ValueError("distributed.cpu_offload needs distributed.fsdp: true")
         if self.method == "lora" and not (self.lora.target_modules or self.lora.target_parameters):
             raise ValueError("lora needs target_modules or target_parameters")
+        self.dataset_sources()  # each entry of `datasets` must make a valid dataset section
         return self
+
+    def dataset_sources(self) -> list[tuple[DatasetConfig, float]]:
+        """(dataset section, mixing weight) per source: `datasets` entries, else `dataset`."""
+        if not self.datasets:
+            return [(self.dataset, 1.0)]
+        base = self.dataset.model_dump()
+        sources = []
+        for i, entry in enumerate(self.datasets):
+            keys = entry.model_dump(exclude={"weight"})
+            fixed = sorted(set(keys) & set(RUN_WIDE_DATASET_KEYS))
+            if fixed:
+                raise ValueError(f"datasets[{i}]: {', '.join(fixed)} hold for the whole run; "
+                                 "set them under dataset")
+            try:
+                sources.append((DatasetConfig.model_validate({**base, **keys}), entry.weight))
+            except ValidationError as e:
+                first = e.errors()[0]
+                key = ".".join(str(p) for p in first["loc"])
+                msg = "unknown key" if first["type"] == "extra_forbidden" else \
+                    first["msg"].removeprefix("Value error, ")
+                raise ValueError(f"datasets[{i}].{key}: {msg}") from None
+        return sources
 
 
 PRESET_NAMES = (

@@ -10,6 +10,7 @@ Schema version 1. Every event has `v` (schema version), `type`, and `time` (unix
 - step: step, total_steps, epoch, loss, lr, grad_norm, trained_tokens, tokens_per_s, elapsed_s,
   eta_s, gpus (one entry per rank: {rank, device_mem_reserved_gib, mem_allocated_gib,
   mem_active_gib})
+- eval: step, loss (token-mean loss on the validation split), trained_tokens
 - checkpoint: path, step
 - warning: message
 - error: kind, message, hint
@@ -17,7 +18,7 @@ Schema version 1. Every event has `v` (schema version), `type`, and `time` (unix
 
 Writers may add fields beyond these (readers ignore what they do not know); the engine adds
 run_start: start_step, output_dir, resumed_from; step: steps_per_s and, on a CUDA card with a known
-bf16 peak, mfu; run_end: step.
+bf16 peak, mfu; run_end: step; eval: rows, duration_s.
 
 `device_mem_reserved_gib` is `torch.cuda.max_memory_reserved()` in GiB since the previous step
 event (peaks are reset after each log); on CPU runs it is 0.
@@ -45,6 +46,7 @@ REQUIRED: dict[str, dict[str, tuple[type, ...]]] = {
     "step": {"step": (int,), "total_steps": (int,), "epoch": _NUMBER, "loss": _NUMBER,
              "lr": _NUMBER, "grad_norm": _OPT_NUMBER, "trained_tokens": (int,),
              "tokens_per_s": _NUMBER, "elapsed_s": _NUMBER, "eta_s": _OPT_NUMBER, "gpus": (list,)},
+    "eval": {"step": (int,), "loss": _NUMBER, "trained_tokens": (int,)},
     "checkpoint": {"path": (str,), "step": (int,)},
     "warning": {"message": (str,)},
     "error": {"kind": (str,), "message": (str,), "hint": (str,)},

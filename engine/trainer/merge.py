@@ -31,7 +31,7 @@ class MergeError(RuntimeError):
     """Nothing to merge, or the inputs do not belong together; names the folder."""
 
 
-def _base_model(cfg: RunConfig) -> torch.nn.Module:
+def base_model(cfg: RunConfig) -> torch.nn.Module:
     config = load_model_config(cfg, CPU)
     if cfg.model.init == "random":
         # Same seed, same generator stream as the single-process training run.
@@ -47,7 +47,7 @@ def merge_lora(cfg: RunConfig, output_dir: Path, adapter_dir: Path | None = None
     adapter = Path(adapter_dir or Path(output_dir) / "adapter")
     if not (adapter / "adapter_config.json").is_file():
         raise MergeError(f"{adapter}: no LoRA adapter here (adapter_config.json missing)")
-    base = _base_model(cfg)
+    base = base_model(cfg)
     merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
     tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.id)
     return save_full_model(merged.state_dict(), merged.config, tokenizer,

@@ -28,13 +28,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from osstune.engine.data.dataset import (
-    PAD_ID,
-    DatasetError,
-    PackedRow,
-    pack_examples,
-    prepare_dataset,
-)
+from osstune.engine.data.dataset import PAD_ID, DatasetError, PackedRow
+from osstune.engine.data.dataset_mix import prepare_training_data, to_rows
 from osstune.engine.data.tokenizer import TokenizerError, load_tokenizer
 from osstune.engine.plan.config import ConfigError, RunConfig, load_config
 from osstune.engine.plan.flops import train_flops_per_token
@@ -43,6 +38,7 @@ from osstune.engine.session.events import EVENTS_FILE, EventWriter
 from osstune.engine.session.launch import serve_commands, serving_tensor_parallel
 from osstune.engine.trainer import checkpoint as ckpt
 from osstune.engine.trainer import metrics
+from osstune.engine.trainer.evaluate import Evaluator
 from osstune.engine.trainer.levers import (
     LeverPlan,
     apply_block_levers,
@@ -70,6 +66,7 @@ from osstune.engine.trainer.objective import (
 )
 from osstune.engine.trainer.offload import merge_micro_batches
 from osstune.engine.trainer.optim import build_optimizer, build_scheduler, clip_gradients
+from osstune.engine.trainer.tracking import open_event_writer
 
 EXIT_USER_ERROR = 2
 EXIT_OUT_OF_MEMORY = 3
@@ -278,29 +275,27 @@ def micro_batch(stream: RowStream, step: int, micro: int, rt: Runtime, cfg: RunC
     return collate([stream.row(first + j) for j in range(t.micro_batch_size)])
 
 
-def training_rows(cfg: RunConfig, rt: Runtime) -> tuple[list[PackedRow], dict, Any]:
-    """(rows, dataset stats, tokenizer or None): rank 0 tokenizes and packs, then broadcasts.
+def training_rows(cfg: RunConfig, rt: Runtime
+                  ) -> tuple[list[PackedRow], list[PackedRow], dict, Any]:
+    """(rows, validation rows, dataset stats, tokenizer or None): rank 0 tokenizes and packs,
+    then broadcasts.
 
     The other ranks never load the tokenizer or read the dataset (8 ranks each loading a
     200k-token vocabulary and re-rendering the data cost more than the broadcast).
     """
-    payload: list[Any] = [None, None]
+    payload: list[Any] = [None, None, None]
     tokenizer = None
     failure: Exception | None = None
     if rt.is_main:
         try:
             tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.id)
-            prepared = prepare_dataset(cfg, tokenizer)
-            if cfg.dataset.packing:
-                rows = pack_examples(prepared.examples, cfg.training.sequence_len,
-                                     cfg.training.seed)
-            else:
-                rows = [PackedRow(list(e.input_ids), list(e.labels),
-                                  list(range(len(e.input_ids))), [len(e.input_ids)])
-                        for e in prepared.examples]
-            stats = prepared.stats.as_dict()
+            data = prepare_training_data(cfg, tokenizer)
+            t, packing = cfg.training, cfg.dataset.packing
+            rows = to_rows(data.train, t.sequence_len, t.seed, packing)
+            val_rows = to_rows(data.validation, t.sequence_len, t.seed, packing)
+            stats = data.stats.as_dict()
             stats["rows"] = len(rows)
-            payload = [rows, stats]
+            payload = [rows, val_rows, stats]
         except (DatasetError, TokenizerError) as e:
             failure = e  # every rank raises it, so no rank waits for the others forever
     if rt.world_size > 1:
@@ -309,7 +304,7 @@ def training_rows(cfg: RunConfig, rt: Runtime) -> tuple[list[PackedRow], dict, A
         failure, payload = box
     if failure is not None:
         raise failure
-    return payload[0], payload[1], tokenizer
+    return payload[0], payload[1], payload[2], tokenizer
 
 
 def total_steps_for(cfg: RunConfig, n_rows: int, world_size: int) -> int:
@@ -484,14 +479,14 @@ def train(args: argparse.Namespace, stop: StopRequest, run: Run) -> int:
     init_process_group(rt, cfg.distributed.fsdp)
     prepare_output(output, rt, resume_dir is not None, args.force)
     if rt.is_main:
-        run.writer = EventWriter(output)
+        run.writer = open_event_writer(output, cfg)
     for problem in waived:
         run.emit("warning", message=f"pre-flight (forced): {problem}")
 
     torch.manual_seed(cfg.training.seed)
     random.seed(cfg.training.seed)
     model_config = load_model_config(cfg, rt.device)  # an unknown model fails here, cheaply
-    rows, data_stats, tokenizer = training_rows(cfg, rt)
+    rows, val_rows, data_stats, tokenizer = training_rows(cfg, rt)
     stream = RowStream(rows, cfg.training.seed, cfg.dataset.shuffle)
     total_steps = total_steps_for(cfg, len(rows), rt.world_size)
 
@@ -536,6 +531,8 @@ def train(args: argparse.Namespace, stop: StopRequest, run: Run) -> int:
     last_log_time, last_log_step, tokens_since_log = started, step, 0
     stopping = False
     last_saved: Path | None = None
+    evaluator = Evaluator(val_rows, t.eval_steps, t.micro_batch_size, rt.rank, rt.world_size,
+                          rt.device, collate)
 
     while step < total_steps and not stopping:
         batches = [micro_batch(stream, step, m, rt, cfg) for m in range(accum)]
@@ -593,6 +590,11 @@ def train(args: argparse.Namespace, stop: StopRequest, run: Run) -> int:
                 log(f"step {step}/{total_steps} loss {step_loss:.4f} lr {lr:.3g} "
                     f"grad_norm {gn:.3g} {tokens_per_s:.0f} tok/s mem {mem:.2f} GiB")
             last_log_time, last_log_step, tokens_since_log = now, step, 0
+
+        if not stopping and evaluator.due(step, total_steps):
+            result = evaluator.evaluate(objective, step)
+            run.emit("eval", **result)
+            log(f"eval step {step}: loss {result['loss']:.4f} on {result['rows']} rows")
 
         if not args.no_save and (stopping or step == total_steps or (
                 cfg.output.save_steps and step % cfg.output.save_steps == 0)):

@@ -105,7 +105,9 @@ def summary_lines(stats: DatasetStats, sequence_len: int) -> list[str]:
     else:
         lines.append("packing: off")
     lines += [f"  skipped {s}" for s in stats.skip_samples[:5]]
-    return lines
+    from osstune.tui.commands.run import dataset_lines
+
+    return lines + dataset_lines({"sources": stats.sources, "validation": stats.validation})
 
 
 def inspect(
@@ -129,7 +131,8 @@ def inspect(
         "GPT-OSS tokenizer when offline)")] = None,
 ) -> None:
     """Show which tokens of each example are trained (highlighted) and which are prompt (dim)."""
-    from osstune.engine.data.dataset import DatasetError, prepare_dataset
+    from osstune.engine.data.dataset import DatasetError
+    from osstune.engine.data.dataset_mix import prepare_training_data
     from osstune.engine.data.tokenizer import TokenizerError, load_tokenizer
 
     cfg = _config(dataset, config, preset, list(set_ or []))
@@ -138,11 +141,11 @@ def inspect(
     except TokenizerError as e:
         output.fail(str(e))
     try:
-        prepared = prepare_dataset(cfg, tokenizer)
+        prepared = prepare_training_data(cfg, tokenizer)
     except DatasetError as e:
         output.fail(str(e), code=output.EXIT_PROBLEM)
 
-    examples = prepared.examples
+    examples = prepared.train
     if index >= len(examples):
         output.fail(f"--index {index}: the dataset has {len(examples)} examples "
                     f"(0-{len(examples) - 1})")

@@ -53,6 +53,26 @@ def _judge_one(name: str, profile: HardwareProfile, verdicts: list[PresetVerdict
         output.fail(str(e))
 
 
+def print_yaml(name: str | None) -> None:
+    """A preset's own file (its comments say where each figure comes from), or a config file
+    as validated: a complete config that `osstune run FILE` takes as it is."""
+    from osstune.engine.plan.config import (
+        ConfigError,
+        dump_config,
+        load_config,
+        preset_names,
+        preset_text,
+    )
+
+    if not name:
+        output.fail("--yaml needs a preset name (osstune presets lists them) or a config file")
+    try:
+        text = preset_text(name) if name in preset_names() else dump_config(load_config(name))
+    except ConfigError as e:
+        output.fail(str(e))
+    typer.echo(text, nl=not text.endswith("\n"))
+
+
 def presets(
     ctx: typer.Context,
     name: Annotated[str | None, typer.Argument(
@@ -64,8 +84,14 @@ def presets(
     output_dir: Annotated[str | None, typer.Option(
         "--output-dir", help="Where training would write (free disk is checked there)",
         show_default="./outputs")] = None,
+    yaml_: Annotated[bool, typer.Option(
+        "--yaml", help="Print NAME as an editable run config (save it, edit it, osstune run it)"
+    )] = False,
 ) -> None:
     """List the presets with a verdict (fits / tight / does-not-fit), reasons and the pick."""
+    if yaml_:
+        print_yaml(name)
+        return
     from osstune.engine.plan.hardware import output_dir_problem
     from osstune.engine.plan.recommend import TIGHT_HEADROOM, recommend
 

@@ -33,6 +33,21 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+def dataset_lines(stats: dict[str, Any]) -> list[str]:
+    """One line per source of a mixed dataset, and the validation split (run_start's stats)."""
+    lines = []
+    for s in stats.get("sources") or []:
+        skipped = sum(s["rows_skipped"].values())
+        lines.append(f"  dataset {s['source']} ({s['format']}, weight {s['weight']:g}): "
+                     f"{s['examples_used']} examples from {s['rows_read']} rows"
+                     + (f", {skipped} skipped" if skipped else ""))
+    val = stats.get("validation")
+    if val:
+        lines.append(f"  validation ({val['source']}): {val['examples']} examples, "
+                     f"{val['tokens_trained']:,} trained tokens")
+    return lines
+
+
 def gpu_summary(gpus: list[dict[str, Any]]) -> str:
     return " ".join(f"r{g['rank']}:{g['device_mem_reserved_gib']:.1f}GiB" for g in gpus)
 
@@ -42,12 +57,15 @@ def event_line(event: dict[str, Any]) -> str | None:
     kind = event["type"]
     if kind == "run_start":
         model = event["model"]
-        return (f"run_start: {model.get('id')} ({model.get('init')}), world size "
-                f"{event['world_size']}, {event['total_steps']} steps")
+        return "\n".join([f"run_start: {model.get('id')} ({model.get('init')}), world size "
+                          f"{event['world_size']}, {event['total_steps']} steps",
+                          *dataset_lines(event["dataset"])])
     if kind == "step":
         return (f"step {event['step']}/{event['total_steps']} loss {event['loss']:.4f} "
                 f"lr {event['lr']:.3g} {event['tokens_per_s']:.0f} tok/s "
                 f"mem {gpu_summary(event['gpus'])} eta {fmt_duration(event['eta_s'])}")
+    if kind == "eval":
+        return f"eval step {event['step']}: loss {event['loss']:.4f}"
     if kind == "checkpoint":
         return f"checkpoint step {event['step']}: {event['path']}"
     if kind == "warning":
@@ -68,6 +86,7 @@ class RunView:
     step: int = 0
     total: int = 0
     loss: float | None = None
+    eval_loss: float | None = None
     lr: float | None = None
     tokens_per_s: float | None = None
     eta_s: float | None = None
@@ -87,6 +106,8 @@ class RunView:
             self.loss, self.lr = event["loss"], event["lr"]
             self.tokens_per_s, self.eta_s, self.gpus = (event["tokens_per_s"], event["eta_s"],
                                                         event["gpus"])
+        elif kind == "eval":
+            self.eval_loss = event["loss"]
         elif kind == "checkpoint":
             self.notes.append(f"checkpoint step {event['step']}")
         elif kind == "warning":
@@ -111,6 +132,8 @@ class RunView:
         if self.total:
             grid.add_row("", ProgressBar(total=self.total, completed=self.step, width=40))
         grid.add_row("loss", "-" if self.loss is None else f"{self.loss:.4f}")
+        if self.eval_loss is not None:
+            grid.add_row("eval loss", f"{self.eval_loss:.4f}")
         grid.add_row("lr", "-" if self.lr is None else f"{self.lr:.3g}")
         grid.add_row("tokens/s", "-" if self.tokens_per_s is None else f"{self.tokens_per_s:,.0f}")
         grid.add_row("ETA", fmt_duration(self.eta_s))
@@ -131,6 +154,9 @@ def _effective_config(target: str, overrides: list[str], dataset: str | None,
     try:
         cfg = load_config(target, overrides)
         if dataset is not None:
+            if cfg.datasets:
+                output.fail(f"--dataset: {target} mixes {len(cfg.datasets)} datasets "
+                            "(datasets:); edit that list instead")
             cfg.dataset.path = dataset
         if output_dir is not None:
             cfg.output.dir = output_dir

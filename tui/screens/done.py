@@ -15,6 +15,10 @@ from osstune.engine.plan.config import RunConfig
 from osstune.tui.screens.base import WizardScreen
 
 
+def chat_command(cfg: RunConfig) -> str:
+    return shlex.join(["osstune", "chat", cfg.output.dir])
+
+
 def next_commands(cfg: RunConfig, outputs: dict[str, str]) -> list[tuple[str, str]]:
     """(what it does, command) pairs for the finished run."""
     from osstune.engine.session.launch import serve_commands, serving_tensor_parallel
@@ -35,6 +39,7 @@ def next_commands(cfg: RunConfig, outputs: dict[str, str]) -> list[tuple[str, st
                 )
             )
         model = outputs.get("merged") or outputs.get("export") or outputs.get("model") or out
+    steps.append(("chat with it (c)", chat_command(cfg)))
     for command in serve_commands(model, serving_tensor_parallel(cfg)):
         steps.append((f"serve with {'vLLM' if command.startswith('vllm') else 'SGLang'}", command))
     return steps
@@ -42,6 +47,7 @@ def next_commands(cfg: RunConfig, outputs: dict[str, str]) -> list[tuple[str, st
 
 class DoneScreen(WizardScreen):
     BINDINGS = [
+        Binding("c", "chat", "Chat with it"),
         Binding("n", "new_run", "New run"),
         Binding("escape", "app.pop_screen", "Back"),
     ]
@@ -82,6 +88,20 @@ class DoneScreen(WizardScreen):
             Text(f"  $ {self.plan.command()}"),
         ]
         return Text("\n").join(parts)
+
+    def action_chat(self) -> None:
+        """Leave the screen to `osstune chat` in this terminal; come back when it ends."""
+        import subprocess
+        import sys
+
+        from textual.app import SuspendNotSupported
+
+        argv = [sys.executable, "-m", "osstune.tui.cli", "chat", self.config.output.dir]
+        try:
+            with self.app.suspend():
+                subprocess.call(argv)
+        except SuspendNotSupported:
+            self.notify(f"run in a terminal: {chat_command(self.config)}", timeout=15)
 
     def action_new_run(self) -> None:
         from osstune.tui.screens.hardware import HardwareScreen

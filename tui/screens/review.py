@@ -92,12 +92,17 @@ class ReviewScreen(WizardScreen):
                         )
                 with Horizontal(classes="field"):
                     yield Label("save as", classes="field-label")
-                    yield Input(f"{self.plan.preset}-run.yaml", id="save-path", compact=True)
+                    yield Input("", placeholder=str(self.default_save_path(current)),
+                                id="save-path", compact=True)
                 yield Static(id="review-errors", classes="error")
             with VerticalScroll(id="review-yaml-scroll"):
                 yield Static(id="review-yaml")
         yield Static(id="review-command", classes="summary")
         yield Footer()
+
+    def default_save_path(self, cfg: RunConfig) -> Path:
+        """Saved next to the run's outputs unless a path is typed (follows output.dir edits)."""
+        return Path(cfg.output.dir) / f"{self.plan.preset}-run.yaml"
 
     def _config_or_base(self) -> RunConfig:
         try:
@@ -142,6 +147,7 @@ class ReviewScreen(WizardScreen):
             self.refresh_bindings()
             return None
         errors.update("")
+        self.query_one("#save-path", Input).placeholder = str(self.default_save_path(cfg))
         self.query_one("#review-yaml", Static).update(
             Syntax(dump_config(cfg), "yaml", theme="ansi_dark", background_color="default")
         )
@@ -161,7 +167,8 @@ class ReviewScreen(WizardScreen):
         cfg = self.validate()
         if cfg is None:
             return
-        path = Path(self.query_one("#save-path", Input).value.strip() or "osstune-run.yaml")
+        typed = self.query_one("#save-path", Input).value.strip()
+        path = Path(typed) if typed else self.default_save_path(cfg)
         text = dump_config(cfg)
         if path.exists() and path.read_text(encoding="utf-8") != text:
             self.notify(f"{path} exists and differs: choose another name", severity="error")

@@ -191,9 +191,11 @@ class TrainingScreen(WizardScreen):
         snap = self.snapshot = self.monitor.snapshot()
         chart = self.query_one(LossChart)
         chart.add_points(snap.new_points)
-        if snap.new_points:
+        chart.add_eval_points(snap.new_eval_points)
+        if snap.new_points or snap.new_eval_points:
             self.query_one("#lr-spark", Sparkline).data = [p.lr for p in chart.history]
-            chart.border_title = f"loss {snap.loss:.4f}" if snap.loss is not None else "loss"
+            chart.border_title = (f"loss {snap.loss:.4f}" if snap.loss is not None else "loss") \
+                + (f" · eval {snap.eval_loss:.4f}" if snap.eval_loss is not None else "")
         self.query_one("#run-stats", Static).update(stats_line(snap))
         self.query_one(MemoryPanel).set_gpus(snap.gpus)
         self.query_one(LogTail).set_lines(snap.log_lines)

@@ -1,0 +1,1 @@
+"""Conversations bundled with osstune (`dataset.path: builtin:osstune-sample`)."""
