@@ -107,6 +107,25 @@ VARIANTS: dict[str, Variant] = {
 # ----------------------------------------------------------------------------- one measurement
 
 
+def engine_overrides(variant: Variant, seq: int, unchecked: int | None) -> dict[str, Any] | None:
+    """What repeats this measurement through the engine (bench/calibration points): the LoRA
+    preset with these `--set` items, and which figures compare. None: not an engine setting."""
+    if variant.offload or (variant.unchecked < 0 and unchecked is None):
+        return None
+    attn = {"osstune": "auto"}.get(variant.attn, variant.attn)
+    layers = unchecked if variant.unchecked < 0 else variant.unchecked
+    items = ["model.init=random", f"training.sequence_len={seq}", "training.micro_batch_size=1",
+             "training.gradient_accumulation_steps=1", f"model.attn_implementation={attn}",
+             f"training.compile={variant.compile or 'off'}",
+             f"training.unchecked_layers={layers}",
+             f"training.moe_chunk_tokens={variant.moe_chunk or 'null'}"]
+    # The engine always uses the chunked loss and expandable segments; the stock loss and the
+    # default allocator change memory, not speed.
+    same_memory = variant.loss == "chunked" and variant.expandable
+    measures = ["tokens_per_s"] + (["peak_mem_gib_per_gpu"] if same_memory else [])
+    return {"preset": "gpt-oss-20b-lora-1gpu", "set": items, "measures": measures}
+
+
 def _build(variant: Variant, cfg_values: dict[str, Any], device: Any) -> tuple[Any, Any]:
     import torch
     from peft import LoraConfig, get_peft_model
@@ -226,6 +245,7 @@ def measure(name: str, variant: Variant, seq: int, warmup: int, steps: int,
         result["peak_reserved_gib"] = round(torch.cuda.max_memory_reserved() / GIB, 2)
         result["peak_allocated_gib"] = round(torch.cuda.max_memory_allocated() / GIB, 2)
         result["card_gib"] = round(torch.cuda.get_device_properties(0).total_memory / GIB, 1)
+    result["engine"] = engine_overrides(variant, seq, result.get("unchecked_layers"))
     result["wall_s"] = round(time.perf_counter() - started, 1)
     return result
 

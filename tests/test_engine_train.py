@@ -44,7 +44,11 @@ def test_lora_adapter_loads_with_peft_and_merges(lora_run, monkeypatch):
 
     proc, out, path = lora_run
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert last_run_end(out)["status"] == "completed"
+    end = last_run_end(out)
+    assert end["status"] == "completed"
+    # what a calibration point needs (engine/plan/calibration.py): a CPU run reserves no GPU memory
+    assert end["peak_mem_reserved_gib"] == 0 and end["unchecked_layers"] is None
+    assert 0.2 < end["host_rss_peak_gib"] < 64
     adapter = out / "adapter"
     assert json.loads((adapter / "adapter_config.json").read_text())["r"] == 4
     # Only the adapter is trained and checkpointed.
@@ -183,3 +187,15 @@ def test_local_pretrained_folder_trains(tmp_path, capsys):
     assert start["model"]["total_params"] == sum(p.numel() for p in model.parameters())
     assert last_run_end(tmp_path / "from-base")["status"] == "completed"
     assert not (tmp_path / "from-base" / "checkpoints").exists()  # --no-save
+
+
+def test_merge_checks_its_disk_need_first(tmp_path, monkeypatch):
+    from osstune.engine.plan import hardware
+
+    path = write_config(tmp_path, tiny_config(tmp_path))
+    monkeypatch.setattr(hardware, "free_gib", lambda _path: 0.001)
+    result = CliRunner().invoke(app, ["merge-sharded-fsdp-weights", str(path)])
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1
+    assert "disk: 0.0 GiB free at " in result.output
+    assert "merging needs ~0.1 GiB (merged model (safetensors) 0.1)" in result.output

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from osstune.engine.data.dataset import PAD_ID, PackedRow
-from osstune.engine.plan.config import validate
+from osstune.engine.plan.config import load_config, validate
 from osstune.engine.plan.hardware import GpuInfo, HardwareProfile
 from osstune.engine.plan.preflight import PreflightError, preflight
 from osstune.engine.trainer import checkpoint as ckpt
@@ -214,10 +214,19 @@ def test_preflight_protects_an_existing_run(tmp_path):
     assert preflight(cfg, out, resume=True, force=False, profile=_profile(tmp_path, 0)) == []
 
 
-def test_preflight_host_ram_for_offload(tmp_path):
-    data = tiny_config(tmp_path, distributed={"gpus": 2, "fsdp": True, "cpu_offload": True})
-    data["requirements"] = {"gpus": 2, "peak_mem_gib_per_gpu": 21, "min_gpu_mem_gib": 23,
-                            "host_ram_gib": 184, "disk_gib": 1}
-    cfg = validate(data, "t")
-    with pytest.raises(PreflightError, match="host RAM: 64 GiB, CPU offload needs ~184 GiB"):
+def test_preflight_judges_the_estimate_of_the_config(tmp_path):
+    # 20b FFT + offload: ~203 GiB of host RAM (estimate), whatever the requirements block says
+    cfg = load_config("gpt-oss-20b-fft-fsdp2-offload", ["model.init=random"])
+    cfg.requirements = None
+    with pytest.raises(PreflightError, match=r"host RAM: 64 GiB, this config needs ~203 GiB "
+                                             r"\(CPU offload\)"):
         preflight(cfg, tmp_path / "o", resume=False, force=False, profile=_profile(tmp_path, 2))
+    # the GPU memory of the edited config: 131,072-token LoRA rows do not fit an 80 GB card
+    long = load_config("gpt-oss-20b-lora-1gpu", ["model.init=random", "sequence_len=131072",
+                                                 "training.moe_chunk_tokens=null"])
+    with pytest.raises(PreflightError, match=r"GPU 0 \(NVIDIA H100\) has 79.6 GiB; this config "
+                                             r"needs ~\d+\.\d GiB per GPU"):
+        preflight(long, tmp_path / "o", resume=False, force=False, profile=_profile(tmp_path, 1))
+    fine = load_config("gpt-oss-20b-lora-1gpu", ["model.init=random"])
+    assert preflight(fine, tmp_path / "o", resume=False, force=False,
+                     profile=_profile(tmp_path, 1)) == []

@@ -44,6 +44,7 @@ def test_stock_and_chunked_loss_paths_train_identically_on_cpu(bench):
                             48, warmup=1, steps=1, tiny=True)
     assert stock["status"] == "ok" and chunked["status"] == "ok", (stock, chunked)
     assert stock["tokens_per_s"] > 0 and "mfu" not in stock  # no peak FLOPs known for a CPU
+    assert stock["engine"]["measures"] == ["tokens_per_s"]
     # same seed, data and updates: the loss after two AdamW steps agrees (fp32 on CPU)
     assert chunked["loss"] == pytest.approx(stock["loss"], abs=2e-4)
 
@@ -52,3 +53,27 @@ def test_out_of_memory_and_errors_are_reported_not_raised(bench):
     bad = bench.Variant(attn="no-such-attention")
     result = bench.measure("bad", bad, 16, warmup=1, steps=1, tiny=True)
     assert result["status"] == "error" and "no-such-attention" in result["error"]
+
+
+def test_results_carry_what_a_calibration_point_needs(bench, tmp_path):
+    from osstune.engine.plan.calibration import check_point, points_from_bench
+
+    lean = bench.engine_overrides(bench.VARIANTS["osstune-lean"], 8192, None)
+    assert lean["set"] == [
+        "model.init=random", "training.sequence_len=8192", "training.micro_batch_size=1",
+        "training.gradient_accumulation_steps=1", "model.attn_implementation=auto",
+        "training.compile=mlp", "training.unchecked_layers=0", "training.moe_chunk_tokens=16384"]
+    assert lean["measures"] == ["tokens_per_s", "peak_mem_gib_per_gpu"]
+    assert bench.engine_overrides(bench.VARIANTS["flex"], 2048, None)["measures"] == [
+        "tokens_per_s"]  # the stock loss: speed compares, memory does not
+    fitted = bench.engine_overrides(bench.VARIANTS["osstune"], 8192, 21)
+    assert "training.unchecked_layers=21" in fitted["set"]
+    assert bench.engine_overrides(bench.VARIANTS["osstune"], 8192, None) is None
+    result = {"variant": "osstune-lean", "seq": 8192, "status": "ok", "device": "NVIDIA H200",
+              "card_gib": 139.8, "memory_cap_gib": 79.1, "tokens_per_s": 11701.9,
+              "peak_reserved_gib": 42.68, "engine": lean}
+    path = tmp_path / "run.json"
+    path.write_text(__import__("json").dumps({"results": [result]}))
+    [point] = points_from_bench(path)
+    errors = {r.measure: r.error for r in check_point(point)}
+    assert abs(errors["peak_mem_gib_per_gpu"]) < 0.1 and abs(errors["tokens_per_s"]) < 0.25

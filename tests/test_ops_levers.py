@@ -9,12 +9,15 @@ from __future__ import annotations
 import pytest
 import torch
 
+from osstune.engine.plan.memory import unchecked_extra_bytes_per_token
+from osstune.engine.plan.shapes import shapes_from_dict
 from osstune.engine.trainer import ops
 from osstune.engine.trainer.ops.checkpointing import (
     checkpoint_layers,
     chunk_moe,
     set_unchecked,
     unchecked_for_budget,
+    unchecked_layer_gib,
 )
 from osstune.engine.trainer.ops.compile import compile_blocks
 from tests.ops_fixtures import tiny_model
@@ -60,9 +63,13 @@ def test_checkpointed_layer_split_and_budget():
     assert [layer.gradient_checkpointing for layer in layers] == [True, True]
     assert set_unchecked(model, 1) == 1
     assert [layer.gradient_checkpointing for layer in layers] == [True, False]
-    # 64 hidden x 70 B x 2**20 tokens = 4.375 GiB per unchecked layer
-    assert unchecked_for_budget(model, 2**20, budget_gib=20.0, peak_gib=11.0) == 2
-    assert unchecked_for_budget(model, 2**20, budget_gib=20.0, peak_gib=15.0) == 1
+    # the estimator's per-layer term for these shapes and this dtype (engine/plan/memory.py)
+    shapes = shapes_from_dict(model.config.to_dict())
+    per_token = unchecked_extra_bytes_per_token(shapes, next(model.parameters()).element_size())
+    per_layer = 2**20 * per_token / 1024**3
+    assert unchecked_layer_gib(model, 2**20) == pytest.approx(per_layer)
+    assert unchecked_for_budget(model, 2**20, budget_gib=20.0, peak_gib=20 - 2.5 * per_layer) == 2
+    assert unchecked_for_budget(model, 2**20, budget_gib=20.0, peak_gib=20 - 1.5 * per_layer) == 1
     assert unchecked_for_budget(model, 2**20, budget_gib=20.0, peak_gib=25.0) == 0
     with pytest.raises(ValueError, match="unchecked layers must be in 0..2"):
         checkpoint_layers(model, unchecked=3)

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from osstune.tui.commands import chat, doctor, inspect, merge, presets, run
+from osstune.tui.commands import chat, doctor, inspect, merge, plan, presets, run
 
 app = typer.Typer(
     name="osstune",
@@ -61,6 +61,7 @@ def root(
 
 app.command("doctor")(doctor.doctor)
 app.command("presets")(presets.presets)
+app.command("plan")(plan.plan)
 app.command("run")(run.run)
 app.command("merge-lora")(merge.merge_lora)
 app.command("merge-sharded-fsdp-weights")(merge.merge_sharded_fsdp_weights)

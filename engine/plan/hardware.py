@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -66,6 +67,8 @@ class HardwareProfile:
     source: str  # "probe" or the profile file's path
     output_dir: str
     gpu_links: list[GpuLink] = field(default_factory=list)
+    # Models whose weights are complete in the HF cache (None: not known, e.g. an older file).
+    hf_cached_models: list[str] | None = None
 
 
 # --- local probe -----------------------------------------------------------------------------
@@ -258,6 +261,8 @@ def probe(output_dir: str = "./outputs", nvml: Any = None) -> HardwareProfile:
     """This machine, now. `nvml` replaces the pynvml module (tests pass a fake)."""
     import psutil
 
+    from osstune.engine.plan.storage import cached_models
+
     try:
         gpus, links, driver, cuda, gpu_error = _probe_gpus(nvml)
     except Exception as e:  # doctor reports a broken NVML, never crashes
@@ -278,6 +283,7 @@ def probe(output_dir: str = "./outputs", nvml: Any = None) -> HardwareProfile:
         source="probe",
         output_dir=str(output_dir),
         gpu_links=links,
+        hf_cached_models=cached_models(),
     )
 
 
@@ -308,6 +314,8 @@ def _number(data: dict[str, Any], key: str, where: str, *, required: bool, posit
     value = data[key]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise HardwareProfileError(f"{where}{key}: expected a number, got {value!r}")
+    if not math.isfinite(value):  # JSON readers accept NaN and Infinity
+        raise HardwareProfileError(f"{where}{key}: must be a finite number, got {value!r}")
     if value < 0 or (positive and value == 0):
         bound = "greater than 0" if positive else "0 or more"
         raise HardwareProfileError(f"{where}{key}: must be {bound}, got {value!r}")
@@ -391,7 +399,16 @@ def profile_from_dict(data: Any, source: str) -> HardwareProfile:
         source=source,
         output_dir=output_dir or "./outputs",
         gpu_links=_links_from_dict(data, where),
+        hf_cached_models=_names(data, "hf_cached_models", where),
     )
+
+
+def _names(data: dict[str, Any], key: str, where: str) -> list[str] | None:
+    value = data.get(key)
+    if value is not None and not (isinstance(value, list)
+                                  and all(isinstance(v, str) for v in value)):
+        raise HardwareProfileError(f"{where}{key}: expected a list of model ids, got {value!r}")
+    return value
 
 
 def load_profile(path: str | os.PathLike[str]) -> HardwareProfile:

@@ -2,6 +2,8 @@
 
 Torch-free: `osstune run` calls it before launching, the engine again before loading (a direct
 `python -m engine.trainer.train` gets the same answers). `--force` turns refusals into warnings.
+GPU memory, host RAM and disk are the estimate of this very config (engine/plan/estimate.py),
+not a preset's fixed figures.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from osstune.engine.plan.config import RunConfig
+from osstune.engine.plan.estimate import estimate
 from osstune.engine.plan.hardware import HardwareProfile, free_gib, output_dir_problem, probe
 from osstune.engine.session.events import EVENTS_FILE
 
@@ -21,9 +24,14 @@ def uses_gpus(cfg: RunConfig) -> bool:
     return cfg.distributed.gpus > 0 and cfg.distributed.backend != "gloo"
 
 
+def _terms(terms: dict[str, float]) -> str:
+    return ", ".join(f"{name} {value:.1f}" for name, value in terms.items() if value >= 0.05)
+
+
 def machine_problems(cfg: RunConfig, profile: HardwareProfile, output_dir: Path) -> list[str]:
     problems: list[str] = []
-    dist, req = cfg.distributed, cfg.requirements
+    dist = cfg.distributed
+    est = estimate(cfg, profile)
     if uses_gpus(cfg):
         visible = len(profile.gpus)
         if dist.gpus > visible:
@@ -31,22 +39,23 @@ def machine_problems(cfg: RunConfig, profile: HardwareProfile, output_dir: Path)
             problems.append(
                 f"distributed.gpus: the config asks for {dist.gpus} GPU(s) per node, "
                 f"{visible} visible{why}; lower it (--set gpus={visible}) or pick another preset")
-        elif req and req.min_gpu_mem_gib:
+        elif est.ok:
             small = [g for g in profile.gpus[: dist.gpus]
-                     if g.memory_total_gib < req.min_gpu_mem_gib]
+                     if g.memory_total_gib < est.card_gib_needed]
             if small:
                 gpu = small[0]
                 problems.append(
-                    f"GPU {gpu.index} ({gpu.name}) has {gpu.memory_total_gib:.1f} GiB; "
-                    f"this preset needs {req.min_gpu_mem_gib:g} GiB per GPU")
-    if req:
+                    f"GPU {gpu.index} ({gpu.name}) has {gpu.memory_total_gib:.1f} GiB; this config "
+                    f"needs ~{est.card_gib_needed:.1f} GiB per GPU (osstune plan shows the terms)")
+    if est.ok:
         free = free_gib(output_dir)
-        if free is not None and req.disk_gib and free < req.disk_gib:
-            problems.append(f"disk: {free:.0f} GiB free at {output_dir}, this preset needs "
-                            f"~{req.disk_gib:g} GiB (checkpoints and export)")
-        if dist.cpu_offload and req.host_ram_gib and profile.ram_gib < req.host_ram_gib:
-            problems.append(f"host RAM: {profile.ram_gib:.0f} GiB, CPU offload needs "
-                            f"~{req.host_ram_gib:g} GiB")
+        if free is not None and est.disk_gib and free < est.disk_gib:
+            problems.append(f"disk: {free:.0f} GiB free at {output_dir}, this config needs "
+                            f"~{est.disk_gib:.1f} GiB ({_terms(est.disk_terms)})")
+        if profile.ram_gib < est.host_ram_gib:
+            why = " (CPU offload)" if dist.cpu_offload else ""
+            problems.append(f"host RAM: {profile.ram_gib:.0f} GiB, this config needs "
+                            f"~{est.host_ram_gib:.0f} GiB{why}")
     bad_dir = output_dir_problem(output_dir)
     if bad_dir:
         problems.append(bad_dir)

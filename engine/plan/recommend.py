@@ -1,7 +1,11 @@
 """Which presets fit a machine, and which one to recommend.
 
-No torch import. Every preset carries a `requirements` block (engine.plan.config.Requirements); each
-requirement is compared with the hardware profile and gives one reason, in numbers.
+No torch import. Each config (a preset, or the effective config of a run: preset + `--set` +
+`--dataset`) is estimated for the machine (engine/plan/estimate.py: GPU memory, host RAM, disk
+from the config itself, not from the preset's `requirements` block, which stays as documentation
+of the measured anchor); each requirement is compared with the hardware profile and gives one
+reason, in numbers. With `unchecked_layers: auto` the GPU verdict judges the all-checkpointed
+floor (the run fills the rest of the card by design).
 
 Verdicts
   fits          every requirement is met with at least 10% headroom
@@ -12,8 +16,8 @@ Verdicts
   does-not-fit  some requirement is not met: too few GPUs, cards too small, too little host RAM
                 or disk
 
-A preset whose requirements list other GPU counts (`peak_mem_gib_by_gpus`) is checked at each count
-this machine has; the preset's own count is preferred when it fits as well as the others.
+An FSDP config is also estimated at the other GPU counts this machine has (2, 4, 8); the config's
+own count is preferred when it fits as well as the others.
 
 Recommendation: the most capable GPT-OSS preset that fits, in the order of CAPABILITY. A `tight`
 preset is recommended only when no GPU preset fits outright. The CPU demo (a preset that needs no
@@ -26,10 +30,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from osstune.engine.plan.config import Requirements
+from osstune.engine.plan.estimate import DatasetFacts, Estimate, estimate
 from osstune.engine.plan.hardware import GpuInfo, HardwareProfile
 
 if TYPE_CHECKING:
-    from osstune.engine.plan.config import Requirements, RunConfig
+    from osstune.engine.plan.config import RunConfig
 
 Verdict = Literal["fits", "tight", "does-not-fit"]
 
@@ -55,6 +61,7 @@ class PresetVerdict:
     recommended: bool
     description: str
     requirements: Requirements | None
+    estimate: Estimate | None = None
 
 
 @dataclass
@@ -94,9 +101,11 @@ def _gpu_check(req: Requirements, count: int, peak: float, gpus: list[GpuInfo],
                probed: bool) -> list[Finding]:
     used = sorted(gpus, key=lambda g: g.memory_total_gib, reverse=True)[:count]
     smallest = used[-1].memory_total_gib
-    needed_card = max(peak, req.min_gpu_mem_gib)
+    # The card must hold the peak plus what lives outside the allocator (the same margin at
+    # every GPU count).
+    needed_card = peak + max(0.0, req.min_gpu_mem_gib - req.peak_mem_gib_per_gpu)
     where = "on one GPU" if count == 1 else f"on each of {count} GPUs"
-    card = "" if req.min_gpu_mem_gib <= peak else f" (cards of >= {fmt_gib(req.min_gpu_mem_gib)})"
+    card = "" if needed_card <= peak else f" (cards of >= {fmt_gib(needed_card)})"
     if count == 1:
         have = f"the largest has {fmt_gib(smallest)}"
     elif all(g.memory_total_gib == smallest for g in used):
@@ -159,28 +168,56 @@ def _host_findings(cfg: RunConfig, req: Requirements, profile: HardwareProfile) 
     ]
 
 
-def judge(cfg: RunConfig, profile: HardwareProfile) -> PresetVerdict:
-    """The verdict for one preset on one machine; the reasons that decide it come first."""
-    req = cfg.requirements
-    if req is None:
-        unknown = ["has no requirements block: fit cannot be checked"]
-        return PresetVerdict(cfg.name, "tight", unknown, False, cfg.description, None)
+OTHER_GPU_COUNTS = (2, 4, 8)  # FSDP configs are also estimated at these counts
+
+
+def requirements_of(cfg: RunConfig, est: Estimate, profile: HardwareProfile,
+                    dataset: DatasetFacts | None = None, other_counts: bool = True
+                    ) -> Requirements:
+    """The estimate as a requirements block (what the verdict compares with the machine)."""
+    by_gpus: dict[int, float] = {}
+    if cfg.distributed.fsdp and est.gpus and other_counts:
+        for count in OTHER_GPU_COUNTS:
+            if count != cfg.distributed.gpus and count <= len(profile.gpus):
+                other = cfg.model_copy(deep=True)
+                other.distributed.gpus = count
+                by_gpus[count] = estimate(other, profile, dataset=dataset
+                                          ).min_peak_mem_gib_per_gpu
+    return Requirements(gpus=est.gpus, peak_mem_gib_per_gpu=est.min_peak_mem_gib_per_gpu,
+                        min_gpu_mem_gib=est.card_gib_needed if est.gpus else 0.0,
+                        host_ram_gib=est.host_ram_gib, disk_gib=est.disk_gib,
+                        peak_mem_gib_by_gpus=by_gpus, estimate=True,
+                        source="estimated from the config (engine/plan/estimate.py, calibrated "
+                               "on bench/calibration/)")
+
+
+def judge(cfg: RunConfig, profile: HardwareProfile, dataset: DatasetFacts | None = None,
+          other_counts: bool = True) -> PresetVerdict:
+    """The verdict for one config on one machine; the reasons that decide it come first.
+    other_counts: an FSDP config may also be judged at the other GPU counts the machine has."""
+    est = estimate(cfg, profile, dataset=dataset)
+    if not est.ok:
+        return PresetVerdict(cfg.name, "tight", [str(est.problem)], False, cfg.description,
+                             None, est)
+    req = requirements_of(cfg, est, profile, dataset, other_counts)
     findings = _gpu_findings(req, profile) if req.gpus > 0 else [("fits", "runs on CPU")]
     findings += _host_findings(cfg, req, profile)
     # Stable sort: worst findings first, otherwise in GPU, RAM, disk order.
     findings.sort(key=lambda f: -_SEVERITY[f[0]])
     reasons = [reason for _, reason in findings]
-    if req.estimate:
-        reasons.append("requirements are estimates")
+    if est.gpus and cfg.training.unchecked_layers == "auto" and est.unchecked_layers:
+        reasons.append(f"unchecked_layers auto: {est.unchecked_layers} of {est.layers} layers "
+                       f"keep activations, reserving ~{fmt_gib(est.peak_mem_gib_per_gpu)}")
+    reasons.append("requirements are estimates")
     return PresetVerdict(cfg.name, _worst([v for v, _ in findings]), reasons, False,
-                         cfg.description, req)
+                         cfg.description, req, est)
 
 
 def hardware_needed(v: PresetVerdict) -> str:
     """'gpt-oss-20b-lora-1gpu needs 1 GPU with >= 47 GiB, ~32 GiB host RAM, ~60 GiB free disk'."""
     req = v.requirements
     if req is None:
-        return f"{v.name} has no requirements block"
+        return f"{v.name} has no estimate"
     parts = []
     if req.gpus:
         card = max(req.min_gpu_mem_gib, req.peak_mem_gib_per_gpu)

@@ -18,7 +18,10 @@ Schema version 1. Every event has `v` (schema version), `type`, and `time` (unix
 
 Writers may add fields beyond these (readers ignore what they do not know); the engine adds
 run_start: start_step, output_dir, resumed_from; step: steps_per_s and, on a CUDA card with a known
-bf16 peak, mfu; run_end: step; eval: rows, duration_s.
+bf16 peak, mfu; run_end: step, peak_mem_reserved_gib (the largest step `device_mem_reserved_gib`
+of the run), host_rss_peak_gib (rank 0's peak RSS) and unchecked_layers (the count `auto` fitted,
+or null) - with run_start's config, GPUs and dataset statistics, what an estimator calibration
+point needs (engine/plan/calibration.py point_from_events); eval: rows, duration_s.
 
 `device_mem_reserved_gib` is `torch.cuda.max_memory_reserved()` in GiB since the previous step
 event (peaks are reset after each log); on CPU runs it is 0.

@@ -13,13 +13,11 @@ import torch
 import torch.distributed as dist
 
 from osstune.engine.plan.hardware import GIB
+from osstune.engine.plan.speed import GPU_SPECS
 
-# Dense bf16 tensor-core peak (no sparsity), by substring of the device name.
-PEAK_BF16_FLOPS = (
-    ("H200", 989e12), ("H100", 989e12), ("H800", 989e12), ("GH200", 989e12),
-    ("B200", 2250e12), ("A100", 312e12), ("A800", 312e12), ("L40S", 362e12),
-    ("A6000", 155e12), ("4090", 165e12), ("L4", 121e12),
-)
+# Dense bf16 tensor-core peak (no sparsity), by substring of the device name: the estimator's
+# table (engine/plan/speed.py), one place for both.
+PEAK_BF16_FLOPS = tuple((key, flops) for key, flops, _bandwidth in GPU_SPECS)
 
 
 def device_name(device: torch.device) -> str:

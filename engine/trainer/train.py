@@ -538,6 +538,7 @@ def train(args: argparse.Namespace, stop: StopRequest, run: Run) -> int:
     last_log_time, last_log_step, tokens_since_log = started, step, 0
     stopping = False
     last_saved: Path | None = None
+    peak_reserved, fitted_unchecked = 0.0, None  # run_end carries them (calibration points)
     evaluator = Evaluator(val_rows, t.eval_steps, t.micro_batch_size, rt.rank, rt.world_size,
                           rt.device, collate)
 
@@ -556,6 +557,7 @@ def train(args: argparse.Namespace, stop: StopRequest, run: Run) -> int:
         fitted = fit_unchecked_after_first_step(built.lm, levers,
                                                 t.micro_batch_size * t.sequence_len)
         if fitted is not None:
+            fitted_unchecked = fitted
             log(f"unchecked_layers auto: {fitted} of {built.config.num_hidden_layers} layers "
                 "keep their activations (fitted to the card after the first step)")
         tokens_since_log += step_tokens
@@ -592,6 +594,7 @@ def train(args: argparse.Namespace, stop: StopRequest, run: Run) -> int:
             if mfu is not None:
                 fields["mfu"] = round(mfu, 4)
             run.emit("step", **fields)
+            peak_reserved = max([peak_reserved, *(g["device_mem_reserved_gib"] for g in gpus)])
             if rt.is_main:
                 mem = max(g["device_mem_reserved_gib"] for g in gpus)
                 log(f"step {step}/{total_steps} loss {step_loss:.4f} lr {lr:.3g} "
@@ -619,7 +622,9 @@ def train(args: argparse.Namespace, stop: StopRequest, run: Run) -> int:
     status = "stopped" if stopping else "completed"
     if status == "completed" and cfg.output.export and not args.no_save:
         outputs.update(export(cfg, built, tokenizer, output, rt, run))
-    run.emit("run_end", status=status, outputs=outputs, step=step)
+    run.emit("run_end", status=status, outputs=outputs, step=step,
+             peak_mem_reserved_gib=round(peak_reserved, 3), host_rss_peak_gib=host_rss_peak_gib(),
+             unchecked_layers=fitted_unchecked)
     # Leave together: a rank that tears its process group down while rank 0 is still writing the
     # export can take the others down with it (seen with 8 gloo ranks).
     barrier(rt)
@@ -631,6 +636,13 @@ def train(args: argparse.Namespace, stop: StopRequest, run: Run) -> int:
             for line in serve_commands(served, serving_tensor_parallel(cfg)):
                 log(f"serve: {line}")
     return 0
+
+
+def host_rss_peak_gib() -> float:
+    """This process's peak resident memory (rank 0's on a multi-rank run)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 3)
 
 
 def export(cfg: RunConfig, built: Built, tokenizer: Any, output: Path, rt: Runtime,

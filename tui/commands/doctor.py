@@ -78,6 +78,8 @@ def render(profile: HardwareProfile, output_dir_problem: str | None = None) -> N
         ["RAM", f"{_opt(profile.ram_gib)}{available}"],
         ["Disk free", f"{_opt(profile.disk_free_gib)} at {disk_where}"],
         ["HF cache free", f"{_opt(profile.hf_cache_free_gib)}{cache}"],
+        ["Models cached", "-" if profile.hf_cached_models is None
+         else ", ".join(profile.hf_cached_models) or "none (a run downloads its weights)"],
         ["Source", "this machine" if probed else profile.source],
     ]
     if output_dir_problem:

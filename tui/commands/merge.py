@@ -38,6 +38,23 @@ def resolve_run(target: str) -> tuple[RunConfig, Path]:
     return cfg, Path(cfg.output.dir)
 
 
+def _check_disk(cfg: RunConfig, kind: str, out: Path) -> None:
+    """Refuse before loading anything when the merged model cannot fit on the disk."""
+    from osstune.engine.plan.hardware import free_gib
+    from osstune.engine.plan.shapes import ShapeError
+    from osstune.engine.plan.storage import merge_terms
+
+    try:
+        terms = merge_terms(cfg, kind)
+    except ShapeError:
+        return  # shapes unknown: the merge itself says what is wrong with the model
+    need, free = sum(terms.values()), free_gib(out)
+    if free is not None and free < need:
+        what = ", ".join(f"{name} {value:.1f}" for name, value in terms.items())
+        output.fail(f"disk: {free:.1f} GiB free at {out}, merging needs ~{need:.1f} GiB ({what})",
+                    code=output.EXIT_PROBLEM)
+
+
 def _merge(kind: str, target: str) -> None:
     """Run the merge in its own process (it imports torch; the CLI never does)."""
     import subprocess
@@ -45,7 +62,8 @@ def _merge(kind: str, target: str) -> None:
 
     from osstune.engine.session.launch import CONFIG_FILE
 
-    _, out = resolve_run(target)  # refuses a bad target here, before a process starts
+    cfg, out = resolve_run(target)  # refuses a bad target here, before a process starts
+    _check_disk(cfg, kind, out)
     config = str(out / CONFIG_FILE) if Path(target).is_dir() else target
     argv = [sys.executable, "-m", MERGE_MODULE, kind, config, str(out)]
     proc = subprocess.run(argv, capture_output=True, text=True)

@@ -10,6 +10,7 @@ from osstune.tui import output
 from osstune.tui.commands.doctor import resolve_profile
 
 if TYPE_CHECKING:
+    from osstune.engine.plan.config import RunConfig
     from osstune.engine.plan.hardware import HardwareProfile
     from osstune.engine.plan.recommend import PresetVerdict
 
@@ -24,6 +25,7 @@ def verdict_to_dict(v: PresetVerdict) -> dict[str, Any]:
         "recommended": v.recommended,
         "description": v.description,
         "requirements": v.requirements.model_dump(mode="json") if v.requirements else None,
+        "estimate": v.estimate.as_dict() if v.estimate else None,
     }
 
 
@@ -39,18 +41,24 @@ def describe_hardware(profile: HardwareProfile) -> str:
             f"{fmt_gib(profile.disk_free_gib)} free at {profile.output_dir}")
 
 
-def _judge_one(name: str, profile: HardwareProfile, verdicts: list[PresetVerdict]
-               ) -> list[PresetVerdict]:
-    """The verdict for one preset name or config file; bad input ends the command."""
-    from osstune.engine.plan.config import ConfigError, load_config, preset_names
-    from osstune.engine.plan.recommend import judge
+def effective_configs(names: list[str], overrides: list[str], dataset: str | None
+                      ) -> list[RunConfig]:
+    """Each preset or config file with the `--set` overrides and `--dataset`: what a run with
+    the same options would use (and so what is judged). Bad input ends the command."""
+    from osstune.engine.plan.config import ConfigError, load_config
 
-    if name in preset_names():
-        return [v for v in verdicts if v.name == name]
-    try:
-        return [judge(load_config(name), profile)]
-    except ConfigError as e:
-        output.fail(str(e))
+    configs = []
+    for name in names:
+        try:
+            cfg = load_config(name, overrides)
+            if dataset is not None:
+                cfg.dataset.path = dataset
+        except ConfigError as e:
+            output.fail(str(e))
+        except ValueError as e:  # pydantic assignment validation
+            output.fail(f"{name}: {e}")
+        configs.append(cfg)
+    return configs
 
 
 def print_yaml(name: str | None) -> None:
@@ -84,6 +92,11 @@ def presets(
     output_dir: Annotated[str | None, typer.Option(
         "--output-dir", help="Where training would write (free disk is checked there)",
         show_default="./outputs")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", metavar="KEY=VALUE",
+        help="Judge with this override, as `osstune run --set` would run it")] = None,
+    dataset: Annotated[str | None, typer.Option(
+        "--dataset", help="Judge with this dataset, as `osstune run --dataset` would")] = None,
     yaml_: Annotated[bool, typer.Option(
         "--yaml", help="Print NAME as an editable run config (save it, edit it, osstune run it)"
     )] = False,
@@ -92,16 +105,22 @@ def presets(
     if yaml_:
         print_yaml(name)
         return
+    from osstune.engine.plan.config import preset_names
     from osstune.engine.plan.hardware import output_dir_problem
-    from osstune.engine.plan.recommend import TIGHT_HEADROOM, recommend
+    from osstune.engine.plan.recommend import TIGHT_HEADROOM, judge, recommend
 
     if output_dir and not (hardware or (ctx.obj or {}).get("hardware")):
         problem = output_dir_problem(output_dir)
         if problem:
             output.fail(problem)
     profile = resolve_profile(ctx, hardware, output_dir)
-    rec = recommend(profile)
-    verdicts = _judge_one(name, profile, rec.verdicts) if name else rec.verdicts
+    overrides = list(set_ or [])
+    rec = None
+    if name and (name not in preset_names() or overrides or dataset is not None):
+        verdicts = [judge(cfg, profile) for cfg in effective_configs([name], overrides, dataset)]
+    else:
+        rec = recommend(profile, effective_configs(preset_names(), overrides, dataset))
+        verdicts = [v for v in rec.verdicts if v.name == name] if name else rec.verdicts
     if json_:
         output.print_json([verdict_to_dict(v) for v in verdicts])
         return
@@ -113,5 +132,6 @@ def presets(
         rows.append([(v.name, "bold" if v.recommended else ""), (label, VERDICT_STYLE[v.verdict]),
                      "\n".join(v.reasons)])
     output.print_table(["Preset", "Verdict", "Why"], rows, lines=True)
-    output.print_line(rec.summary)
+    if rec is not None:
+        output.print_line(rec.summary)
     output.print_line(f"tight = fits with less than {TIGHT_HEADROOM:.0%} headroom on a resource.")

@@ -212,7 +212,14 @@ class DatasetScreen(WizardScreen):
         )
 
     def worker_done_dataset(self, preview: Preview) -> None:
+        from osstune.engine.plan.estimate import DatasetFacts
+
         self.preview = preview
+        stats = preview.stats
+        self.plan.dataset_facts = DatasetFacts(  # Review's time estimate
+            None if preview.capped else stats.tokens_total, stats.examples,
+            stats.packing_efficiency, mean_example_tokens=stats.tokens_total / stats.examples
+            if stats.examples else None)
         self.query_one("#dataset-summary", Static).update(
             summary_text(preview.stats, preview.sequence_len, preview.capped)
         )

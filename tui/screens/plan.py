@@ -16,6 +16,7 @@ import yaml
 from osstune.engine.plan.config import RunConfig, load_config
 
 if TYPE_CHECKING:
+    from osstune.engine.plan.estimate import DatasetFacts
     from osstune.engine.plan.hardware import HardwareProfile
     from osstune.engine.plan.recommend import Recommendation
 
@@ -37,6 +38,7 @@ class Plan:
     overrides: dict[str, str] = field(default_factory=dict)  # dotted key -> YAML text
     saved_config: str | None = None
     run_end: dict[str, Any] | None = None
+    dataset_facts: DatasetFacts | None = None  # from the Dataset screen: the time estimate
 
     def choose_preset(self, name: str) -> None:
         if name != self.preset:

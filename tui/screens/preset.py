@@ -12,6 +12,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 from osstune.engine.plan.config import ConfigError, RunConfig, load_preset
 from osstune.tui.screens.base import WizardScreen
 from osstune.tui.screens.plan import yaml_text
+from osstune.tui.widgets.estimate_view import card_gib, memory_bar, summary, terms
 
 VERDICT_STYLE = {"fits": "green", "tight": "yellow", "does-not-fit": "red"}
 
@@ -34,7 +35,8 @@ def trains_line(cfg: RunConfig) -> str:
     return f"{cfg.model.id}{init}: {what}; {where}"
 
 
-def details(cfg: RunConfig | None, verdict) -> Group:  # noqa: ANN001 - PresetVerdict
+def details(cfg: RunConfig | None, verdict, card: float | None = None  # noqa: ANN001
+            ) -> Group:
     style = VERDICT_STYLE.get(verdict.verdict, "")
     parts: list[Text] = [
         Text.assemble(
@@ -74,6 +76,9 @@ def details(cfg: RunConfig | None, verdict) -> Group:  # noqa: ANN001 - PresetVe
     if verdict.reasons:
         parts.append(Text("why:", style="bold"))
         parts += [Text(f"  • {reason}") for reason in verdict.reasons]
+    est = getattr(verdict, "estimate", None)
+    if est is not None:
+        parts += [summary(est, verdict.verdict, card), terms(est)]
     return Group(*parts)
 
 
@@ -101,7 +106,7 @@ class PresetScreen(WizardScreen):
             except ConfigError:
                 self.configs[v.name] = None  # the verdict's reasons already say what is wrong
         table = self.query_one(DataTable)
-        table.add_columns("", "preset", "verdict", "GPUs", "peak / GPU", "disk")
+        table.add_columns("", "preset", "verdict", "GPUs", "memory / GPU vs card", "disk")
         for v in rec.verdicts:
             req = v.requirements
             table.add_row(
@@ -109,7 +114,7 @@ class PresetScreen(WizardScreen):
                 Text(v.name, style="bold" if v.recommended else ""),
                 Text(v.verdict, style=VERDICT_STYLE.get(v.verdict, "")),
                 str(req.gpus) if req else "?",
-                _gib(req.peak_mem_gib_per_gpu) if req and req.gpus else "-",
+                memory_bar(v.estimate, self._card(v), width=12),
                 _gib(req.disk_gib) if req else "?",
                 key=v.name,
             )
@@ -119,6 +124,10 @@ class PresetScreen(WizardScreen):
             table.move_cursor(row=names.index(preferred))
         self._show(names[table.cursor_row] if names else None)
         table.focus()
+
+    def _card(self, verdict) -> float | None:  # noqa: ANN001 - PresetVerdict
+        est = verdict.estimate
+        return card_gib(self.plan.profile, est.gpus) if est is not None and est.ok else None
 
     def _remembered_if_it_fits(self) -> str | None:
         name = self.wizard.settings.preset
@@ -132,7 +141,8 @@ class PresetScreen(WizardScreen):
         rec = self.plan.recommendation
         verdict = next((v for v in rec.verdicts if v.name == name), None) if rec else None
         target = self.query_one("#preset-details", Static)
-        target.update(details(self.configs.get(name), verdict) if verdict else "no presets")
+        target.update(details(self.configs.get(name), verdict, self._card(verdict))
+                      if verdict else "no presets")
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         self._show(event.row_key.value)

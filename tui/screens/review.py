@@ -3,7 +3,9 @@
 Every edit becomes a `--set` override on the plan and the whole config is validated again through
 `engine.plan.config` (the same code `osstune run` uses), so an error here is exactly the error the
 run
-would give, shown next to the field instead of after a launch.
+would give, shown next to the field instead of after a launch. Each valid edit is also estimated
+again (engine/plan/estimate.py, well under 50 ms): the verdict, the memory bar against the card,
+host RAM, disk, tokens/s and the time for the dataset; `ctrl+e` shows the terms instead of the YAML.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from textual.widgets import Footer, Header, Input, Label, Static
 from osstune.engine.plan.config import ConfigError, RunConfig, dump_config, load_preset
 from osstune.tui.screens.base import WizardScreen
 from osstune.tui.screens.plan import yaml_text
+from osstune.tui.widgets.estimate_view import card_gib, summary, terms
 
 # (dotted key, label, lora only)
 FIELDS: list[tuple[str, str, bool]] = [
@@ -31,6 +34,7 @@ FIELDS: list[tuple[str, str, bool]] = [
     ("training.sequence_len", "sequence len", False),
     ("training.micro_batch_size", "micro batch", False),
     ("training.gradient_accumulation_steps", "grad accum", False),
+    ("distributed.gpus", "GPUs", False),
     ("lora.r", "LoRA r", True),
     ("lora.alpha", "LoRA alpha", True),
     ("output.dir", "output dir", False),
@@ -67,10 +71,13 @@ class ReviewScreen(WizardScreen):
     BINDINGS = [
         Binding("ctrl+n", "start", "Start training", priority=True),
         Binding("ctrl+s", "save", "Save config", priority=True),
+        Binding("ctrl+e", "toggle_terms", "Estimate terms / YAML", priority=True),
         Binding("escape", "app.pop_screen", "Back"),
     ]
 
     valid = False
+    show_terms = False
+    current_estimate = None
 
     def compose(self) -> ComposeResult:
         self.base = load_preset(str(self.plan.preset))
@@ -95,6 +102,7 @@ class ReviewScreen(WizardScreen):
                     yield Input("", placeholder=str(self.default_save_path(current)),
                                 id="save-path", compact=True)
                 yield Static(id="review-errors", classes="error")
+                yield Static(id="review-estimate")
             with VerticalScroll(id="review-yaml-scroll"):
                 yield Static(id="review-yaml")
         yield Static(id="review-command", classes="summary")
@@ -140,6 +148,8 @@ class ReviewScreen(WizardScreen):
                         if field.name == key:
                             field.add_class("-invalid")
             errors.update(Text("\n".join(text for _, text in lines)))
+            self.query_one("#review-estimate", Static).update(
+                Text("estimate: after the errors are fixed", style="dim"))
             self.query_one("#review-command", Static).update(
                 Text("fix the errors in the form", "yellow")
             )
@@ -148,15 +158,41 @@ class ReviewScreen(WizardScreen):
             return None
         errors.update("")
         self.query_one("#save-path", Input).placeholder = str(self.default_save_path(cfg))
-        self.query_one("#review-yaml", Static).update(
-            Syntax(dump_config(cfg), "yaml", theme="ansi_dark", background_color="default")
-        )
+        self._estimate(cfg)
+        self._show_right(cfg)
         self.query_one("#review-command", Static).update(
             Text.assemble(("repeat with: ", "dim"), ("$ " + self.plan.command(), "bold"))
         )
         self.valid = True
         self.refresh_bindings()
         return cfg
+
+    def _estimate(self, cfg: RunConfig) -> None:
+        """Judge the edited config on this machine (the same estimate as `osstune plan`)."""
+        from osstune.engine.plan.estimate import estimate
+        from osstune.engine.plan.recommend import judge
+
+        profile, facts = self.plan.profile, self.plan.dataset_facts
+        if profile is None:
+            self.current_estimate, verdict = estimate(cfg, None, dataset=facts), None
+        else:
+            judged = judge(cfg, profile, facts)
+            self.current_estimate, verdict = judged.estimate, judged.verdict
+        gpus = self.current_estimate.gpus if self.current_estimate is not None else 0
+        self.query_one("#review-estimate", Static).update(
+            summary(self.current_estimate, verdict, card_gib(profile, gpus)))
+
+    def _show_right(self, cfg: RunConfig) -> None:
+        target = self.query_one("#review-yaml", Static)
+        if self.show_terms:
+            target.update(terms(self.current_estimate))
+        else:
+            target.update(
+                Syntax(dump_config(cfg), "yaml", theme="ansi_dark", background_color="default"))
+
+    def action_toggle_terms(self) -> None:
+        self.show_terms = not self.show_terms
+        self.validate()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ("start", "save"):

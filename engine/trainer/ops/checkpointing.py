@@ -2,7 +2,7 @@
 
 Full checkpointing re-runs every layer's forward during backward; with LoRA (no weight gradients
 for the frozen base) that recompute is about a third of the step. A layer that is not checkpointed
-keeps its activations instead (about 0.1-0.2 MB per token for gpt-oss-20b shapes), so leaving the
+keeps its activations instead (~170 KB per token for gpt-oss-20b shapes), so leaving the
 last `keep` layers unchecked trades memory for speed. Which layers does not change the peak (every
 layer's saved tensors are live when backward starts); the last ones are freed first.
 """
@@ -85,10 +85,22 @@ def chunk_moe(model: nn.Module, tokens_per_chunk: int) -> int:
     return len(layers)
 
 
-# Saved activations of one decoder layer left unchecked, per token and hidden unit (bf16, MoE block
-# compiled): 173 KB per token for gpt-oss-20b (hidden 2880) measured on an H200 at 8192 tokens
-# (6 layers unchecked: +7.9 GiB peak allocated); rounded up to leave headroom.
-ACTIVATION_BYTES_PER_TOKEN_PER_HIDDEN = 70
+def unchecked_layer_gib(model: nn.Module, tokens: int, compiled: bool = True) -> float:
+    """Extra memory of one decoder layer left unchecked, for `tokens` tokens per micro-batch: the
+    estimator's activation term (engine/plan/memory.py), from the model's own shapes and dtype,
+    so `unchecked_layers: auto` here and the plan's estimate spend the same bytes."""
+    from osstune.engine.plan.memory import unchecked_extra_bytes_per_token
+    from osstune.engine.plan.shapes import shapes_from_dict
+
+    config = getattr(model, "config", None)
+    values = config.to_dict() if hasattr(config, "to_dict") else {}
+    if not values:  # a bare layer stack: the hidden size is all there is to go on
+        hidden = int(getattr(decoder_layers(model)[0], "hidden_size", 2880))
+        values = {"hidden_size": hidden, "intermediate_size": hidden, "num_hidden_layers": 1}
+    param = next(model.parameters(), None)
+    dtype_bytes = param.element_size() if param is not None else 2
+    per_token = unchecked_extra_bytes_per_token(shapes_from_dict(values), dtype_bytes, compiled)
+    return tokens * per_token / 1024**3
 
 
 def unchecked_for_budget(model: nn.Module, tokens: int, budget_gib: float, peak_gib: float,
@@ -98,8 +110,7 @@ def unchecked_for_budget(model: nn.Module, tokens: int, budget_gib: float, peak_
     `peak_gib`: the peak measured for a step with every layer checkpointed (same row length).
     """
     layers = decoder_layers(model)
-    hidden = int(getattr(layers[0], "hidden_size", 2880))
-    per_layer_gib = tokens * hidden * ACTIVATION_BYTES_PER_TOKEN_PER_HIDDEN / 1024**3
+    per_layer_gib = unchecked_layer_gib(model, tokens)
     spare = max(0.0, budget_gib - peak_gib)
     return min(len(layers), int(spare // per_layer_gib))
 

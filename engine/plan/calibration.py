@@ -1,0 +1,125 @@
+"""Calibration points: measured runs with their config, and the estimate's error on each.
+
+A point is one JSON file (bench/calibration/*.json):
+
+    {"name": ..., "source": "the file or issue the figures come from",
+     "preset": "gpt-oss-20b-lora-1gpu", "set": ["training.sequence_len=8192", ...],
+     "hardware": {"gpu": "NVIDIA H200", "memory_total_gib": 139.8, "memory_cap_gib": 79.1,
+                  "gpus": 1},
+     "dataset": {"tokens_total": ..., "examples": ..., "packing_efficiency": ...} | null,
+     "measured": {"peak_mem_gib_per_gpu": ..., "tokens_per_s": ..., "host_ram_gib": ...},
+     "notes": "..."}
+
+Measured figures may be absent (a bench variant that is not an engine setting keeps only what
+compares). `point_from_events` turns an engine run's events.jsonl into such a point, and
+bench/bench_train.py writes the `set` list of each measurement that an engine config can repeat.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from osstune.engine.plan.config import load_config
+from osstune.engine.plan.estimate import DatasetFacts, Estimate, estimate
+from osstune.engine.plan.hardware import GpuInfo, HardwareProfile
+
+MEASURES = {"peak_mem_gib_per_gpu": "peak_mem_gib_per_gpu", "tokens_per_s": "tokens_per_s",
+            "host_ram_gib": "host_ram_gib"}
+
+
+@dataclass
+class PointResult:
+    name: str
+    measure: str
+    measured: float
+    estimated: float
+
+    @property
+    def error(self) -> float:
+        return (self.estimated - self.measured) / self.measured
+
+
+def point_hardware(hw: dict[str, Any]) -> HardwareProfile:
+    gpus = [GpuInfo(i, hw["gpu"], float(hw["memory_total_gib"])) for i in range(hw["gpus"])]
+    return HardwareProfile(gpus=gpus, ram_gib=4096.0, ram_available_gib=None, cpu_count=64,
+                           disk_free_gib=1e6, hf_cache_free_gib=None, driver_version=None,
+                           cuda_version=None, gpu_error=None, source="calibration",
+                           output_dir="./outputs")
+
+
+def estimate_point(point: dict[str, Any]) -> Estimate:
+    cfg = load_config(point["preset"], list(point.get("set") or []))
+    hw = point["hardware"]
+    facts = DatasetFacts(**point["dataset"]) if point.get("dataset") else None
+    return estimate(cfg, point_hardware(hw), dataset=facts,
+                    memory_cap_gib=hw.get("memory_cap_gib"))
+
+
+def check_point(point: dict[str, Any]) -> list[PointResult]:
+    est = estimate_point(point)
+    out = []
+    for key, attr in MEASURES.items():
+        measured = (point.get("measured") or {}).get(key)
+        if measured is not None:
+            out.append(PointResult(point["name"], key, float(measured),
+                                   float(getattr(est, attr) or 0.0)))
+    return out
+
+
+def load_points(folder: Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("*.json"))]
+
+
+def point_from_events(path: Path, name: str, preset: str, overrides: list[str]) -> dict[str, Any]:
+    """A calibration point from an engine run: its events.jsonl has everything a point needs
+    (run_start: config, GPUs, dataset statistics; step: memory and tokens/s; run_end: peaks)."""
+    events = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    start = next(e for e in events if e["type"] == "run_start")
+    steps = [e for e in events if e["type"] == "step"]
+    end = next((e for e in events if e["type"] == "run_end"), {})
+    steady = steps[1:] or steps
+    gpu = start["gpus"][0] if start.get("gpus") else {"name": "cpu", "memory_total_gib": 0}
+    stats = start.get("dataset") or {}
+    mem = end.get("peak_mem_reserved_gib") or max(
+        (g["device_mem_reserved_gib"] for e in steps for g in e["gpus"]), default=None)
+    return {
+        "name": name, "source": str(path), "preset": preset, "set": overrides,
+        "hardware": {"gpu": gpu["name"], "memory_total_gib": gpu["memory_total_gib"],
+                     "gpus": start["config"]["distributed"]["gpus"]},
+        "dataset": {k: stats.get(k) for k in ("tokens_total", "examples", "packing_efficiency")},
+        "measured": {
+            "peak_mem_gib_per_gpu": mem,
+            "tokens_per_s": round(sum(e["tokens_per_s"] for e in steady) / len(steady), 1)
+            if steady else None,
+            "host_ram_gib": end.get("host_rss_peak_gib"),
+        },
+        "notes": "from events.jsonl; tokens/s: the mean of the step events after the first",
+    }
+
+
+def points_from_bench(path: Path) -> list[dict[str, Any]]:
+    """Calibration points from a bench/bench_train.py results file (the results that carry an
+    `engine` block: the `--set` items that repeat them through the engine)."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    points = []
+    for r in data.get("results", []):
+        engine = r.get("engine")
+        if r.get("status") != "ok" or not engine:
+            continue
+        figures = {"tokens_per_s": r.get("tokens_per_s"),
+                   "peak_mem_gib_per_gpu": r.get("peak_reserved_gib")}
+        hardware = {"gpu": r["device"], "memory_total_gib": r.get("card_gib"), "gpus": 1}
+        if r.get("memory_cap_gib"):
+            hardware["memory_cap_gib"] = r["memory_cap_gib"]
+        points.append({
+            "name": f"{path.stem}-{r['variant']}-{r['seq']}",
+            "source": f"{path} (variant {r['variant']}, seq {r['seq']})",
+            "preset": engine["preset"], "set": engine["set"], "hardware": hardware,
+            "dataset": None,
+            "measured": {k: v for k, v in figures.items() if k in engine["measures"]},
+            "notes": "bench/bench_train.py: full rows of random tokens, batch 1",
+        })
+    return points

@@ -1,0 +1,201 @@
+"""`estimate(config, hardware) -> Estimate`: GPU memory, host RAM, disk and time of one run.
+
+Torch-free and fast (well under a millisecond): the recommender, `osstune plan`, the pre-flight
+and the wizard's Review screen all call it on the effective config (preset + `--set` +
+`--dataset`). Every figure is the sum of named terms (engine/plan/memory.py, storage.py,
+speed.py), calibrated on the measurements in bench/calibration/*.json.
+
+`unchecked_layers: auto` is resolved the way the engine does it (engine/trainer/ops/
+checkpointing.py, which uses the same per-layer term): as many layers as fit on the smallest card
+used, 4 GiB below its size, so `peak_mem_gib_per_gpu` is what the run will reserve there and
+`min_peak_mem_gib_per_gpu` the all-checkpointed floor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from osstune.engine.plan.config import RunConfig
+from osstune.engine.plan.hardware import HardwareProfile
+from osstune.engine.plan.memory import (
+    MemoryInputs,
+    gpu_terms,
+    host_terms,
+    unchecked_layer_gib,
+)
+from osstune.engine.plan.shapes import ModelShapes, ShapeError, model_shapes
+from osstune.engine.plan.speed import SpeedInputs, positions_per_s, speed_terms
+from osstune.engine.plan.storage import disk_terms
+
+AUTO_HEADROOM_GIB = 4.0  # engine/trainer/ops/checkpointing.py fit_unchecked_to_card
+CUDA_CONTEXT_GIB = 0.7   # CUDA context and NCCL outside the caching allocator
+
+
+@dataclass
+class DatasetFacts:
+    """What the time estimate needs from a dataset (DatasetStats has all of it)."""
+
+    tokens_total: int | None = None  # None: only a sample was read (no time, only the speed)
+    examples: int | None = None
+    packing_efficiency: float | None = None
+    mean_example_tokens: float | None = None
+
+
+@dataclass
+class Estimate:
+    ok: bool
+    problem: str | None = None  # "no estimate: ..." when the config cannot be modeled
+    gpus: int = 0
+    peak_mem_gib_per_gpu: float = 0.0
+    min_peak_mem_gib_per_gpu: float = 0.0
+    card_gib_needed: float = 0.0
+    unchecked_layers: int = 0
+    layers: int = 0
+    gpu_terms: dict[str, float] = field(default_factory=dict)
+    host_ram_gib: float = 0.0
+    host_terms: dict[str, float] = field(default_factory=dict)
+    disk_gib: float = 0.0
+    disk_terms: dict[str, float] = field(default_factory=dict)
+    tokens_per_s: float | None = None
+    speed_terms_us: dict[str, float] = field(default_factory=dict)
+    train_tokens: float | None = None
+    time_s: float | None = None
+    assumptions: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+
+
+def _round_terms(terms: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 3) for k, v in terms.items() if v}
+
+
+def _compiled(cfg: RunConfig, on_gpu: bool) -> bool:
+    t, d = cfg.training, cfg.distributed
+    if t.compile == "auto":
+        return on_gpu and not d.fsdp and d.world_size == 1
+    return t.compile != "off" and on_gpu
+
+
+def _attention(cfg: RunConfig) -> str:
+    impl = cfg.model.attn_implementation
+    return {"auto": "osstune", "sdpa": "eager"}.get(impl, impl)
+
+
+def memory_inputs(cfg: RunConfig, shapes: ModelShapes, on_gpu: bool) -> MemoryInputs:
+    t, d = cfg.training, cfg.distributed
+    lora = cfg.method == "lora"
+    return MemoryInputs(
+        shapes=shapes, dtype_bytes=2 if cfg.model.dtype == "bfloat16" else 4,
+        packed_experts=getattr(cfg.model, "experts", "bf16") == "mxfp4",
+        lora_params=shapes.lora_params(cfg.lora.r, cfg.lora.target_modules,
+                                       cfg.lora.target_parameters) if lora else 0,
+        fsdp=d.fsdp, offload=d.cpu_offload, world_size=d.world_size,
+        tokens=t.micro_batch_size * t.sequence_len, checkpointing=t.gradient_checkpointing,
+        compiled=_compiled(cfg, on_gpu), moe_chunk=t.moe_chunk_tokens,
+        pretrained=cfg.model.init == "pretrained", processes_per_node=max(d.gpus, 1),
+    )
+
+
+def _card_gib(hardware: HardwareProfile | None, count: int, cap: float | None) -> float | None:
+    if hardware is None or len(hardware.gpus) < count or count < 1:
+        return None
+    cards = sorted((g.memory_total_gib for g in hardware.gpus), reverse=True)[:count]
+    return min(cards[-1], cap) if cap else cards[-1]
+
+
+def _unchecked(cfg: RunConfig, m: MemoryInputs, floor: float, card: float | None,
+               notes: list[str]) -> int:
+    t = cfg.training
+    if not t.gradient_checkpointing:
+        return m.shapes.layers
+    if t.unchecked_layers != "auto":
+        return min(int(t.unchecked_layers), m.shapes.layers)
+    if m.fsdp or m.world_size > 1 or card is None:
+        if card is None and not (m.fsdp or m.world_size > 1):
+            notes.append("unchecked_layers auto: no card to fit to, all layers checkpointed")
+        return 0
+    spare = card - AUTO_HEADROOM_GIB - floor
+    per_layer = unchecked_layer_gib(m)
+    return max(0, min(m.shapes.layers, int(spare // per_layer))) if per_layer else 0
+
+
+def _speed(cfg: RunConfig, m: MemoryInputs, unchecked: int, gpu_name: str | None,
+           facts: DatasetFacts | None) -> SpeedInputs:
+    t = cfg.training
+    checked = 0.0 if not t.gradient_checkpointing else 1.0 - unchecked / m.shapes.layers
+    mean_doc = facts.mean_example_tokens if facts else None
+    if facts and mean_doc is None and facts.examples and facts.tokens_total:
+        mean_doc = facts.tokens_total / facts.examples
+    return SpeedInputs(
+        shapes=m.shapes, full_finetune=cfg.method == "full", tokens=m.tokens,
+        row_len=t.sequence_len, micro_batches=t.gradient_accumulation_steps,
+        checked_fraction=checked, compiled=m.compiled, attention=_attention(cfg),
+        moe_chunk=m.moe_chunk, packed_experts=m.packed_experts, offload=m.offload,
+        world_size=m.world_size, mean_example_tokens=mean_doc if cfg.dataset.packing else None,
+        gpu_name=gpu_name)
+
+
+def _gpu_name(hardware: HardwareProfile | None, notes: list[str]) -> str | None:
+    if hardware and hardware.gpus:
+        return hardware.gpus[0].name
+    notes.append("speed for an H200 (no GPU in the hardware profile)")
+    return None
+
+
+def estimate(cfg: RunConfig, hardware: HardwareProfile | None = None, *,
+             dataset: DatasetFacts | None = None, memory_cap_gib: float | None = None
+             ) -> Estimate:
+    """The estimate of `cfg` on `hardware` (None: no card to fit `auto` to, H200 speeds)."""
+    try:
+        shapes = model_shapes(cfg.model.id, cfg.model.architecture)
+    except ShapeError as e:
+        return Estimate(ok=False, problem=str(e))
+    d = cfg.distributed
+    on_gpu = d.gpus > 0 and d.backend != "gloo"
+    notes: list[str] = []
+    m = memory_inputs(cfg, shapes, on_gpu)
+    est = Estimate(ok=True, gpus=d.gpus if on_gpu else 0, layers=shapes.layers, assumptions=notes)
+    if on_gpu:
+        floor_terms = gpu_terms(m, 0 if cfg.training.gradient_checkpointing else shapes.layers)
+        floor = sum(floor_terms.values())
+        card = _card_gib(hardware, d.gpus, memory_cap_gib)
+        est.unchecked_layers = _unchecked(cfg, m, floor, card, notes)
+        terms = gpu_terms(m, est.unchecked_layers)
+        est.gpu_terms = _round_terms(terms)
+        est.peak_mem_gib_per_gpu = round(sum(terms.values()), 2)
+        auto = cfg.training.unchecked_layers == "auto"
+        est.min_peak_mem_gib_per_gpu = round(floor if auto else est.peak_mem_gib_per_gpu, 2)
+        est.card_gib_needed = round(est.min_peak_mem_gib_per_gpu + CUDA_CONTEXT_GIB, 2)
+    est.host_terms = _round_terms(host_terms(m, on_gpu))
+    est.host_ram_gib = round(sum(est.host_terms.values()), 2)
+    cached = hardware.hf_cached_models if hardware is not None else None
+    steps = cfg.training.max_steps
+    est.disk_terms = _round_terms(disk_terms(cfg, shapes, m.lora_params, m.dtype_bytes, steps,
+                                             cached))
+    est.disk_gib = round(sum(est.disk_terms.values()), 2)
+    if cached is None and est.disk_terms.get("model download (not in the HF cache)"):
+        notes.append("disk counts the model download (the profile does not list the models in "
+                     "its HF cache: hf_cached_models)")
+    if on_gpu:
+        _time(cfg, est, m, _gpu_name(hardware, notes), dataset)
+    return est
+
+
+def _time(cfg: RunConfig, est: Estimate, m: MemoryInputs, gpu_name: str | None,
+          facts: DatasetFacts | None) -> None:
+    inputs = _speed(cfg, m, est.unchecked_layers, gpu_name, facts)
+    est.speed_terms_us = _round_terms(speed_terms(inputs))
+    efficiency = (facts.packing_efficiency if facts and facts.packing_efficiency else 1.0)
+    if not (facts and facts.packing_efficiency):
+        est.assumptions.append("rows full of real tokens (no dataset statistics)")
+    est.tokens_per_s = round(positions_per_s(inputs) * efficiency, 1)
+    t = cfg.training
+    if t.max_steps:
+        est.train_tokens = float(t.max_steps * t.gradient_accumulation_steps * m.tokens
+                                 * m.world_size * efficiency)
+    elif facts and facts.tokens_total:
+        est.train_tokens = float(facts.tokens_total * t.num_epochs)
+    if est.train_tokens and est.tokens_per_s:
+        est.time_s = round(est.train_tokens / est.tokens_per_s, 1)

@@ -1,0 +1,184 @@
+"""Peak GPU memory (`device_mem_reserved`) and host RAM of a run, term by term, from its shapes.
+
+Torch-free. Each term is a physical quantity with the few constants below fitted to the project's
+measurements (bench/calibration/*.json; tests/test_estimate.py checks every point to +-10 %):
+
+- weights at their dtype; MXFP4-packed experts at 4.25 bits plus one layer dequantized at a time;
+- LoRA adapters (fp32: peft upcasts them) with their gradients and two AdamW states;
+- FSDP: sharded parameters, gradients and AdamW states (in the parameter dtype), on the GPU or in
+  host memory with CPU offload; two all-gathered layers (the current one and the prefetched
+  one), the layer's gradient in bf16 plus its fp32 reduce-scatter copy, the root group
+  (embeddings, lm_head) unsharded with its gradient, one more fp32 layer copy for the collective
+  when there is more than one rank, and allocator slack: these alternating layer-sized blocks
+  fragment the caching allocator (measured reserved ~2x allocated);
+- activations per token: every checkpointed layer keeps its input (hidden x 2 bytes), every
+  unchecked layer keeps what its backward needs (attention + the routed MoE rows); backward
+  recomputes one checkpointed layer (its MoE part over at most `moe_chunk_tokens` tokens) and
+  holds gradient buffers; the chunked loss holds one chunk of fp32 logits and their gradient;
+- a fixed CUDA workspace.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from osstune.engine.plan.shapes import ModelShapes
+
+GIB = 1024**3
+LOSS_CHUNK_TOKENS = 1024  # engine/trainer/ops/loss.py
+# Gradient buffers of the backward pass per token and hidden unit (fp32 hidden-state gradients,
+# residual and norm gradients); fitted: 65,536 and 131,072-token rows (H200, 20b).
+GRAD_BYTES_PER_HIDDEN = 32
+# cuBLAS/compile workspaces inside the caching allocator.
+WORKSPACE_GIB = 0.5
+# FSDP: reserved over modeled buffers (fitted: 1 rank 21.4 GiB, 2 ranks 26.9 GiB, 20b + offload).
+FSDP_ALLOCATOR_SLACK = 0.45
+# Host memory per process: Python, torch, CUDA libraries, tokenizer (a CPU run: no CUDA libraries).
+PROCESS_HOST_GIB = 4.0
+CPU_PROCESS_HOST_GIB = 1.5
+# CPU offload keeps bf16 parameters, gradients and both AdamW states (8 B/parameter) in host memory
+# plus the foreach optimizer's temporaries: 10 B/parameter fitted to the one-rank proxy (78.5 GiB
+# host RSS for 7.7B parameters).
+OFFLOAD_HOST_BYTES_PER_PARAM = 10.0
+# Loading a pretrained checkpoint without FSDP streams it shard by shard: host RSS ~ 0.8 x the
+# MXFP4 checkpoint on top of the process (measured ~14 GiB for 20b).
+LOAD_HOST_FRACTION = 0.8
+
+
+@dataclass(frozen=True)
+class MemoryInputs:
+    shapes: ModelShapes
+    dtype_bytes: int
+    packed_experts: bool
+    lora_params: int  # 0 for a full fine-tune
+    fsdp: bool
+    offload: bool
+    world_size: int
+    tokens: int  # per micro-batch: micro_batch_size x sequence_len
+    checkpointing: bool
+    compiled: bool
+    moe_chunk: int | None
+    pretrained: bool
+    processes_per_node: int
+
+
+def attention_bytes_per_token(s: ModelShapes, dtype_bytes: int = 2) -> int:
+    """What one layer's attention half keeps for backward, per token (q, k, v, output, norms)."""
+    return dtype_bytes * (2 * s.attn_width + 2 * s.kv_width) + 8 * dtype_bytes * s.hidden
+
+
+def moe_bytes_per_token(s: ModelShapes, dtype_bytes: int = 2, compiled: bool = True) -> int:
+    """What one layer's MoE block keeps for backward, per token: the routed rows' input,
+    gate/up output, activation and down output (uncompiled: three more SwiGLU intermediates)."""
+    per_row = dtype_bytes * (2 * s.hidden + 3 * s.intermediate)
+    if not compiled:
+        per_row += dtype_bytes * 3 * s.intermediate
+    return s.experts_per_tok * per_row
+
+
+def unchecked_extra_bytes_per_token(s: ModelShapes, dtype_bytes: int = 2,
+                                    compiled: bool = True) -> int:
+    """Extra memory per token of one layer left unchecked instead of checkpointed (what
+    `unchecked_layers: auto` spends; the engine's fit uses this too)."""
+    kept = attention_bytes_per_token(s, dtype_bytes) + moe_bytes_per_token(s, dtype_bytes, compiled)
+    return kept - dtype_bytes * s.hidden
+
+
+def _gib(value: float) -> float:
+    return value / GIB
+
+
+def weight_terms(m: MemoryInputs) -> dict[str, float]:
+    s = m.shapes
+    terms: dict[str, float] = {}
+    if m.fsdp:
+        shard = s.total_params() / m.world_size
+        on_gpu = 0.0 if m.offload else 1.0
+        terms["sharded parameters"] = _gib(shard * m.dtype_bytes) * on_gpu
+        terms["sharded gradients"] = _gib(shard * m.dtype_bytes) * on_gpu
+        terms["AdamW states (sharded)"] = _gib(2 * shard * m.dtype_bytes) * on_gpu
+        return terms
+    terms["weights"] = _gib(s.weight_bytes(m.dtype_bytes, m.packed_experts))
+    if m.packed_experts:
+        terms["dequantized experts (one layer)"] = _gib(s.expert_weights() * 2)
+    if m.lora_params:
+        terms["adapters + gradients + AdamW"] = _gib(m.lora_params * 16)
+    else:  # full fine-tune in one process
+        terms["gradients"] = _gib(s.total_params() * m.dtype_bytes)
+        terms["AdamW states"] = _gib(2 * s.total_params() * m.dtype_bytes)
+    return terms
+
+
+def fsdp_terms(m: MemoryInputs) -> dict[str, float]:
+    if not m.fsdp:
+        return {}
+    s, b = m.shapes, m.dtype_bytes
+    layer = s.layer_params()
+    terms = {
+        "FSDP all-gather (2 layers)": _gib(2 * layer * b),
+        "FSDP reduce (layer grad + fp32 copy)": _gib(layer * (b + 4)),
+        "embeddings + lm_head unsharded": _gib(2 * s.root_params() * b),
+    }
+    if m.world_size > 1:
+        terms["FSDP collective buffers"] = _gib(layer * 4)
+    return terms
+
+
+def activation_terms(m: MemoryInputs, unchecked: int) -> dict[str, float]:
+    s, b, t = m.shapes, m.dtype_bytes, m.tokens
+    layers = s.layers if not m.checkpointing else min(unchecked, s.layers)
+    checked = s.layers - layers
+    attn, moe = attention_bytes_per_token(s, b), moe_bytes_per_token(s, b, m.compiled)
+    terms = {
+        "checkpointed layer inputs": _gib(checked * t * b * s.hidden),
+        "unchecked layer activations": _gib(layers * t * (attn + moe)),
+        "backward gradient buffers": _gib(t * GRAD_BYTES_PER_HIDDEN * s.hidden),
+        "loss chunk (fp32 logits + grad)": _gib(min(t, LOSS_CHUNK_TOKENS) * s.vocab * 8),
+        "CUDA workspace": WORKSPACE_GIB,
+    }
+    if checked:
+        chunk = t if m.moe_chunk is None else min(t, m.moe_chunk)
+        terms["recompute of one layer"] = _gib(t * attn)
+        terms["MoE chunk (recompute)"] = _gib(chunk * moe)
+    return terms
+
+
+def gpu_terms(m: MemoryInputs, unchecked: int) -> dict[str, float]:
+    """Peak reserved memory per GPU, term by term (GiB)."""
+    terms = {**weight_terms(m), **fsdp_terms(m), **activation_terms(m, unchecked)}
+    if m.fsdp:
+        transient = sum(v for k, v in terms.items() if k.startswith(("FSDP", "embeddings"))
+                        or k in _ACTIVATION_KEYS)
+        terms["allocator slack (FSDP)"] = transient * FSDP_ALLOCATOR_SLACK
+    return terms
+
+
+_ACTIVATION_KEYS = {"checkpointed layer inputs", "unchecked layer activations",
+                    "backward gradient buffers", "loss chunk (fp32 logits + grad)",
+                    "recompute of one layer", "MoE chunk (recompute)"}
+
+
+def unchecked_layer_gib(m: MemoryInputs) -> float:
+    return _gib(m.tokens * unchecked_extra_bytes_per_token(m.shapes, m.dtype_bytes, m.compiled))
+
+
+def host_terms(m: MemoryInputs, on_gpu: bool) -> dict[str, float]:
+    """Host RAM of the whole node (every process), term by term (GiB)."""
+    s = m.shapes
+    base = PROCESS_HOST_GIB if on_gpu else CPU_PROCESS_HOST_GIB
+    terms = {"processes (Python, torch, CUDA)": base * m.processes_per_node}
+    if not on_gpu:  # a CPU run trains in host memory, every process its share
+        cpu = MemoryInputs(**{**m.__dict__, "compiled": False})
+        per_process = sum(gpu_terms(cpu, 0).values()) - WORKSPACE_GIB
+        terms["training in host memory"] = per_process * m.processes_per_node
+    if m.offload:
+        share = m.processes_per_node / m.world_size
+        terms["offloaded parameters, gradients, AdamW"] = _gib(
+            s.total_params() * OFFLOAD_HOST_BYTES_PER_PARAM * share)
+    if m.pretrained and not m.offload:  # (offloaded states, 10 B/param, outgrow the load)
+        if m.fsdp:  # rank 0 loads the whole model in the training dtype, then broadcasts
+            terms["checkpoint loading (rank 0, whole model)"] = _gib(
+                s.weight_bytes(m.dtype_bytes, False))
+        else:
+            terms["checkpoint loading"] = _gib(s.mxfp4_checkpoint_bytes()) * LOAD_HOST_FRACTION
+    return terms

@@ -1,0 +1,111 @@
+"""Disk a run needs, term by term: what it downloads and what it writes.
+
+Torch-free. The model download counts only when the weights are not already in the Hugging Face
+cache (looked up on this machine) and not a local folder; checkpoints count `keep_last` + 1 (a
+save writes the new one before the oldest is deleted) at their real size: adapter + its AdamW
+states for LoRA, bf16 weights + both AdamW states for a full fine-tune; the export only when the
+run writes one (a full fine-tune with `output.export`; a LoRA run writes its adapter).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from osstune.engine.plan.config import RunConfig
+from osstune.engine.plan.shapes import ModelShapes, cached_snapshot
+
+GIB = 1024**3
+TOKENIZER_GIB = 0.03  # tokenizer.json + chat template written with every export
+
+
+def weights_cached(model_id: str) -> bool:
+    """True when the HF cache holds every weight file of `model_id` (its index lists them)."""
+    snapshot = cached_snapshot(model_id)
+    if snapshot is None:
+        return False
+    index = snapshot / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            files = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return False
+        return bool(files) and all((snapshot / f).is_file() for f in files)
+    return (snapshot / "model.safetensors").is_file()
+
+
+def cached_models() -> list[str]:
+    """Every model whose weights are complete in the local HF cache ('org/name')."""
+    from osstune.engine.plan.hardware import hf_cache_dir
+
+    try:
+        folders = [p.name for p in hf_cache_dir().iterdir() if p.name.startswith("models--")]
+    except OSError:
+        return []
+    ids = [name.removeprefix("models--").replace("--", "/", 1) for name in sorted(folders)]
+    return [model_id for model_id in ids if weights_cached(model_id)]
+
+
+def _is_local(model_id: str) -> bool:
+    return model_id.startswith((".", "/", "~")) or Path(model_id).expanduser().is_dir()
+
+
+def download_gib(cfg: RunConfig, shapes: ModelShapes, cached: list[str] | None) -> float:
+    """The MXFP4 checkpoint, unless local or listed in `cached` (None: the cache is unknown)."""
+    model = cfg.model
+    if model.init != "pretrained" or _is_local(model.id):
+        return 0.0
+    if cached is not None and model.id in cached:
+        return 0.0
+    return shapes.mxfp4_checkpoint_bytes() / GIB
+
+
+def checkpoint_gib(cfg: RunConfig, shapes: ModelShapes, lora_params: int, dtype_bytes: int
+                   ) -> float:
+    if cfg.method == "lora":
+        return lora_params * 12 / GIB  # fp32 adapter + two fp32 AdamW states
+    return shapes.total_params() * dtype_bytes * 3 / GIB  # weights + two AdamW states
+
+
+def saves(cfg: RunConfig, total_steps: int | None) -> int:
+    """Checkpoints on disk at the peak: keep_last + 1 while a save replaces the oldest."""
+    every = cfg.output.save_steps
+    if every is None:
+        return 1
+    if total_steps is None:
+        return cfg.output.keep_last + 1
+    return max(1, min(cfg.output.keep_last + 1, math.ceil(total_steps / every)))
+
+
+def disk_terms(cfg: RunConfig, shapes: ModelShapes, lora_params: int, dtype_bytes: int,
+               total_steps: int | None, cached: list[str] | None) -> dict[str, float]:
+    terms: dict[str, float] = {}
+    download = download_gib(cfg, shapes, cached)
+    if download:
+        terms["model download (not in the HF cache)"] = download
+    count = saves(cfg, total_steps)
+    terms[f"checkpoints ({count} x {'adapter' if cfg.method == 'lora' else 'weights + AdamW'})"] \
+        = count * checkpoint_gib(cfg, shapes, lora_params, dtype_bytes)
+    if cfg.output.export and cfg.method == "lora":
+        terms["adapter export"] = lora_params * 4 / GIB + TOKENIZER_GIB
+    elif cfg.output.export:
+        terms["export (safetensors)"] = shapes.total_params() * dtype_bytes / GIB + TOKENIZER_GIB
+    return terms
+
+
+def merge_terms(cfg: RunConfig, kind: str) -> dict[str, float]:
+    """Disk `osstune merge-lora` / `merge-sharded-fsdp-weights` write (and, for merge-lora from a
+    hub id not in the cache, download): the merged model in the training dtype."""
+    from osstune.engine.plan.shapes import model_shapes
+
+    shapes = model_shapes(cfg.model.id, cfg.model.architecture)
+    dtype_bytes = 2 if cfg.model.dtype == "bfloat16" else 4
+    terms = {"merged model (safetensors)": shapes.total_params() * dtype_bytes / GIB
+             + TOKENIZER_GIB}
+    if kind == "lora":
+        download = download_gib(cfg, shapes, [cfg.model.id] if weights_cached(cfg.model.id)
+                                else [])
+        if download:
+            terms["base model download (not in the HF cache)"] = download
+    return terms

@@ -1,0 +1,83 @@
+"""The nearest changes that make a config fit a machine, each with its own estimate.
+
+Torch-free. Candidates, one change at a time and then the pairs of them: shorter rows, micro-batch
+1, every layer checkpointed, packed MXFP4 experts (where the config schema has `model.experts`),
+FSDP + CPU offload for a full fine-tune, more GPUs for FSDP. Each is judged like any config
+(engine/plan/recommend.judge); the ones that fit come first, fewest changes first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import combinations
+
+from osstune.engine.plan.config import ConfigError, RunConfig, apply_overrides, validate
+from osstune.engine.plan.hardware import HardwareProfile
+from osstune.engine.plan.recommend import judge
+
+MAX_SUGGESTIONS = 4
+
+
+@dataclass
+class Suggestion:
+    changes: list[str]  # `--set` items
+    verdict: str
+    peak_mem_gib_per_gpu: float
+    host_ram_gib: float
+    disk_gib: float
+
+
+def _single_changes(cfg: RunConfig, profile: HardwareProfile) -> list[str]:
+    t, d = cfg.training, cfg.distributed
+    out: list[str] = []
+    length = t.sequence_len // 2
+    while length >= 1024 and len([c for c in out if "sequence_len" in c]) < 3:
+        out.append(f"training.sequence_len={length}")
+        length //= 2
+    if t.micro_batch_size > 1:
+        out.append("training.micro_batch_size=1")
+    if isinstance(t.unchecked_layers, int) and t.unchecked_layers > 0:
+        out.append("training.unchecked_layers=0")
+    if not t.gradient_checkpointing:
+        out.append("training.gradient_checkpointing=true")
+    if cfg.method == "lora" and "experts" in type(cfg.model).model_fields \
+            and getattr(cfg.model, "experts", None) != "mxfp4":
+        out.append("model.experts=mxfp4")
+    if cfg.method == "full" and not d.cpu_offload:
+        out.append("distributed.cpu_offload=true" if d.fsdp
+                   else "distributed.fsdp=true,distributed.cpu_offload=true")
+    if d.fsdp:
+        out += [f"distributed.gpus={n}" for n in (2, 4, 8)
+                if d.gpus < n <= len(profile.gpus)]
+    return out
+
+
+def _variant(cfg: RunConfig, changes: list[str]) -> RunConfig | None:
+    items = [item for change in changes for item in change.split(",")]
+    try:
+        return validate(apply_overrides(cfg.model_dump(mode="json"), items), "suggestion")
+    except ConfigError:
+        return None
+
+
+def suggestions(cfg: RunConfig, profile: HardwareProfile) -> list[Suggestion]:
+    """Changes that make `cfg` fit (or fit tightly) on `profile`, nearest first."""
+    singles = _single_changes(cfg, profile)
+    found: list[Suggestion] = []
+    for size in (1, 2):
+        for combo in combinations(singles, size):
+            if sum("sequence_len" in c for c in combo) > 1:
+                continue
+            variant = _variant(cfg, list(combo))
+            if variant is None:
+                continue
+            v = judge(variant, profile, other_counts=False)  # as changed, nothing else
+            if v.estimate is None or v.verdict == "does-not-fit":
+                continue
+            est = v.estimate
+            found.append(Suggestion([c for item in combo for c in item.split(",")], v.verdict,
+                                    est.peak_mem_gib_per_gpu, est.host_ram_gib, est.disk_gib))
+        if found:
+            break
+    found.sort(key=lambda s: (s.verdict != "fits", len(s.changes)))
+    return found[:MAX_SUGGESTIONS]

@@ -1,0 +1,198 @@
+"""The estimator (engine/plan/estimate.py) against every measurement in bench/calibration/."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from osstune.engine.plan.calibration import check_point, load_points, point_from_events
+from osstune.engine.plan.config import load_config, load_preset
+from osstune.engine.plan.estimate import DatasetFacts, estimate
+from osstune.engine.plan.hardware import GpuInfo, load_profile, probe, profile_to_dict
+from osstune.engine.plan.memory import MemoryInputs, gpu_terms, unchecked_extra_bytes_per_token
+from osstune.engine.plan.shapes import model_shapes
+from osstune.engine.plan.storage import cached_models
+
+REPO = Path(__file__).resolve().parents[1]
+POINTS = load_points(REPO / "bench" / "calibration")
+TOLERANCE = {"peak_mem_gib_per_gpu": 0.10, "host_ram_gib": 0.10, "tokens_per_s": 0.25}
+LORA = "gpt-oss-20b-lora-1gpu"
+H100 = REPO / "tests" / "profiles" / "1xh100-80gb.json"
+
+
+def test_calibration_points_cover_the_measurements() -> None:
+    measures = [m for p in POINTS for m in p["measured"] if p["measured"][m] is not None]
+    assert len(POINTS) >= 20
+    assert measures.count("peak_mem_gib_per_gpu") >= 15
+    assert measures.count("tokens_per_s") >= 20
+    for point in POINTS:
+        source = point["source"].split(" ")[0].rstrip(",")
+        assert source.startswith("issue") or (REPO / source).is_file(), point["name"]
+
+
+@pytest.mark.parametrize("point", POINTS, ids=[p["name"] for p in POINTS])
+def test_every_measured_point_is_within_tolerance(point: dict) -> None:
+    results = check_point(point)
+    assert results
+    lines = [f"{r.name}: {r.measure} measured {r.measured:,.1f} estimated {r.estimated:,.1f} "
+             f"({r.error:+.1%})" for r in results]
+    print("\n".join(lines))
+    for r, line in zip(results, lines, strict=True):
+        assert abs(r.error) <= TOLERANCE[r.measure], line
+
+
+def test_parameter_counts_match_the_engine() -> None:
+    # run_start of the H100 engine run: total_params 20,918,738,496 with 3,981,312 LoRA params
+    s = model_shapes("openai/gpt-oss-20b", {})
+    lora = s.lora_params(8, ["q_proj", "k_proj", "v_proj", "o_proj"], [])
+    assert lora == 3_981_312
+    assert s.total_params() + lora == 20_918_738_496
+    assert s.active_params() + lora == 4_191_422_016
+    assert round(s.mxfp4_checkpoint_bytes() / 1e9, 1) == 13.8  # the hub's 13.8 GB
+    big = model_shapes("openai/gpt-oss-120b", {})
+    assert round(big.total_params() / 1e9, 1) == 116.8
+
+
+def test_the_terms_add_up_and_scale_with_the_config() -> None:
+    base = estimate(load_config(LORA, ["training.unchecked_layers=0"]))
+    assert base.peak_mem_gib_per_gpu == pytest.approx(sum(base.gpu_terms.values()), abs=0.01)
+    assert base.host_ram_gib == pytest.approx(sum(base.host_terms.values()), abs=0.01)
+    assert base.disk_gib == pytest.approx(sum(base.disk_terms.values()), abs=0.01)
+    longer = estimate(load_config(LORA, ["training.unchecked_layers=0",
+                                         "training.sequence_len=16384"]))
+    batch = estimate(load_config(LORA, ["training.unchecked_layers=0",
+                                        "training.micro_batch_size=8"]))
+    rank = estimate(load_config(LORA, ["training.unchecked_layers=0", "lora.r=256"]))
+    unchecked = estimate(load_config(LORA, ["training.unchecked_layers=12"]))
+    assert longer.peak_mem_gib_per_gpu > base.peak_mem_gib_per_gpu + 2
+    assert batch.peak_mem_gib_per_gpu == pytest.approx(longer.peak_mem_gib_per_gpu, abs=0.01)
+    assert rank.gpu_terms["adapters + gradients + AdamW"] > 1.5
+    assert unchecked.peak_mem_gib_per_gpu > base.peak_mem_gib_per_gpu + 3
+    assert estimate(load_config(LORA, ["training.sequence_len=16384"])).tokens_per_s \
+        > base.tokens_per_s
+
+
+def test_fsdp_shards_and_offload_moves_states_to_the_host() -> None:
+    fft4 = estimate(load_preset("gpt-oss-20b-fft-fsdp2"))
+    fft8 = estimate(load_config("gpt-oss-20b-fft-fsdp2", ["gpus=8"]))
+    assert fft4.gpu_terms["AdamW states (sharded)"] == pytest.approx(
+        2 * fft8.gpu_terms["AdamW states (sharded)"], rel=1e-3)
+    off = estimate(load_preset("gpt-oss-20b-fft-fsdp2-offload"))
+    assert "AdamW states (sharded)" not in off.gpu_terms
+    assert off.host_terms["offloaded parameters, gradients, AdamW"] > 150
+
+
+def test_unchecked_auto_fills_the_card_and_reports_the_floor() -> None:
+    cfg = load_config(LORA, ["training.sequence_len=8192"])
+    card = load_profile(H100)
+    est = estimate(cfg, card)
+    floor = estimate(load_config(LORA, ["training.sequence_len=8192",
+                                        "training.unchecked_layers=0"]), card)
+    assert est.min_peak_mem_gib_per_gpu == floor.peak_mem_gib_per_gpu
+    assert 0 < est.unchecked_layers <= 24
+    assert floor.peak_mem_gib_per_gpu < est.peak_mem_gib_per_gpu <= 79.65 - 4 + 1.4
+    small = dataclasses.replace(card, gpus=[GpuInfo(0, "NVIDIA RTX A6000", 47.99)])
+    assert estimate(cfg, small).unchecked_layers < est.unchecked_layers
+
+
+def test_unchecked_layer_term_matches_the_measured_delta() -> None:
+    # 21 layers unchecked at 8192 tokens: +27.7 GiB allocated (70.35 - 42.64, bench run 2)
+    per_token = unchecked_extra_bytes_per_token(model_shapes("openai/gpt-oss-20b", {}))
+    assert 21 * 8192 * per_token / 1024**3 == pytest.approx(27.7, rel=0.03)
+
+
+def test_packed_experts_keep_the_weights_small() -> None:
+    s = model_shapes("openai/gpt-oss-20b", {})
+    common = dict(shapes=s, dtype_bytes=2, lora_params=3_981_312, fsdp=False, offload=False,
+                  world_size=1, tokens=2048, checkpointing=True, compiled=True, moe_chunk=16384,
+                  pretrained=True, processes_per_node=1)
+    bf16 = sum(gpu_terms(MemoryInputs(packed_experts=False, **common), 0).values())
+    packed = gpu_terms(MemoryInputs(packed_experts=True, **common), 0)
+    assert packed["weights"] == pytest.approx(13.76e9 / 1024**3, rel=0.01)
+    assert packed["dequantized experts (one layer)"] == pytest.approx(1.48, rel=0.01)
+    assert sum(packed.values()) < bf16 - 20
+
+
+def test_disk_counts_what_the_run_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    lora = estimate(load_preset(LORA))
+    assert lora.disk_terms["model download (not in the HF cache)"] == pytest.approx(12.82, abs=0.01)
+    assert "export (safetensors)" not in lora.disk_terms  # the adapter, not a merged model
+    assert lora.disk_gib < 14
+    fft = estimate(load_preset("gpt-oss-20b-fft-fsdp2"))
+    assert fft.disk_terms["checkpoints (3 x weights + AdamW)"] == pytest.approx(3 * 116.9, rel=0.01)
+    assert fft.disk_terms["export (safetensors)"] == pytest.approx(38.99, rel=0.01)
+    no_export = estimate(load_config("gpt-oss-20b-fft-fsdp2", ["output.export=false",
+                                                               "output.keep_last=1"]))
+    assert "export (safetensors)" not in no_export.disk_terms
+    assert no_export.disk_terms["checkpoints (2 x weights + AdamW)"] > 200
+    # A machine with the weights in its HF cache downloads nothing (the probe looks it up and
+    # `osstune doctor --json` writes the list, so a profile file carries it).
+    snap = tmp_path / "models--openai--gpt-oss-20b" / "snapshots" / "abc"
+    snap.mkdir(parents=True)
+    (snap / "model.safetensors.index.json").write_text(json.dumps(
+        {"weight_map": {"a": "model-1.safetensors", "b": "model-2.safetensors"}}))
+    (snap / "model-1.safetensors").write_bytes(b"x")
+    assert cached_models() == []  # a shard is missing: not cached
+    (snap / "model-2.safetensors").write_bytes(b"x")
+    assert cached_models() == ["openai/gpt-oss-20b"]
+    probed = probe(str(tmp_path), nvml=None)
+    assert probed.hf_cached_models == ["openai/gpt-oss-20b"]
+    assert "model download (not in the HF cache)" not in estimate(load_preset(LORA),
+                                                                 probed).disk_terms
+    saved = tmp_path / "me.json"
+    saved.write_text(json.dumps(profile_to_dict(probed)))
+    assert load_profile(saved).hf_cached_models == ["openai/gpt-oss-20b"]
+    assert estimate(load_preset(LORA), load_profile(saved)).disk_gib < 1
+
+
+def test_time_for_the_dataset() -> None:
+    facts = DatasetFacts(tokens_total=10_000_000, examples=20_000, packing_efficiency=0.9)
+    cfg = load_config(LORA, ["training.num_epochs=2"])
+    est = estimate(cfg, load_profile(H100), dataset=facts)
+    assert est.train_tokens == 20_000_000
+    assert est.time_s == pytest.approx(est.train_tokens / est.tokens_per_s, rel=1e-3)
+    steps = estimate(load_config(LORA, ["max_steps=10"]), load_profile(H100))
+    assert steps.train_tokens == 10 * 8 * 2048
+
+
+def test_what_cannot_be_modeled_says_so() -> None:
+    odd = load_config(LORA, ["model.architecture.num_mystery_units=3"])
+    est = estimate(odd)
+    assert not est.ok and est.problem.startswith("no estimate: model.architecture.num_mystery")
+    est = estimate(load_config(LORA, ["model.id=someone/other-model"]))
+    assert not est.ok and "shapes unknown" in est.problem
+
+
+def test_an_estimate_is_fast() -> None:
+    cfg, card = load_preset(LORA), load_profile(H100)
+    started = time.perf_counter()
+    for _ in range(20):
+        estimate(cfg, card)
+    assert (time.perf_counter() - started) / 20 < 0.05
+
+
+def test_a_point_from_engine_events() -> None:
+    path = REPO / "bench/results/2026-11-28-h100-engine-lora8192-levers-on.events.jsonl"
+    point = point_from_events(path, "new", LORA, ["model.init=random"])
+    assert point["measured"]["peak_mem_gib_per_gpu"] == pytest.approx(70.34, abs=0.01)
+    assert point["measured"]["tokens_per_s"] == pytest.approx(9419.0, abs=0.1)
+    assert point["hardware"] == {"gpu": "NVIDIA H100 80GB HBM3", "memory_total_gib": 79.18,
+                                 "gpus": 1}
+    assert point["dataset"]["packing_efficiency"] == pytest.approx(0.5835, abs=1e-3)
+    assert check_point(point)  # loads and estimates like any stored point
+
+
+def test_suggestions_for_more_gpus_and_offload() -> None:
+    from osstune.engine.plan.suggest import suggestions
+
+    eight = dataclasses.replace(load_profile(H100), ram_gib=1000.0,
+                                gpus=[GpuInfo(i, "a 60 GiB card", 60.0) for i in range(8)])
+    found = suggestions(load_preset("gpt-oss-20b-fft-fsdp2"), eight)
+    assert [s.changes for s in found] == [["distributed.cpu_offload=true"],
+                                          ["distributed.gpus=8"]]
+    assert all(s.verdict in ("fits", "tight") and s.peak_mem_gib_per_gpu < 60 for s in found)

@@ -1,0 +1,65 @@
+"""The estimate in the wizard: a bar per preset against the card, Review re-judging every edit."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from test_tui_screens import make_app, text_of, to_dataset, to_presets
+from tui_fixtures import h100_profile, run_async, screen_name, wait_until
+
+from osstune.engine.plan.config import load_config
+from osstune.tui.screens.preset import details
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@run_async
+async def test_preset_screen_shows_each_estimate_against_the_card(tmp_path: Path) -> None:
+    app = make_app(tmp_path, h100_profile(1))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await to_presets(pilot)
+        table = app.screen.query_one("#presets")
+        row = [str(cell) for cell in table.get_row("gpt-oss-20b-lora-1gpu")]
+        assert "49/80 GiB" in row[4] and "█" in row[4]
+        assert str(table.get_row("tiny-cpu-demo")[4]) == "CPU"
+        verdict = next(v for v in app.plan.recommendation.verdicts
+                       if v.name == "gpt-oss-20b-lora-1gpu")
+        group = details(load_config("gpt-oss-20b-lora-1gpu"), verdict, 79.65)
+        shown = "\n".join(str(part) for part in group.renderables)
+        assert "estimate: fits" in shown and "38.96  weights" in shown
+
+
+@run_async
+async def test_review_rejudges_every_edit_with_terms_one_key_away(tmp_path: Path) -> None:
+    app = make_app(tmp_path, h100_profile(1))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await to_dataset(pilot)
+        assert app.plan.dataset_facts is not None and app.plan.dataset_facts.examples
+        await pilot.press("ctrl+n")
+        await wait_until(pilot, lambda: screen_name(app) == "ReviewScreen")
+        screen = app.screen
+        shown = text_of(screen, "#review-estimate")
+        assert "estimate: fits" in shown and "/80 GiB" in shown and "tokens/s" in shown
+        # The time for the whole bundled sample (it is read in full)
+        assert " min for " in shown or " h " in shown
+        screen.query_one("#f-training-sequence_len").value = "262144"
+        await pilot.pause()
+        shown = text_of(screen, "#review-estimate")
+        assert "estimate: does-not-fit" in shown
+        await pilot.press("ctrl+e")
+        await pilot.pause()
+        terms = text_of(screen, "#review-yaml")
+        assert "weights" in terms and "checkpointed layer inputs" in terms
+        started = time.perf_counter()
+        screen._estimate(load_config("gpt-oss-20b-lora-1gpu", ["sequence_len=8192"]))
+        assert time.perf_counter() - started < 0.05
+        screen.query_one("#f-distributed-gpus").value = "4"
+        await pilot.pause()
+        assert "does-not-fit" in text_of(screen, "#review-estimate")
+
