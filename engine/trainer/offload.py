@@ -15,8 +15,7 @@ so those 2 x 1.16 GB are gathered once per pass, not twice.
 
 from __future__ import annotations
 
-import os
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 import torch
 
@@ -81,44 +80,3 @@ def merge_micro_batches(batches: list[B], max_tokens: int | None = None) -> list
         merged.append(_stack(group))
     return merged
 
-
-# Host memory of one offloading process beyond its shards: torch, the CUDA context, pinned
-# staging, the dataset. Proxy: 64.3 GiB RSS for 7.74B bf16 parameters x 8 B = 57.7 GiB
-# (bench/results/2026-11-29-h200-offload-proxy-8layers.json).
-PROCESS_OVERHEAD_GIB = 7.0
-GIB = 1024**3
-
-
-def parameter_count(config: Any) -> int:
-    """Parameters of a GPT-OSS model from its config (embeddings, layers, norm, lm_head)."""
-    h, v, layers = config.hidden_size, config.vocab_size, config.num_hidden_layers
-    heads, kv, d = config.num_attention_heads, config.num_key_value_heads, config.head_dim
-    experts, inter = config.num_local_experts, config.intermediate_size
-    attention = heads + 2 * (heads * d * h + heads * d) + 2 * (kv * d * h + kv * d) - heads * d + h
-    router = experts * h + experts
-    moe = experts * (h * 2 * inter + 2 * inter + inter * h + h)
-    per_layer = attention + router + moe + 2 * h
-    heads_out = 1 if config.tie_word_embeddings else 2
-    return heads_out * v * h + layers * per_layer + h
-
-
-def host_ram_gib() -> float:
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB
-
-
-def host_ram_problem(config: Any, dtype_bytes: int, world_size: int, nnodes: int,
-                     ram_gib: float | None = None) -> str | None:
-    """One line when this node's host RAM cannot hold its ranks' offloaded shards, else None.
-
-    Per parameter: weight, gradient and both AdamW states in the model dtype (4 x dtype bytes);
-    each node holds 1 / nnodes of them, plus PROCESS_OVERHEAD_GIB per process.
-    """
-    params = parameter_count(config)
-    per_node = world_size // max(nnodes, 1)
-    need = params * 4 * dtype_bytes / max(nnodes, 1) / GIB + PROCESS_OVERHEAD_GIB * per_node
-    have = host_ram_gib() if ram_gib is None else ram_gib
-    if have >= need:
-        return None
-    return (f"host RAM: {have:.0f} GiB, CPU offload of {params / 1e9:.2f}B parameters needs "
-            f"~{need:.0f} GiB on this node ({4 * dtype_bytes} B per parameter + "
-            f"~{PROCESS_OVERHEAD_GIB:g} GiB per process); use more nodes or a bigger host")

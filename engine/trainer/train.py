@@ -64,7 +64,7 @@ from osstune.engine.trainer.objective import (
     causal_lm,
     shift_labels,
 )
-from osstune.engine.trainer.offload import host_ram_problem, merge_micro_batches
+from osstune.engine.trainer.offload import merge_micro_batches
 from osstune.engine.trainer.optim import build_optimizer, build_scheduler, clip_gradients
 from osstune.engine.trainer.tracking import open_event_writer
 
@@ -486,13 +486,6 @@ def train(args: argparse.Namespace, stop: StopRequest, run: Run) -> int:
     torch.manual_seed(cfg.training.seed)
     random.seed(cfg.training.seed)
     model_config = load_model_config(cfg, rt.device)  # an unknown model fails here, cheaply
-    if cfg.distributed.cpu_offload:  # before anything is allocated: one line with the numbers
-        short = host_ram_problem(model_config, torch_dtype(cfg.model.dtype).itemsize,
-                                 rt.world_size, cfg.distributed.nnodes)
-        if short and not args.force:
-            raise PreflightError(f"{short} (--force runs anyway)")
-        if short:
-            run.emit("warning", message=f"pre-flight (forced): {short}")
     rows, val_rows, data_stats, tokenizer = training_rows(cfg, rt)
     stream = RowStream(rows, cfg.training.seed, cfg.dataset.shuffle)
     total_steps = total_steps_for(cfg, len(rows), rt.world_size)
