@@ -44,7 +44,7 @@ def test_two_processes_train_checkpoint_and_export(fsdp_run):
     proc, out, _, _ = fsdp_run
     assert proc.returncode == 0, proc.stderr[-4000:]
     reader = EventReader(out / "events.jsonl")
-    events = reader.poll()
+    events = [e.record() for e in reader.poll()]
     assert reader.bad_lines == 0
     start = events[0]
     assert start["type"] == "run_start" and start["world_size"] == 2
@@ -104,7 +104,7 @@ def test_eight_ranks_resume_a_two_rank_checkpoint(fsdp_run):
     proc = run_engine(["--config", str(path), "--resume",
                        str(out / "checkpoints" / "step-000002")], nproc=8, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    events = EventReader(tmp / "fsdp8" / "events.jsonl").poll()
+    events = [e.record() for e in EventReader(tmp / "fsdp8" / "events.jsonl").poll()]
     step = next(e for e in events if e["type"] == "step")
     assert [g["rank"] for g in step["gpus"]] == list(range(8))
     resumed, reference = step_losses(tmp / "fsdp8"), step_losses(out)

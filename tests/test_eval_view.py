@@ -9,8 +9,9 @@ from rich.console import Console
 from test_tui_widgets import Host, rendered_lines
 from tui_fixtures import run_async
 
-from osstune.tui.commands.run import RunView, dataset_lines, event_line
-from osstune.tui.run_source import EvalPoint, RunState, StepPoint
+from osstune.engine.session.events import parse_event
+from osstune.engine.session.fold import EvalPoint, RunFold, StepPoint
+from osstune.tui.render.run import dataset_lines, event_line, run_panel
 from osstune.tui.widgets.loss_chart import EVAL_MARK, LossChart, eval_cells
 
 EVAL = {"v": 1, "type": "eval", "time": 1.0, "step": 20, "loss": 1.23456, "trained_tokens": 50}
@@ -24,17 +25,17 @@ STATS = {"sources": [
 
 
 def test_plain_eval_line_and_panel():
-    assert event_line(EVAL) == "eval step 20: loss 1.2346"
-    view = RunView(name="demo")
-    view.apply(EVAL)
-    text = _panel(view)
+    assert event_line(parse_event(EVAL)) == "eval step 20: loss 1.2346"
+    fold = RunFold()
+    fold.apply([parse_event(EVAL)])
+    text = _panel(fold)
     assert "eval loss" in text and "1.2346" in text
-    assert "eval loss" not in _panel(RunView(name="demo"))
+    assert "eval loss" not in _panel(RunFold())
 
 
-def _panel(view):
+def _panel(fold):
     console = Console(width=100, record=True, color_system=None, file=io.StringIO())
-    console.print(view.renderable([]))
+    console.print(run_panel("demo", fold.snapshot()))
     return console.export_text()
 
 
@@ -43,16 +44,19 @@ def test_each_source_and_the_validation_split_get_a_line():
         "  dataset a.jsonl (messages, weight 1): 11 examples from 12 rows",
         "  dataset b.jsonl (sharegpt, weight 0.5): 5 examples from 12 rows, 2 skipped",
         "  validation (val_size 0.1): 3 examples, 1,234 trained tokens"]
-    start = {"type": "run_start", "model": {"id": "m", "init": "random"}, "world_size": 1,
-             "total_steps": 4, "dataset": STATS}
+    start = parse_event({"v": 1, "type": "run_start", "time": 1.0, "config": {}, "gpus": [],
+                         "model": {"id": "m", "init": "random"}, "world_size": 1,
+                         "total_steps": 4, "dataset": STATS})
     assert event_line(start).splitlines()[1:] == dataset_lines(STATS)
     assert dataset_lines({"sources": [], "validation": None}) == []
 
 
-def test_run_state_folds_eval_points_for_the_chart():
-    state = RunState()
-    state.apply([EVAL])
-    assert state.eval_loss == 1.23456 and list(state.new_eval_points) == [EvalPoint(20, 1.23456)]
+def test_run_fold_folds_eval_points_for_the_chart():
+    fold = RunFold()
+    fold.apply([parse_event(EVAL)])
+    assert fold.eval_loss == 1.23456 and list(fold.new_eval_points) == [EvalPoint(20, 1.23456)]
+    snap = fold.snapshot()
+    assert snap.eval_loss == 1.23456 and snap.new_eval_points == (EvalPoint(20, 1.23456),)
 
 
 def test_eval_points_land_in_their_step_column():

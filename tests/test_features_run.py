@@ -58,7 +58,7 @@ def test_mixed_datasets_train_with_eval_in_events_and_output(mixed_run):
     proc, out, _ = mixed_run
     assert proc.returncode == 0, proc.stderr[-3000:]
     reader = EventReader(out / "events.jsonl")
-    events = reader.poll()
+    events = [e.record() for e in reader.poll()]
     assert reader.bad_lines == 0
     start = events[0]
     sources = start["dataset"]["sources"]

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 import osstune.engine.data.dataset_cache as cache_mod
 from osstune.tui.cli import app
-from osstune.tui.commands import inspect as inspect_cmd
+from osstune.tui.render import tokens as token_render
 
 runner = CliRunner()
 
@@ -116,11 +116,11 @@ def test_colour_styles(tokenizer):
                        "messages", FormatOptions())
     [ex] = HarmonyRenderer(tokenizer).render(chat)
     views = token_view(tokenizer, ex)
-    text = inspect_cmd.render_colour(views, show_ids=False)
+    text = token_render.render_colour(views, show_ids=False)
     styles = {str(span.style) for span in text.spans}
-    assert styles == {inspect_cmd.STYLE_TRAINED, inspect_cmd.STYLE_MASKED,
-                      inspect_cmd.STYLE_SPECIAL_TRAINED, inspect_cmd.STYLE_SPECIAL_MASKED}
+    assert styles == {token_render.STYLE_TRAINED, token_render.STYLE_MASKED,
+                      token_render.STYLE_SPECIAL_TRAINED, token_render.STYLE_SPECIAL_MASKED}
     trained = "".join(text.plain[s.start:s.end] for s in text.spans
-                      if str(s.style) in (inspect_cmd.STYLE_TRAINED,
-                                          inspect_cmd.STYLE_SPECIAL_TRAINED))
+                      if str(s.style) in (token_render.STYLE_TRAINED,
+                                          token_render.STYLE_SPECIAL_TRAINED))
     assert trained == "<|channel|>final<|message|>yo<|return|>"

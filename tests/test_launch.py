@@ -69,3 +69,29 @@ def test_a_failing_run_reports_an_error_event_and_exits_non_zero(tmp_path):
     assert error["kind"] == "dataset" and "missing.jsonl" in error["message"]
     assert events[-1]["type"] == "run_end" and events[-1]["status"] == "failed"
     assert any("osstune: error:" in line for line in proc.stderr_tail(10))
+
+
+def test_a_locked_folder_is_refused_before_the_config_is_written(tmp_path):
+    from osstune.engine.session.lock import OutputLock, RunLocked
+
+    held = OutputLock.acquire(tmp_path / "out")
+    cfg = load_config("tiny-cpu-demo")
+    with pytest.raises(RunLocked, match="in use by a live run"):
+        TrainingProcess().start(cfg, tmp_path / "out")
+    assert not (tmp_path / "out" / CONFIG_FILE).exists()
+    held.release()
+
+
+def test_the_engine_log_goes_to_a_file_and_is_tailed(tmp_path):
+    from osstune.engine.session.launch import ENGINE_LOG
+
+    cfg = load_config("tiny-cpu-demo", [f"dataset.path={tmp_path / 'missing.jsonl'}"])
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / ENGINE_LOG).write_text("an earlier attempt\n")
+    proc = TrainingProcess()
+    proc.start(cfg, tmp_path / "out", env={"HF_HUB_OFFLINE": "1"})
+    assert proc.proc.stderr is None  # no pipe that could close under the engine
+    assert proc.wait(timeout=120) == 2
+    log = (tmp_path / "out" / ENGINE_LOG).read_text()
+    assert log.startswith("an earlier attempt\n") and "missing.jsonl" in log
+    assert "an earlier attempt" not in proc.stderr_tail(50)  # this run's lines only

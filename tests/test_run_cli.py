@@ -41,7 +41,7 @@ def test_osstune_run_tiny_demo_completes(demo_run):
     assert any(line.startswith("step 4/4 loss ") for line in lines), proc.stdout
     assert "vllm serve" in proc.stdout and "sglang.launch_server" in proc.stdout
     reader = EventReader(out / "events.jsonl")
-    events = reader.poll()
+    events = [e.record() for e in reader.poll()]
     assert reader.bad_lines == 0  # every line validates against the schema
     kinds = [e["type"] for e in events]
     assert kinds[0] == "run_start" and kinds[-1] == "run_end"

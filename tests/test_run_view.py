@@ -1,10 +1,12 @@
-"""The `osstune run` view: plain lines per event and the live panel's state, from real events."""
+"""How a run reads: plain lines per event and the Rich live panel, from typed events."""
 
 from __future__ import annotations
 
 from rich.console import Console
 
-from osstune.tui.commands.run import RunView, event_line, fmt_duration
+from osstune.engine.session.events import SCHEMA_VERSION, parse_event
+from osstune.engine.session.fold import RunFold
+from osstune.tui.render.run import event_line, fmt_duration, run_panel
 
 STEP = {"v": 1, "type": "step", "time": 1.0, "step": 3, "total_steps": 40, "epoch": 0.3,
         "loss": 2.34567, "lr": 2e-4, "grad_norm": 0.5, "trained_tokens": 900,
@@ -15,30 +17,34 @@ STEP = {"v": 1, "type": "step", "time": 1.0, "step": 3, "total_steps": 40, "epoc
                   "mem_active_gib": 11.6}]}
 
 
+def _event(kind: str, /, **fields):  # noqa: ANN202
+    return parse_event({"v": SCHEMA_VERSION, "type": kind, "time": 1.0, **fields})
+
+
 def test_plain_step_line():
-    assert event_line(STEP) == ("step 3/40 loss 2.3457 lr 0.0002 4432 tok/s "
-                                "mem r0:41.9GiB r1:26.5GiB eta 1:02:05")
+    assert event_line(parse_event(STEP)) == ("step 3/40 loss 2.3457 lr 0.0002 4432 tok/s "
+                                             "mem r0:41.9GiB r1:26.5GiB eta 1:02:05")
 
 
 def test_error_and_end_lines():
-    error = {"type": "error", "kind": "out_of_memory", "message": "out of GPU memory",
-             "hint": "lower training.sequence_len"}
+    error = _event("error", kind="out_of_memory", message="out of GPU memory",
+                   hint="lower training.sequence_len")
     assert event_line(error) == ("error (out_of_memory): out of GPU memory\n"
                                  "  hint: lower training.sequence_len")
-    end = {"type": "run_end", "status": "stopped", "outputs": {"checkpoint": "/o/c"}}
+    end = _event("run_end", status="stopped", outputs={"checkpoint": "/o/c"})
     assert event_line(end) == "run_end: stopped (checkpoint=/o/c)"
 
 
-def test_view_folds_events_and_renders():
-    view = RunView(name="demo")
-    view.apply({"type": "run_start", "total_steps": 40, "start_step": 2, "model": {},
-                "world_size": 2})
-    assert (view.step, view.total, view.status) == (2, 40, "training")
-    view.apply(STEP)
-    view.apply({"type": "checkpoint", "step": 3, "path": "/o/c"})
-    assert view.loss == 2.34567 and view.notes == ["checkpoint step 3"]
+def test_panel_renders_the_folded_snapshot():
+    fold = RunFold()
+    fold.apply([_event("run_start", total_steps=40, start_step=2, model={}, world_size=2,
+                       config={}, gpus=[], dataset={})])
+    assert (fold.step, fold.total_steps, fold.status) == (2, 40, "training")
+    fold.apply([parse_event(STEP), _event("checkpoint", step=3, path="/o/c")])
+    snap = fold.snapshot(log_lines=("[engine] step 3/40",))
+    assert snap.loss == 2.34567 and snap.notes == ("checkpoint at step 3: /o/c",)
     console = Console(width=100, record=True, color_system=None)
-    console.print(view.renderable(["[engine] step 3/40"]))
+    console.print(run_panel("demo", snap))
     text = console.export_text()
     assert "3/40" in text and "2.3457" in text and "41.91 GiB reserved" in text
     assert "rank 1" in text and "1:02:05" in text and "[engine] step 3/40" in text

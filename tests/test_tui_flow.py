@@ -1,8 +1,7 @@
 """The whole wizard, keyboard only, with the tiny CPU demo as the real engine subprocess.
 
 Hardware is injected (a fixed CPU-only profile, so the tiny demo is the recommendation); the run
-source is the real one (`ProcessRunSource.launch` -> engine.session.launch.TrainingProcess), so the
-loss
+launcher is the real one (`EngineLauncher` -> engine.session.launch.TrainingProcess), so the loss
 chart and the memory panel show what the engine actually wrote.
 """
 
@@ -14,8 +13,8 @@ import pytest
 from tui_fixtures import cpu_profile, run_async, screen_name, wait_until
 
 from osstune.engine.session.events import read_events
+from osstune.engine.session.run_session import EngineLauncher
 from osstune.tui.app import OsstuneApp
-from osstune.tui.run_source import ProcessRunSource
 from osstune.tui.settings import Settings
 from osstune.tui.widgets.log_tail import LogTail
 from osstune.tui.widgets.loss_chart import LossChart
@@ -37,7 +36,7 @@ async def test_wizard_runs_the_tiny_demo_end_to_end(tmp_path: Path, monkeypatch)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     profile = cpu_profile()
-    app = OsstuneApp(lambda: profile, ProcessRunSource.launch, tmp_path / "wizard.json")
+    app = OsstuneApp(lambda: profile, EngineLauncher(), tmp_path / "wizard.json")
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: app.plan.recommendation is not None, what="the probe")
         assert app.plan.recommendation.recommended == "tiny-cpu-demo"
@@ -55,7 +54,7 @@ async def test_wizard_runs_the_tiny_demo_end_to_end(tmp_path: Path, monkeypatch)
         await pilot.press("ctrl+n")  # start training
         await wait_until(pilot, lambda: screen_name(app) == "TrainingScreen")
         training = app.screen
-        await wait_until(pilot, lambda: training.monitor is not None and not training.running,
+        await wait_until(pilot, lambda: training.session is not None and not training.running,
                          timeout=150, what="the engine to finish")
 
         events = read_events(tmp_path / "run-out")

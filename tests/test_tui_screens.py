@@ -18,13 +18,13 @@ from tui_fixtures import (
     h100_profile,
     run_async,
     screen_name,
+    step_event,
     wait_until,
 )
 
 from osstune.engine.plan.config import load_config
 from osstune.tui.app import OsstuneApp
-from osstune.tui.run_source import RunProgress
-from osstune.tui.screens.training import TrainingScreen
+from osstune.tui.screens.training import RunProgress, TrainingScreen
 from osstune.tui.settings import Settings
 from osstune.tui.widgets.loss_chart import LossChart
 from osstune.tui.widgets.memory_panel import MemoryPanel
@@ -334,10 +334,10 @@ async def test_progress_messages_coalesce_into_few_repaints(tmp_path: Path) -> N
     async with app.run_test(size=SIZE) as pilot:
         await scripted_training(pilot, launcher, "gpt-oss-20b-lora-1gpu", steps=1)
         screen = app.screen
-        monitor = screen.monitor
+        session = screen.session
         calls = []
-        real_snapshot = monitor.snapshot
-        monitor.snapshot = lambda: calls.append(1) or real_snapshot()
+        real_snapshot = session.snapshot
+        session.snapshot = lambda: calls.append(1) or real_snapshot()
         for _ in range(500):
             screen.post_message(RunProgress())
         await pilot.pause()
@@ -352,6 +352,7 @@ async def test_quitting_mid_run_stops_the_engine_gracefully(tmp_path: Path) -> N
         await scripted_training(pilot, launcher, "gpt-oss-20b-lora-1gpu", steps=1)
         await pilot.press("ctrl+q")
     assert launcher.process.stopped.is_set() and not launcher.process.killed
+    assert launcher.process.stop_calls == 1  # a second SIGINT would make the engine abort
 
 
 def test_snapshot_resume_dialog(snap_compare, tmp_path: Path) -> None:
@@ -402,7 +403,7 @@ async def test_a_source_that_breaks_stops_the_engine_and_says_why(tmp_path: Path
         def unreadable() -> list:
             raise PermissionError("events.jsonl: permission denied")
 
-        screen.monitor.source.poll_events = unreadable
+        screen.session.events.poll = unreadable
         await wait_until(pilot, lambda: not screen.running, what="the failure")
         assert launcher.process.stopped.is_set()
         error = text_of(screen, "#run-error")
@@ -411,8 +412,11 @@ async def test_a_source_that_breaks_stops_the_engine_and_says_why(tmp_path: Path
 
 @run_async
 async def test_a_launch_that_fails_says_why_and_allows_going_back(tmp_path: Path) -> None:
-    def launcher(cfg, resume: bool, force: bool):  # noqa: ANN001, ANN202
-        raise PermissionError(f"{cfg.output.dir}: cannot create the output directory")
+    class BrokenLauncher(ScriptedLauncher):
+        def spawn(self, cfg, output_dir, **_):  # noqa: ANN001, ANN003, ANN202
+            raise PermissionError(f"{cfg.output.dir}: cannot create the output directory")
+
+    launcher = BrokenLauncher()
 
     app = make_app(tmp_path, launcher=launcher)
     async with app.run_test(size=SIZE) as pilot:
@@ -498,3 +502,80 @@ async def test_done_offers_a_new_run_from_the_top(tmp_path: Path) -> None:
         await pilot.press("n")
         await wait_until(pilot, lambda: screen_name(app) == "HardwareScreen")
         assert len(app.screen_stack) == 2
+
+
+def _footer_keys(screen) -> set[str]:  # noqa: ANN001
+    from textual.widgets._footer import FooterKey
+
+    return {key.key for key in screen.query(FooterKey)}
+
+
+@run_async
+async def test_a_refusal_found_before_the_engine_starts_is_forced_with_f(tmp_path: Path) -> None:
+    from osstune.engine.plan.preflight import preflight
+
+    launcher = ScriptedLauncher(gpus=1, preflight=preflight)  # the real pre-flight, no GPU here
+    app = make_app(tmp_path, cpu_profile(), launcher)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.plan.recommendation is not None)
+        app.plan.choose_preset("gpt-oss-20b-lora-1gpu")
+        await app.push_screen(TrainingScreen(load_config("gpt-oss-20b-lora-1gpu")))
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.session is not None and not screen.running,
+                         what="the refusal")
+        assert launcher.calls == []  # no engine was started to learn this
+        assert "refused by the pre-flight" in text_of(screen, "#run-title")
+        error = text_of(screen, "#run-error")
+        assert "not started: distributed.gpus: the config asks for 1 GPU(s)" in error
+        assert "exited with code" not in error and "f runs it anyway" in error
+        await pilot.pause()
+        assert "f" in _footer_keys(screen)
+        await pilot.press("f")
+        await wait_until(pilot, launcher.started.is_set, what="the forced start")
+        assert launcher.calls == [(screen.config.output.dir, False, True)]
+        await wait_until(pilot, lambda: screen.running and "f" not in _footer_keys(screen))
+        launcher.process.run_start(total=10)
+        launcher.process.step(1, 10)
+        await wait_until(pilot, lambda: screen.snapshot.step == 1)
+        assert "running" in text_of(screen, "#run-title")
+
+
+@run_async
+async def test_memory_panel_knows_a_gpu_run_before_its_first_step(tmp_path: Path) -> None:
+    launcher = ScriptedLauncher(gpus=1)
+    app = make_app(tmp_path, h100_profile(1), launcher)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.plan.recommendation is not None)
+        app.plan.choose_preset("gpt-oss-20b-lora-1gpu")
+        await app.push_screen(TrainingScreen(load_config("gpt-oss-20b-lora-1gpu")))
+        await wait_until(pilot, launcher.started.is_set)
+        panel = app.screen.query_one(MemoryPanel)
+        assert [g.rank for g in panel.gpus] == [0]
+        assert "waiting for the first step" in str(panel.render())
+        assert "no GPU in this run" not in str(panel.render())
+
+
+@run_async
+async def test_a_live_run_in_the_output_folder_is_followed_not_restarted(tmp_path: Path) -> None:
+    from osstune.engine.session.events import EventWriter
+    from osstune.engine.session.lock import OutputLock
+
+    launcher = ScriptedLauncher(gpus=1)
+    cfg = load_config("tiny-cpu-demo")
+    held = OutputLock.acquire(cfg.output.dir)  # a detached run owns the folder
+    writer = EventWriter(cfg.output.dir)
+    writer.emit("run_start", config={}, world_size=1, gpus=[], model={}, dataset={},
+                total_steps=10, start_step=0)
+    app = make_app(tmp_path, launcher=launcher)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.plan.recommendation is not None)
+        await app.push_screen(TrainingScreen(cfg))
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.session is not None and screen.running)
+        writer.emit("step", **step_event(1, 10, 0))
+        await wait_until(pilot, lambda: screen.snapshot.step == 1, what="the live run's step")
+        assert launcher.calls == [] and screen_name(app) == "TrainingScreen"
+        writer.emit("run_end", status="completed", outputs={})
+        held.release()
+        await wait_until(pilot, lambda: not screen.running, what="the run's end")
+        assert "completed (exit code 0)" in text_of(screen, "#run-title")

@@ -13,7 +13,7 @@ from osstune.tui.cli import app
 
 WIZARD_MODULES = [
     f"osstune.tui.{name}" for name in (
-        "app", "run_source", "settings", "commands.wizard",
+        "app", "render.run", "render.tokens", "settings", "commands.wizard",
         "screens.hardware", "screens.preset", "screens.dataset", "screens.review",
         "screens.training", "screens.done",
         "widgets.loss_chart", "widgets.memory_panel", "widgets.log_tail",
@@ -26,11 +26,11 @@ import asyncio, json, sys, time
 t0 = time.perf_counter()
 from osstune.engine.plan.hardware import load_profile
 from osstune.tui.app import OsstuneApp
-from osstune.tui.run_source import ProcessRunSource
+from osstune.engine.session.run_session import EngineLauncher
 
 async def main():
     profile = load_profile(sys.argv[1])
-    app = OsstuneApp(lambda: profile, ProcessRunSource.launch, settings_path=None)
+    app = OsstuneApp(lambda: profile, EngineLauncher(), settings_path=None)
     async with app.run_test(size=(100, 30)) as pilot:
         while app.plan.recommendation is None:
             await pilot.pause(0.01)

@@ -10,7 +10,7 @@ from textual.app import App, ComposeResult
 from textual.widget import Widget
 from tui_fixtures import run_async
 
-from osstune.tui.run_source import GpuMemory, StepPoint
+from osstune.engine.session.fold import GpuMemory, StepPoint
 from osstune.tui.settings import Settings
 from osstune.tui.widgets.bars import meter
 from osstune.tui.widgets.log_tail import LogTail

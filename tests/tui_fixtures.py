@@ -9,7 +9,6 @@ from typing import Any
 
 from osstune.engine.plan.hardware import GpuInfo, HardwareProfile
 from osstune.engine.session.events import EventWriter
-from osstune.tui.run_source import ProcessRunSource
 
 
 def h100_profile(gpus: int = 1) -> HardwareProfile:
@@ -90,6 +89,7 @@ class ScriptedProcess:
         self.exit: int | None = None
         self.stderr: deque[str] = deque(["engine: starting"], maxlen=400)  # like TrainingProcess
         self.stopped = threading.Event()
+        self.stop_calls = 0
         self.killed = False
 
     def run_start(self, total: int) -> None:
@@ -123,6 +123,7 @@ class ScriptedProcess:
         return list(self.stderr)[-n:]
 
     def stop(self) -> None:
+        self.stop_calls += 1
         self.stopped.set()
         if self.exit is None and self.finish_on_stop:
             self.finish("stopped", 0)
@@ -133,20 +134,28 @@ class ScriptedProcess:
 
 
 class ScriptedLauncher:
-    """A RunLauncher that hands out one ScriptedProcess and records how it was called."""
+    """A session Launcher that hands out one ScriptedProcess and records how it was called.
 
-    def __init__(self, gpus: int = 1, finish_on_stop: bool = True) -> None:
+    Its pre-flight finds nothing wrong unless `preflight` (the real one, say) is given."""
+
+    def __init__(self, gpus: int = 1, finish_on_stop: bool = True, preflight=None) -> None:  # noqa: ANN001
         self.gpus = gpus
         self.finish_on_stop = finish_on_stop
         self.calls: list[tuple[str, bool, bool]] = []
         self.process: ScriptedProcess | None = None
         self.started = threading.Event()
+        self._preflight = preflight
 
-    def __call__(self, cfg, resume: bool, force: bool) -> ProcessRunSource:  # noqa: ANN001
+    def preflight(self, cfg, output_dir: Path, *, resume: bool, force: bool, profile):  # noqa: ANN001, ANN201
+        if self._preflight is None:
+            return []
+        return self._preflight(cfg, output_dir, resume=resume, force=force, profile=profile)
+
+    def spawn(self, cfg, output_dir: Path, *, resume: bool, force: bool, lock) -> ScriptedProcess:  # noqa: ANN001
         self.calls.append((cfg.output.dir, resume, force))
-        self.process = ScriptedProcess(Path(cfg.output.dir), self.gpus, self.finish_on_stop)
+        self.process = ScriptedProcess(Path(output_dir), self.gpus, self.finish_on_stop)
         self.started.set()
-        return ProcessRunSource(self.process, cfg.output.dir)
+        return self.process
 
 
 def run_async(test):  # noqa: ANN001, ANN201

@@ -1,24 +1,28 @@
-"""The osstune wizard: hardware -> preset -> dataset -> review -> training -> done.
+"""The osstune wizard: hardware -> preset -> dataset -> review -> training -> done (`FLOW`).
 
-The app is given where its data comes from (STYLE.md): a hardware source (probe or a profile file)
-and a run launcher (the engine subprocess, or whatever a test hands in). No torch in this process.
+The app is given where its data comes from: a hardware source (probe or a profile file) and a run
+launcher (engine/session/run_session.py: `EngineLauncher`, or a test's scripted one). No torch in
+this process.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from textual.app import App
 from textual.binding import Binding
+from textual.screen import Screen
 
-from osstune.tui.run_source import RunLauncher
+from osstune.tui.screens.base import Advance
 from osstune.tui.screens.plan import Plan
 from osstune.tui.settings import Settings
 
 if TYPE_CHECKING:
     from osstune.engine.plan.hardware import HardwareProfile
+    from osstune.engine.session.run_session import Launcher
 
 HardwareSource = Callable[[], "HardwareProfile"]
 
@@ -28,11 +32,17 @@ class OsstuneApp(App[None]):
     TITLE = "osstune"
     SUB_TITLE = "fine-tune GPT-OSS"
     BINDINGS = [Binding("ctrl+q", "quit", "Quit", priority=True)]
+    # Where each screen leads: the one place the wizard's order is written (module in
+    # tui/screens, class). Screens call `self.advance(config)`; training and done screens are made
+    # for the config they are given. Each is imported when first shown: the first paints sooner.
+    FLOW: tuple[tuple[str, str], ...] = (
+        ("hardware", "HardwareScreen"), ("preset", "PresetScreen"), ("dataset", "DatasetScreen"),
+        ("review", "ReviewScreen"), ("training", "TrainingScreen"), ("done", "DoneScreen"))
 
     def __init__(
         self,
         hardware_source: HardwareSource,
-        run_launcher: RunLauncher,
+        run_launcher: Launcher,
         settings_path: Path | None = None,
     ) -> None:
         super().__init__()
@@ -42,10 +52,27 @@ class OsstuneApp(App[None]):
         self.settings = Settings.load(settings_path)
         self.plan = Plan()
 
-    def on_mount(self) -> None:
-        from osstune.tui.screens.hardware import HardwareScreen
+    @classmethod
+    def screen_class(cls, position: int) -> type[Screen[None]]:
+        module, name = cls.FLOW[position]
+        return getattr(importlib.import_module(f"osstune.tui.screens.{module}"), name)
 
-        self.push_screen(HardwareScreen())
+    def on_mount(self) -> None:
+        self.push_screen(self.screen_class(0)())
+
+    def on_advance(self, message: Advance) -> None:
+        names = [name for _, name in self.FLOW]
+        position = names.index(type(message.origin).__name__)
+        if position + 1 < len(self.FLOW):
+            following = self.screen_class(position + 1)
+            config = message.config
+            self.push_screen(following(config) if config is not None else following())
+            return
+        first = self.screen_class(0)
+        while len(self.screen_stack) > 2:  # a new run: back to the first screen, kept as it was
+            self.pop_screen()
+        if not isinstance(self.screen, first):
+            self.push_screen(first())
 
     def remember(self, **values: str | None) -> None:
         """Update the remembered choices; a failure to write them must not stop the wizard."""

@@ -1,27 +1,16 @@
 """The one contract between the engine process and the front-ends: `OUTPUT/events.jsonl`.
 
-The engine (rank 0) appends one JSON object per line; the wizard and `osstune run` read only this
-file (plus the engine's stderr). No torch import: front-ends import this module.
+The engine (rank 0) appends one JSON object per line; the front-ends read only this file (plus
+the engine's log, `OUTPUT/engine.log`). No torch import: front-ends import this module.
 
-Schema version 1. Every event has `v` (schema version), `type`, and `time` (unix seconds).
+Schema version 1. Every event has `v` (schema version), `type`, and `time` (unix seconds). One
+pydantic model per type below is the definition: the engine writes through it (`EventWriter`) and
+the session reads through it (`EventReader`), so a field is named and typed in one place.
 
-- run_start: config (dict), world_size, gpus (list of {rank, name, memory_total_gib}),
-  model (dict), dataset (dict of stats), total_steps
-- step: step, total_steps, epoch, loss, lr, grad_norm, trained_tokens, tokens_per_s, elapsed_s,
-  eta_s, gpus (one entry per rank: {rank, device_mem_reserved_gib, mem_allocated_gib,
-  mem_active_gib})
-- eval: step, loss (token-mean loss on the validation split), trained_tokens
-- checkpoint: path, step
-- warning: message
-- error: kind, message, hint
-- run_end: status (completed / stopped / failed), outputs (dict of name -> path)
-
-Writers may add fields beyond these (readers ignore what they do not know); the engine adds
-run_start: start_step, output_dir, resumed_from; step: steps_per_s and, on a CUDA card with a known
-bf16 peak, mfu; run_end: step, peak_mem_reserved_gib (the largest step `device_mem_reserved_gib`
-of the run), host_rss_peak_gib (rank 0's peak RSS) and unchecked_layers (the count `auto` fitted,
-or null) - with run_start's config, GPUs and dataset statistics, what an estimator calibration
-point needs (engine/plan/calibration.py point_from_events); eval: rows, duration_s.
+Writers may add fields beyond the models (readers keep and ignore what they do not know), so a
+newer engine's events still read. A different `v` is refused: that is the version rule.
+The engine adds to run_end what an estimator calibration point needs (with run_start's config,
+GPUs and dataset statistics; engine/plan/calibration.py `point_from_events`).
 
 `device_mem_reserved_gib` is `torch.cuda.max_memory_reserved()` in GiB since the previous step
 event (peaks are reset after each log); on CPU runs it is 0.
@@ -35,57 +24,149 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 SCHEMA_VERSION = 1
 EVENTS_FILE = "events.jsonl"
 RUN_END_STATUSES = ("completed", "stopped", "failed")
-
-_NUMBER = (int, float)
-_OPT_NUMBER = (int, float, type(None))
-REQUIRED: dict[str, dict[str, tuple[type, ...]]] = {
-    "run_start": {"config": (dict,), "world_size": (int,), "gpus": (list,), "model": (dict,),
-                  "dataset": (dict,), "total_steps": (int,)},
-    "step": {"step": (int,), "total_steps": (int,), "epoch": _NUMBER, "loss": _NUMBER,
-             "lr": _NUMBER, "grad_norm": _OPT_NUMBER, "trained_tokens": (int,),
-             "tokens_per_s": _NUMBER, "elapsed_s": _NUMBER, "eta_s": _OPT_NUMBER, "gpus": (list,)},
-    "eval": {"step": (int,), "loss": _NUMBER, "trained_tokens": (int,)},
-    "checkpoint": {"path": (str,), "step": (int,)},
-    "warning": {"message": (str,)},
-    "error": {"kind": (str,), "message": (str,), "hint": (str,)},
-    "run_end": {"status": (str,), "outputs": (dict,)},
-}
 GPU_STEP_FIELDS = ("device_mem_reserved_gib", "mem_allocated_gib", "mem_active_gib")
+
+
+class _Record(BaseModel):
+    # strict: a bool is not an int and "3" is not a number; extra: future fields are kept.
+    model_config = ConfigDict(strict=True, extra="allow", frozen=True)
+
+
+class StartGpu(_Record):
+    """run_start: one entry per rank."""
+
+    rank: int
+    name: str = ""
+    memory_total_gib: float | None = None
+
+
+class StepGpu(_Record):
+    """step: one entry per rank, GiB."""
+
+    rank: int
+    device_mem_reserved_gib: float
+    mem_allocated_gib: float
+    mem_active_gib: float
+
+
+class _Event(_Record):
+    v: Literal[1]
+    type: str
+    time: float
+
+    def record(self) -> dict[str, Any]:
+        """The event as its JSON object (for scripts and tests that want plain dicts)."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+class RunStart(_Event):
+    type: Literal["run_start"]
+    config: dict[str, Any]
+    world_size: int
+    gpus: list[StartGpu]
+    model: dict[str, Any]
+    dataset: dict[str, Any]
+    total_steps: int
+    start_step: int = 0
+    output_dir: str | None = None
+    resumed_from: str | None = None
+
+
+class Step(_Event):
+    type: Literal["step"]
+    step: int
+    total_steps: int
+    epoch: float
+    loss: float
+    lr: float
+    grad_norm: float | None
+    trained_tokens: int
+    tokens_per_s: float
+    elapsed_s: float
+    eta_s: float | None
+    gpus: list[StepGpu]
+    steps_per_s: float | None = None
+    mfu: float | None = None
+
+
+class Eval(_Event):
+    """The token-mean loss on the validation split."""
+
+    type: Literal["eval"]
+    step: int
+    loss: float
+    trained_tokens: int
+    rows: int | None = None
+    duration_s: float | None = None
+
+
+class Checkpoint(_Event):
+    type: Literal["checkpoint"]
+    path: str
+    step: int
+
+
+class WarningEvent(_Event):
+    type: Literal["warning"]
+    message: str
+
+
+class ErrorEvent(_Event):
+    type: Literal["error"]
+    kind: str
+    message: str
+    hint: str
+
+
+class RunEnd(_Event):
+    type: Literal["run_end"]
+    status: Literal["completed", "stopped", "failed"]
+    outputs: dict[str, str]
+    step: int | None = None
+    peak_mem_reserved_gib: float | None = None  # the largest step device_mem_reserved_gib
+    host_rss_peak_gib: float | None = None  # rank 0's peak RSS
+    unchecked_layers: int | None = None  # the count `unchecked_layers: auto` fitted
+
+
+AnyEvent = Union[RunStart, Step, Eval, Checkpoint, WarningEvent, ErrorEvent, RunEnd]  # noqa: UP007
+Event = Annotated[AnyEvent, Field(discriminator="type")]
+EVENT_TYPES: dict[str, type[_Event]] = {
+    "run_start": RunStart, "step": Step, "eval": Eval, "checkpoint": Checkpoint,
+    "warning": WarningEvent, "error": ErrorEvent, "run_end": RunEnd,
+}
+_ADAPTER: TypeAdapter[Any] = TypeAdapter(Event)
 
 
 class EventSchemaError(ValueError):
     pass
 
 
+def parse_event(data: Any) -> AnyEvent:
+    """The typed event for one JSON object; EventSchemaError names the first field that breaks."""
+    if not isinstance(data, dict):
+        raise EventSchemaError(f"event is {type(data).__name__}, not an object")
+    if data.get("v") != SCHEMA_VERSION:
+        raise EventSchemaError(f"event v={data.get('v')!r}, expected {SCHEMA_VERSION}")
+    if data.get("type") not in EVENT_TYPES:
+        raise EventSchemaError(f"unknown event type {data.get('type')!r}")
+    try:
+        return _ADAPTER.validate_python(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"][1:])  # [0] is the union tag
+        raise EventSchemaError(f"{data['type']}: {where}: {first['msg']}") from None
+
+
 def validate_event(event: Any) -> dict[str, Any]:
-    """Raise EventSchemaError naming the first field that breaks the schema."""
-    if not isinstance(event, dict):
-        raise EventSchemaError(f"event is {type(event).__name__}, not an object")
-    if event.get("v") != SCHEMA_VERSION:
-        raise EventSchemaError(f"event v={event.get('v')!r}, expected {SCHEMA_VERSION}")
-    kind = event.get("type")
-    if kind not in REQUIRED:
-        raise EventSchemaError(f"unknown event type {kind!r}")
-    if not isinstance(event.get("time"), _NUMBER):
-        raise EventSchemaError(f"{kind}: time missing or not a number")
-    for name, types in REQUIRED[kind].items():
-        if name not in event:
-            raise EventSchemaError(f"{kind}: missing field {name!r}")
-        value = event[name]
-        if isinstance(value, bool) or not isinstance(value, types):
-            raise EventSchemaError(f"{kind}: field {name!r} has type {type(value).__name__}")
-    if kind == "step":
-        for i, gpu in enumerate(event["gpus"]):
-            for name in ("rank", *GPU_STEP_FIELDS):
-                if not isinstance(gpu, dict) or not isinstance(gpu.get(name), _NUMBER):
-                    raise EventSchemaError(f"step: gpus[{i}].{name} missing or not a number")
-    if kind == "run_end" and event["status"] not in RUN_END_STATUSES:
-        raise EventSchemaError(f"run_end: status {event['status']!r} not in {RUN_END_STATUSES}")
+    """Raise EventSchemaError unless `event` is a valid event; return it unchanged."""
+    parse_event(event)
     return event
 
 
@@ -98,11 +179,18 @@ class EventWriter:
         self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - lives with the writer
 
     def emit(self, kind: str, /, **fields: Any) -> dict[str, Any]:
-        # `kind` is positional-only: error events carry a field named `kind` of their own.
-        event = validate_event({"v": SCHEMA_VERSION, "type": kind, "time": time.time(), **fields})
-        self._fh.write(json.dumps(event, separators=(",", ":")) + "\n")
+        """Build the `kind` event from `fields` through its model and append it.
+
+        `kind` is positional-only: error events carry a field named `kind` of their own.
+        """
+        event = parse_event({"v": SCHEMA_VERSION, "type": kind, "time": time.time(), **fields})
+        return self.write(event)
+
+    def write(self, event: _Event) -> dict[str, Any]:
+        record = event.record()
+        self._fh.write(json.dumps(record, separators=(",", ":")) + "\n")
         self._fh.flush()
-        return event
+        return record
 
     def close(self) -> None:
         self._fh.close()
@@ -110,7 +198,7 @@ class EventWriter:
 
 @dataclass
 class EventReader:
-    """Reads events incrementally: call `poll()` as often as you like.
+    """Reads typed events incrementally: call `poll()` as often as you like.
 
     Handles a file that appears late and a partially written last line (kept until its newline).
     Lines that are not valid events are counted in `bad_lines`, never raised.
@@ -125,7 +213,11 @@ class EventReader:
     def __post_init__(self) -> None:
         self.path = Path(self.path)
 
-    def poll(self) -> list[dict[str, Any]]:
+    def skip_existing(self) -> None:
+        """Follow only what is written from now on (earlier attempts stay unread)."""
+        self.poll()
+
+    def poll(self) -> list[AnyEvent]:
         try:
             stat = self.path.stat()
         except FileNotFoundError:
@@ -146,14 +238,19 @@ class EventReader:
             if not line.strip():
                 continue
             try:
-                events.append(validate_event(json.loads(line)))
+                events.append(parse_event(json.loads(line)))
             except (ValueError, EventSchemaError):
                 self.bad_lines += 1
         return events
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[AnyEvent]:
         yield from self.poll()
 
 
+def read_typed(output_dir: str | os.PathLike[str], name: str = EVENTS_FILE) -> list[AnyEvent]:
+    return EventReader(Path(output_dir) / name).poll()
+
+
 def read_events(output_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    return EventReader(Path(output_dir) / EVENTS_FILE).poll()
+    """Every valid event of a run as plain JSON objects (scripts, tests, the bench)."""
+    return [event.record() for event in read_typed(output_dir)]

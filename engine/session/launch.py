@@ -2,9 +2,10 @@
 
 `build_command` gives the argv (torchrun through `python -m torch.distributed.run` for more than
 one process and for FSDP on one process, which needs a process group; plain
-`python -m engine.trainer.train` otherwise; never a shell). `TrainingProcess` writes the effective
-config to OUTPUT/config.yaml, starts the engine in its own session and exposes its
-events and the tail of its stderr.
+`python -m osstune.engine.trainer.train` otherwise; never a shell).
+`TrainingProcess` takes the output folder's lock, writes the effective config to
+OUTPUT/config.yaml, starts the engine in its own session and exposes its events and the tail of
+its log (OUTPUT/engine.log).
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 from osstune.engine.plan.config import RunConfig, dump_config
 from osstune.engine.session.events import EVENTS_FILE, EventReader
+from osstune.engine.session.lock import TOKEN_ENV, OutputLock
 
 CONFIG_FILE = "config.yaml"
+ENGINE_LOG = "engine.log"
 STDERR_LINES = 400
 
 
@@ -76,58 +78,110 @@ def serving_tensor_parallel(cfg: RunConfig) -> int:
     return 1 if "120b" not in cfg.model.id else max(cfg.distributed.world_size, 1)
 
 
+class LogTail:
+    """The last lines of a growing text file, read incrementally from where it stood at start."""
+
+    def __init__(self, path: Path, keep: int = STDERR_LINES, back: int = 0) -> None:
+        """Start at the file's end (an earlier attempt's log is not this run's), or `back`
+        bytes before it (attaching to a run that is already going)."""
+        self.path = path
+        self.lines: collections.deque[str] = collections.deque(maxlen=keep)
+        try:
+            self._offset = max(path.stat().st_size - back, 0)
+        except OSError:
+            self._offset = 0
+        self._partial = b""
+
+    def poll(self) -> list[str]:
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self._offset)
+                chunk = fh.read()
+        except OSError:
+            return list(self.lines)
+        self._offset += len(chunk)
+        *complete, self._partial = (self._partial + chunk).split(b"\n")
+        self.lines.extend(raw.decode("utf-8", "replace").rstrip("\r") for raw in complete)
+        return list(self.lines)
+
+    def flush(self) -> None:
+        """The writer is gone: a last line without its newline still counts."""
+        self.poll()
+        if self._partial:
+            self.lines.append(self._partial.decode("utf-8", "replace"))
+            self._partial = b""
+
+
 class TrainingProcess:
-    """One engine run. `.events` yields new events; `.stop()` asks for a graceful stop."""
+    """One engine run. `.events` yields new events; `.stop()` asks for a graceful stop, once.
+
+    The process owns the output folder through `lock` (taken here unless the caller took it),
+    writes the config under it, and starts the engine in its own session with the lock's file
+    inherited, stdout to /dev/null and stderr appended to OUTPUT/engine.log: the engine never
+    writes to a pipe or terminal that could close under it.
+    """
 
     def __init__(self) -> None:
         self.proc: subprocess.Popen[bytes] | None = None
         self.output_dir: Path | None = None
         self.events: EventReader | None = None
-        self._stderr: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
-        self._reader: threading.Thread | None = None
+        self.lock: OutputLock | None = None
+        self.log: LogTail | None = None
+        self.stop_sent = False
 
     def start(self, cfg: RunConfig, output_dir: str | os.PathLike[str], resume: bool = False,
-              force: bool = False, env: dict[str, str] | None = None) -> list[str]:
+              force: bool = False, env: dict[str, str] | None = None,
+              lock: OutputLock | None = None) -> list[str]:
         out = Path(output_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        self.lock = lock or OutputLock.acquire(out)  # before anything is written there
+        try:
+            return self._spawn(cfg, out, resume, force, env)
+        except BaseException:
+            if lock is None:  # ours: a launch that failed leaves the folder free
+                self.lock.release()
+            raise
+
+    def _spawn(self, cfg: RunConfig, out: Path, resume: bool, force: bool,
+               env: dict[str, str] | None) -> list[str]:
+        assert self.lock is not None
         config_path = out / CONFIG_FILE
         config_path.write_text(dump_config(cfg), encoding="utf-8")
         cmd = build_command(config_path, cfg.distributed.world_size, cfg.distributed.nnodes,
                             resume=resume, output_dir=out, force=force,
                             fsdp=cfg.distributed.fsdp)
-        repo_root = Path(__file__).resolve().parent.parent
-        child_env = {**os.environ, **(env or {})}
-        child_env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(repo_root), child_env.get("PYTHONPATH", "")) if p)
+        child_env = {**os.environ, **(env or {}), TOKEN_ENV: self.lock.owner.token}
         child_env.setdefault("PYTHONUNBUFFERED", "1")
         self.output_dir = out
         self.events = EventReader(out / EVENTS_FILE)
-        if resume:
-            self.events.poll()  # the file holds earlier attempts: follow only what comes next
-        self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            env=child_env, start_new_session=True)
-        self._reader = threading.Thread(target=self._read_stderr, daemon=True)
-        self._reader.start()
+        self.events.skip_existing()  # earlier attempts: follow only what this run writes
+        self.log = LogTail(out / ENGINE_LOG)
+        with open(out / ENGINE_LOG, "ab") as log_file:
+            self.proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log_file,
+                env=child_env, start_new_session=True, pass_fds=(self.lock.fd,))
+        self.lock.set_pid(self.proc.pid)
         return cmd
 
-    def _read_stderr(self) -> None:
-        assert self.proc is not None and self.proc.stderr is not None
-        for raw in self.proc.stderr:
-            self._stderr.append(raw.decode("utf-8", "replace").rstrip("\n"))
-
     def stderr_tail(self, n: int = 20) -> list[str]:
-        return list(self._stderr)[-n:]
+        return [] if self.log is None else self.log.poll()[-n:]
 
     def poll(self) -> int | None:
-        return None if self.proc is None else self.proc.poll()
+        code = None if self.proc is None else self.proc.poll()
+        if code is not None:
+            self._ended()
+        return code
 
     def wait(self, timeout: float | None = None) -> int:
         assert self.proc is not None
         code = self.proc.wait(timeout)
-        if self._reader is not None:
-            self._reader.join(timeout=5)
+        self._ended()
         return code
+
+    def _ended(self) -> None:
+        if self.log is not None:
+            self.log.flush()
+        if self.lock is not None:
+            self.lock.release()
 
     def _workers(self) -> list[int]:
         """The engine processes: the child itself, or torchrun's worker children."""
@@ -144,10 +198,12 @@ class TrainingProcess:
     def stop(self) -> None:
         """SIGINT to every engine process: each finishes its step, checkpoints and exits.
 
-        torchrun itself is not signalled: it would tear the workers down before they save.
+        Sent once: the engine reads a second SIGINT as "abort now". torchrun itself is not
+        signalled: it would tear the workers down before they save.
         """
-        if self.proc is None or self.proc.poll() is not None:
+        if self.proc is None or self.proc.poll() is not None or self.stop_sent:
             return
+        self.stop_sent = True
         for pid in self._workers():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGINT)

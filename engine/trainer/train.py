@@ -13,6 +13,7 @@ Read top to bottom: arguments -> pre-flight -> process group -> tokenizer and da
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import random
@@ -35,7 +36,7 @@ from osstune.engine.plan.config import ConfigError, RunConfig, load_config
 from osstune.engine.plan.flops import train_flops_per_token
 from osstune.engine.plan.preflight import PreflightError, preflight, uses_gpus
 from osstune.engine.session.events import EVENTS_FILE, EventWriter
-from osstune.engine.session.launch import serve_commands, serving_tensor_parallel
+from osstune.engine.session.lock import RunLocked, claim_for_engine
 from osstune.engine.trainer import checkpoint as ckpt
 from osstune.engine.trainer import metrics
 from osstune.engine.trainer.evaluate import Evaluator
@@ -83,11 +84,13 @@ HINTS = {
                      "training.gradient_checkpointing on, set distributed.cpu_offload: true, or "
                      "pick a preset for more GPUs (osstune presets)",
     "interrupted": "continue from the last checkpoint with --resume",
+    "output_locked": "wait for the live run, stop it, or pick another output directory",
     "internal": "this is a bug in osstune; the log above has the traceback",
 }
 USER_ERRORS: dict[type[BaseException], str] = {
     ConfigError: "config", DatasetError: "dataset", TokenizerError: "tokenizer",
     ModelError: "model", ckpt.CheckpointError: "checkpoint", PreflightError: "preflight",
+    RunLocked: "output_locked",
 }
 
 
@@ -118,7 +121,7 @@ class StopRequest:
         self._previous: dict[int, Any] = {}
 
     def install(self) -> StopRequest:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
@@ -199,7 +202,8 @@ def keep_freed_memory() -> None:
 def log(message: str) -> None:
     """One line to stderr, from rank 0 only (the front-ends show stderr as the log tail)."""
     if os.environ.get("RANK", "0") == "0":
-        print(f"[engine] {message}", file=sys.stderr, flush=True)
+        with contextlib.suppress(OSError):  # a closed stderr never ends a run
+            print(f"[engine] {message}", file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------- data
@@ -421,6 +425,7 @@ class Run:
     def __init__(self) -> None:
         self.writer: EventWriter | None = None
         self.rt: Runtime | None = None
+        self.lock: Any = None  # the output folder's lock, held for the process's life
 
     def emit(self, event_type: str, /, **fields: Any) -> None:
         if self.writer is not None:
@@ -454,6 +459,10 @@ def train(args: argparse.Namespace, stop: StopRequest, run: Run) -> int:
     output = Path(args.output or cfg.output.dir)
     rt = runtime_for(cfg)
     run.rt = rt
+    if rt.is_main:  # before anything in the folder is read for resume, deleted or written
+        run.lock = claim_for_engine(output)
+        if (stale := run.lock.stale_warning()) is not None:
+            log(f"warning: {stale}")
     if rt.device.type == "cpu":
         keep_freed_memory()
     if cfg.distributed.cpu_offload and os.environ.get("OMP_NUM_THREADS") == "1":
@@ -624,10 +633,6 @@ def train(args: argparse.Namespace, stop: StopRequest, run: Run) -> int:
     if rt.is_main:
         log(f"run {status} at step {step}/{total_steps}; outputs: "
             + ", ".join(f"{k}={v}" for k, v in outputs.items()))
-        served = outputs.get("export") or outputs.get("merged")
-        if served:
-            for line in serve_commands(served, serving_tensor_parallel(cfg)):
-                log(f"serve: {line}")
     return 0
 
 
@@ -679,7 +684,8 @@ def fail(run: Run, kind: str, message: str) -> None:
     run.emit("run_end", status="failed", outputs={})
     rank = run.rt.rank if run.rt else 0
     if rank == 0 or kind == "internal":
-        print(f"osstune: error: {message}\n  hint: {hint}", file=sys.stderr, flush=True)
+        with contextlib.suppress(OSError):
+            print(f"osstune: error: {message}\n  hint: {hint}", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -708,6 +714,8 @@ def main(argv: list[str] | None = None) -> int:
         stop.uninstall()
         if run.writer is not None:
             run.writer.close()
+        if run.lock is not None:
+            run.lock.release()
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
 

@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from osstune.tui import output
+from osstune.tui.render.tokens import PLAIN_CLOSE, PLAIN_OPEN, render_colour, render_plain
 
 if TYPE_CHECKING:
     from osstune.engine.data.dataset import DatasetStats, Example
-    from osstune.engine.data.token_view import TokenView
     from osstune.engine.plan.config import RunConfig
 
 DEFAULT_VIEW_COUNT = 3
-# Styles: trained tokens stand out, prompt tokens recede, harmony specials have their own colour.
-STYLE_TRAINED = "bold black on green"
-STYLE_MASKED = "dim"
-STYLE_SPECIAL_TRAINED = "bold black on cyan"
-STYLE_SPECIAL_MASKED = "cyan"
-# Without colour (a pipe, NO_COLOR) trained runs are bracketed instead.
-PLAIN_OPEN, PLAIN_CLOSE = "⟦", "⟧"
 
 
 def _config(dataset: str | None, config: str | None, preset: str | None,
@@ -45,36 +38,6 @@ def _config(dataset: str | None, config: str | None, preset: str | None,
     except ConfigError as e:
         output.fail(str(e))
     return cfg
-
-
-def _token_text(view: TokenView, show_ids: bool) -> str:
-    return f"{view.text}⟨{view.id}⟩" if show_ids else view.text
-
-
-def render_colour(views: list[TokenView], show_ids: bool) -> Any:
-    from rich.text import Text
-
-    text = Text()
-    for v in views:
-        if v.special:
-            style = STYLE_SPECIAL_TRAINED if v.trained else STYLE_SPECIAL_MASKED
-        else:
-            style = STYLE_TRAINED if v.trained else STYLE_MASKED
-        text.append(_token_text(v, show_ids), style=style)
-    return text
-
-
-def _render_plain(views: list[TokenView], show_ids: bool) -> str:
-    parts: list[str] = []
-    inside = False
-    for v in views:
-        if v.trained != inside:
-            parts.append(PLAIN_OPEN if v.trained else PLAIN_CLOSE)
-            inside = v.trained
-        parts.append(_token_text(v, show_ids))
-    if inside:
-        parts.append(PLAIN_CLOSE)
-    return "".join(parts)
 
 
 def _header(position: int, ex: Example) -> str:
@@ -105,7 +68,7 @@ def summary_lines(stats: DatasetStats, sequence_len: int) -> list[str]:
     else:
         lines.append("packing: off")
     lines += [f"  skipped {s}" for s in stats.skip_samples[:5]]
-    from osstune.tui.commands.run import dataset_lines
+    from osstune.tui.render.run import dataset_lines
 
     return lines + dataset_lines({"sources": stats.sources, "validation": stats.validation})
 
@@ -171,7 +134,7 @@ def inspect(
             console.print()
         else:
             typer.echo(_header(pos, ex))
-            typer.echo(_render_plain(views, show_ids))
+            typer.echo(render_plain(views, show_ids))
             typer.echo("")
     legend = ("legend: trained tokens highlighted, prompt tokens dim, special tokens cyan"
               if colour else f"legend: {PLAIN_OPEN}trained{PLAIN_CLOSE}, everything else is prompt")

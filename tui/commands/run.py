@@ -7,8 +7,9 @@ step and checkpoints), twice kills. Exit 0 only for a completed run. No torch in
 
 from __future__ import annotations
 
+import contextlib
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -16,135 +17,14 @@ import typer
 
 from osstune.tui import output
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the engine and Rich load when a run starts, not with the CLI
     from osstune.engine.plan.config import RunConfig
-    from osstune.engine.session.launch import TrainingProcess
+    from osstune.engine.session.events import AnyEvent
+    from osstune.engine.session.fold import RunSnapshot
+    from osstune.engine.session.run_session import RunSession
 
 POLL_S = 0.25
-LOG_TAIL = 6
-
-
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(round(seconds))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
-def dataset_lines(stats: dict[str, Any]) -> list[str]:
-    """One line per source of a mixed dataset, and the validation split (run_start's stats)."""
-    lines = []
-    for s in stats.get("sources") or []:
-        skipped = sum(s["rows_skipped"].values())
-        lines.append(f"  dataset {s['source']} ({s['format']}, weight {s['weight']:g}): "
-                     f"{s['examples_used']} examples from {s['rows_read']} rows"
-                     + (f", {skipped} skipped" if skipped else ""))
-    val = stats.get("validation")
-    if val:
-        lines.append(f"  validation ({val['source']}): {val['examples']} examples, "
-                     f"{val['tokens_trained']:,} trained tokens")
-    return lines
-
-
-def gpu_summary(gpus: list[dict[str, Any]]) -> str:
-    return " ".join(f"r{g['rank']}:{g['device_mem_reserved_gib']:.1f}GiB" for g in gpus)
-
-
-def event_line(event: dict[str, Any]) -> str | None:
-    """The plain-text line for one event (None for events that have no line)."""
-    kind = event["type"]
-    if kind == "run_start":
-        model = event["model"]
-        return "\n".join([f"run_start: {model.get('id')} ({model.get('init')}), world size "
-                          f"{event['world_size']}, {event['total_steps']} steps",
-                          *dataset_lines(event["dataset"])])
-    if kind == "step":
-        return (f"step {event['step']}/{event['total_steps']} loss {event['loss']:.4f} "
-                f"lr {event['lr']:.3g} {event['tokens_per_s']:.0f} tok/s "
-                f"mem {gpu_summary(event['gpus'])} eta {fmt_duration(event['eta_s'])}")
-    if kind == "eval":
-        return f"eval step {event['step']}: loss {event['loss']:.4f}"
-    if kind == "checkpoint":
-        return f"checkpoint step {event['step']}: {event['path']}"
-    if kind == "warning":
-        return f"warning: {event['message']}"
-    if kind == "error":
-        return f"error ({event['kind']}): {event['message']}\n  hint: {event['hint']}"
-    if kind == "run_end":
-        outs = ", ".join(f"{k}={v}" for k, v in event["outputs"].items())
-        return f"run_end: {event['status']}" + (f" ({outs})" if outs else "")
-    return None
-
-
-@dataclass
-class RunView:
-    """What the live panel shows; folded from events."""
-
-    name: str
-    step: int = 0
-    total: int = 0
-    loss: float | None = None
-    eval_loss: float | None = None
-    lr: float | None = None
-    tokens_per_s: float | None = None
-    eta_s: float | None = None
-    gpus: list[dict[str, Any]] = field(default_factory=list)
-    status: str = "starting"
-    end: dict[str, Any] | None = None
-    error: dict[str, Any] | None = None
-    notes: list[str] = field(default_factory=list)
-
-    def apply(self, event: dict[str, Any]) -> None:
-        kind = event["type"]
-        if kind == "run_start":
-            self.total, self.status = event["total_steps"], "training"
-            self.step = event.get("start_step", 0) or 0
-        elif kind == "step":
-            self.step, self.total = event["step"], event["total_steps"]
-            self.loss, self.lr = event["loss"], event["lr"]
-            self.tokens_per_s, self.eta_s, self.gpus = (event["tokens_per_s"], event["eta_s"],
-                                                        event["gpus"])
-        elif kind == "eval":
-            self.eval_loss = event["loss"]
-        elif kind == "checkpoint":
-            self.notes.append(f"checkpoint step {event['step']}")
-        elif kind == "warning":
-            self.notes.append(f"warning: {event['message']}")
-        elif kind == "error":
-            self.error = event
-        elif kind == "run_end":
-            self.end, self.status = event, event["status"]
-        self.notes = self.notes[-3:]
-
-    def renderable(self, log_tail: list[str]) -> Any:
-        from rich.panel import Panel
-        from rich.progress_bar import ProgressBar
-        from rich.table import Table
-        from rich.text import Text
-
-        grid = Table.grid(padding=(0, 2))
-        grid.add_column(style="bold")
-        grid.add_column()
-        grid.add_row("status", self.status)
-        grid.add_row("step", f"{self.step}/{self.total or '?'}")
-        if self.total:
-            grid.add_row("", ProgressBar(total=self.total, completed=self.step, width=40))
-        grid.add_row("loss", "-" if self.loss is None else f"{self.loss:.4f}")
-        if self.eval_loss is not None:
-            grid.add_row("eval loss", f"{self.eval_loss:.4f}")
-        grid.add_row("lr", "-" if self.lr is None else f"{self.lr:.3g}")
-        grid.add_row("tokens/s", "-" if self.tokens_per_s is None else f"{self.tokens_per_s:,.0f}")
-        grid.add_row("ETA", fmt_duration(self.eta_s))
-        for g in self.gpus:
-            grid.add_row(f"rank {g['rank']}", f"{g['device_mem_reserved_gib']:.2f} GiB reserved "
-                         f"(peak since last step)")
-        for note in self.notes:  # engine text, never Rich markup
-            grid.add_row("", Text(note))
-        for line in log_tail[-LOG_TAIL:]:
-            grid.add_row("log", Text(line, no_wrap=True, overflow="ellipsis"))
-        return Panel(grid, title=f"osstune run {self.name}", subtitle="Ctrl-C: stop and save")
+STOP_SIGNALS = ("SIGTERM", "SIGHUP")  # a closed terminal or `kill`: stop as Ctrl-C does
 
 
 def _effective_config(target: str, overrides: list[str], dataset: str | None,
@@ -167,49 +47,104 @@ def _effective_config(target: str, overrides: list[str], dataset: str | None,
     return cfg
 
 
-def follow(proc: TrainingProcess, view: RunView, live: bool) -> None:
-    """Poll events until the process exits; Ctrl-C once stops, twice kills."""
-    assert proc.events is not None
-    interrupts = 0
-    display = None
-    if live:
-        from rich.live import Live
+class _Interrupted(KeyboardInterrupt):
+    """SIGTERM/SIGHUP, raised where Ctrl-C would be."""
 
-        display = Live(view.renderable([]), console=output.console(), refresh_per_second=4,
-                       transient=False)
-        display.start()
+
+def _on_stop_signal(signum: int, frame: object) -> None:
+    import signal
+
+    raise _Interrupted(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def stop_signals_as_interrupts() -> Iterator[None]:
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # only there can Python
+        yield
+        return
+    previous = {name: signal.signal(getattr(signal, name), _on_stop_signal)
+                for name in STOP_SIGNALS}
     try:
-        while True:
-            try:
-                for event in proc.events.poll():
-                    view.apply(event)
-                    if not live:
-                        line = event_line(event)
-                        if line:
-                            output.print_line(line)
-                if display is not None:
-                    display.update(view.renderable(proc.stderr_tail(LOG_TAIL)))
-                if proc.poll() is not None:
-                    proc.wait()
-                    for event in proc.events.poll():
-                        view.apply(event)
-                        if not live and (line := event_line(event)):
-                            output.print_line(line)
-                    break
-                time.sleep(POLL_S)
-            except KeyboardInterrupt:
-                interrupts += 1
-                if interrupts == 1:
-                    view.status = "stopping (finishing the step, then a checkpoint)"
-                    output.warn("stopping: the engine finishes this step and saves "
-                                "(Ctrl-C again to kill)")
-                    proc.stop()
-                else:
-                    proc.kill()
+        yield
     finally:
-        if display is not None:
-            display.update(view.renderable(proc.stderr_tail(LOG_TAIL)))
-            display.stop()
+        for name, handler in previous.items():
+            signal.signal(getattr(signal, name), handler)
+
+
+class _Screen:
+    """Where the follow loop writes; after SIGHUP (or a write error) it stays quiet."""
+
+    def __init__(self, name: str, live: bool) -> None:
+        self.name, self.live, self.quiet = name, live, False
+        self.display: Any = None
+        if live:
+            from rich.live import Live
+
+            from osstune.engine.session.fold import RunSnapshot
+            from osstune.tui.render.run import run_panel
+
+            self.display = Live(run_panel(name, RunSnapshot()), console=output.console(),
+                                refresh_per_second=4, transient=False)
+            self.display.start()
+
+    def show(self, events: Iterable[AnyEvent], snap: RunSnapshot) -> None:
+        from osstune.tui.render.run import event_line, run_panel
+
+        if self.quiet:
+            return
+        try:
+            if self.display is not None:
+                self.display.update(run_panel(self.name, snap))
+            else:
+                for event in events:
+                    if (line := event_line(event)) is not None:
+                        output.print_line(line)
+        except OSError:  # the terminal went away: the run goes on, unwatched
+            self.quiet = True
+
+    def warn(self, message: str) -> None:
+        if not self.quiet:
+            with contextlib.suppress(OSError):
+                output.warn(message)
+
+    def close(self, snap: RunSnapshot) -> None:
+        if self.display is not None:
+            with contextlib.suppress(OSError):
+                self.show((), snap)
+                self.display.stop()
+
+
+def follow(session: RunSession, name: str, live: bool) -> RunSnapshot:
+    """Pump the session until the engine exits; Ctrl-C, SIGTERM or SIGHUP once stops it (the
+    engine finishes the step and checkpoints), a second Ctrl-C kills it."""
+    screen = _Screen(name, live)
+    interrupts = 0
+    with stop_signals_as_interrupts():
+        try:
+            while True:
+                try:
+                    pumped = session.pump()
+                    screen.show(pumped.events, session.snapshot())
+                    if pumped.finished:
+                        break
+                    time.sleep(POLL_S)
+                except KeyboardInterrupt as e:
+                    interrupts += 1
+                    if isinstance(e, _Interrupted) and str(e) == "SIGHUP":
+                        screen.quiet = True
+                    if interrupts == 1:
+                        screen.warn("stopping: the engine finishes this step and saves "
+                                    "(Ctrl-C again to kill)")
+                        session.stop()
+                    elif not isinstance(e, _Interrupted):
+                        session.kill()
+        finally:
+            snap = session.snapshot()
+            screen.close(snap)
+    return snap
 
 
 def run(
@@ -225,51 +160,88 @@ def run(
                       ] = False,
     force: Annotated[bool, typer.Option("--force", help="Run despite pre-flight refusals")
                      ] = False,
+    detach: Annotated[bool, typer.Option(
+        "--detach", help="Start the run and return; follow it later with `osstune attach DIR`"),
+    ] = False,
 ) -> None:
     """Train with a preset or config file and follow it until it ends."""
-    from osstune.engine.plan.preflight import PreflightError, preflight
-    from osstune.engine.session.launch import (
-        TrainingProcess,
-        serve_commands,
-        serving_tensor_parallel,
-    )
+    from osstune.engine.plan.preflight import PreflightError
+    from osstune.engine.session.launch import serving_tensor_parallel
+    from osstune.engine.session.lock import RunLocked
+    from osstune.engine.session.run_session import RunSession
 
     cfg = _effective_config(target, list(set_ or []), dataset, output_dir)
     out = Path(cfg.output.dir)
+    session = RunSession(cfg)
     try:
-        preflight(cfg, out, resume=resume, force=force)
+        waived = session.start(resume=resume, force=force)
+    except RunLocked as e:
+        output.fail(str(e), code=output.EXIT_USAGE)
     except PreflightError as e:
         output.fail(str(e), code=output.EXIT_PROBLEM)
-
-    proc = TrainingProcess()
-    try:
-        proc.start(cfg, out, resume=resume, force=force)
     except OSError as e:
         output.fail(f"cannot start the engine: {e}", code=output.EXIT_PROBLEM)
-    view = RunView(name=cfg.name)
+    for problem in waived:
+        output.warn(f"pre-flight (forced): {problem}")
+    if session.lock is not None and (stale := session.lock.stale_warning()) is not None:
+        output.warn(stale)
+    if detach:  # the engine holds the folder's lock itself: it outlives this process
+        output.print_line(f"osstune run {cfg.name}: started in the background, output {out}, "
+                          f"log {out / 'engine.log'}")
+        output.print_line(f"follow or stop it: osstune attach {out}")
+        return
     live = output.is_terminal()
     if not live:
         output.print_line(f"osstune run {cfg.name}: output {out}")
-    follow(proc, view, live)
+    snap = follow(session, cfg.name, live)
+    _report(snap, target, out, serving_tensor_parallel(cfg))
 
-    code = proc.poll()
-    if view.end is not None and view.end["status"] == "completed" and code == 0:
-        served = view.end["outputs"].get("export")
-        if served:
-            output.print_line("Serve it:")
-            for line in serve_commands(served, serving_tensor_parallel(cfg)):
-                output.print_line(f"  {line}")
-        adapter = view.end["outputs"].get("adapter")
-        if adapter:
-            output.print_line(f"Adapter: {adapter} (merge: osstune merge-lora {out})")
+
+def _report(snap: RunSnapshot, target: str, out: Path, served_tp: int) -> None:
+    """Exit 0 only for a completed run; otherwise one line saying what happened and what next."""
+    from osstune.tui.render.run import serve_hint_lines
+
+    end, code = snap.end, snap.exit_code
+    if end is not None and end.status == "completed" and code == 0:
+        for line in serve_hint_lines(end.outputs, served_tp, str(out)):
+            output.print_line(line)
         return
-    if view.end is not None and view.end["status"] == "stopped":
-        output.fail(f"run stopped at step {view.step}/{view.total}; continue with "
+    if end is not None and end.status == "stopped":
+        output.fail(f"run stopped at step {snap.step}/{snap.total_steps}; continue with "
                     f"`osstune run {target} --resume` (same --set/--output)",
                     code=output.EXIT_PROBLEM)
-    if view.error is not None:
-        output.fail(f"{view.error['message']} (hint: {view.error['hint']})",
-                    code=output.EXIT_PROBLEM)
-    tail = "\n".join(proc.stderr_tail(15))
+    if snap.error is not None:
+        output.fail(f"{snap.error.message} (hint: {snap.error.hint})", code=output.EXIT_PROBLEM)
+    tail = "\n".join(snap.log_lines[-15:])
     output.fail(f"the engine exited with code {code} before finishing" +
                 (f"; its last lines:\n{tail}" if tail else ""), code=output.EXIT_PROBLEM)
+
+
+def attach(
+    output_dir: Annotated[str, typer.Argument(metavar="DIR", help="The run's output directory")],
+) -> None:
+    """Follow a live run (started with --detach, or from another terminal) until it ends.
+
+    Ctrl-C once stops the run (checkpoint, status stopped), twice kills it; exit codes as `run`.
+    """
+    from osstune.engine.plan.config import ConfigError, load_config
+    from osstune.engine.session.attach import NotRunning
+    from osstune.engine.session.launch import CONFIG_FILE, serving_tensor_parallel
+    from osstune.engine.session.run_session import RunSession
+
+    out = Path(output_dir)
+    try:
+        cfg = load_config(str(out / CONFIG_FILE))
+    except ConfigError as e:
+        output.fail(f"{out}: not a run folder ({e})")
+    cfg.output.dir = str(out)
+    session = RunSession(cfg)
+    try:
+        session.attach()
+    except NotRunning as e:
+        output.fail(str(e))
+    live = output.is_terminal()
+    if not live:
+        output.print_line(f"osstune attach {out}: following {cfg.name}")
+    snap = follow(session, cfg.name, live)
+    _report(snap, str(out / CONFIG_FILE), out, serving_tensor_parallel(cfg))

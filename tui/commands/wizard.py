@@ -28,7 +28,7 @@ def open_wizard(hardware_file: str | None = None) -> None:
     if not is_terminal(sys.stdin) or not is_terminal(sys.stdout):
         fail("the wizard needs a terminal; use `osstune run PRESET` for headless runs")
 
+    from osstune.engine.session.run_session import EngineLauncher
     from osstune.tui.app import OsstuneApp
-    from osstune.tui.run_source import ProcessRunSource
 
-    OsstuneApp(hardware_source, ProcessRunSource.launch).run()
+    OsstuneApp(hardware_source, EngineLauncher()).run()

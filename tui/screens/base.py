@@ -4,12 +4,23 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, cast
 
+from textual.message import Message
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 if TYPE_CHECKING:
+    from osstune.engine.plan.config import RunConfig
     from osstune.tui.app import OsstuneApp
     from osstune.tui.screens.plan import Plan
+
+
+class Advance(Message):
+    """A screen is done; the app decides what comes next (`OsstuneApp.FLOW`)."""
+
+    def __init__(self, origin: WizardScreen, config: RunConfig | None = None) -> None:
+        super().__init__()
+        self.origin = origin
+        self.config = config
 
 
 class WizardScreen(Screen[None]):
@@ -23,6 +34,10 @@ class WizardScreen(Screen[None]):
     @property
     def plan(self) -> Plan:
         return self.wizard.plan
+
+    def advance(self, config: RunConfig | None = None) -> None:
+        """On to the next screen of the wizard; which one is the app's business."""
+        self.post_message(Advance(self, config))
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         worker: Worker[Any] = event.worker

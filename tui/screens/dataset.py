@@ -272,6 +272,4 @@ class DatasetScreen(WizardScreen):
         if self._config() is None:
             self.notify("fix the dataset settings first", severity="error")
             return
-        from osstune.tui.screens.review import ReviewScreen
-
-        self.app.push_screen(ReviewScreen())
+        self.advance()

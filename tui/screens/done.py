@@ -64,12 +64,13 @@ class DoneScreen(WizardScreen):
         yield Footer()
 
     def _body(self) -> Text:
-        end = self.plan.run_end or {"status": "unknown", "outputs": {}}
-        outputs: dict[str, str] = {k: str(v) for k, v in end["outputs"].items()}
+        end = self.plan.run_end
+        status = end.status if end is not None else "unknown"
+        outputs: dict[str, str] = dict(end.outputs) if end is not None else {}
         parts: list[Text] = [
             Text.assemble(
                 ("Run ", "bold"),
-                (end["status"], "bold green" if end["status"] == "completed" else "bold yellow"),
+                (status, "bold green" if status == "completed" else "bold yellow"),
                 " — output directory ",
                 (self.config.output.dir, "bold"),
             ),
@@ -104,9 +105,4 @@ class DoneScreen(WizardScreen):
             self.notify(f"run in a terminal: {chat_command(self.config)}", timeout=15)
 
     def action_new_run(self) -> None:
-        from osstune.tui.screens.hardware import HardwareScreen
-
-        while len(self.app.screen_stack) > 2:  # keep the default screen and the hardware screen
-            self.app.pop_screen()
-        if not isinstance(self.app.screen, HardwareScreen):
-            self.app.push_screen(HardwareScreen())
+        self.advance()  # after the last screen the wizard starts from the top

@@ -64,6 +64,4 @@ class HardwareScreen(WizardScreen):
         if self.plan.recommendation is None:
             self.notify("still reading the hardware", severity="warning")
             return
-        from osstune.tui.screens.preset import PresetScreen
-
-        self.app.push_screen(PresetScreen())
+        self.advance()

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from osstune.engine.plan.estimate import DatasetFacts
     from osstune.engine.plan.hardware import HardwareProfile
     from osstune.engine.plan.recommend import Recommendation
+    from osstune.engine.session.events import RunEnd
 
 
 def yaml_text(value: Any) -> str:
@@ -37,7 +38,7 @@ class Plan:
     preset: str | None = None
     overrides: dict[str, str] = field(default_factory=dict)  # dotted key -> YAML text
     saved_config: str | None = None
-    run_end: dict[str, Any] | None = None
+    run_end: RunEnd | None = None
     dataset_facts: DatasetFacts | None = None  # from the Dataset screen: the time estimate
 
     def choose_preset(self, name: str) -> None:

@@ -172,6 +172,4 @@ class PresetScreen(WizardScreen):
             if remembered.preset == name and remembered.output_dir not in (None, default_dir):
                 self.plan.set_override("output.dir", yaml_text(remembered.output_dir))
         self.wizard.remember(preset=name)
-        from osstune.tui.screens.dataset import DatasetScreen
-
-        self.app.push_screen(DatasetScreen())
+        self.advance()

@@ -226,6 +226,4 @@ class ReviewScreen(WizardScreen):
         self.wizard.remember(
             preset=self.plan.preset, dataset=cfg.dataset.path, output_dir=cfg.output.dir
         )
-        from osstune.tui.screens.training import TrainingScreen
-
-        self.app.push_screen(TrainingScreen(cfg))
+        self.advance(cfg)

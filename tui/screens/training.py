@@ -1,8 +1,9 @@
 """Screen 5: the engine subprocess, live: loss, learning rate, per-GPU memory, log tail.
 
-The run is started through the launcher the app was given (the same TrainingProcess as `osstune
-run`). A thread worker polls the source and posts `RunProgress`; those coalesce, and each handler
-call reads one snapshot, so a burst of steps costs one repaint and the UI thread never reads files.
+The run is a `RunSession` (engine/session/run_session.py) over the launcher the app was given:
+the same pre-flight, output-folder lock and engine process as `osstune run`. A thread worker pumps
+the session and posts `RunProgress`; those coalesce, and each handler call reads one snapshot, so
+a burst of steps costs one repaint and the UI thread never reads files.
 """
 
 from __future__ import annotations
@@ -15,13 +16,17 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Header, Sparkline, Static
 from textual.worker import get_current_worker
 
 from osstune.engine.plan.config import RunConfig
-from osstune.engine.plan.preflight import existing_run
-from osstune.tui.run_source import RunMonitor, RunProgress, RunSnapshot, RunSource
+from osstune.engine.plan.preflight import PreflightError, existing_run
+from osstune.engine.session.fold import RunSnapshot
+from osstune.engine.session.lock import RunLocked, owner_of
+from osstune.engine.session.run_session import RunSession
+from osstune.tui.render.run import stats_line
 from osstune.tui.screens.base import WizardScreen, describe_error
 from osstune.tui.widgets.log_tail import LogTail
 from osstune.tui.widgets.loss_chart import LossChart
@@ -31,33 +36,11 @@ POLL_S = 0.2
 KILL_CONFIRM_S = 3.0
 
 
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    seconds = int(max(seconds, 0))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+class RunProgress(Message):
+    """New figures are waiting. Queued ones collapse into one: the handler reads a snapshot."""
 
-
-def stats_line(snap: RunSnapshot) -> Text:
-    total = snap.total_steps if snap.total_steps is not None else "?"
-    parts = [("step ", "dim"), (f"{snap.step}/{total}", "bold")]
-    if snap.loss is not None:
-        parts += [("  loss ", "dim"), (f"{snap.loss:.4f}", "bold cyan")]
-    if snap.lr is not None:
-        parts += [("  lr ", "dim"), f"{snap.lr:.2e}"]
-    if snap.tokens_per_s is not None:
-        parts += [("  tok/s ", "dim"), f"{snap.tokens_per_s:,.0f}"]
-    if snap.epoch is not None:
-        parts += [("  epoch ", "dim"), f"{snap.epoch:.2f}"]
-    parts += [
-        ("  elapsed ", "dim"),
-        fmt_duration(snap.elapsed_s),
-        ("  ETA ", "dim"),
-        fmt_duration(snap.eta_s),
-    ]
-    return Text.assemble(*parts)
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, RunProgress)
 
 
 class ResumeDialog(ModalScreen[str]):
@@ -97,11 +80,11 @@ class TrainingScreen(WizardScreen):
     def __init__(self, config: RunConfig) -> None:
         super().__init__()
         self.config = config
-        self.monitor: RunMonitor | None = None
+        self.session: RunSession | None = None
         self.snapshot = RunSnapshot()
         self.running = False
-        self.stop_requested = False
         self.resumed = False
+        self.attached = False
         self._kill_armed_at: float | None = None
 
     def compose(self) -> ComposeResult:
@@ -128,15 +111,20 @@ class TrainingScreen(WizardScreen):
         self._set_status("starting")
         self._show_error(None)
         self.query_one("#run-notes").display = False
-        if existing_run(Path(self.config.output.dir)):
+        out = Path(self.config.output.dir)
+        if owner_of(out) is not None:  # a run is live there (--detach, another terminal): follow it
+            self.start(resume=False, force=False, attach=True)
+        elif existing_run(out):
             self.app.push_screen(ResumeDialog(self.config.output.dir), self._after_dialog)
         else:
             self.start(resume=False, force=False)
 
     def on_unmount(self) -> None:
-        """Leaving the app mid-run: ask the engine to checkpoint and stop rather than orphan it."""
-        if self.running and self.monitor is not None:
-            self.monitor.source.stop()
+        """Leaving the app mid-run: ask the engine to checkpoint and stop rather than orphan it
+        (the session sends that once, however many ways the screen goes away). A run the
+        wizard only attached to goes on: it was started to outlive its front-ends."""
+        if self.running and self.session is not None and not self.attached:
+            self.session.stop()
 
     def _after_dialog(self, choice: str | None) -> None:
         if choice == "resume":
@@ -157,38 +145,49 @@ class TrainingScreen(WizardScreen):
         )
         self.query_one("#run-title", Static).update(title)
 
-    def start(self, resume: bool, force: bool) -> None:
-        self.query_one(LossChart).clear()  # a resumed run replays its events file from the start
-        self.monitor, self.snapshot = None, RunSnapshot()
-        self.running, self.stop_requested = True, False
-        self.resumed = resume
-        self._set_status("resuming" if resume else "starting")
+    def start(self, resume: bool, force: bool, attach: bool = False) -> None:
+        self.query_one(LossChart).clear()  # the session follows only what this attempt writes
+        self.session = RunSession(self.config, self.wizard.run_launcher, self.plan.profile)
+        self.snapshot = self.session.snapshot()
+        self.running, self.resumed, self.attached = True, resume, attach
+        self._set_status("attaching to the live run" if attach else
+                         "resuming" if resume else "starting")
         self._show_error(None)
+        self.query_one(MemoryPanel).set_gpus(self.snapshot.gpus)  # a GPU run, before its steps
         self.refresh_bindings()
-        self.follow_run(resume, force)
+        self.follow_run(self.session, resume, force, attach)
 
     @work(thread=True, exclusive=True, group="run", exit_on_error=False)
-    def follow_run(self, resume: bool, force: bool) -> int | None:
+    def follow_run(self, session: RunSession, resume: bool, force: bool,
+                   attach: bool) -> int | None:
         worker = get_current_worker()
-        source: RunSource = self.wizard.run_launcher(self.config, resume, force)
-        monitor = self.monitor = RunMonitor(source)
+        try:
+            if attach:
+                session.attach()
+            else:
+                session.start(resume=resume, force=force)
+        except (PreflightError, RunLocked):
+            return None  # the snapshot carries the refusal
         try:
             while not worker.is_cancelled:
-                if monitor.pump():
+                pumped = session.pump()
+                if pumped.changed:
                     self.post_message(RunProgress())
-                if monitor.finished:
-                    return monitor.exit_code
+                if pumped.finished:
+                    return session.exit_code
                 time.sleep(POLL_S)
         except BaseException:
-            source.stop()  # we can no longer follow it: have it checkpoint and exit, not run blind
+            if not self.attached:  # we can no longer follow it: have it checkpoint and exit
+                session.stop()
             raise
-        source.stop()  # the screen went away: let the engine checkpoint and exit
+        if not self.attached:
+            session.stop()  # the screen went away: let the engine checkpoint and exit
         return None
 
     def on_run_progress(self, _: RunProgress) -> None:
-        if self.monitor is None:
+        if self.session is None:
             return
-        snap = self.snapshot = self.monitor.snapshot()
+        snap = self.snapshot = self.session.snapshot()
         chart = self.query_one(LossChart)
         chart.add_points(snap.new_points)
         chart.add_eval_points(snap.new_eval_points)
@@ -202,32 +201,36 @@ class TrainingScreen(WizardScreen):
         notes = self.query_one("#run-notes", Static)
         notes.update(Text("\n".join(snap.notes[-3:]), style="dim"))
         notes.display = bool(snap.notes)
-        if not snap.finished and not self.stop_requested:
+        if not snap.finished and snap.status != "stopping":
             self._set_status("running")
 
     def worker_done_run(self, exit_code: int | None) -> None:
         self.running = False
         self.on_run_progress(RunProgress())
         snap = self.snapshot
-        status = snap.end["status"] if snap.end else "failed"
-        self.plan.run_end = snap.end
-        self._set_status(f"{status} (exit code {exit_code})")
-        if status != "completed" or exit_code != 0:
-            self._show_failure(snap, exit_code)
+        if snap.refusal is not None:
+            self._set_status("refused by the pre-flight" if snap.forceable else "refused")
+            self._show_refusal(snap)
+        else:
+            self.plan.run_end = snap.end
+            self._set_status(f"{snap.status} (exit code {exit_code})")
+            if snap.status != "completed" or exit_code != 0:
+                self._show_failure(snap, exit_code)
         self.refresh_bindings()
 
+    def _show_refusal(self, snap: RunSnapshot) -> None:
+        text = Text.assemble(("not started: ", "bold"), snap.refusal or "")
+        if snap.forceable:
+            text.append("\nf runs it anyway here (as --force does)", style="yellow")
+        self._show_error(text)
+
     def _show_failure(self, snap: RunSnapshot, exit_code: int | None) -> None:
-        if snap.end and snap.end["status"] == "stopped":
+        if snap.end and snap.end.status == "stopped":
             text = Text("stopped: the last checkpoint is kept; r resumes", style="yellow")
         elif snap.error:
-            text = Text.assemble(
-                (f"{snap.error['kind']}: ", "bold"),
-                snap.error["message"],
-                "\n",
-                ("hint: ", "bold"),
-                snap.error["hint"],
-            )
-            if snap.error["kind"] == "preflight":
+            text = Text.assemble((f"{snap.error.kind}: ", "bold"), snap.error.message, "\n",
+                                 ("hint: ", "bold"), snap.error.hint)
+            if snap.error.kind == "preflight":
                 text.append("\nf runs it anyway here", style="yellow")
         else:
             text = Text(
@@ -243,11 +246,15 @@ class TrainingScreen(WizardScreen):
 
     def worker_failed(self, group: str, error: BaseException | None) -> None:
         self.running = False
-        started = self.monitor is not None
+        started = self.session is not None and self.session.process is not None
         self._set_status("stopping: lost track of the run" if started else "not started")
         what = "cannot follow the run, asked it to stop: " if started else "cannot start: "
         self._show_error(Text.assemble((what, "bold"), describe_error(error)))
         self.refresh_bindings()
+
+    def _forceable(self) -> bool:
+        snap = self.snapshot
+        return snap.forceable or (snap.error is not None and snap.error.kind == "preflight")
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ("stop", "kill"):
@@ -256,24 +263,16 @@ class TrainingScreen(WizardScreen):
             return not self.running
         if action == "done":
             return not self.running and self.plan.run_end is not None
-        if action == "force":  # only the engine's pre-flight refusal can be overridden here
-            return (
-                not self.running
-                and self.snapshot.error is not None
-                and self.snapshot.error["kind"] == "preflight"
-            )
+        if action == "force":  # a pre-flight refusal, ours or the engine's, can be overridden
+            return not self.running and self._forceable()
         if action == "resume":
-            return (
-                not self.running
-                and self.snapshot.end is not None
-                and self.snapshot.end["status"] != "completed"
-            )
+            end = self.snapshot.end
+            return not self.running and end is not None and end.status != "completed"
         return True
 
     def action_stop(self) -> None:
-        if self.monitor is not None:
-            self.monitor.source.stop()
-            self.stop_requested = True
+        if self.session is not None:
+            self.session.stop()
             self._set_status("stopping: saving a checkpoint")
 
     def action_kill(self) -> None:
@@ -282,9 +281,8 @@ class TrainingScreen(WizardScreen):
             self._kill_armed_at = now
             self.notify("press k again to kill the engine now (no checkpoint)", severity="warning")
             return
-        if self.monitor is not None:
-            self.monitor.source.kill()
-            self.stop_requested = True
+        if self.session is not None:
+            self.session.kill()
             self._set_status("killing")
 
     def action_force(self) -> None:
@@ -294,9 +292,7 @@ class TrainingScreen(WizardScreen):
         self.start(resume=True, force=False)
 
     def action_done(self) -> None:
-        from osstune.tui.screens.done import DoneScreen
-
-        self.app.push_screen(DoneScreen(self.config))
+        self.advance(self.config)
 
     def action_back(self) -> None:
         self.app.pop_screen()

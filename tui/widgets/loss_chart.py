@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from rich.text import Text
 from textual.widget import Widget
 
-from osstune.tui.run_source import HISTORY_POINTS, EvalPoint, StepPoint
+from osstune.engine.session.fold import HISTORY_POINTS, EvalPoint, StepPoint
 
 EIGHTHS = " ▁▂▃▄▅▆▇█"
 EVAL_MARK = "●"

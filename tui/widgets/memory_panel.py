@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from rich.text import Text
 from textual.widget import Widget
 
-from osstune.tui.run_source import GpuMemory
+from osstune.engine.session.fold import GpuMemory
 from osstune.tui.widgets.bars import meter
 
 NAME_WIDTH = 12
@@ -59,6 +59,9 @@ class MemoryPanel(Widget):
             label += f"{short_name(gpu.name)[:NAME_WIDTH]:<{NAME_WIDTH}} "
         row = Text(label)
         total = gpu.total_gib or 0.0
+        if gpu.reserved_gib is None:  # a GPU run from its config, before the first step
+            row.append("GPU: waiting for the first step", style="dim")
+            return row
         if total <= 0:  # a CPU rank: no device memory to draw against
             row.append("no device memory (CPU)", style="dim")
             return row

@@ -1,0 +1,1 @@
+"""Shared presentation: how tokens and run figures look, for the CLI and the wizard alike."""

@@ -1,0 +1,157 @@
+"""A run's figures as text: the plain line per event, the Rich live panel, the wizard's stats line.
+
+All of them read a `RunSnapshot` (engine/session/fold.py) or one typed event, so `osstune run` and
+the wizard show the same numbers formatted the same way.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from osstune.engine.session.events import (
+    AnyEvent,
+    Checkpoint,
+    ErrorEvent,
+    Eval,
+    RunEnd,
+    RunStart,
+    Step,
+    StepGpu,
+    WarningEvent,
+)
+
+if TYPE_CHECKING:
+    from rich.text import Text
+
+    from osstune.engine.session.fold import RunSnapshot
+
+LOG_TAIL = 6
+NOTES_SHOWN = 3
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(round(max(seconds, 0)))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def fmt_loss(loss: float | None) -> str:
+    return "-" if loss is None else f"{loss:.4f}"
+
+
+def fmt_lr(lr: float | None) -> str:
+    return "-" if lr is None else f"{lr:.3g}"
+
+
+def fmt_tokens_per_s(rate: float | None) -> str:
+    return "-" if rate is None else f"{rate:,.0f}"
+
+
+def gpu_summary(gpus: list[StepGpu]) -> str:
+    return " ".join(f"r{g.rank}:{g.device_mem_reserved_gib:.1f}GiB" for g in gpus)
+
+
+def dataset_lines(stats: dict[str, Any]) -> list[str]:
+    """One line per source of a mixed dataset, and the validation split (run_start's stats)."""
+    lines = []
+    for s in stats.get("sources") or []:
+        skipped = sum(s["rows_skipped"].values())
+        lines.append(f"  dataset {s['source']} ({s['format']}, weight {s['weight']:g}): "
+                     f"{s['examples_used']} examples from {s['rows_read']} rows"
+                     + (f", {skipped} skipped" if skipped else ""))
+    val = stats.get("validation")
+    if val:
+        lines.append(f"  validation ({val['source']}): {val['examples']} examples, "
+                     f"{val['tokens_trained']:,} trained tokens")
+    return lines
+
+
+def event_line(event: AnyEvent) -> str | None:
+    """The plain-text line for one event (None for events that have no line)."""
+    if isinstance(event, RunStart):
+        return "\n".join([f"run_start: {event.model.get('id')} ({event.model.get('init')}), "
+                          f"world size {event.world_size}, {event.total_steps} steps",
+                          *dataset_lines(event.dataset)])
+    if isinstance(event, Eval):
+        return f"eval step {event.step}: loss {event.loss:.4f}"
+    if isinstance(event, Step):
+        return (f"step {event.step}/{event.total_steps} loss {event.loss:.4f} "
+                f"lr {event.lr:.3g} {event.tokens_per_s:.0f} tok/s "
+                f"mem {gpu_summary(event.gpus)} eta {fmt_duration(event.eta_s)}")
+    if isinstance(event, Checkpoint):
+        return f"checkpoint step {event.step}: {event.path}"
+    if isinstance(event, WarningEvent):
+        return f"warning: {event.message}"
+    if isinstance(event, ErrorEvent):
+        return f"error ({event.kind}): {event.message}\n  hint: {event.hint}"
+    if isinstance(event, RunEnd):
+        outs = ", ".join(f"{k}={v}" for k, v in event.outputs.items())
+        return f"run_end: {event.status}" + (f" ({outs})" if outs else "")
+    return None
+
+
+def run_panel(name: str, snap: RunSnapshot, log_tail: int = LOG_TAIL) -> Any:
+    """The live panel of `osstune run`."""
+    from rich.panel import Panel
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+    from rich.text import Text
+
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    grid.add_row("status", snap.status)
+    grid.add_row("step", f"{snap.step}/{snap.total_steps or '?'}")
+    if snap.total_steps:
+        grid.add_row("", ProgressBar(total=snap.total_steps, completed=snap.step, width=40))
+    grid.add_row("loss", fmt_loss(snap.loss))
+    if snap.eval_loss is not None:
+        grid.add_row("eval loss", fmt_loss(snap.eval_loss))
+    grid.add_row("lr", fmt_lr(snap.lr))
+    grid.add_row("tokens/s", fmt_tokens_per_s(snap.tokens_per_s))
+    grid.add_row("ETA", fmt_duration(snap.eta_s))
+    for g in snap.gpus:
+        grid.add_row(f"rank {g.rank}", "waiting for the first step" if g.reserved_gib is None
+                     else f"{g.reserved_gib:.2f} GiB reserved (peak since last step)")
+    for note in snap.notes[-NOTES_SHOWN:]:  # engine text, never Rich markup
+        grid.add_row("", Text(note))
+    for line in snap.log_lines[-log_tail:]:
+        grid.add_row("log", Text(line, no_wrap=True, overflow="ellipsis"))
+    return Panel(grid, title=f"osstune run {name}", subtitle="Ctrl-C: stop and save")
+
+
+def stats_line(snap: RunSnapshot) -> Text:
+    """The wizard's one-line figures, formatted as the panel formats them."""
+    from rich.text import Text
+
+    total = snap.total_steps if snap.total_steps is not None else "?"
+    parts: list[Any] = [("step ", "dim"), (f"{snap.step}/{total}", "bold")]
+    if snap.loss is not None:
+        parts += [("  loss ", "dim"), (fmt_loss(snap.loss), "bold cyan")]
+    if snap.lr is not None:
+        parts += [("  lr ", "dim"), fmt_lr(snap.lr)]
+    if snap.tokens_per_s is not None:
+        parts += [("  tok/s ", "dim"), fmt_tokens_per_s(snap.tokens_per_s)]
+    if snap.epoch is not None:
+        parts += [("  epoch ", "dim"), f"{snap.epoch:.2f}"]
+    parts += [("  elapsed ", "dim"), fmt_duration(snap.elapsed_s),
+              ("  ETA ", "dim"), fmt_duration(snap.eta_s)]
+    return Text.assemble(*parts)
+
+
+def serve_hint_lines(outputs: dict[str, str], served_tp: int, output_dir: str) -> list[str]:
+    """What to do with a completed run's outputs: the one place serve hints are written."""
+    from osstune.engine.session.launch import serve_commands
+
+    lines: list[str] = []
+    served = outputs.get("export")
+    if served:
+        lines.append("Serve it:")
+        lines += [f"  {line}" for line in serve_commands(served, served_tp)]
+    adapter = outputs.get("adapter")
+    if adapter:
+        lines.append(f"Adapter: {adapter} (merge: osstune merge-lora {output_dir})")
+    return lines
