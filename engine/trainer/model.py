@@ -5,8 +5,8 @@ Three ways in:
   the public checkpoints when no hub is reachable), built on the meta device. The caller shards it
   (FSDP) or not, then `materialize_random` gives each rank random values for its own shard only.
 - `init: pretrained` without FSDP: `from_pretrained` with MXFP4 experts dequantized to bf16.
-- `init: pretrained` with FSDP: rank 0 loads the checkpoint into host memory, every other rank
-  builds on meta; after sharding, rank 0's full weights are broadcast and each rank keeps its shard.
+- `init: pretrained` with FSDP: every rank builds on meta, shards, then reads only its shard's
+  slices of the safetensors (engine.trainer.sharded_load; MXFP4 experts dequantized per slice).
 """
 
 from __future__ import annotations

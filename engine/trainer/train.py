@@ -65,7 +65,8 @@ from osstune.engine.trainer.objective import (
     causal_lm,
     shift_labels,
 )
-from osstune.engine.trainer.optim import build_optimizer, build_scheduler
+from osstune.engine.trainer.offload import merge_micro_batches
+from osstune.engine.trainer.optim import build_optimizer, build_scheduler, clip_gradients
 from osstune.engine.trainer.tracking import open_event_writer
 
 EXIT_USER_ERROR = 2
@@ -160,14 +161,16 @@ def runtime_for(cfg: RunConfig) -> Runtime:
     return Runtime(rank, world, local, device)
 
 
-def init_process_group(rt: Runtime) -> None:
-    if rt.world_size == 1:
+def init_process_group(rt: Runtime, fsdp: bool = False) -> None:
+    """FSDP needs a group also on one process; started without torchrun, it gets a local one."""
+    if rt.world_size == 1 and not fsdp:
         return
-    if rt.device.type == "cuda":
-        # gloo beside NCCL: CPU-offloaded shards (grad-norm reduction, checkpoint planning).
-        dist.init_process_group("cuda:nccl,cpu:gloo")
+    # gloo beside NCCL: CPU-offloaded shards (grad-norm reduction, checkpoint planning).
+    backend = "cuda:nccl,cpu:gloo" if rt.device.type == "cuda" else "gloo"
+    if "MASTER_ADDR" not in os.environ and rt.world_size == 1:
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
     else:
-        dist.init_process_group("gloo")
+        dist.init_process_group(backend)
 
 
 def barrier(rt: Runtime) -> None:
@@ -334,11 +337,7 @@ def build(cfg: RunConfig, rt: Runtime, config: Any, levers: LeverPlan) -> Built:
     # With CPU offload the sharded parameters live in host memory; FSDP copies each layer in.
     param_device = torch.device("cpu") if cfg.distributed.cpu_offload else rt.device
 
-    full_weights: dict[str, torch.Tensor] | None = None
     if cfg.model.init == "random" or fsdp:
-        if cfg.model.init == "pretrained" and rt.is_main:
-            # Only rank 0 reads the checkpoint; the shards are broadcast after sharding.
-            full_weights = load_pretrained(cfg, config, torch.device("cpu")).state_dict()
         lm = build_meta_model(config, dtype)
         if cfg.model.experts == "mxfp4":
             from osstune.engine.trainer.mxfp4 import pack_experts
@@ -371,13 +370,12 @@ def build(cfg: RunConfig, rt: Runtime, config: Any, levers: LeverPlan) -> Built:
 
             fill_random_packed(causal_lm(lm), cfg.training.seed)
     elif fsdp:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+        from osstune.engine.trainer.sharded_load import load_local_shards
 
+        # Each rank reads only its shard's slices of the checkpoint (no broadcast, no full copy).
         causal_lm(lm).to_empty(device=param_device)
         reset_rotary(causal_lm(lm), rt.device)
-        set_model_state_dict(causal_lm(lm), full_weights or {}, options=StateDictOptions(
-            full_state_dict=True, broadcast_from_rank0=True))
-        full_weights = None
+        load_local_shards(causal_lm(lm), cfg.model.id, rt.device)
     if not fsdp:
         objective.to(rt.device)
     applied += apply_block_levers(lm, levers)  # compile, MoE chunks: on the placed model
@@ -495,7 +493,7 @@ def train(args: argparse.Namespace, stop: StopRequest, run: Run) -> int:
         raise ConfigError(f"{args.config}: method lora runs on one process (distributed.fsdp: "
                           "false, gpus <= 1)")
 
-    init_process_group(rt)
+    init_process_group(rt, cfg.distributed.fsdp)
     prepare_output(output, rt, resume_dir is not None, args.force)
     if rt.is_main:
         run.writer = open_event_writer(output, cfg)
@@ -556,11 +554,11 @@ def train(args: argparse.Namespace, stop: StopRequest, run: Run) -> int:
 
     while step < total_steps and not stopping:
         batches = [micro_batch(stream, step, m, rt, cfg) for m in range(accum)]
+        if cfg.distributed.cpu_offload:
+            batches = merge_micro_batches(batches)  # one parameter round trip per pass
         loss_sum, step_trained, step_tokens = forward_backward(
             objective, batches, rt, built.config.router_aux_loss_coef)
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-        if hasattr(grad_norm, "full_tensor"):
-            grad_norm = grad_norm.full_tensor()
+        grad_norm = clip_gradients(params, max_norm, optimizer)
         lr = scheduler.get_last_lr()[0]
         optimizer.step()
         scheduler.step()
