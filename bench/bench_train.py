@@ -14,7 +14,12 @@ batch 1, one row of random tokens, AdamW on the adapters. Variants:
   chunked
             linear cross-entropy, MoE blocks compiled, expandable allocator segments, long rows
             through token-chunked MoE blocks;
-  lever-*   osstune with one lever at a time, for the per-lever table.
+  lever-*   osstune with one lever at a time, for the per-lever table;
+  packed-*  osstune-lean with the experts kept as MXFP4 blocks/scales (`model.experts: mxfp4`,
+            random packed bytes drawn on the GPU), dequantized just in time per MoE block;
+            `+expert-lora` adds r=8 expert LoRA (low-rank grouped GEMMs, ops/moe_lora.py).
+
+`--model 120b` uses the gpt-oss-120b shapes (36 layers, 128 experts) instead of 20b's.
 
 Each measurement runs in its own subprocess (an out-of-memory run cannot disturb the next) and
 prints one JSON line; the parent prints the table and writes all results to --out. With two
@@ -62,6 +67,8 @@ GPT_OSS_20B: dict[str, Any] = {
                         "truncate": False, "original_max_position_embeddings": 4096,
                         "rope_theta": 150000.0},
 }
+GPT_OSS_120B: dict[str, Any] = {**GPT_OSS_20B, "num_hidden_layers": 36, "num_local_experts": 128,
+                                "layer_types": ["sliding_attention", "full_attention"] * 18}
 # A few-MB model with the same structure, for checking the harness on CPU.
 TINY: dict[str, Any] = {
     **GPT_OSS_20B, "vocab_size": 512, "hidden_size": 64, "intermediate_size": 32,
@@ -82,6 +89,9 @@ class Variant:
     moe_chunk: int | None = None   # token chunk for checkpointed MoE blocks on long rows
     offload: bool = False          # checkpointed layer inputs in pinned host memory
     expandable: bool = False       # PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+    packed: bool = False           # MXFP4 experts kept packed (bench/bench_mxfp4.py builds it)
+    expert_lora: bool = False      # + LoRA r=8 on the experts (packed variants only)
+    cap_gib: float | None = None   # this variant's memory cap (else --cap-gib)
 
 
 # lean: every layer checkpointed (least memory); osstune: as many layers as fit keep activations
@@ -101,6 +111,13 @@ VARIANTS: dict[str, Variant] = {
     "lever-lean+compile-layer": Variant(**{**asdict(LEAN), "compile": "layer"}),
     "lever-osstune+compile-layer": Variant(**{**asdict(OSSTUNE), "compile": "layer"}),
     "osstune-offload": Variant(**{**asdict(OSSTUNE), "offload": True}),
+    "packed-lean": Variant(**{**asdict(LEAN), "packed": True}),
+    "packed-lean-eager": Variant(**{**asdict(LEAN), "packed": True, "compile": None}),
+    "packed-lean+expert-lora": Variant(**{**asdict(LEAN), "packed": True, "expert_lora": True}),
+    # what a 24 GB card (RTX 3090/4090: 23.99 GiB total, ~23.5 usable) runs
+    "packed-24gb": Variant(**{**asdict(LEAN), "packed": True, "compile": None, "cap_gib": 23.5}),
+    "packed-24gb+expert-lora": Variant(**{**asdict(LEAN), "packed": True, "compile": None,
+                                         "cap_gib": 23.5, "expert_lora": True}),
 }
 
 
@@ -134,17 +151,22 @@ def _build(variant: Variant, cfg_values: dict[str, Any], device: Any) -> tuple[A
     config = GptOssConfig(**cfg_values)
     stock_attn = "eager" if variant.attn == "osstune" else variant.attn
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    with torch.device(device):
-        model = GptOssForCausalLM._from_config(config, dtype=dtype,
-                                               attn_implementation=stock_attn)
+    if variant.packed:
+        from bench_mxfp4 import build_packed  # bench/ is on sys.path (script dir)
+
+        model = build_packed(config, dtype, device, stock_attn, variant.expert_lora)
+    else:
+        with torch.device(device):
+            model = GptOssForCausalLM._from_config(config, dtype=dtype,
+                                                   attn_implementation=stock_attn)
+            model = get_peft_model(model, LoraConfig(
+                r=8, lora_alpha=16, lora_dropout=0.0,
+                target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
     model.train()
     uses_ops = (variant.attn == "osstune" or variant.loss == "chunked" or variant.compile
                 or variant.unchecked or variant.offload or variant.moe_chunk)
     if not uses_ops:
-        model.gradient_checkpointing_enable()  # the stock user's call
-    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0,
-                                             target_modules=["q_proj", "k_proj", "v_proj",
-                                                             "o_proj"]))
+        model.get_base_model().gradient_checkpointing_enable()  # the stock user's call
     if uses_ops:
         from osstune.engine.trainer.levers import LeverPlan, apply_levers
 
@@ -188,15 +210,16 @@ def _step_fn(variant: Variant, model: Any, config: Any, input_ids: Any, optimize
 
 
 def measure(name: str, variant: Variant, seq: int, warmup: int, steps: int,
-            tiny: bool = False, cap_gib: float | None = None) -> dict[str, Any]:
+            tiny: bool = False, cap_gib: float | None = None, size: str = "20b"
+            ) -> dict[str, Any]:
     """Build, train `warmup + steps` steps, return the measurement (never raises for OOM)."""
     import torch
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    cfg_values = TINY if tiny else GPT_OSS_20B
+    cfg_values = TINY if tiny else GPT_OSS_120B if size == "120b" else GPT_OSS_20B
     import transformers
 
-    result: dict[str, Any] = {"variant": name, "seq": seq, "spec": asdict(variant),
+    result: dict[str, Any] = {"variant": name, "seq": seq, "spec": asdict(variant), "model": size,
                               "torch": torch.__version__, "transformers": transformers.__version__,
                               "device": torch.cuda.get_device_name() if device.type == "cuda"
                               else "cpu", "status": "ok"}
@@ -260,6 +283,7 @@ class Runner:
     lock: threading.Lock = field(default_factory=threading.Lock)
     tiny: bool = False
     cap_gib: float | None = None
+    size: str = "20b"
 
     def remaining(self) -> float:
         return self.budget_s - (time.perf_counter() - self.started)
@@ -287,8 +311,9 @@ class Runner:
             env["PYTORCH_CUDA_ALLOC_CONF"] = "expandable_segments:True"
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name, "--seq", str(seq),
                "--warmup", str(warmup), "--steps", str(steps)] + (["--tiny"] if self.tiny else [])
-        if self.cap_gib:
-            cmd += ["--cap-gib", str(self.cap_gib)]
+        if variant.cap_gib or self.cap_gib:
+            cmd += ["--cap-gib", str(variant.cap_gib or self.cap_gib)]
+        cmd += ["--model", self.size]
         try:
             proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True,
                                   timeout=max(10.0, self.remaining()))
@@ -388,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="limit each process to this much device memory on larger cards "
                         "(default: an 80 GB H100's 79.1 GiB; 0 = no limit)")
     parser.add_argument("--tiny", action="store_true", help="tiny model (harness check on CPU)")
+    parser.add_argument("--model", choices=("20b", "120b"), default="20b",
+                        help="gpt-oss shapes to build")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--seq", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--warmup", type=int, default=2, help=argparse.SUPPRESS)
@@ -396,12 +423,13 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.worker:
         result = measure(args.worker, VARIANTS[args.worker], args.seq, args.warmup, args.steps,
-                         tiny=args.tiny, cap_gib=args.cap_gib or None)
+                         tiny=args.tiny, cap_gib=args.cap_gib or None, size=args.model)
         print(RESULT_PREFIX + json.dumps(result), flush=True)
         return 0
 
     devices = _devices(args.devices)
-    runner = Runner(budget_s=args.budget_s, tiny=args.tiny, cap_gib=args.cap_gib or None)
+    runner = Runner(budget_s=args.budget_s, tiny=args.tiny, cap_gib=args.cap_gib or None,
+                    size=args.model)
     seqs = [int(s) for s in args.seqs.split(",") if s]
     compare = [v for v in args.compare.split(",") if v]
     levers = [v for v in args.levers.split(",") if v]
@@ -431,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def search_queue(device: str | None) -> None:
         for index, name in enumerate(searched):
-            if name.startswith("osstune"):
+            if name.startswith(("osstune", "packed")):
                 longest[name] = search_longest(runner, device, name, args.search_start,
                                                args.search_limit, resolution=8192)
             else:  # stock paths: one probe above the longest compared length

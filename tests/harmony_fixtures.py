@@ -117,7 +117,7 @@ def reference_messages(row: dict[str, Any], effort: str = "medium",
                                  .with_channel("commentary")
                                  .with_recipient(f"functions.{fn['name']}")
                                  .with_content_type("<|constrain|>json"))
-            elif content or not (parts or thinking):
+            else:  # an answer without tool calls always has its final, even an empty one
                 parts.append(Message.from_role_and_content(Role.ASSISTANT, content or "")
                              .with_channel("final"))
             out.extend(parts)

@@ -21,6 +21,8 @@ runner = CliRunner()
 
 EXPECTED_8XH100_1TB = {
     "gpt-oss-20b-lora-1gpu": "fits",
+    "gpt-oss-20b-lora-mxfp4": "fits",
+    "gpt-oss-120b-lora-mxfp4": "fits",
     "gpt-oss-20b-fft-fsdp2-offload": "fits",
     "gpt-oss-20b-fft-fsdp2": "fits",
     "gpt-oss-120b-fft-fsdp2-offload": "does-not-fit",
@@ -129,7 +131,8 @@ def test_unknown_preset_lists_valid_names() -> None:
     assert result.exit_code == output.EXIT_USAGE
     assert result.stdout == ""
     assert result.stderr == ("osstune: error: unknown preset 'gpt-oss-7b'; valid presets: "
-                             "gpt-oss-20b-lora-1gpu, gpt-oss-20b-fft-fsdp2-offload, "
+                             "gpt-oss-20b-lora-1gpu, gpt-oss-20b-lora-mxfp4, "
+                             "gpt-oss-120b-lora-mxfp4, gpt-oss-20b-fft-fsdp2-offload, "
                              "gpt-oss-20b-fft-fsdp2, gpt-oss-120b-fft-fsdp2-offload, "
                              "tiny-cpu-demo\n")
 
@@ -147,6 +150,20 @@ def test_bad_hardware_file_names_file_and_field(tmp_path: Path, command: str) ->
     assert result.exit_code == output.EXIT_USAGE
     assert "none.json: cannot read: No such file or directory" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_global_bad_hardware_is_refused_for_every_command(tmp_path: Path) -> None:
+    """`osstune --hardware BAD.json run ...` refuses the profile that `presets` refuses."""
+    bad = tmp_path / "rig.json"
+    bad.write_text('{"gpus": [], "ram_gib": NaN, "cpu_count": 8, "disk_free_gib": 100}')
+    out = tmp_path / "out"
+    for args in (["run", "tiny-cpu-demo", "--output", str(out)], ["inspect", "x.jsonl"],
+                 ["presets"], ["doctor"]):
+        result = invoke("--hardware", str(bad), *args)
+        assert result.exit_code == output.EXIT_USAGE, args
+        assert result.stderr == (f"osstune: error: {bad}: ram_gib: must be a finite number, "
+                                 "got nan\n")
+    assert not out.exists()
 
 
 def test_unusable_output_dir(tmp_path: Path) -> None:
@@ -190,8 +207,8 @@ def test_doctor_table_for_a_profile_is_plain() -> None:
     assert "\x1b[" not in out and "┃" not in out
     gpu_rows = [line for line in out.splitlines() if "NVIDIA A100-SXM4-80GB" in line]
     assert len(gpu_rows) == 4
-    assert gpu_rows[0].split()[0] == "0" and "80.0 GiB" in gpu_rows[0] and "yes" in gpu_rows[0]
-    assert "RAM               1007.5 GiB" in out
+    assert gpu_rows[0].split()[0] == "0" and "80 GiB" in gpu_rows[0] and "yes" in gpu_rows[0]
+    assert "RAM               1008 GiB" in out  # one size format everywhere (fmt_gib)
     assert f"Source            {PROFILES / '4xa100-80gb.json'}" in out
 
 
@@ -268,6 +285,31 @@ def test_plain_table_aligns_multiline_cells() -> None:
         "                    two",
         "long-name  no",
     ]
+
+
+def test_names_from_a_profile_never_drive_the_terminal(tmp_path: Path) -> None:
+    rig = tmp_path / "rig.json"
+    rig.write_text(json.dumps({"gpus": [{"name": "A100\u001b[2J\u0000", "memory_total_gib": 80}],
+                               "ram_gib": 64, "cpu_count": 8, "disk_free_gib": 100,
+                               "driver_version": "5\u009b31m"}))
+    for command in ("doctor", "presets"):
+        result = invoke(command, "--hardware", str(rig))
+        assert result.exit_code == 0, result.stderr
+        assert "A100\\x1b[2J\\x00" in result.stdout
+        assert "\x1b" not in result.stdout and "\x00" not in result.stdout
+    assert "5\\x9b31m" in invoke("doctor", "--hardware", str(rig)).stdout
+
+
+def test_global_hardware_with_run_says_run_uses_this_machine(tmp_path: Path) -> None:
+    profile = PROFILES / "1xh100-80gb.json"
+    result = invoke("--hardware", str(profile), "run", "tiny-cpu-demo", "--set", "lr=[1",
+                    "--output", str(tmp_path / "out"))
+    assert result.exit_code == output.EXIT_USAGE
+    assert result.stderr.splitlines() == [
+        f"osstune: warning: --hardware {profile} is for planning; `run` trains on this machine "
+        "(its pre-flight checks this machine)",
+        "osstune: error: --set 'lr=[1': the value for lr is not valid YAML: expected ',' or ']', "
+        "but got '<stream end>'"]
 
 
 # --- plan and the effective config ---------------------------------------------------------

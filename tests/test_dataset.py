@@ -83,24 +83,24 @@ def test_skip_policy_counts_every_reason(tokenizer, tmp_path):
     prepared = prepare_dataset(make_cfg(path, sequence_len=256), tokenizer)
     stats = prepared.stats
     assert stats.rows_read == 9 and stats.examples == 2
-    assert [e.row for e in prepared.examples] == [0, 8]
+    assert [e.row for e in prepared.examples] == [1, 9]  # 1-based, like line numbers
     assert stats.rows_skipped == {
         "unknown role": 1, "tool result without a call": 1, "no assistant message": 1,
         "arguments not JSON": 1, "content of the wrong type": 1, "row not valid JSON": 1,
         "longer than sequence_len": 1}
-    assert stats.skip_samples[0] == ("row 1: message 0: unknown role 'narrator' (expected "
+    assert stats.skip_samples[0] == ("row 2: message 0: unknown role 'narrator' (expected "
                                      "system, developer, user, assistant or tool)")
-    assert any(s.startswith("row 6: line 7 is not valid JSON") for s in stats.skip_samples)
-    assert any(s.startswith("row 7: ") and s.endswith("tokens, longer than sequence_len 256")
+    assert any(s.startswith("row 7: not valid JSON") for s in stats.skip_samples)
+    assert any(s.startswith("row 8: ") and s.endswith("tokens, longer than sequence_len 256")
                for s in stats.skip_samples)
 
 
 @pytest.mark.parametrize("bad, message", [
-    (BAD[0], "row 1: message 0: unknown role 'narrator' (expected system, developer, user, "
+    (BAD[0], "row 2: message 0: unknown role 'narrator' (expected system, developer, user, "
              "assistant or tool)"),
-    (BAD[1], "row 1: message 1: tool result without a preceding tool call"),
-    (BAD[2], "row 1: no assistant message"),
-    (BAD[4], "row 1: message 0 (user): content must be a string, got int"),
+    (BAD[1], "row 2: message 1: tool result without a preceding tool call"),
+    (BAD[2], "row 2: no assistant message"),
+    (BAD[4], "row 2: message 0 (user): content must be a string, got int"),
 ])
 def test_fail_policy_stops_with_row_and_reason(tokenizer, tmp_path, bad, message):
     path = write_jsonl(tmp_path / "d.jsonl", [GOOD, bad])
@@ -114,7 +114,7 @@ def test_overlength_fail_message(tokenizer, tmp_path):
     n = len(prepare_dataset(make_cfg(path, sequence_len=4096), tokenizer).examples[0])
     with pytest.raises(DatasetError) as info:
         prepare_dataset(make_cfg(path, sequence_len=256, invalid_rows="fail"), tokenizer)
-    assert str(info.value) == f"{path}: row 0: {n} tokens, longer than sequence_len 256"
+    assert str(info.value) == f"{path}: row 1: {n} tokens, longer than sequence_len 256"
 
 
 def test_overlength_truncate(tokenizer, tmp_path):
@@ -133,7 +133,7 @@ def test_expand_gives_one_example_per_turn(tokenizer, tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", [
         {"messages": [U("a"), A("b"), U("c"), A("d"), U("e"), A("f")]}, GOOD])
     prepared = prepare_dataset(make_cfg(path, train_turns="expand"), tokenizer)
-    assert [(e.row, e.turn) for e in prepared.examples] == [(0, 1), (0, 2), (0, 3), (1, 1)]
+    assert [(e.row, e.turn) for e in prepared.examples] == [(1, 1), (1, 2), (1, 3), (2, 1)]
 
 
 def test_missing_file(tokenizer, tmp_path):

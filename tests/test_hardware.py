@@ -379,6 +379,16 @@ GOOD = {"gpus": [{"name": "A", "memory_total_gib": 80}], "ram_gib": 64, "cpu_cou
     ({"cpu_count": None}, "cpu_count: missing"),
     ({"cpu_count": 2.5}, "cpu_count: expected a whole number >= 1, got 2.5"),
     ({"output_dir": 3}, "output_dir: expected str, got 3"),
+    # JSON written by Python may hold NaN / Infinity: never "fits ... nan GiB"
+    ({"ram_gib": float("nan")}, "ram_gib: must be a finite number, got nan"),
+    ({"disk_free_gib": float("inf")}, "disk_free_gib: must be a finite number, got inf"),
+    ({"gpus": [{"memory_total_gib": float("nan")}]},
+     "gpus[0].memory_total_gib: must be a finite number, got nan"),
+    ({"gpus": [{"memory_total_gib": 80, "memory_free_gib": float("-inf")}]},
+     "gpus[0].memory_free_gib: must be a finite number, got -inf"),
+    ({"gpus": [{"memory_total_gib": 80, "memory_used_gib": -1}]},
+     "gpus[0].memory_used_gib: must be 0 or more, got -1"),
+    ({"hf_cache_free_gib": -0.5}, "hf_cache_free_gib: must be 0 or more, got -0.5"),
 ])
 def test_bad_profile_names_file_and_field(tmp_path: Path, change: dict, message: str) -> None:
     data = {**GOOD, **change}
@@ -406,6 +416,9 @@ def test_unreadable_or_malformed_profile(tmp_path: Path) -> None:
         load_profile(f)
     with pytest.raises(HardwareProfileError, match="cannot read"):
         load_profile(tmp_path)  # a directory
+    f.write_text("[" * 100_000)
+    with pytest.raises(HardwareProfileError, match="nested too deeply"):
+        load_profile(f)
 
 
 # --- the real pynvml wrappers over a fake libnvidia-ml ----------------------------------------

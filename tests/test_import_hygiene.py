@@ -7,9 +7,9 @@ heavy modules it imported.
 from __future__ import annotations
 
 import json
+import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).parent.parent
 PROFILE = Path(__file__).parent / "profiles" / "2xrtx4090-24gb.json"
 HEAVY = ("torch", "textual", "transformers", "datasets", "peft", "accelerate")
-# Measured here at ~0.3 s each; the bound leaves room for a loaded CI machine.
+# CPU seconds: ~0.4 each here; importing torch alone takes ~2.5-3 s of CPU.
 MAX_START_S = 2.5
 
 RUN_CLI = """
@@ -36,11 +36,18 @@ print("\\n" + json.dumps({{"exit": code, "loaded": loaded}}))
 """
 
 
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_cli(*args: str) -> tuple[dict, float]:
-    start = time.perf_counter()
+    """The command's report and the CPU seconds its process used (wall time on a shared,
+    loaded machine measures the neighbours; a torch import costs seconds of CPU either way)."""
+    start = _children_cpu_s()
     proc = subprocess.run([sys.executable, "-c", RUN_CLI.format(heavy=HEAVY, args=list(args))],
                           capture_output=True, text=True, timeout=60, cwd=ROOT)
-    elapsed = time.perf_counter() - start
+    elapsed = _children_cpu_s() - start
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1]), elapsed
 
@@ -56,4 +63,4 @@ def test_cli_imports_no_heavy_modules_and_starts_fast(args: tuple[str, ...]) -> 
     report, elapsed = run_cli(*args)
     assert report["exit"] in (0, None)
     assert report["loaded"] == []
-    assert elapsed < MAX_START_S, f"osstune {' '.join(args)} took {elapsed:.2f} s"
+    assert elapsed < MAX_START_S, f"osstune {' '.join(args)} took {elapsed:.2f} s of CPU"

@@ -25,7 +25,11 @@ OFFLOAD = "gpt-oss-20b-fft-fsdp2-offload"
 FFT = "gpt-oss-20b-fft-fsdp2"
 BIG = "gpt-oss-120b-fft-fsdp2-offload"
 TINY = "tiny-cpu-demo"
+PACKED = "gpt-oss-20b-lora-mxfp4"
+PACKED_BIG = "gpt-oss-120b-lora-mxfp4"
 NO = "does-not-fit"
+P80 = {PACKED: "fits", PACKED_BIG: "fits"}  # packed-experts presets on an 80 GB card
+P48 = {PACKED: "fits", PACKED_BIG: NO}
 
 # profile -> (verdict per preset, recommended preset). Verdicts come from the estimate of each
 # config (engine/plan/estimate.py). Two changed with it, both where the old seed figures were
@@ -33,15 +37,22 @@ NO = "does-not-fit"
 # it does not fit 24 GB cards; 120b FFT + offload is estimated at ~73 GiB per GPU (FSDP buffers of
 # its 3.2B-parameter layers) - tight on 80 GB cards, so the 20b FFT is recommended there.
 EXPECTED = {
-    "1xh100-80gb": ({LORA: "fits", OFFLOAD: NO, FFT: NO, BIG: NO, TINY: "fits"}, LORA),
-    "1xrtx-a6000-48gb": ({LORA: "fits", OFFLOAD: NO, FFT: NO, BIG: NO, TINY: "fits"}, LORA),
-    "1xh200-141gb-disk51": ({LORA: "fits", OFFLOAD: NO, FFT: NO, BIG: NO, TINY: "fits"}, LORA),
-    "2xrtx4090-24gb": ({LORA: NO, OFFLOAD: NO, FFT: NO, BIG: NO, TINY: "fits"}, TINY),
-    "4xa100-80gb": ({LORA: "fits", OFFLOAD: "fits", FFT: "fits", BIG: NO, TINY: "fits"}, FFT),
-    "8xh100-80gb-4tb": ({LORA: "fits", OFFLOAD: "fits", FFT: "fits", BIG: "tight", TINY: "fits"},
-                        FFT),
-    "8xh100-80gb-1tb": ({LORA: "fits", OFFLOAD: "fits", FFT: "fits", BIG: NO, TINY: "fits"}, FFT),
-    "cpu-only": ({LORA: NO, OFFLOAD: NO, FFT: NO, BIG: NO, TINY: "fits"}, TINY),
+    "1xh100-80gb": ({LORA: "fits", OFFLOAD: NO, FFT: NO, BIG: NO, TINY: "fits", **P80}, LORA),
+    "1xrtx-a6000-48gb": ({LORA: "fits", OFFLOAD: NO, FFT: NO, BIG: NO, TINY: "fits", **P48},
+                         LORA),
+    "1xh200-141gb-disk51": ({LORA: "fits", OFFLOAD: NO, FFT: NO, BIG: NO, TINY: "fits", **P48},
+                            LORA),
+    # one or two 24 GB cards: the packed-experts LoRA (issue 12)
+    "1xrtx4090-24gb": ({LORA: NO, OFFLOAD: NO, FFT: NO, BIG: NO, TINY: "fits", **P48}, PACKED),
+    "2xrtx4090-24gb": ({LORA: NO, OFFLOAD: NO, FFT: NO, BIG: NO, TINY: "fits", **P48}, PACKED),
+    "4xa100-80gb": ({LORA: "fits", OFFLOAD: "fits", FFT: "fits", BIG: NO, TINY: "fits", **P80},
+                    FFT),
+    "8xh100-80gb-4tb": ({LORA: "fits", OFFLOAD: "fits", FFT: "fits", BIG: "tight", TINY: "fits",
+                         **P80}, FFT),
+    "8xh100-80gb-1tb": ({LORA: "fits", OFFLOAD: "fits", FFT: "fits", BIG: NO, TINY: "fits",
+                         **P80}, FFT),
+    "cpu-only": ({LORA: NO, OFFLOAD: NO, FFT: NO, BIG: NO, TINY: "fits", PACKED: NO,
+                  PACKED_BIG: NO}, TINY),
 }
 
 
@@ -56,6 +67,12 @@ def by_name(rec: Recommendation) -> dict:
 @pytest.fixture(scope="module")
 def presets() -> list:
     return [load_preset(n) for n in preset_names()]
+
+
+@pytest.fixture(scope="module")
+def bf16_presets(presets: list) -> list:
+    """Without the packed-experts presets (which fit 24 GB cards): the fallbacks below."""
+    return [p for p in presets if p.model.experts == "bf16"]
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -124,10 +141,10 @@ def test_tight_disk_loses_to_a_smaller_preset_that_fits(presets: list) -> None:
     assert rec.summary == f"{FFT} is the most capable preset that fits this machine."
 
 
-def test_tight_recommended_when_nothing_fits_outright(presets: list) -> None:
+def test_tight_recommended_when_nothing_fits_outright(bf16_presets: list) -> None:
     p = dataclasses.replace(profile("1xrtx-a6000-48gb"),
                             gpus=[GpuInfo(0, "a 45 GiB card", memory_total_gib=45.0)])
-    rec = recommend(p, presets)
+    rec = recommend(p, bf16_presets)
     assert rec.recommended == LORA  # tight, yet preferred over the CPU demo that fits
     assert rec.summary == (f"{LORA} fits with less than 10% headroom (tight); "
                            "no GPT-OSS preset fits outright.")
@@ -143,8 +160,8 @@ def test_too_little_ram_for_offload(presets: list) -> None:
     assert rec.recommended == LORA
 
 
-def test_no_gpt_oss_preset_fits_summary(presets: list) -> None:
-    rec = recommend(profile("2xrtx4090-24gb"), presets)
+def test_no_gpt_oss_preset_fits_summary(bf16_presets: list) -> None:
+    rec = recommend(profile("2xrtx4090-24gb"), bf16_presets)
     assert rec.recommended == TINY
     assert rec.summary.startswith(f"No GPT-OSS preset fits this machine; {TINY} runs on CPU.")
     assert (f"{LORA} needs 1 GPU with >= 42.5 GiB, ~14.2 GiB host RAM, ~13.0 GiB free disk"
@@ -155,8 +172,8 @@ def test_no_gpt_oss_preset_fits_summary(presets: list) -> None:
 def test_cpu_only_summary_says_what_hardware_would_do(presets: list) -> None:
     rec = recommend(profile("cpu-only"), presets)
     assert rec.summary.startswith("No NVIDIA GPU found (NVIDIA driver not available: NVML Shared "
-                                  f"Library Not Found); {TINY} runs on CPU. For GPT-OSS: {LORA} "
-                                  "needs 1 GPU with >= 42.5 GiB")
+                                  f"Library Not Found); {TINY} runs on CPU. For GPT-OSS: "
+                                  f"{PACKED} needs 1 GPU with >= ")
 
 
 def test_nothing_fits_at_all(presets: list) -> None:

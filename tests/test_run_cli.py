@@ -4,6 +4,7 @@ and the refusals that happen before anything is launched."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -122,3 +123,23 @@ def test_run_rejects_an_unknown_override():
     result = CliRunner().invoke(app, ["run", "tiny-cpu-demo", "--set", "training.nope=1"])
     assert result.exit_code == 2
     assert "training.nope: unknown key" in result.output
+
+
+def test_demo_disk_figures_match_the_readme(demo_run):
+    """The preset's disk figure and the README's measured sizes are what a demo run writes."""
+    proc, out = demo_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    readme = (REPO / "README.md").read_text()
+    stated = {kind: int(n.replace(",", "")) for kind, n in re.findall(
+        r"(checkpoint is|export) ([\d,]+) bytes", readme)}
+
+    def size(path):
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+    checkpoints = sorted((out / "checkpoints").iterdir())
+    assert checkpoints
+    for ckpt in checkpoints:
+        assert abs(size(ckpt) - stated["checkpoint is"]) < 0.01 * stated["checkpoint is"]
+    assert abs(size(out / "export") - stated["export"]) < 0.01 * stated["export"]
+    requirements = load_config("tiny-cpu-demo").requirements
+    assert size(out) < requirements.disk_gib * 1024**3

@@ -239,7 +239,7 @@ async def test_dataset_browsing_and_remembered_dataset(tmp_path: Path) -> None:
         summary = text_of(screen, "#dataset-summary")
         assert "rows read: 2" in summary and "rows skipped: 1" in summary
         header = text_of(screen, "#example-header")
-        assert header.startswith("example 1/1 · row 0")
+        assert header.startswith("example 1/1 · row 1")  # rows are 1-based
         await pilot.press("pagedown")  # already the last: stays
         assert screen.index == 0
         preview = text_of(screen, "#token-preview")

@@ -38,6 +38,20 @@ def _version_callback(value: bool) -> None:
         raise typer.Exit()
 
 
+def _check_hardware(path: str, command: str | None) -> None:
+    """A bad profile is refused before any command runs, whichever command it is given to."""
+    from osstune.engine.plan.hardware import HardwareProfileError, load_profile
+    from osstune.tui import output
+
+    try:
+        load_profile(path)
+    except HardwareProfileError as e:
+        output.fail(str(e))
+    if command == "run":
+        output.warn(f"--hardware {path} is for planning; `run` trains on this machine "
+                    "(its pre-flight checks this machine)")
+
+
 @app.callback(invoke_without_command=True)
 def root(
     ctx: typer.Context,
@@ -52,6 +66,8 @@ def root(
     ] = False,
 ) -> None:
     """With no command, open the wizard. --hardware here applies to every command."""
+    if hardware is not None:
+        _check_hardware(hardware, ctx.invoked_subcommand)
     ctx.obj = {"hardware": hardware}
     if ctx.invoked_subcommand is None:
         from osstune.tui.commands.wizard import open_wizard

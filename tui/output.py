@@ -9,7 +9,8 @@ Rules every command follows by using these helpers:
   exit code 2 (EXIT_USAGE) for bad input (a missing file, an unknown preset), 1 (EXIT_PROBLEM) when
   the command ran and found a problem.
 
-Imports only typer/rich, which the CLI loads anyway.
+Imports only typer/rich, which the CLI loads anyway, and the engine's tiny `units` helpers
+(`fmt_gib` for every size, `plural` for every count).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from collections.abc import Sequence
 from typing import Any, NoReturn, TextIO
 
 import typer
+
+from osstune.engine.plan.units import fmt_gib, plural  # noqa: F401 - the helpers, re-exported
 
 EXIT_PROBLEM = 1
 EXIT_USAGE = 2
@@ -48,14 +51,28 @@ def console(stderr: bool = False):  # noqa: ANN201 - rich.console.Console, impor
     return Console(file=stream, no_color=not use_color(stream), highlight=False)
 
 
+# Characters a terminal would act on rather than show: C0 controls other than newline and tab,
+# DEL, C1 controls, and the bidirectional overrides/isolates ("Trojan Source") - shown escaped.
+_UNSAFE = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)]
+           if c not in (0x09, 0x0A)}
+_UNSAFE.update({c: f"\\u{c:04x}" for c in [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]})
+_UNSAFE_ONE_LINE = {**_UNSAFE, 0x09: "\\t", 0x0A: "\\n"}
+
+
+def safe_text(text: str, one_line: bool = False) -> str:
+    """`text` with terminal control characters escaped visibly (ESC -> \\x1b, NUL -> \\x00);
+    one_line also escapes newline and tab, so a message stays on one line."""
+    return text.translate(_UNSAFE_ONE_LINE if one_line else _UNSAFE)
+
+
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     """Print a one-line error to stderr and exit with `code` (no traceback)."""
-    typer.echo(f"osstune: error: {message}", err=True)
+    typer.echo(f"osstune: error: {safe_text(message)}", err=True)
     raise typer.Exit(code)
 
 
 def warn(message: str) -> None:
-    typer.echo(f"osstune: warning: {message}", err=True)
+    typer.echo(f"osstune: warning: {safe_text(message)}", err=True)
 
 
 def print_json(data: Any) -> None:
@@ -63,7 +80,8 @@ def print_json(data: Any) -> None:
 
 
 def _text(cell: Cell) -> str:
-    return cell if isinstance(cell, str) else cell[0]
+    """A cell's text with terminal control characters escaped (names may come from files)."""
+    return safe_text(cell if isinstance(cell, str) else cell[0])
 
 
 def plain_table(columns: Sequence[str] | None, rows: Sequence[Sequence[Cell]]) -> str:
@@ -103,7 +121,7 @@ def print_table(columns: Sequence[str] | None, rows: Sequence[Sequence[Cell]],
     for name in columns or [""] * (len(rows[0]) if rows else 0):
         table.add_column(name)
     for row in rows:
-        table.add_row(*(Text(c) if isinstance(c, str) else Text(c[0], style=c[1]) for c in row))
+        table.add_row(*(Text(_text(c), style="" if isinstance(c, str) else c[1]) for c in row))
     console().print(table)
 
 
@@ -114,4 +132,4 @@ def print_line(text: Cell = "") -> None:
         return
     from rich.text import Text
 
-    console().print(Text(text[0], style=text[1]))
+    console().print(Text(_text(text), style=text[1]))

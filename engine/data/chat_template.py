@@ -60,8 +60,8 @@ CHAT_TEMPLATE = r"""{%- set effort = reasoning_effort | default('medium') -%}
 <|start|>assistant to=functions.{{ c.name }}<|channel|>commentary <|constrain|>json<|message|>
 {{- c.arguments if c.arguments is string else (c.arguments | tojson) }}<|call|>
 {%- endfor -%}
-{%- elif m.content -%}
-<|start|>assistant<|channel|>final<|message|>{{ m.content }}<|end|>
+{%- else -%}
+<|start|>assistant<|channel|>final<|message|>{{ m.content or '' }}<|end|>
 {%- endif -%}
 {%- elif m.role == 'tool' -%}
 <|start|>functions.{{ m.name | default('tool') }} to=assistant<|channel|>commentary<|message|>

@@ -4,8 +4,8 @@
 `skip` counts and reports bad rows, `fail` stops at the first one), renders and masks, applies the
 over-length policy and returns the examples with statistics. Work is batched (one tokenizer call
 per batch), spread over processes for big datasets, and cached on disk by dataset fingerprint +
-tokenizer + settings. `pack_examples` packs examples into fixed-length rows whose position ids
-restart at 0 per example. No torch import here: the wizard previews data in a worker.
+tokenizer + settings. `pack_examples` (packing.py) packs examples into fixed-length rows whose
+position ids restart at 0 per example. No torch import here: the wizard previews data in a worker.
 """
 
 from __future__ import annotations
@@ -14,10 +14,8 @@ import contextlib
 import hashlib
 import json
 import os
-import random
 import sys
 import threading
-from bisect import bisect_left, insort
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -29,6 +27,7 @@ from osstune.engine.data.dataset_formats import (
     NO_TRAINED_TOKENS,
     NOT_JSON,
     TOO_LONG,
+    WRONG_CONTENT_TYPE,
     FormatOptions,
     detect_format,
     row_to_chat,
@@ -39,12 +38,15 @@ from osstune.engine.data.dataset_sources import (
     DatasetError,
     read_source,
 )
-from osstune.engine.data.harmony import IGNORE_INDEX, Example, HarmonyRenderer, RenderSettings
+from osstune.engine.data.harmony import Example, HarmonyRenderer, RenderSettings
+from osstune.engine.data.packing import PAD_ID, PackedRow, _pack_bins, pack_examples
 from osstune.engine.data.token_view import TokenView, token_view
+from osstune.engine.plan.units import plural
 
 __all__ = [
     "DATASET_BUILTIN_SAMPLE",
     "DatasetError",
+    "PAD_ID",
     "DatasetStats",
     "Example",
     "PackedRow",
@@ -59,7 +61,6 @@ __all__ = [
 BATCH_ROWS = 256
 PARALLEL_MIN_ROWS = 4096  # below this, process start-up costs more than it saves
 SKIP_SAMPLES = 20
-PAD_ID = 199999  # <|endoftext|>
 
 
 @dataclass
@@ -73,7 +74,10 @@ class DatasetStats:
     packing_efficiency: float | None = None
     packed_rows: int | None = None
     examples_truncated: int = 0
-    skip_samples: list[str] = field(default_factory=list)  # first few "row N: reason" lines
+    # Rows with an assistant message that has reasoning but an empty answer: trained as the
+    # analysis followed by an empty final message, as openai-harmony and the model's template do.
+    rows_empty_answer: int = 0
+    skip_samples: list[str] = field(default_factory=list)  # first few "row N (line L): reason"
     format: str = ""
     source: str = ""
     # A mix of several datasets (engine/data/dataset_mix.py): one stats dict per source, and the
@@ -95,14 +99,6 @@ class DatasetStats:
 class PreparedDataset:
     examples: list[Example]
     stats: DatasetStats
-
-
-@dataclass
-class PackedRow:
-    input_ids: list[int]
-    labels: list[int]
-    position_ids: list[int]
-    example_lengths: list[int]  # lengths of the packed examples, then the padding (if any)
 
 
 # --------------------------------------------------------------------------- settings
@@ -155,6 +151,20 @@ class BatchResult:
     examples: list[Example]
     skipped: list[tuple[int, str, str]]  # (row, reason, detail)
     truncated: int = 0
+    empty_answer: int = 0
+
+
+def _read_chat(data: dict[str, Any], fmt: str, settings: PipelineSettings) -> Chat:
+    try:
+        return row_to_chat(data, fmt, settings.format_options)
+    except RecursionError:  # a value nested thousands deep (json.dumps / our walkers recurse)
+        raise RowError(WRONG_CONTENT_TYPE, "nested too deeply") from None
+
+
+def has_empty_answer(chat: Chat) -> bool:
+    """An assistant message with reasoning, no tool call and no answer text."""
+    return any(m.role == "assistant" and m.thinking and not m.content and not m.tool_calls
+               for m in chat.messages)
 
 
 def _truncate(ex: Example, limit: int) -> Example:
@@ -172,14 +182,17 @@ def process_rows(rows: Sequence[tuple[int, dict[str, Any] | BadRow]], fmt: str,
             result.skipped.append((row, NOT_JSON, data.error))
             continue
         try:
-            chats.append((row, row_to_chat(data, fmt, settings.format_options)))
+            chat = _read_chat(data, fmt, settings)
         except RowError as e:
             result.skipped.append((row, e.reason, e.detail))
+            continue
+        chats.append((row, chat))
     limit = settings.sequence_len
-    for (row, _chat), rendered in zip(chats, renderer.render_batch(chats), strict=False):
+    for (row, chat), rendered in zip(chats, renderer.render_batch(chats), strict=False):
         if isinstance(rendered, RowError):
             result.skipped.append((row, rendered.reason, rendered.detail))
             continue
+        result.empty_answer += has_empty_answer(chat)
         for ex in rendered:
             truncated = len(ex) > limit
             if truncated:
@@ -211,8 +224,9 @@ def _worker_batch(rows: list[tuple[int, dict[str, Any] | BadRow]]) -> BatchResul
 
 
 def _batches(rows: Sequence[dict[str, Any] | BadRow], size: int) -> Iterable[list[tuple[int, Any]]]:
+    """(row number, row) batches; row numbers are 1-based, like line numbers."""
     for start in range(0, len(rows), size):
-        yield [(start + i, r) for i, r in enumerate(rows[start:start + size])]
+        yield [(start + i, r) for i, r in enumerate(rows[start:start + size], 1)]
 
 
 def _progress(total: int, description: str) -> Any:
@@ -297,9 +311,21 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     return digest
 
 
+def row_label(row: int, locations: Sequence[str] | None) -> str:
+    """'row 3', or 'row 3 (part-2.jsonl line 5)' when the source says where the row came from."""
+    where = locations[row - 1] if locations and row <= len(locations) else None
+    same = where in (f"line {row}", f"item {row}")  # says nothing the number does not
+    return f"row {row}" + (f" ({where})" if where and not same else "")
+
+
 def prepare_rows(rows: Sequence[dict[str, Any] | BadRow], fmt: str, settings: PipelineSettings,
-                 tokenizer: Any, num_proc: int | None = 1) -> tuple[list[Example], DatasetStats]:
-    """Validate and render rows that are already in memory (the wizard's preview uses this)."""
+                 tokenizer: Any, num_proc: int | None = 1,
+                 locations: Sequence[str] | None = None) -> tuple[list[Example], DatasetStats]:
+    """Validate and render rows that are already in memory (the wizard's preview uses this).
+
+    Row numbers (in `Example.row` and the skip samples) are 1-based; `locations` (one per row,
+    e.g. "part-2.jsonl line 5") are added to the samples where they say more than the number.
+    """
     stats = DatasetStats(rows_read=len(rows), format=fmt)
     examples: list[Example] = []
     skipped: Counter[str] = Counter()
@@ -307,12 +333,13 @@ def prepare_rows(rows: Sequence[dict[str, Any] | BadRow], fmt: str, settings: Pi
     def take(result: BatchResult) -> None:
         if result.skipped and settings.invalid_rows == "fail":
             row, _reason, detail = result.skipped[0]
-            raise DatasetError(f"row {row}: {detail}")
+            raise DatasetError(f"{row_label(row, locations)}: {detail}")
         for row, reason, detail in result.skipped:
             skipped[reason] += 1
             if len(stats.skip_samples) < SKIP_SAMPLES:
-                stats.skip_samples.append(f"row {row}: {detail}")
+                stats.skip_samples.append(f"{row_label(row, locations)}: {detail}")
         stats.examples_truncated += result.truncated
+        stats.rows_empty_answer += result.empty_answer
         examples.extend(result.examples)
 
     _run_batches(rows, fmt, settings, tokenizer, num_proc, take)
@@ -336,7 +363,10 @@ def prepare_dataset(cfg: Any, tokenizer: Any, use_cache: bool = True) -> Prepare
     source = read_source(ds.path, ds.split)
     rows = source.rows[: settings.max_rows] if settings.max_rows else source.rows
     if not rows:
-        raise DatasetError(f"{ds.path}: no rows")
+        raise DatasetError(f"{ds.path}: no rows (the dataset is empty)")
+    if all(isinstance(r, BadRow) for r in rows):
+        raise DatasetError(f"{ds.path}: no row is a JSON object; " + _first_problems(
+            rows, source.locations))
     try:
         fmt = detect_format(source.columns, settings.format_options)
     except RowError as e:
@@ -353,7 +383,8 @@ def prepare_dataset(cfg: Any, tokenizer: Any, use_cache: bool = True) -> Prepare
             raise DatasetError(f"{ds.path}: {stats.skip_samples[0]}")
     else:
         try:
-            examples, stats = prepare_rows(rows, fmt, settings, tokenizer, ds.num_proc)
+            examples, stats = prepare_rows(rows, fmt, settings, tokenizer, ds.num_proc,
+                                           source.locations)
         except DatasetError as e:
             raise DatasetError(f"{ds.path}: {e}") from None
         stats.source = ds.path
@@ -362,7 +393,7 @@ def prepare_dataset(cfg: Any, tokenizer: Any, use_cache: bool = True) -> Prepare
 
     if not examples:
         reasons = ", ".join(f"{k}: {v}" for k, v in stats.rows_skipped.items()) or "none"
-        raise DatasetError(f"{ds.path}: no usable examples ({stats.rows_read} rows read; "
+        raise DatasetError(f"{ds.path}: no usable examples ({plural(stats.rows_read, 'row')} read; "
                            f"skipped by reason: {reasons})")
     if stats.tokens_trained == 0:
         raise DatasetError(f"{ds.path}: no trainable tokens")
@@ -375,64 +406,10 @@ def prepare_dataset(cfg: Any, tokenizer: Any, use_cache: bool = True) -> Prepare
     return PreparedDataset(examples, stats)
 
 
-# --------------------------------------------------------------------------- packing
-
-
-def pack_examples(examples: Sequence[Example], sequence_len: int, seed: int,
-                  pad_id: int = PAD_ID) -> list[PackedRow]:
-    """Best-fit-decreasing packing into rows of exactly `sequence_len` tokens.
-
-    Deterministic for a given seed: examples are shuffled, sorted by length (stable), placed into
-    the fullest row that still fits, and the rows are shuffled. Each row is padded with `pad_id`
-    (labels -100); position ids restart at 0 for every example and for the padding.
-    """
-    rows = []
-    for members in _pack_bins(examples, sequence_len, seed):
-        input_ids: list[int] = []
-        labels: list[int] = []
-        positions: list[int] = []
-        lengths: list[int] = []
-        for i in members:
-            ex = examples[i]
-            input_ids += ex.input_ids
-            labels += ex.labels
-            positions += range(len(ex))
-            lengths.append(len(ex))
-        pad = sequence_len - len(input_ids)
-        if pad:
-            input_ids += [pad_id] * pad
-            labels += [IGNORE_INDEX] * pad
-            positions += range(pad)
-            lengths.append(pad)
-        rows.append(PackedRow(input_ids, labels, positions, lengths))
-    return rows
-
-
-def _pack_bins(examples: Sequence[Example], sequence_len: int, seed: int) -> list[list[int]]:
-    """The packing plan of `pack_examples`: example indices per row, in row order."""
-    if sequence_len < 1:
-        raise ValueError("sequence_len must be positive")
-    order = list(range(len(examples)))
-    rng = random.Random(seed)
-    rng.shuffle(order)
-    order.sort(key=lambda i: -len(examples[i]))
-    bins: list[list[int]] = []
-    free: list[tuple[int, int]] = []  # (space left, bin id), sorted
-    for i in order:
-        n = len(examples[i])
-        if n > sequence_len:
-            raise ValueError(f"example from row {examples[i].row} has {n} tokens, "
-                             f"longer than sequence_len {sequence_len}")
-        if n == 0:
-            continue
-        at = bisect_left(free, (n, -1))
-        if at < len(free):
-            space, b = free.pop(at)
-        else:
-            space, b = sequence_len, len(bins)
-            bins.append([])
-        bins[b].append(i)
-        if space - n > 0:
-            insort(free, (space - n, b))
-    rng.shuffle(bins)
-    return bins
+def _first_problems(rows: Sequence[dict[str, Any] | BadRow], locations: Sequence[str] | None,
+                    count: int = 3) -> str:
+    """'row 1: not valid JSON: ...; row 2: ...' for the first bad rows (all are BadRow here)."""
+    parts = [f"{row_label(i, locations)}: {r.error}"
+             for i, r in enumerate(rows[:count], 1) if isinstance(r, BadRow)]
+    more = len(rows) - count
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")

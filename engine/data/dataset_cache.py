@@ -17,7 +17,7 @@ import numpy as np
 from osstune.engine.data.harmony import Example
 from osstune.engine.data.tokenizer import cache_root
 
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"  # 2: 1-based row numbers, rows_empty_answer
 ROLE_CODES = ("system", "developer", "user", "assistant", "tool")
 
 

@@ -1,4 +1,5 @@
-"""Dataset rows -> `Chat`: OpenAI messages, Axolotl `chat_template` keys, ShareGPT, tool layouts.
+"""Dataset rows -> `Chat`: OpenAI messages, Axolotl `chat_template` keys, ShareGPT (with its
+top-level `system` and LLaMA-Factory's `function_call` / `observation` turns), Alpaca, tool layouts.
 
 Every problem with a row raises `RowError(reason, detail)`; the reason is one of REASONS so skip
 counts group cleanly, the detail names the message and what is wrong.
@@ -34,7 +35,10 @@ ROLE_ALIASES = {
     "chatgpt": "assistant", "function": "tool", "ipython": "tool", "observation": "tool",
     "function_response": "tool", "tool_response": "tool",
 }
+# LLaMA-Factory's ShareGPT turn holding an assistant tool call as JSON: {"name", "arguments"}.
+FUNCTION_CALL_ROLES = ("function_call",)
 THINKING_FALLBACKS = ("thinking", "reasoning_content", "reasoning")
+ALPACA_COLUMNS = ("instruction", "output")
 TRAIN_KEYS = ("train", "training")
 
 
@@ -42,7 +46,7 @@ TRAIN_KEYS = ("train", "training")
 class FormatOptions:
     """The dataset settings that decide how a row is read (a slice of DatasetConfig)."""
 
-    format: str = "auto"  # auto | messages | sharegpt
+    format: str = "auto"  # auto | messages | sharegpt | alpaca
     field_messages: str = "messages"
     message_property_mappings: dict[str, str] = field(
         default_factory=lambda: {"role": "role", "content": "content"})
@@ -79,15 +83,21 @@ class FormatOptions:
 
 
 def detect_format(columns: list[str], opts: FormatOptions) -> str:
-    """`messages` or `sharegpt` from the column names (format: auto), else the configured one."""
+    """`messages`, `sharegpt` or `alpaca` from the column names (format: auto), else the
+    configured one."""
     if opts.format != "auto":
         return opts.format
     if opts.field_messages in columns:
         return "messages"
     if "conversations" in columns:
         return "sharegpt"
-    raise RowError(NO_MESSAGES, f"no {opts.field_messages!r} or 'conversations' column "
-                                f"(columns: {', '.join(columns) or 'none'})")
+    if all(c in columns for c in ALPACA_COLUMNS):
+        return "alpaca"
+    shown = ", ".join(c if c.isprintable() else repr(c) for c in columns[:20])
+    more = f" and {len(columns) - 20} more" if len(columns) > 20 else ""
+    raise RowError(NO_MESSAGES, f"no {opts.field_messages!r} or 'conversations' column and no "
+                                f"Alpaca 'instruction' + 'output' (columns: "
+                                f"{shown or 'none'}{more})")
 
 
 def _type_name(value: Any) -> str:
@@ -208,6 +218,18 @@ def _train_flag(msg: dict[str, Any], where: str) -> bool | None:
     return None
 
 
+def _function_call(raw: Any, i: int) -> ChatMessage:
+    """LLaMA-Factory's `function_call` turn: {"name", "arguments"} (or a list), as JSON text."""
+    where = f"message {i} (function_call)"
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError as e:
+            raise RowError(ARGUMENTS_NOT_JSON, f"{where}: not JSON: {e}") from None
+    calls = raw if isinstance(raw, list) else [raw]
+    return ChatMessage(role="assistant", tool_calls=_tool_calls(calls, where), index=i)
+
+
 def _message(msg: Any, i: int, opts: FormatOptions, roles: dict[str, str],
              sharegpt: bool) -> ChatMessage:
     where = f"message {i}"
@@ -219,6 +241,8 @@ def _message(msg: Any, i: int, opts: FormatOptions, roles: dict[str, str],
     if role_key not in msg and "from" in msg:  # a ShareGPT message under a messages column
         role_key, content_key = "from", "value"
     raw_role = msg.get(role_key)
+    if raw_role in FUNCTION_CALL_ROLES and raw_role not in roles:
+        return _function_call(msg.get(content_key), i)
     role = roles.get(raw_role) if isinstance(raw_role, str) else None
     if role not in ROLES:
         raise RowError(UNKNOWN_ROLE, f"{where}: unknown role {raw_role!r} "
@@ -269,8 +293,51 @@ def _link_tool_results(messages: list[ChatMessage], raw: list[Any]) -> None:
         m.name = m.name or match.name
 
 
+def _alpaca_messages(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """Alpaca `instruction` (+ `input`) -> user, `output` -> assistant; optional `system` and
+    LLaMA-Factory's `history` ([[instruction, response], ...]) before them."""
+    def text(key: str) -> str:
+        value = row.get(key)
+        if value is not None and not isinstance(value, str):
+            raise RowError(WRONG_CONTENT_TYPE, f"{key} must be a string, got {_type_name(value)}")
+        return value or ""
+
+    instruction, extra, answer = text("instruction"), text("input"), text("output")
+    if not instruction and not extra:
+        raise RowError(NO_MESSAGES, "instruction and input are both empty")
+    if row.get("output") is None:
+        raise RowError(NO_ASSISTANT, "no output")
+    history = row.get("history") or []
+    if not isinstance(history, list) or not all(
+            isinstance(h, list | tuple) and len(h) == 2 and all(isinstance(t, str) for t in h)
+            for h in history):
+        raise RowError(WRONG_CONTENT_TYPE, "history must be a list of [instruction, response] "
+                                           "pairs of strings")
+    messages = [{"role": "system", "content": text("system")}] if text("system") else []
+    for question, reply in history:
+        messages += [{"role": "user", "content": question},
+                     {"role": "assistant", "content": reply}]
+    prompt = "\n\n".join(t for t in (instruction, extra) if t)
+    return messages + [{"role": "user", "content": prompt},
+                       {"role": "assistant", "content": answer}]
+
+
+def _with_system(raw: list[Any], row: dict[str, Any]) -> list[Any]:
+    """ShareGPT's top-level `system` column as the first message (before any in the list)."""
+    system = row.get("system")
+    if system is None or system == "":
+        return raw
+    if not isinstance(system, str):
+        raise RowError(WRONG_CONTENT_TYPE, f"system must be a string, got {_type_name(system)}")
+    return [{"from": "system", "value": system}, *raw]
+
+
 def row_to_chat(row: dict[str, Any], fmt: str, opts: FormatOptions) -> Chat:
     """One dataset row as a `Chat`; raises RowError with the reason."""
+    if fmt == "alpaca":
+        return row_to_chat({**row, "messages": _alpaca_messages(row)}, "messages",
+                           FormatOptions(field_tools=opts.field_tools,
+                                         field_reasoning_effort=opts.field_reasoning_effort))
     sharegpt = fmt == "sharegpt"
     column = "conversations" if sharegpt and opts.field_messages not in row else opts.field_messages
     raw = row.get(column)
@@ -284,8 +351,13 @@ def row_to_chat(row: dict[str, Any], fmt: str, opts: FormatOptions) -> Chat:
     if not isinstance(raw, list):
         raise RowError(WRONG_CONTENT_TYPE,
                        f"{column} must be a list of messages, got {_type_name(raw)}")
+    first = 0
+    if sharegpt:
+        with_system = _with_system(raw, row)
+        first = len(raw) - len(with_system)  # -1: the system column has no place in the list
+        raw = with_system
     roles = opts.role_map()
-    messages = [_message(m, i, opts, roles, sharegpt) for i, m in enumerate(raw)]
+    messages = [_message(m, i, opts, roles, sharegpt) for i, m in enumerate(raw, first)]
     _link_tool_results(messages, raw)
     if not any(m.role == "assistant" for m in messages):
         raise RowError(NO_ASSISTANT, "no assistant message")

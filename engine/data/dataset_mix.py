@@ -79,6 +79,7 @@ def _mix_stats(prepared: list[PreparedDataset], train: list[Example]) -> Dataset
             rows_read=sum(p.stats.rows_read for p in prepared),
             rows_skipped=dict(skipped.most_common()),
             examples_truncated=sum(p.stats.examples_truncated for p in prepared),
+            rows_empty_answer=sum(p.stats.rows_empty_answer for p in prepared),
             skip_samples=[f"{p.stats.source}: {line}" for p in prepared
                           for line in p.stats.skip_samples][:20],
             format="mixed", source=" + ".join(p.stats.source for p in prepared))

@@ -36,6 +36,8 @@ class Source:
     fingerprint: str
     rows: list[dict[str, Any] | BadRow]
     columns: list[str]
+    # Where each row came from ("line 7", "part-2.jsonl line 7"), when the reader knows.
+    locations: list[str] | None = None
 
 
 def builtin_sample_path() -> Path:
@@ -52,38 +54,55 @@ def _file_digest(paths: list[Path]) -> str:
     return h.hexdigest()
 
 
-def _read_jsonl(path: Path) -> Iterator[dict[str, Any] | BadRow]:
-    with path.open("r", encoding="utf-8", errors="replace") as f:
+def _json_type(value: Any) -> str:
+    names = {list: "array", dict: "object", str: "string", bool: "boolean", int: "number",
+             float: "number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def parse_json(text: str) -> Any:
+    """`json.loads`, lenient about raw control characters inside strings (a raw CR or TAB in a
+    value is common in exported data); nesting too deep for Python raises ValueError."""
+    try:
+        return json.loads(text, strict=False)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | BadRow]]:
+    """(line number, row) for every non-blank line. Lines end at LF only: a raw CR (or U+2028)
+    inside a line is part of it, so row and line numbers stay those of `wc -l` and editors."""
+    with path.open("r", encoding="utf-8", errors="replace", newline="\n") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                value = json.loads(line)
+                value = parse_json(line)
             except ValueError as e:
-                yield BadRow(f"line {lineno} is not valid JSON: {e}")
+                yield lineno, BadRow(f"not valid JSON: {e}")
                 continue
-            yield value if isinstance(value, dict) else BadRow(
-                f"line {lineno} is a JSON {type(value).__name__}, not an object")
+            yield lineno, value if isinstance(value, dict) else BadRow(
+                f"a JSON {_json_type(value)}, not an object")
 
 
-def _read_json(path: Path) -> list[dict[str, Any] | BadRow]:
+def _read_json(path: Path) -> list[tuple[str, dict[str, Any] | BadRow]]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = parse_json(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
         raise DatasetError(f"{path}: not UTF-8 text") from None
     except ValueError as e:
         # Many `.json` files are really JSON lines.
-        rows = list(_read_jsonl(path))
-        if rows and not all(isinstance(r, BadRow) for r in rows):
-            return rows
+        lines = list(_read_jsonl(path))
+        if lines and not all(isinstance(r, BadRow) for _n, r in lines):
+            return [(f"line {n}", r) for n, r in lines]
         raise DatasetError(f"{path}: not valid JSON: {e}") from None
     if isinstance(data, dict):
         lists = [v for v in data.values() if isinstance(v, list)]
         data = lists[0] if len(lists) == 1 else [data]  # {"data": [...]} or one row
     if not isinstance(data, list):
-        raise DatasetError(f"{path}: expected a list of rows, got a JSON {type(data).__name__}")
-    return [r if isinstance(r, dict) else BadRow(f"item {i} is a JSON {type(r).__name__}, "
-                                                 "not an object") for i, r in enumerate(data)]
+        raise DatasetError(f"{path}: expected a list of rows, got a JSON {_json_type(data)}")
+    return [(f"item {i}", r if isinstance(r, dict) else BadRow(
+        f"a JSON {_json_type(r)}, not an object")) for i, r in enumerate(data, 1)]
 
 
 def _read_parquet(paths: list[Path]) -> tuple[list[dict[str, Any]], list[str]]:
@@ -125,20 +144,25 @@ def read_local(path: Path) -> Source:
     if not path.exists():
         raise DatasetError(f"{path}: no such file or folder")
     files = _local_files(path)
-    fingerprint = _file_digest(files)
+    try:
+        fingerprint = _file_digest(files)
+    except OSError as e:
+        raise DatasetError(f"{e.filename or path}: cannot read: {e.strerror or e}") from None
     if files[0].suffix == ".parquet":
         rows, columns = _read_parquet(files)
         return Source(str(path), fingerprint, rows, columns)
     rows_all: list[dict[str, Any] | BadRow] = []
+    locations: list[str] = []
     for f in files:
-        if f.suffix == ".json":
-            rows_all.extend(_read_json(f))
-        else:
-            try:
-                rows_all.extend(_read_jsonl(f))
-            except OSError as e:
-                raise DatasetError(f"{f}: cannot read: {e.strerror or e}") from None
-    return Source(str(path), fingerprint, rows_all, _columns(rows_all))
+        try:
+            found = (_read_json(f) if f.suffix == ".json"
+                     else [(f"line {n}", r) for n, r in _read_jsonl(f)])
+        except OSError as e:
+            raise DatasetError(f"{f}: cannot read: {e.strerror or e}") from None
+        prefix = f"{f.relative_to(path)} " if f != path else ""
+        rows_all.extend(r for _where, r in found)
+        locations.extend(prefix + where for where, _r in found)
+    return Source(str(path), fingerprint, rows_all, _columns(rows_all), locations)
 
 
 def _looks_local(name: str) -> bool:
@@ -164,6 +188,28 @@ def read_hub(name: str, split: str) -> Source:
         raise DatasetError(f"{name}: cannot load from the hub: {str(e).splitlines()[0]}") from None
     rows = ds.to_list()
     return Source(name, f"hub:{name}:{split}:{ds._fingerprint}", rows, list(ds.column_names))
+
+
+def dataset_problem(path: str) -> str | None:
+    """Why `path` cannot be a dataset, from cheap checks only (no rows are read): an unknown
+    builtin, a missing local file or folder, a folder without data files, an empty file. The CLI
+    asks this before it starts an engine; the full read still reports everything else."""
+    if path == DATASET_BUILTIN_SAMPLE:
+        return None
+    local = Path(path).expanduser()
+    if not (path.startswith("builtin:") or local.exists() or _looks_local(path)):
+        return None  # a hub id
+    try:
+        if path.startswith("builtin:"):
+            read_source(path)
+        files = _local_files(local) if local.exists() else None
+    except DatasetError as e:
+        return str(e)
+    if files is None:
+        return f"{path}: no such file or folder"
+    if all(f.stat().st_size == 0 for f in files):
+        return f"{path}: no rows (the dataset is empty)"
+    return None
 
 
 def read_source(path: str, split: str = "train") -> Source:

@@ -135,9 +135,10 @@ def _assistant_messages(m: ChatMessage, keep_analysis: bool, trained: bool) -> l
                 recipient=f"functions.{call.name}", content_type=CONSTRAINED_JSON, end=CALL,
                 trained=trained,
             ))
-    elif m.content or not (out or m.thinking):
-        # An empty final only for a message that is empty; one whose reasoning was dropped
-        # (an earlier turn) leaves nothing.
+    else:
+        # Every answer without tool calls has its final message, even an empty one (reasoning
+        # and no answer): openai-harmony renders the turn [analysis, final ""] so, and the
+        # model's own chat template always writes the final. The summary counts such rows.
         out.append(HarmonyMessage("assistant", "assistant", m.content or "", m.index,
                                   channel="final", trained=trained))
     return out

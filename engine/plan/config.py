@@ -43,6 +43,10 @@ class ModelConfig(_Strict):
         description="Tokenizer id or dir; default the model's, offline builder when offline",
     )
     trust_remote_code: bool = False
+    # MXFP4 checkpoints (the hub's): bf16 = experts dequantized at load (38.9 GiB for 20b);
+    # mxfp4 = experts kept packed as shipped (4.25 bits/weight), dequantized just in time per MoE
+    # block; exact, LoRA only (the packed weights are frozen).
+    experts: Literal["bf16", "mxfp4"] = "bf16"
     router_aux_loss_coef: float = Field(default=0.0, ge=0.0)
 
 
@@ -124,7 +128,7 @@ class DatasetConfig(_Strict):
     # A local JSON/JSONL/Parquet file or folder, a hub id, or "builtin:osstune-sample".
     path: str = "builtin:osstune-sample"
     split: str = "train"
-    format: Literal["auto", "messages", "sharegpt"] = "auto"
+    format: Literal["auto", "messages", "sharegpt", "alpaca"] = "auto"
     field_messages: str = "messages"
     # Axolotl `message_property_mappings`: harmony property -> dataset column in each message.
     message_property_mappings: dict[str, str] = Field(
@@ -245,6 +249,15 @@ class RunConfig(_Strict):
         if self.method == "lora" and dist.fsdp:
             raise ValueError("method lora runs on one process: set distributed.fsdp: false and "
                              "distributed.gpus: 1 (or 0 for CPU)")
+        if self.model.experts == "mxfp4" and self.method == "full":
+            raise ValueError("model.experts: mxfp4 keeps the experts packed and frozen, full "
+                             "fine-tuning trains them: use method: lora, or model.experts: bf16")
+        if self.model.experts == "mxfp4" and self.lora.target_parameters and \
+                not self.lora.target_modules:
+            raise ValueError("lora.target_parameters with model.experts: mxfp4 needs "
+                             "lora.target_modules too (the attention adapters)")
+        if self.model.experts == "mxfp4" and dist.fsdp:
+            raise ValueError("model.experts: mxfp4 runs on one process (distributed.fsdp: false)")
         if self.method == "lora" and not (self.lora.target_modules or self.lora.target_parameters):
             raise ValueError("lora needs target_modules or target_parameters")
         self.dataset_sources()  # each entry of `datasets` must make a valid dataset section
@@ -275,6 +288,8 @@ class RunConfig(_Strict):
 
 PRESET_NAMES = (
     "gpt-oss-20b-lora-1gpu",
+    "gpt-oss-20b-lora-mxfp4",
+    "gpt-oss-120b-lora-mxfp4",
     "gpt-oss-20b-fft-fsdp2-offload",
     "gpt-oss-20b-fft-fsdp2",
     "gpt-oss-120b-fft-fsdp2-offload",
@@ -312,15 +327,27 @@ def _format_errors(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+def shown(item: str, limit: int = 80) -> str:
+    """An override as quoted in messages: repr, cut to `limit` characters (it may be huge)."""
+    text = repr(item)
+    return text if len(text) <= limit else text[: limit - 4] + "...'"
+
+
 def parse_override(item: str) -> tuple[list[str], Any]:
     """`training.learning_rate=1e-4` -> (["training", "learning_rate"], 1e-4); values are YAML."""
     key, sep, raw = item.partition("=")
+    item_text = shown(item)
     if not sep or not key.strip():
-        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. training.learning_rate=1e-4")
+        raise ConfigError(f"--set {item_text}: expected KEY=VALUE, e.g. "
+                          "training.learning_rate=1e-4")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"--set {item!r}: value is not valid YAML: {e}") from e
+    except yaml.YAMLError as e:  # PyYAML's report spans lines: keep its first problem only
+        raise ConfigError(f"--set {item_text}: the value for {key.strip()} is not valid YAML"
+                          f"{_yaml_where(e, with_mark=False)}") from None
+    except RecursionError:
+        raise ConfigError(f"--set {item_text}: the value for {key.strip()} is nested too "
+                          "deeply") from None
     return key.strip().split("."), value
 
 
@@ -353,7 +380,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                raise ConfigError(f"--set {item!r}: {part} is not a section")
+                raise ConfigError(f"--set {shown(item)}: {part} is not a section")
             node = child
         node[path[-1]] = value
     return data
@@ -374,17 +401,21 @@ def read_yaml(path: Path) -> Any:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML{_yaml_where(e)}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not a run config (nested too deeply)") from None
 
 
-def _yaml_where(e: yaml.YAMLError) -> str:
+def _yaml_where(e: yaml.YAMLError, with_mark: bool = True) -> str:
     """' at line 3, column 9: expected ...' - one line instead of PyYAML's multi-line report."""
     mark = getattr(e, "problem_mark", None)
     problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-    if mark is None:
+    if mark is None or not with_mark:
         return f": {problem}"
     return f" at line {mark.line + 1}, column {mark.column + 1}: {problem}"
 
@@ -402,7 +433,7 @@ def load_config(preset_or_path: str, overrides: list[str] | None = None) -> RunC
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: expected a mapping at the top level")
         data = apply_overrides(data, overrides)
-        source += " (with --set " + ", ".join(overrides) + ")"
+        source += " (with --set " + ", ".join(shown(o)[1:-1] for o in overrides) + ")"
     return validate(data, source)
 
 

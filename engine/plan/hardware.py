@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from osstune.engine.plan.units import plural
+
 GIB = 1024**3
 
 
@@ -248,9 +250,9 @@ def _probe_gpus(nvml: Any) -> _GpuProbe:
                 error = "the NVIDIA driver reports no GPUs"
             elif visible is not None and not (visible & set(range(count))):
                 hidden = os.environ["CUDA_VISIBLE_DEVICES"]
-                error = f"CUDA_VISIBLE_DEVICES={hidden!r} hides all {count} GPUs"
+                error = f"CUDA_VISIBLE_DEVICES={hidden!r} hides all {plural(count, 'GPU')}"
             else:
-                error = f"NVML found {count} GPUs but could not open any"
+                error = f"NVML found {plural(count, 'GPU')} but could not open any"
         return gpus, links, driver and _text(driver), cuda, error
     finally:
         with contextlib.suppress(nvml.NVMLError):
@@ -424,4 +426,6 @@ def load_profile(path: str | os.PathLike[str]) -> HardwareProfile:
     except json.JSONDecodeError as e:
         raise HardwareProfileError(
             f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    except RecursionError:
+        raise HardwareProfileError(f"{path}: not a hardware profile (nested too deeply)") from None
     return profile_from_dict(data, str(path))

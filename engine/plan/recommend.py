@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Literal
 from osstune.engine.plan.config import Requirements
 from osstune.engine.plan.estimate import DatasetFacts, Estimate, estimate
 from osstune.engine.plan.hardware import GpuInfo, HardwareProfile
+from osstune.engine.plan.units import fmt_gib
 
 if TYPE_CHECKING:
     from osstune.engine.plan.config import RunConfig
@@ -47,6 +48,8 @@ CAPABILITY = (
     "gpt-oss-20b-fft-fsdp2",
     "gpt-oss-20b-fft-fsdp2-offload",
     "gpt-oss-20b-lora-1gpu",
+    "gpt-oss-120b-lora-mxfp4",
+    "gpt-oss-20b-lora-mxfp4",
     "tiny-cpu-demo",
 )
 
@@ -69,15 +72,6 @@ class Recommendation:
     verdicts: list[PresetVerdict]
     recommended: str | None
     summary: str
-
-
-def fmt_gib(value: float) -> str:
-    """44 -> '44 GiB', 23.99 -> '24.0 GiB', 2800 -> '2.7 TiB'."""
-    if value >= 1024:
-        return f"{value / 1024:.1f} TiB"
-    if value >= 100 or float(value).is_integer():
-        return f"{value:.0f} GiB"
-    return f"{value:.1f} GiB"
 
 
 def _worst(verdicts: list[Verdict]) -> Verdict:

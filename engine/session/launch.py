@@ -1,7 +1,8 @@
 """Launching the engine as a subprocess; torch-free (the CLI and the wizard import it).
 
 `build_command` gives the argv (torchrun through `python -m torch.distributed.run` for more than
-one process, plain `python -m osstune.engine.trainer.train` for one; never a shell).
+one process and for FSDP on one process, which needs a process group; plain
+`python -m osstune.engine.trainer.train` otherwise; never a shell).
 `TrainingProcess` takes the output folder's lock, writes the effective config to
 OUTPUT/config.yaml, starts the engine in its own session and exposes its events and the tail of
 its log (OUTPUT/engine.log).
@@ -30,9 +31,15 @@ STDERR_LINES = 400
 ENGINE_MODULE = "osstune.engine.trainer.train"
 
 
+def uses_torchrun(world_size: int, nnodes: int = 1, fsdp: bool = False) -> bool:
+    """More than one process, or FSDP on one (a one-GPU full fine-tune with CPU offload)."""
+    return world_size > 1 or nnodes > 1 or fsdp
+
+
 def build_command(config_path: Path, world_size: int, nnodes: int = 1, resume: bool = False,
                   output_dir: Path | None = None, force: bool = False,
-                  rdzv_endpoint: str | None = None, node_rank: int | None = None) -> list[str]:
+                  rdzv_endpoint: str | None = None, node_rank: int | None = None,
+                  fsdp: bool = False) -> list[str]:
     """argv for one node. Multi-node: pass the same rdzv_endpoint (host:port) on every node."""
     engine_args = ["-m", ENGINE_MODULE, "--config", str(config_path)]
     if output_dir is not None:
@@ -41,7 +48,7 @@ def build_command(config_path: Path, world_size: int, nnodes: int = 1, resume: b
         engine_args.append("--resume")
     if force:
         engine_args.append("--force")
-    if world_size <= 1 and nnodes <= 1:
+    if not uses_torchrun(world_size, nnodes, fsdp):
         return [sys.executable, *engine_args]
     per_node = max(world_size // max(nnodes, 1), 1)
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={per_node}",
@@ -140,7 +147,8 @@ class TrainingProcess:
         config_path = out / CONFIG_FILE
         config_path.write_text(dump_config(cfg), encoding="utf-8")
         cmd = build_command(config_path, cfg.distributed.world_size, cfg.distributed.nnodes,
-                            resume=resume, output_dir=out, force=force)
+                            resume=resume, output_dir=out, force=force,
+                            fsdp=cfg.distributed.fsdp)
         child_env = {**os.environ, **(env or {}), TOKEN_ENV: self.lock.owner.token}
         child_env.setdefault("PYTHONUNBUFFERED", "1")
         self.output_dir = out

@@ -90,8 +90,11 @@ def save_full_model(state: dict[str, torch.Tensor], config: Any, tokenizer: Any 
 
 
 def save_adapter(peft_model: Any, tokenizer: Any | None, target: Path) -> Path:
+    from osstune.engine.trainer import expert_adapter
+
     with staged_dir(target) as folder:
         peft_model.save_pretrained(str(folder))
+        expert_adapter.save(peft_model, folder)  # packed experts' adapters, if any
         if tokenizer is not None:
             save_tokenizer(tokenizer, folder)
     return Path(target)

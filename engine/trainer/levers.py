@@ -78,8 +78,12 @@ def plan_levers(cfg: RunConfig, device: torch.device, world_size: int) -> LeverP
 
     target: CompileTarget | None = None
     if t.compile == "auto":
-        # measured on one GPU only; compile under FSDP2 hooks is not measured
-        target = "mlp" if cuda and not sharded else None
+        # measured on one GPU only; compile under FSDP2 hooks is not measured. Packed experts
+        # run uncompiled, their dequantize being one fused kernel of its own: 5,203 tok/s (bf16
+        # compiled: 5,184) against 4,353 with the block compiled (measured before the fused
+        # dequantize, 90 s of warm-up), 2048 tokens, gpt-oss-20b shapes, H200:
+        # bench/results/2026-11-29-h200-mxfp4-run{1-cmp20b,2-24gb}.json
+        target = "mlp" if cuda and not sharded and cfg.model.experts != "mxfp4" else None
     elif t.compile != "off":
         if cuda:
             target = t.compile

@@ -41,7 +41,10 @@ def base_model(cfg: RunConfig) -> torch.nn.Module:
     return load_pretrained(cfg, config, CPU)
 
 
-def merge_lora(cfg: RunConfig, output_dir: Path, adapter_dir: Path | None = None) -> Path:
+def merge_lora(cfg: RunConfig, output_dir: Path, adapter_dir: Path | None = None,
+               dtype: str = "auto") -> Path:
+    """Base + adapter into OUTPUT/merged. Packed experts (`model.experts: mxfp4`) stay MXFP4 in
+    the hub's layout (`dtype: auto`) or are dequantized into a bf16 export (`dtype: bf16`)."""
     from peft import PeftModel
 
     adapter = Path(adapter_dir or Path(output_dir) / "adapter")
@@ -50,7 +53,22 @@ def merge_lora(cfg: RunConfig, output_dir: Path, adapter_dir: Path | None = None
     base = base_model(cfg)
     merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
     tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.id)
-    return _write(merged.state_dict(), merged.config, tokenizer, Path(output_dir) / MERGED_DIR)
+    target = Path(output_dir) / MERGED_DIR
+    if cfg.model.experts == "mxfp4":
+        from osstune.engine.trainer import expert_adapter
+        from osstune.engine.trainer.mxfp4 import packed_state, save_hub_model
+
+        has_experts = expert_adapter.load(merged, adapter)
+        if dtype == "auto" and not has_experts:
+            return save_hub_model(merged, tokenizer, target)
+        if dtype == "auto":
+            raise MergeError(f"{adapter}: the run trained expert adapters, and W + BA is not an "
+                             "MXFP4 weight: merge with --dtype bf16")
+        state = packed_state(merged, dequantized=True)
+        state.update(expert_adapter.merged_expert_weights(merged))
+        state = {k: v for k, v in state.items() if ".osstune_lora." not in k}
+        return _write(state, merged.config, tokenizer, target)
+    return _write(merged.state_dict(), merged.config, tokenizer, target)
 
 
 def merge_sharded_checkpoint(cfg: RunConfig, output_dir: Path,
@@ -97,11 +115,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("kind", choices=("lora", "sharded"))
     p.add_argument("config")
     p.add_argument("output_dir", type=Path)
+    p.add_argument("--dtype", choices=("auto", "bf16"), default="auto",
+                   help="lora: auto keeps packed MXFP4 experts packed; bf16 dequantizes them")
     args = p.parse_args(argv)
     try:
         cfg = load_config(args.config)
-        merge = merge_lora if args.kind == "lora" else merge_sharded_checkpoint
-        merged = merge(cfg, args.output_dir)
+        if args.kind == "lora":
+            merged = merge_lora(cfg, args.output_dir, dtype=args.dtype)
+        else:
+            merged = merge_sharded_checkpoint(cfg, args.output_dir)
     except (MergeError, ckpt.CheckpointError, ModelError, TokenizerError, ConfigError) as e:
         print(f"osstune: error: {e}", file=sys.stderr)
         return 1

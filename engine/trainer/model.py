@@ -5,8 +5,8 @@ Three ways in:
   the public checkpoints when no hub is reachable), built on the meta device. The caller shards it
   (FSDP) or not, then `materialize_random` gives each rank random values for its own shard only.
 - `init: pretrained` without FSDP: `from_pretrained` with MXFP4 experts dequantized to bf16.
-- `init: pretrained` with FSDP: rank 0 loads the checkpoint into host memory, every other rank
-  builds on meta; after sharding, rank 0's full weights are broadcast and each rank keeps its shard.
+- `init: pretrained` with FSDP: every rank builds on meta, shards, then reads only its shard's
+  slices of the safetensors (engine.trainer.sharded_load; MXFP4 experts dequantized per slice).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from torch import nn
 
 from osstune.engine.plan.config import RunConfig
 
-# Shapes of the public checkpoints' config.json (see DESIGN.md), so that `init: random` works with
+# Shapes of the public checkpoints' config.json (openai/gpt-oss-20b and -120b), so that `init: random` works with
 # no hub. Everything not listed is transformers' GptOssConfig default, which matches both.
 BUILTIN_SHAPES: dict[str, dict[str, Any]] = {
     "openai/gpt-oss-20b": {"num_hidden_layers": 24, "num_local_experts": 32},
@@ -166,8 +166,16 @@ def _mxfp4_quantized(config: Any) -> bool:
 
 
 def load_pretrained(cfg: RunConfig, config: Any, device: torch.device) -> nn.Module:
-    """Full weights on `device`; MXFP4 experts dequantized to bf16 (no backward through MXFP4)."""
+    """Full weights on `device`: MXFP4 experts dequantized to bf16 at load, or kept packed
+    (`model.experts: mxfp4`, engine/trainer/mxfp4.py)."""
     from transformers import AutoModelForCausalLM
+
+    if cfg.model.experts == "mxfp4":
+        from osstune.engine.trainer.mxfp4 import load_packed
+
+        model = load_packed(cfg, config, device)
+        model.config.architectures = [ARCHITECTURE]
+        return model
 
     kwargs: dict[str, Any] = {}
     if _mxfp4_quantized(config):
@@ -246,6 +254,9 @@ def count_params(model: nn.Module) -> tuple[int, int]:
         total += n
         if p.requires_grad:
             trainable += n
+    for name, buffer in model.named_buffers():
+        if name.endswith("_proj_blocks"):  # packed MXFP4 experts: two weights per byte
+            total += 2 * buffer.numel()
     return total, trainable
 
 

@@ -54,14 +54,16 @@ def tune_threads(cfg: RunConfig, rt: Runtime) -> None:
             int(os.environ.get("LOCAL_WORLD_SIZE", "1")), 1)))
 
 
-def init_process_group(rt: Runtime) -> None:
-    if rt.world_size == 1:
+def init_process_group(rt: Runtime, fsdp: bool = False) -> None:
+    """FSDP needs a group also on one process; started without torchrun, it gets a local one."""
+    if rt.world_size == 1 and not fsdp:
         return
-    if rt.device.type == "cuda":
-        # gloo beside NCCL: CPU-offloaded shards (grad-norm reduction, checkpoint planning).
-        dist.init_process_group("cuda:nccl,cpu:gloo")
+    # gloo beside NCCL: CPU-offloaded shards (grad-norm reduction, checkpoint planning).
+    backend = "cuda:nccl,cpu:gloo" if rt.device.type == "cuda" else "gloo"
+    if "MASTER_ADDR" not in os.environ and rt.world_size == 1:
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
     else:
-        dist.init_process_group("gloo")
+        dist.init_process_group(backend)
 
 
 def barrier(rt: Runtime) -> None:

@@ -40,21 +40,21 @@ class Optimization:
     scheduler: Any
 
 
-def _initial_model(cfg: RunConfig, rt: Runtime, config: Any
-                   ) -> tuple[torch.nn.Module, Any, dict[str, torch.Tensor] | None]:
-    """(model, its config, full weights on rank 0 when they are broadcast after sharding)."""
+def _initial_model(cfg: RunConfig, rt: Runtime, config: Any) -> tuple[torch.nn.Module, Any]:
+    """(model, its config): on the meta device when it is sharded or random, else loaded."""
     if cfg.model.init == "random" or cfg.distributed.fsdp:
-        full_weights = None
-        if cfg.model.init == "pretrained" and rt.is_main:
-            # Only rank 0 reads the checkpoint; the shards are broadcast after sharding.
-            full_weights = load_pretrained(cfg, config, torch.device("cpu")).state_dict()
-        return build_meta_model(config, torch_dtype(cfg.model.dtype)), config, full_weights
+        lm = build_meta_model(config, torch_dtype(cfg.model.dtype))
+        if cfg.model.experts == "mxfp4":
+            from osstune.engine.trainer.mxfp4 import pack_experts
+
+            pack_experts(lm)
+        return lm, config
     lm = load_pretrained(cfg, config, rt.device)
-    return lm, lm.config, None
+    return lm, lm.config
 
 
-def _place(cfg: RunConfig, rt: Runtime, lm: torch.nn.Module, objective: CausalLMObjective,
-           full_weights: dict[str, torch.Tensor] | None) -> None:
+def _place(cfg: RunConfig, rt: Runtime, lm: torch.nn.Module, objective: CausalLMObjective
+           ) -> None:
     """Shard (FSDP), then give every parameter its values on its device."""
     fsdp = cfg.distributed.fsdp
     # With CPU offload the sharded parameters live in host memory; FSDP copies each layer in.
@@ -70,19 +70,23 @@ def _place(cfg: RunConfig, rt: Runtime, lm: torch.nn.Module, objective: CausalLM
     if cfg.model.init == "random":
         materialize_random(causal_lm(lm), param_device, cfg.training.seed, rt.rank,
                            fill_device=rt.device)
-    elif fsdp:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+        if cfg.model.experts == "mxfp4":
+            from osstune.engine.trainer.mxfp4 import fill_random_packed
 
+            fill_random_packed(causal_lm(lm), cfg.training.seed)
+    elif fsdp:
+        from osstune.engine.trainer.sharded_load import load_local_shards
+
+        # Each rank reads only its shard's slices of the checkpoint (no broadcast, no full copy).
         causal_lm(lm).to_empty(device=param_device)
         reset_rotary(causal_lm(lm), rt.device)
-        set_model_state_dict(causal_lm(lm), full_weights or {}, options=StateDictOptions(
-            full_state_dict=True, broadcast_from_rank0=True))
+        load_local_shards(causal_lm(lm), cfg.model.id, rt.device)
     if not fsdp:
         objective.to(rt.device)
 
 
 def build(cfg: RunConfig, rt: Runtime, config: Any, levers: LeverPlan) -> Built:
-    lm, config, full_weights = _initial_model(cfg, rt, config)
+    lm, config = _initial_model(cfg, rt, config)
     if cfg.method == "lora":
         from osstune.engine.trainer.lora import apply_lora
 
@@ -91,8 +95,7 @@ def build(cfg: RunConfig, rt: Runtime, config: Any, levers: LeverPlan) -> Built:
         lm.requires_grad_(True)
     applied = apply_levers(lm, levers, stage="structure")  # before sharding
     objective = CausalLMObjective(lm, torch_dtype(cfg.model.dtype))
-    _place(cfg, rt, lm, objective, full_weights)
-    del full_weights
+    _place(cfg, rt, lm, objective)
     applied += apply_levers(lm, levers, stage="placed")  # compile, MoE chunks
 
     total, trainable = count_params(objective)

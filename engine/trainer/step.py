@@ -8,6 +8,7 @@ import torch
 import torch.distributed as dist
 
 from osstune.engine.trainer.batches import MicroBatch
+from osstune.engine.trainer.optim import clip_gradients
 from osstune.engine.trainer.runtime import Runtime
 from osstune.engine.trainer.setup import Optimization
 
@@ -57,9 +58,7 @@ def train_step(objective: torch.nn.Module, opt: Optimization, batches: list[Micr
                rt: Runtime, max_grad_norm: float | None, aux_coef: float,
                stop_requested: bool) -> StepResult:
     loss_sum, trained, tokens = forward_backward(objective, batches, rt, aux_coef)
-    grad_norm = torch.nn.utils.clip_grad_norm_(opt.params, max_grad_norm or float("inf"))
-    if hasattr(grad_norm, "full_tensor"):
-        grad_norm = grad_norm.full_tensor()
+    grad_norm = clip_gradients(opt.params, max_grad_norm or float("inf"), opt.optimizer)
     lr = opt.scheduler.get_last_lr()[0]
     opt.optimizer.step()
     opt.scheduler.step()

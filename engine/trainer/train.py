@@ -51,6 +51,7 @@ from osstune.engine.trainer.evaluate import Evaluator
 from osstune.engine.trainer.export import export_run
 from osstune.engine.trainer.levers import fit_unchecked_after_first_step, plan_levers
 from osstune.engine.trainer.model import ModelError, load_model_config
+from osstune.engine.trainer.offload import merge_micro_batches
 from osstune.engine.trainer.runtime import (  # noqa: F401 - Runtime: tests
     Runtime,
     StopRequest,
@@ -160,7 +161,7 @@ class Recipe:
         if rt.world_size != cfg.distributed.world_size:
             raise ConfigError(f"{args.config}: distributed asks for {cfg.distributed.world_size} "
                               f"process(es), launched with {rt.world_size}")
-        init_process_group(rt)
+        init_process_group(rt, cfg.distributed.fsdp)
         prepare_output(self.output, rt, self.resumed is not None, args.force)
         if rt.is_main:
             run.writer = open_event_writer(self.output, cfg)
@@ -224,6 +225,8 @@ class Recipe:
         stopping = False
         while self.step < self.total_steps and not stopping:
             batches = step_batches(self.stream, self.step, rt, cfg)
+            if cfg.distributed.cpu_offload:
+                batches = merge_micro_batches(batches)  # one parameter round trip per pass
             result = train_step(built.objective, self.opt, batches, rt, t.max_grad_norm,
                                 built.config.router_aux_loss_coef, self.stop.requested)
             self.step += 1

@@ -13,7 +13,9 @@ if TYPE_CHECKING:
 
 
 def _opt(value: float | None, unit: str = " GiB", digits: int = 1) -> str:
-    return "-" if value is None else f"{value:.{digits}f}{unit}"
+    if value is None:
+        return "-"
+    return output.fmt_gib(value) if unit == " GiB" else f"{value:.{digits}f}{unit}"
 
 
 def _flag(value: bool | None) -> str:

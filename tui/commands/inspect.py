@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -40,6 +40,15 @@ def _config(dataset: str | None, config: str | None, preset: str | None,
     return cfg
 
 
+# In JSON output, control characters JSON itself leaves raw (DEL, C1, bidi overrides) as \uXXXX.
+_JSON_UNSAFE = {c: f"\\u{c:04x}" for c in [0x7F, *range(0x80, 0xA0), *range(0x202A, 0x202F),
+                                             *range(0x2066, 0x206A)]}
+
+
+def json_line(data: Any) -> str:
+    return json.dumps(data, ensure_ascii=False).translate(_JSON_UNSAFE)
+
+
 def _header(position: int, ex: Example) -> str:
     trained = ex.trained_tokens
     turn = f" · turn {ex.turn}" if ex.turn is not None else ""
@@ -47,27 +56,43 @@ def _header(position: int, ex: Example) -> str:
             f"({100 * trained / max(len(ex), 1):.1f}%)")
 
 
+def _by_reason(stats: DatasetStats) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in stats.rows_skipped.items())
+
+
+def skipped_line(stats: DatasetStats) -> str | None:
+    """'3 of 40 rows skipped (unknown role: 2, ...); first: row 7 (b.jsonl line 7): ...'."""
+    skipped = sum(stats.rows_skipped.values())
+    if not skipped:
+        return None
+    first = f"; first: {stats.skip_samples[0]}" if stats.skip_samples else ""
+    return output.safe_text(f"{skipped:,} of {output.plural(stats.rows_read, 'row')} skipped "
+                            f"({_by_reason(stats)}){first}", one_line=True)
+
+
 def summary_lines(stats: DatasetStats, sequence_len: int) -> list[str]:
     skipped = sum(stats.rows_skipped.values())
     lines = [
-        f"dataset: {stats.source} ({stats.format})",
-        f"rows read: {stats.rows_read}",
-        f"rows skipped: {skipped}"
-        + (" (" + ", ".join(f"{k}: {v}" for k, v in stats.rows_skipped.items()) + ")"
-           if skipped else ""),
-        f"examples: {stats.examples}"
-        + (f" ({stats.examples_truncated} truncated to {sequence_len})"
+        f"dataset: {output.safe_text(stats.source, one_line=True)} ({stats.format})",
+        f"rows read: {stats.rows_read:,}",
+        f"rows skipped: {skipped:,}" + (f" ({_by_reason(stats)})" if skipped else ""),
+        f"examples: {stats.examples:,}"
+        + (f" ({stats.examples_truncated:,} truncated to {sequence_len})"
            if stats.examples_truncated else ""),
         f"tokens: {stats.tokens_total:,} total, {stats.tokens_trained:,} trained "
         f"({100 * stats.trained_fraction:.1f}%)",
         "length buckets: " + ", ".join(f"{k}: {v}" for k, v in stats.length_buckets.items()),
     ]
+    if stats.rows_empty_answer:
+        rows = output.plural(stats.rows_empty_answer, "row")
+        lines.append(f"reasoning with an empty answer: {rows} (trained as analysis + an empty "
+                     "final answer, as openai-harmony renders it)")
     if stats.packing_efficiency is not None:
-        lines.append(f"packing: {stats.packed_rows} rows of {sequence_len} tokens, "
-                     f"{100 * stats.packing_efficiency:.1f}% filled")
+        lines.append(f"packing: {output.plural(stats.packed_rows or 0, 'row')} of {sequence_len} "
+                     f"tokens, {100 * stats.packing_efficiency:.1f}% filled")
     else:
         lines.append("packing: off")
-    lines += [f"  skipped {s}" for s in stats.skip_samples[:5]]
+    lines += [f"  skipped {output.safe_text(s, one_line=True)}" for s in stats.skip_samples[:5]]
     from osstune.tui.render.run import dataset_lines
 
     return lines + dataset_lines({"sources": stats.sources, "validation": stats.validation})
@@ -82,12 +107,14 @@ def inspect(
         "--preset", help="Take the dataset settings (and model) from this preset")] = None,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Override a config key, e.g. dataset.train_turns=expand")] = None,
-    index: Annotated[int, typer.Option("--index", min=0, help="First example to show")] = 0,
+    index: Annotated[int, typer.Option(
+        "--index", min=0,
+        help="First example to show (examples count from 0; rows, like lines, from 1)")] = 0,
     count: Annotated[int | None, typer.Option(
         "--count", min=0, help="How many examples to show (default 3; with --json all)")] = None,
     show_ids: Annotated[bool, typer.Option("--show-ids", help="Print each token's id")] = False,
     json_: Annotated[bool, typer.Option(
-        "--json", help='One JSON line per example: {"row", "input_ids", "labels", "text"}'
+        "--json", help='One JSON line per example: {"row" (1-based), "input_ids", "labels", "text"}'
     )] = False,
     tokenizer_name: Annotated[str | None, typer.Option(
         "--tokenizer", help="Tokenizer id or folder (default: the config's model; the offline "
@@ -106,11 +133,14 @@ def inspect(
     try:
         prepared = prepare_training_data(cfg, tokenizer)
     except DatasetError as e:
-        output.fail(str(e), code=output.EXIT_PROBLEM)
+        output.fail(str(e))  # bad input: exit 2
+    skipped = skipped_line(prepared.stats)
+    if skipped:
+        output.warn(skipped)
 
     examples = prepared.train
     if index >= len(examples):
-        output.fail(f"--index {index}: the dataset has {len(examples)} examples "
+        output.fail(f"--index {index}: the dataset has {output.plural(len(examples), 'example')} "
                     f"(0-{len(examples) - 1})")
     if count is None:
         count = len(examples) if json_ else DEFAULT_VIEW_COUNT
@@ -118,8 +148,8 @@ def inspect(
 
     if json_:
         for _pos, ex in chosen:
-            typer.echo(json.dumps({"row": ex.row, "input_ids": ex.input_ids, "labels": ex.labels,
-                                   "text": tokenizer.decode(ex.input_ids)}, ensure_ascii=False))
+            typer.echo(json_line({"row": ex.row, "input_ids": ex.input_ids, "labels": ex.labels,
+                                  "text": tokenizer.decode(ex.input_ids)}))
         return
 
     from osstune.engine.data.token_view import token_view

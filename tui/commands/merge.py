@@ -55,7 +55,7 @@ def _check_disk(cfg: RunConfig, kind: str, out: Path) -> None:
                     code=output.EXIT_PROBLEM)
 
 
-def _merge(kind: str, target: str) -> None:
+def _merge(kind: str, target: str, extra: list[str] | None = None) -> None:
     """Run the merge in its own process (it imports torch; the CLI never does)."""
     import subprocess
     import sys
@@ -65,7 +65,7 @@ def _merge(kind: str, target: str) -> None:
     cfg, out = resolve_run(target)  # refuses a bad target here, before a process starts
     _check_disk(cfg, kind, out)
     config = str(out / CONFIG_FILE) if Path(target).is_dir() else target
-    argv = [sys.executable, "-m", MERGE_MODULE, kind, config, str(out)]
+    argv = [sys.executable, "-m", MERGE_MODULE, kind, config, str(out), *(extra or [])]
     proc = subprocess.run(argv, capture_output=True, text=True)
     if proc.returncode != 0:
         lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("osstune: error: ")]
@@ -76,9 +76,16 @@ def _merge(kind: str, target: str) -> None:
     output.print_line(f"merged weights: {proc.stdout.strip().splitlines()[-1]}")
 
 
-def merge_lora(target: TargetArg) -> None:
+DtypeOpt = Annotated[str, typer.Option(
+    "--dtype", help="auto: packed MXFP4 experts (model.experts: mxfp4) stay MXFP4 in the hub's "
+    "layout; bf16: a fully dequantized bf16 export")]
+
+
+def merge_lora(target: TargetArg, dtype: DtypeOpt = "auto") -> None:
     """Merge the run's LoRA adapter into its base model (safetensors in OUTPUT/merged)."""
-    _merge("lora", target)
+    if dtype not in ("auto", "bf16"):
+        output.fail(f"--dtype {dtype!r}: expected auto or bf16")
+    _merge("lora", target, ["--dtype", dtype])
 
 
 def merge_sharded_fsdp_weights(target: TargetArg) -> None:

@@ -171,6 +171,16 @@ def run(
     from osstune.engine.session.run_session import RunSession
 
     cfg = _effective_config(target, list(set_ or []), dataset, output_dir)
+    from osstune.engine.data.dataset_sources import dataset_problem
+
+    try:  # every dataset, before any engine or file is started
+        paths = [ds.path for ds, _weight in cfg.dataset_sources()] + [
+            p for p in [cfg.dataset.val_path] if p]
+    except ValueError as e:
+        output.fail(f"{target}: {e}")
+    for path in paths:
+        if problem := dataset_problem(path):
+            output.fail(problem)
     out = Path(cfg.output.dir)
     session = RunSession(cfg)
     try:
@@ -211,7 +221,9 @@ def _report(snap: RunSnapshot, target: str, out: Path, served_tp: int) -> None:
                     f"`osstune run {target} --resume` (same --set/--output)",
                     code=output.EXIT_PROBLEM)
     if snap.error is not None:
-        output.fail(f"{snap.error.message} (hint: {snap.error.hint})", code=output.EXIT_PROBLEM)
+        bad_input = snap.error.kind in ("config", "dataset", "tokenizer")  # the engine's exit 2
+        output.fail(f"{snap.error.message} (hint: {snap.error.hint})",
+                    code=output.EXIT_USAGE if bad_input else output.EXIT_PROBLEM)
     tail = "\n".join(snap.log_lines[-15:])
     output.fail(f"the engine exited with code {code} before finishing" +
                 (f"; its last lines:\n{tail}" if tail else ""), code=output.EXIT_PROBLEM)

@@ -22,7 +22,10 @@ PLAIN_OPEN, PLAIN_CLOSE = "⟦", "⟧"
 
 
 def token_text(view: TokenView, show_ids: bool) -> str:
-    return f"{view.text}⟨{view.id}⟩" if show_ids else view.text
+    from osstune.tui.output import safe_text
+
+    text = safe_text(view.text)  # data never drives the terminal (ESC, NUL, C1, bidi overrides)
+    return f"{text}⟨{view.id}⟩" if show_ids else text
 
 
 def render_colour(views: list[TokenView], show_ids: bool) -> Text:

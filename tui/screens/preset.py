@@ -18,7 +18,9 @@ VERDICT_STYLE = {"fits": "green", "tight": "yellow", "does-not-fit": "red"}
 
 
 def _gib(value: float) -> str:
-    return f"{value:,.0f} GiB" if value >= 10 else f"{value:.1f} GiB"
+    from osstune.engine.plan.units import fmt_gib
+
+    return fmt_gib(value)
 
 
 def trains_line(cfg: RunConfig) -> str:

@@ -18,7 +18,13 @@ BAR_WIDTH = 24
 
 
 def _num(value: float | None, unit: str = " GiB") -> str:
-    return "?" if value is None else f"{value:,.1f}{unit}"
+    if value is None:
+        return "?"
+    if unit == " GiB":  # a size: the one format every command uses
+        from osstune.engine.plan.units import fmt_gib
+
+        return fmt_gib(value)
+    return f"{value:,.1f}{unit}"
 
 
 def gpu_table(profile: HardwareProfile) -> Table:

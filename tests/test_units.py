@@ -1,0 +1,28 @@
+"""One format for sizes and counts, used by every command and screen."""
+
+from __future__ import annotations
+
+import pytest
+
+from osstune.engine.plan.units import fmt_gib, plural
+
+
+@pytest.mark.parametrize(("value", "text"), [
+    (44, "44 GiB"), (23.99, "24.0 GiB"), (0.5, "0.5 GiB"), (1007.5, "1008 GiB"),
+    (2800, "2.7 TiB"), (1024, "1.0 TiB"),
+])
+def test_fmt_gib(value, text):
+    assert fmt_gib(value) == text
+
+
+def test_plural():
+    assert [plural(n, "row") for n in (0, 1, 2, 1234)] == ["0 rows", "1 row", "2 rows",
+                                                             "1,234 rows"]
+    assert plural(1, "match", "matches") == "1 match" and plural(3, "match", "matches") == \
+        "3 matches"
+
+
+def test_presets_screen_and_cli_share_the_size_format():
+    from osstune.tui.screens import preset
+
+    assert preset._gib(2800) == fmt_gib(2800) == "2.7 TiB"  # was "2,800 GiB" on the screen
