@@ -159,7 +159,6 @@ KILLER = textwrap.dedent('''
     from pathlib import Path
     import torch
     from osstune.engine.trainer import checkpoint as ckpt
-from osstune.engine.trainer import checkpointer
 
     out, phase = Path(sys.argv[1]), sys.argv[2]
     torch.manual_seed(0)
