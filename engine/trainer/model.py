@@ -22,8 +22,9 @@ from torch import nn
 
 from osstune.engine.plan.config import RunConfig
 
-# Shapes of the public checkpoints' config.json (openai/gpt-oss-20b and -120b), so that `init: random` works with
-# no hub. Everything not listed is transformers' GptOssConfig default, which matches both.
+# Shapes of the public checkpoints' config.json (openai/gpt-oss-20b and -120b), so that
+# `init: random` works with no hub. Everything not listed is transformers' GptOssConfig
+# default, which matches both.
 BUILTIN_SHAPES: dict[str, dict[str, Any]] = {
     "openai/gpt-oss-20b": {"num_hidden_layers": 24, "num_local_experts": 32},
     "openai/gpt-oss-120b": {"num_hidden_layers": 36, "num_local_experts": 128},
