@@ -59,7 +59,12 @@ async def test_review_rejudges_every_edit_with_terms_one_key_away(tmp_path: Path
         started = time.perf_counter()
         screen._estimate(load_config("gpt-oss-20b-lora-1gpu", ["sequence_len=8192"]))
         assert time.perf_counter() - started < 0.05
+        # A LoRA run on 4 GPUs breaks a schema rule (LoRA runs one process): no estimate until fixed
         screen.query_one("#f-distributed-gpus").value = "4"
         await pilot.pause()
-        assert "does-not-fit" in text_of(screen, "#review-estimate")
+        assert "after the errors are fixed" in text_of(screen, "#review-estimate")
+        screen.query_one("#f-training-sequence_len").value = "2048"
+        screen.query_one("#f-distributed-gpus").value = "1"
+        await pilot.pause()
+        assert "estimate: fits" in text_of(screen, "#review-estimate")
 
