@@ -26,6 +26,7 @@ import torch.distributed as dist
 from torch import nn
 
 from osstune.engine.trainer.model import ModelError
+from osstune.engine.trainer.mxfp4 import weights_folder
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
@@ -46,24 +47,6 @@ class Source:
 class LoadStats:
     elements_read: int = 0  # checkpoint elements this rank read (packed bytes count once)
     parameters: int = 0
-
-
-def checkpoint_folder(model_id: str) -> Path:
-    """A local folder, or the hub snapshot (the cached copy first, then a download)."""
-    folder = Path(model_id).expanduser()
-    if folder.is_dir():
-        return folder
-    from huggingface_hub import snapshot_download
-
-    patterns = ["*.json", "*.safetensors"]
-    try:
-        return Path(snapshot_download(model_id, allow_patterns=patterns, local_files_only=True))
-    except Exception:
-        try:
-            return Path(snapshot_download(model_id, allow_patterns=patterns))
-        except Exception as e:
-            raise ModelError(f"model {model_id}: cannot fetch the weights ({type(e).__name__}: "
-                             f"{e})") from None
 
 
 def weight_map(folder: Path) -> dict[str, Path]:
@@ -192,7 +175,7 @@ def load_local_shards(model: nn.Module, model_id: str, device: torch.device) -> 
     failure: ModelError | None = None
     stats = LoadStats()
     try:
-        folder = checkpoint_folder(model_id)
+        folder = weights_folder(model_id)
         files, mapping = _Files(), weight_map(folder)
         sources = plan_sources(model, folder, mapping, files)
         scales_files = {n: mapping[n + "_scales"] for n, s in sources.items() if s.packed}
