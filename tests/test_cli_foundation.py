@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -55,12 +56,16 @@ def test_help_lists_commands_and_completion() -> None:
 
 
 def test_shell_completion_script() -> None:
-    # The real command in its own process: click derives the script from the program's name and
-    # environment, which other in-process tests of a shared worker may have changed.
-    proc = subprocess.run([*osstune_command(), "--show-completion", "bash"], capture_output=True,
-                          text=True, timeout=60)
+    # The real command in its own process, through click's completion variable (what the installed
+    # script calls): `--show-completion` guesses the shell from the parent process, which under CI's
+    # `make` is sh and unsupported.
+    env = {**os.environ, "_OSSTUNE_COMPLETE": "source_bash"}
+    proc = subprocess.run(osstune_command(), capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "_osstune_completion" in proc.stdout and "complete " in proc.stdout
+    env.update(_OSSTUNE_COMPLETE="complete_bash", COMP_WORDS="osstune pre", COMP_CWORD="1")
+    proc = subprocess.run(osstune_command(), capture_output=True, text=True, timeout=60, env=env)
+    assert proc.stdout.split() == ["presets"], proc.stderr
 
 
 # --- presets ---------------------------------------------------------------------------------
