@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from osstune.engine.session.events import (
     AnyEvent,
@@ -24,6 +25,10 @@ from osstune.engine.session.events import (
 
 HISTORY_POINTS = 2048  # loss/lr points kept for the chart; older ones fall off
 NOTES_KEPT = 50
+
+
+def error_note(event: ErrorEvent) -> str:
+    return f"error ({event.kind}): {event.message}"
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,7 @@ class RunSnapshot:
     exit_code: int | None = None
     refusal: str | None = None  # the pre-flight said no; `forceable` when --force/f overrides it
     forceable: bool = False
+    dataset: dict[str, Any] | None = None  # run_start's dataset statistics (rows skipped, ...)
 
     @property
     def finished(self) -> bool:
@@ -98,6 +104,7 @@ class RunFold:
     error: ErrorEvent | None = None
     end: RunEnd | None = None
     eval_loss: float | None = None
+    dataset: dict[str, Any] | None = None
     events_seen: int = 0
     gpus: dict[int, GpuMemory] = field(default_factory=dict)
     new_points: deque[StepPoint] = field(init=False)
@@ -126,7 +133,7 @@ class RunFold:
                 self.notes.append(f"warning: {event.message}")
             elif isinstance(event, ErrorEvent):
                 self.error = event
-                self.notes.append(f"error ({event.kind}): {event.message}")
+                self.notes.append(error_note(event))
             elif isinstance(event, RunEnd):
                 self.end, self.status = event, event.status
                 self.notes.append(f"run {event.status}")
@@ -134,6 +141,7 @@ class RunFold:
     def _on_run_start(self, event: RunStart) -> None:
         self.error = self.end = None  # a resumed run starts again after an earlier end
         self.status = "training"
+        self.dataset = event.dataset
         self.total_steps, self.step = event.total_steps, event.start_step
         for gpu in event.gpus:
             known = self.gpus.get(gpu.rank)
@@ -165,4 +173,4 @@ class RunFold:
             elapsed_s=self.elapsed_s, eta_s=self.eta_s, new_points=points,
             eval_loss=self.eval_loss, new_eval_points=eval_points,
             gpus=tuple(self.gpus[r] for r in sorted(self.gpus)), notes=tuple(self.notes),
-            error=self.error, end=self.end, **fields)  # type: ignore[arg-type]
+            error=self.error, end=self.end, dataset=self.dataset, **fields)  # type: ignore[arg-type]

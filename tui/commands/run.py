@@ -47,31 +47,65 @@ def _effective_config(target: str, overrides: list[str], dataset: str | None,
     return cfg
 
 
-class _Interrupted(KeyboardInterrupt):
-    """SIGTERM/SIGHUP, raised where Ctrl-C would be."""
+class NotedSignals:
+    """SIGINT, SIGTERM and SIGHUP are noted, not raised: an exception raised in the middle of a
+    frame's write would leave half a frame on the terminal, and Rich's Live would then erase
+    the wrong lines (copies of the panel's lines above the next frame)."""
 
+    NAMES = ("SIGINT", *STOP_SIGNALS)
 
-def _on_stop_signal(signum: int, frame: object) -> None:
-    import signal
+    def __init__(self) -> None:
+        self.pending: list[str] = []
 
-    raise _Interrupted(signal.Signals(signum).name)
+    def __call__(self, signum: int, frame: object) -> None:
+        import signal
+
+        self.pending.append(signal.Signals(signum).name)
+
+    def take(self) -> list[str]:
+        taken, self.pending = self.pending, []
+        return taken
 
 
 @contextlib.contextmanager
-def stop_signals_as_interrupts() -> Iterator[None]:
+def noted_signals() -> Iterator[NotedSignals]:
     import signal
     import threading
 
+    noted = NotedSignals()
     if threading.current_thread() is not threading.main_thread():  # only there can Python
-        yield
+        yield noted
         return
-    previous = {name: signal.signal(getattr(signal, name), _on_stop_signal)
-                for name in STOP_SIGNALS}
+    previous = {name: signal.signal(getattr(signal, name), noted) for name in noted.NAMES}
     try:
-        yield
+        yield noted
     finally:
         for name, handler in previous.items():
             signal.signal(getattr(signal, name), handler)
+
+
+@contextlib.contextmanager
+def keys_not_echoed() -> Iterator[None]:
+    """While the live panel is up, the terminal does not echo keys: an echoed `^C` lands in the
+    frame (at the last column it wraps the line) and the next frame erases one line too few."""
+    import sys
+
+    try:
+        import termios
+
+        fd = sys.stdin.fileno()
+        before = termios.tcgetattr(fd)
+    except (ImportError, OSError, ValueError, AttributeError):  # not a terminal, or no termios
+        yield
+        return
+    quiet = list(before)
+    quiet[3] &= ~(termios.ECHO | termios.ECHOCTL)
+    try:
+        termios.tcsetattr(fd, termios.TCSADRAIN, quiet)
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            termios.tcsetattr(fd, termios.TCSADRAIN, before)
 
 
 class _Screen:
@@ -91,6 +125,7 @@ class _Screen:
             self.display.start()
 
     def show(self, events: Iterable[AnyEvent], snap: RunSnapshot) -> None:
+        from osstune.engine.session.events import ErrorEvent
         from osstune.tui.render.run import event_line, run_panel
 
         if self.quiet:
@@ -98,17 +133,22 @@ class _Screen:
         try:
             if self.display is not None:
                 self.display.update(run_panel(self.name, snap))
-            else:
+            else:  # an error is said once, by the run's report when it ends (stderr)
                 for event in events:
-                    if (line := event_line(event)) is not None:
+                    if not isinstance(event, ErrorEvent) and (line := event_line(event)):
                         output.print_line(line)
         except OSError:  # the terminal went away: the run goes on, unwatched
             self.quiet = True
 
-    def warn(self, message: str) -> None:
-        if not self.quiet:
+    def stopping(self) -> None:
+        """The first Ctrl-C: said on stderr in plain output. The live panel says it itself
+        (its subtitle): a line written past Rich's Live would land inside the panel it redraws
+        and leave a copy of the panel's lines above the next frame."""
+        from osstune.tui.render.run import STOPPING_HINT
+
+        if not self.quiet and self.display is None:
             with contextlib.suppress(OSError):
-                output.warn(message)
+                output.warn(STOPPING_HINT)
 
     def close(self, snap: RunSnapshot) -> None:
         if self.display is not None:
@@ -120,26 +160,24 @@ class _Screen:
 def follow(session: RunSession, name: str, live: bool) -> RunSnapshot:
     """Pump the session until the engine exits; Ctrl-C, SIGTERM or SIGHUP once stops it (the
     engine finishes the step and checkpoints), a second Ctrl-C kills it."""
-    screen = _Screen(name, live)
     interrupts = 0
-    with stop_signals_as_interrupts():
+    with noted_signals() as signals, (keys_not_echoed() if live else contextlib.nullcontext()):
+        screen = _Screen(name, live)
         try:
             while True:
-                try:
-                    pumped = session.pump()
-                    screen.show(pumped.events, session.snapshot())
-                    if pumped.finished:
-                        break
-                    time.sleep(POLL_S)
-                except KeyboardInterrupt as e:
+                pumped = session.pump()
+                screen.show(pumped.events, session.snapshot())
+                if pumped.finished:
+                    break
+                time.sleep(POLL_S)
+                for signal_name in signals.take():
                     interrupts += 1
-                    if isinstance(e, _Interrupted) and str(e) == "SIGHUP":
+                    if signal_name == "SIGHUP":  # the terminal is gone: write nothing more
                         screen.quiet = True
                     if interrupts == 1:
-                        screen.warn("stopping: the engine finishes this step and saves "
-                                    "(Ctrl-C again to kill)")
                         session.stop()
-                    elif not isinstance(e, _Interrupted):
+                        screen.stopping()
+                    elif signal_name == "SIGINT":
                         session.kill()
         finally:
             snap = session.snapshot()
