@@ -86,6 +86,10 @@ class Screen:
             elif ch >= " ":
                 self._put(ch)
 
+    def earlier_lines_kept(self) -> bool:
+        """Nothing of what was on the terminal before the program was erased or overwritten."""
+        return all(line == ["$"] for line in self.lines[:self.history])
+
     def text(self) -> list[str]:
         """What the program left: the scrollback and the screen, without the earlier lines."""
         return ["".join(line).rstrip() for line in self.lines[self.history:]]

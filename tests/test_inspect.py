@@ -153,8 +153,8 @@ def test_skipped_rows_are_reported_on_stderr_also_with_json(tmp_path):
     data = _rows(tmp_path / "d.jsonl", _chat("q", "a"), "{bad", _chat("q", "a"),
                  {"messages": [{"role": "narrator", "content": "x"}]})
     expected = (f"osstune: warning: {data}: 2 of 4 rows skipped (row not valid JSON: 1, unknown "
-                "role: 1); first (rows count from 1): row 2: not valid JSON: Expecting property name enclosed in double quotes: "
-                "line 1 column 2 (char 1)\n")
+                "role: 1); first (rows count from 1): row 2: not valid JSON: Expecting property "
+                "name enclosed in double quotes: line 1 column 2 (char 1)\n")
     for args in ([], ["--json"]):
         result = invoke(data, *args)
         assert result.exit_code == 0, result.stderr

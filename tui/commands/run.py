@@ -85,9 +85,11 @@ def noted_signals() -> Iterator[NotedSignals]:
 
 
 @contextlib.contextmanager
-def keys_not_echoed() -> Iterator[None]:
-    """While the live panel is up, the terminal does not echo keys: an echoed `^C` lands in the
-    frame (at the last column it wraps the line) and the next frame erases one line too few."""
+def terminal_for_live() -> Iterator[None]:
+    """While the live panel is up the terminal neither echoes keys (an echoed `^C` lands in the
+    frame and, at the last column, wraps a line the next frame does not erase) nor flushes its
+    output on Ctrl-C (NOFLSH: the flush drops the rest of a frame being written, and the next
+    frame erases lines that were never drawn). Either way copies of the panel's lines stayed."""
     import sys
 
     try:
@@ -99,7 +101,7 @@ def keys_not_echoed() -> Iterator[None]:
         yield
         return
     quiet = list(before)
-    quiet[3] &= ~(termios.ECHO | termios.ECHOCTL)
+    quiet[3] = (quiet[3] & ~(termios.ECHO | termios.ECHOCTL)) | termios.NOFLSH
     try:
         termios.tcsetattr(fd, termios.TCSADRAIN, quiet)
         yield
@@ -161,7 +163,7 @@ def follow(session: RunSession, name: str, live: bool) -> RunSnapshot:
     """Pump the session until the engine exits; Ctrl-C, SIGTERM or SIGHUP once stops it (the
     engine finishes the step and checkpoints), a second Ctrl-C kills it."""
     interrupts = 0
-    with noted_signals() as signals, (keys_not_echoed() if live else contextlib.nullcontext()):
+    with noted_signals() as signals, (terminal_for_live() if live else contextlib.nullcontext()):
         screen = _Screen(name, live)
         try:
             while True:
