@@ -14,7 +14,7 @@ from pathlib import Path
 from osstune.engine.plan.config import RunConfig
 from osstune.engine.plan.estimate import estimate
 from osstune.engine.plan.hardware import HardwareProfile, free_gib, output_dir_problem, probe
-from osstune.engine.session.events import EVENTS_FILE
+from osstune.engine.session.run_folder import holds_run
 
 
 class PreflightError(RuntimeError):
@@ -64,7 +64,9 @@ def machine_problems(cfg: RunConfig, profile: HardwareProfile, output_dir: Path)
 
 
 def existing_run(output_dir: Path) -> bool:
-    return (output_dir / EVENTS_FILE).is_file() or (output_dir / "checkpoints").is_dir()
+    """The folder holds a run to keep (a finished checkpoint or a result); an attempt that
+    failed before its first save does not (engine/session/run_folder.py)."""
+    return holds_run(output_dir)
 
 
 def preflight(cfg: RunConfig, output_dir: Path, *, resume: bool, force: bool,

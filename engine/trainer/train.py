@@ -36,6 +36,7 @@ from osstune.engine.plan.flops import train_flops_per_token
 from osstune.engine.plan.preflight import PreflightError, preflight
 from osstune.engine.session.events import EVENTS_FILE, EventWriter
 from osstune.engine.session.lock import RunLocked, claim_for_engine
+from osstune.engine.session.run_folder import failed_attempt
 from osstune.engine.trainer import checkpoint as ckpt
 from osstune.engine.trainer import metrics
 from osstune.engine.trainer.batches import (  # noqa: F401 - PackedRow, collate: tests
@@ -126,10 +127,11 @@ class Run:
 
 
 def prepare_output(output: Path, rt: Runtime, resume: bool, force: bool) -> None:
-    """--force without --resume starts over: old events and checkpoints go (rank 0 only)."""
+    """Without --resume, --force starts over: old events and checkpoints go (rank 0 only); so
+    do those of an attempt that left nothing to keep (it failed before its first save)."""
     if rt.is_main:
         output.mkdir(parents=True, exist_ok=True)
-        if force and not resume:
+        if not resume and (force or failed_attempt(output)):
             (output / EVENTS_FILE).unlink(missing_ok=True)
             shutil.rmtree(ckpt.checkpoints_root(output), ignore_errors=True)
     barrier(rt)

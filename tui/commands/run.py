@@ -190,30 +190,52 @@ def follow(session: RunSession, name: str, live: bool) -> RunSnapshot:
 def run(
     target: Annotated[str, typer.Argument(metavar="PRESET|CONFIG.yaml",
                                           help="A preset name or a run config file")],
+    checkpoint: Annotated[str | None, typer.Argument(
+        metavar="[CHECKPOINT]", help="With --resume: this checkpoint folder instead of the last "
+        "one (--resume PATH)", show_default=False)] = None,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", metavar="KEY=VALUE", help="Override a config key, e.g. --set max_steps=30"),
     ] = None,
     dataset: Annotated[str | None, typer.Option("--dataset", help="Dataset file, folder or hub id")
                        ] = None,
     output_dir: Annotated[str | None, typer.Option("--output", help="Output directory")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint")
-                      ] = False,
-    force: Annotated[bool, typer.Option("--force", help="Run despite pre-flight refusals")
-                     ] = False,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue from the last checkpoint, or from CHECKPOINT: --resume PATH")
+    ] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Run despite pre-flight refusals; without --resume, start over in a "
+        "folder that holds a run")] = False,
     detach: Annotated[bool, typer.Option(
         "--detach", help="Start the run and return; follow it later with `osstune attach DIR`"),
     ] = False,
 ) -> None:
     """Train with a preset or config file and follow it until it ends."""
-    from osstune.engine.plan.preflight import PreflightError
     from osstune.engine.session.launch import serving_tensor_parallel
-    from osstune.engine.session.lock import RunLocked
     from osstune.engine.session.run_session import RunSession
 
     cfg = _effective_config(target, list(set_ or []), dataset, output_dir)
+    _check_datasets(cfg, target)
+    out = Path(cfg.output.dir)
+    resume_from = _resume_point(resume, checkpoint, out, force)
+    session = RunSession(cfg)
+    _start(session, resume_from, force)
+    if detach:  # the engine holds the folder's lock itself: it outlives this process
+        output.print_line(f"osstune run {cfg.name}: started in the background, output {out}, "
+                          f"log {out / 'engine.log'}")
+        output.print_line(f"follow or stop it: osstune attach {out}")
+        return
+    live = output.is_terminal()
+    if not live:
+        output.print_line(f"osstune run {cfg.name}: output {out}")
+    snap = follow(session, cfg.name, live)
+    _report(snap, target, out, serving_tensor_parallel(cfg))
+
+
+def _check_datasets(cfg: RunConfig, target: str) -> None:
+    """Every dataset exists and is not empty, before any engine or file is started."""
     from osstune.engine.data.dataset_sources import dataset_problem
 
-    try:  # every dataset, before any engine or file is started
+    try:
         paths = [ds.path for ds, _weight in cfg.dataset_sources()] + [
             p for p in [cfg.dataset.val_path] if p]
     except ValueError as e:
@@ -221,8 +243,41 @@ def run(
     for path in paths:
         if problem := dataset_problem(path):
             output.fail(problem)
-    out = Path(cfg.output.dir)
-    session = RunSession(cfg)
+
+
+def _resume_point(resume: bool, checkpoint: str | None, out: Path, force: bool) -> bool | str:
+    """False, True (the last finished checkpoint in OUT) or a checkpoint folder (absolute).
+    Refuses, before anything starts, a --resume with nothing to resume from."""
+    from osstune.engine.session.run_folder import (
+        checkpoints_root,
+        complete_checkpoints,
+        failed_attempt,
+        is_finished_checkpoint,
+    )
+
+    if checkpoint is not None and not resume:
+        output.fail(f"{checkpoint}: a checkpoint to resume from goes after --resume "
+                    f"(--resume {checkpoint}); other options are named (--set, --output, ...)")
+    if checkpoint is not None:
+        if not is_finished_checkpoint(Path(checkpoint)):
+            output.fail(f"--resume {checkpoint}: not a finished checkpoint folder (no COMPLETE "
+                        f"file; finished ones are listed in {checkpoints_root(out)})")
+        return str(Path(checkpoint).resolve())
+    if resume and not complete_checkpoints(out):
+        why = ("its earlier run ended before its first save: run without --resume to start over "
+               "there" if failed_attempt(out) else "use --output for the run's folder")
+        output.fail(f"--resume: {out} holds no finished checkpoint ({why})")
+    if not resume and not force and failed_attempt(out):
+        output.warn(f"{out}: the earlier run there ended before its first save (nothing to "
+                    "resume); starting over")
+    return resume
+
+
+def _start(session: RunSession, resume: bool | str, force: bool) -> None:
+    """Pre-flight, the folder's lock and the engine; one line and an exit code when refused."""
+    from osstune.engine.plan.preflight import PreflightError
+    from osstune.engine.session.lock import RunLocked
+
     try:
         waived = session.start(resume=resume, force=force)
     except RunLocked as e:
@@ -235,16 +290,6 @@ def run(
         output.warn(f"pre-flight (forced): {problem}")
     if session.lock is not None and (stale := session.lock.stale_warning()) is not None:
         output.warn(stale)
-    if detach:  # the engine holds the folder's lock itself: it outlives this process
-        output.print_line(f"osstune run {cfg.name}: started in the background, output {out}, "
-                          f"log {out / 'engine.log'}")
-        output.print_line(f"follow or stop it: osstune attach {out}")
-        return
-    live = output.is_terminal()
-    if not live:
-        output.print_line(f"osstune run {cfg.name}: output {out}")
-    snap = follow(session, cfg.name, live)
-    _report(snap, target, out, serving_tensor_parallel(cfg))
 
 
 def _report(snap: RunSnapshot, target: str, out: Path, served_tp: int) -> None:
