@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from torch import nn
 
 from osstune.engine.plan.config import LoraConfig
+
+ADAPTER = "default"  # peft's adapter name, as PeftModel.from_pretrained names it
 
 
 def apply_lora(model: nn.Module, lora: LoraConfig) -> nn.Module:
@@ -33,3 +37,30 @@ def apply_lora(model: nn.Module, lora: LoraConfig) -> nn.Module:
 
         expert_adapter.attach(model, lora)
     return peft_model
+
+
+def load_adapter(model: nn.Module, adapter_dir: Path) -> nn.Module:
+    """`model` with the saved adapter injected and loaded, as peft's `LoraModel` (merge with
+    `.merge_and_unload()`; `.model` is the model with its LoRA layers in place).
+
+    What `PeftModel.from_pretrained` builds, without the wrapper: its constructor reads
+    transformers' deprecated `is_gradient_checkpointing` (a FutureWarning on every merge and
+    chat) to prepare training we do not do here. ModelError when the adapter does not fit."""
+    from peft import PeftConfig, load_peft_weights, set_peft_model_state_dict
+    from peft.tuners.lora import LoraModel
+
+    from osstune.engine.trainer.model import ModelError
+
+    config = PeftConfig.from_pretrained(str(adapter_dir))
+    config.inference_mode = True
+    tuner = LoraModel(model, config, ADAPTER)
+    tuner._cast_adapter_dtype(adapter_name=ADAPTER, autocast_adapter_dtype=True)  # as peft does
+    result = set_peft_model_state_dict(tuner.model, load_peft_weights(str(adapter_dir)),
+                                       adapter_name=ADAPTER)
+    missing = [k for k in result.missing_keys if "lora_" in k]
+    if result.unexpected_keys or missing:
+        names = (result.unexpected_keys or missing)[:2]
+        raise ModelError(f"{adapter_dir}: the adapter does not fit the run's model "
+                         f"({len(result.unexpected_keys)} unexpected, {len(missing)} missing "
+                         f"adapter tensors, e.g. {', '.join(names)})")
+    return tuner
