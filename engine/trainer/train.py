@@ -34,6 +34,7 @@ from osstune.engine.data.tokenizer import TokenizerError
 from osstune.engine.plan.config import ConfigError, RunConfig, load_config
 from osstune.engine.plan.flops import train_flops_per_token
 from osstune.engine.plan.preflight import PreflightError, preflight
+from osstune.engine.plan.units import plural
 from osstune.engine.session.events import EVENTS_FILE, EventWriter
 from osstune.engine.session.lock import RunLocked, claim_for_engine
 from osstune.engine.session.run_folder import failed_attempt
@@ -211,7 +212,8 @@ class Recipe:
                       total_steps=self.total_steps, start_step=self.step,
                       output_dir=str(self.output), resumed_from=resumed_from)
         log(f"{info.total_params / 1e6:.1f}M parameters ({info.trainable_params / 1e6:.1f}M "
-            f"trained), {len(self.stream)} rows, {self.total_steps} steps, world size "
+            f"trained), {plural(len(self.stream), 'row')}, {plural(self.total_steps, 'step')}, "
+            "world size "
             f"{rt.world_size}")
         if info.levers:
             log("levers: " + "; ".join(info.levers))
@@ -251,7 +253,7 @@ class Recipe:
     def evaluate(self) -> None:
         result = self.evaluator.evaluate(self.built.objective, self.step)
         self.run.emit("eval", **result)
-        log(f"eval step {self.step}: loss {result['loss']:.4f} on {result['rows']} rows")
+        log(f"eval step {self.step}: loss {result['loss']:.4f} on {plural(result['rows'], 'row')}")
 
     # ------------------------------------------------------------------------- finish
 

@@ -53,7 +53,8 @@ def json_line(data: Any) -> str:
 def _header(position: int, ex: Example) -> str:
     trained = ex.trained_tokens
     turn = f" · turn {ex.turn}" if ex.turn is not None else ""
-    return (f"── example {position} · row {ex.row}{turn} · {len(ex)} tokens · {trained} trained "
+    return (f"── example {position} · row {ex.row}{turn} · {output.plural(len(ex), 'token')} · "
+            f"{trained:,} trained "
             f"({100 * trained / max(len(ex), 1):.1f}%)")
 
 
