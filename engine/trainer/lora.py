@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from torch import nn
@@ -31,7 +32,13 @@ def apply_lora(model: nn.Module, lora: LoraConfig) -> nn.Module:
         r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
         target_modules=list(lora.target_modules) or None, task_type="CAUSAL_LM", bias="none",
         **extra)
-    peft_model = get_peft_model(model, peft_config)
+    with warnings.catch_warnings():
+        # PeftModel's constructor reads transformers' deprecated `is_gradient_checkpointing`
+        # (peft 0.21); training keeps the PeftModel (its names are the checkpoints' names), so
+        # this one warning of this one call is silenced. Loading for merge/chat avoids it.
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated",
+                                category=FutureWarning)
+        peft_model = get_peft_model(model, peft_config)
     if packed:
         from osstune.engine.trainer import expert_adapter
 
