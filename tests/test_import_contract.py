@@ -135,6 +135,7 @@ def test_the_license_is_an_spdx_expression_setuptools_reads_without_a_warning() 
     """A `license = {text = ...}` table (or License :: classifiers) makes setuptools >= 77 print
     its license deprecation warning on every install; an SPDX string is what it reads."""
     import re
+
     import tomllib
 
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())
