@@ -113,3 +113,14 @@ def test_panel_leaves_the_error_to_the_final_report():
                 _event("run_end", status="failed", outputs={})])
     text = _panel_text(fold.snapshot(exit_code=2))
     assert "no rows" not in text and "run failed" in text and "Ctrl-C" not in text
+
+
+def test_the_live_terminal_settings_are_skipped_when_stdin_is_no_terminal(monkeypatch, tmp_path):
+    import sys
+
+    from osstune.tui.commands.run import terminal_for_live
+
+    with open(tmp_path / "in", "w+") as not_a_tty:  # e.g. `osstune run ... < /dev/null`
+        monkeypatch.setattr(sys, "stdin", not_a_tty)
+        with terminal_for_live():
+            pass

@@ -94,19 +94,23 @@ def terminal_for_live() -> Iterator[None]:
 
     try:
         import termios
-
+    except ImportError:  # not on this platform
+        yield
+        return
+    try:
         fd = sys.stdin.fileno()
         before = termios.tcgetattr(fd)
-    except (ImportError, OSError, ValueError, AttributeError):  # not a terminal, or no termios
+    except (termios.error, OSError, ValueError, AttributeError):  # stdin is not a terminal
         yield
         return
     quiet = list(before)
     quiet[3] = (quiet[3] & ~(termios.ECHO | termios.ECHOCTL)) | termios.NOFLSH
     try:
-        termios.tcsetattr(fd, termios.TCSADRAIN, quiet)
+        with contextlib.suppress(termios.error, OSError):
+            termios.tcsetattr(fd, termios.TCSADRAIN, quiet)
         yield
     finally:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(termios.error, OSError):
             termios.tcsetattr(fd, termios.TCSADRAIN, before)
 
 
