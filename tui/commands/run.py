@@ -195,7 +195,7 @@ def run(
     target: Annotated[str, typer.Argument(metavar="PRESET|CONFIG.yaml",
                                           help="A preset name or a run config file")],
     checkpoint: Annotated[str | None, typer.Argument(
-        metavar="[CHECKPOINT]", help="With --resume: this checkpoint folder instead of the last "
+        metavar="CHECKPOINT", help="With --resume: this checkpoint folder instead of the last "
         "one (--resume PATH)", show_default=False)] = None,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", metavar="KEY=VALUE", help="Override a config key, e.g. --set max_steps=30"),
