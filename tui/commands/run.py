@@ -252,6 +252,7 @@ def _check_datasets(cfg: RunConfig, target: str) -> None:
 def _resume_point(resume: bool, checkpoint: str | None, out: Path, force: bool) -> bool | str:
     """False, True (the last finished checkpoint in OUT) or a checkpoint folder (absolute).
     Refuses, before anything starts, a --resume with nothing to resume from."""
+    from osstune.engine.session.lock import owner_of
     from osstune.engine.session.run_folder import (
         checkpoints_root,
         complete_checkpoints,
@@ -267,6 +268,8 @@ def _resume_point(resume: bool, checkpoint: str | None, out: Path, force: bool) 
             output.fail(f"--resume {checkpoint}: not a finished checkpoint folder (no COMPLETE "
                         f"file; finished ones are listed in {checkpoints_root(out)})")
         return str(Path(checkpoint).resolve())
+    if owner_of(out) is not None:  # a live run: the session refuses, naming it
+        return resume
     if resume and not complete_checkpoints(out):
         why = ("its earlier run ended before its first save: run without --resume to start over "
                "there" if failed_attempt(out) else "use --output for the run's folder")
