@@ -26,6 +26,7 @@ from osstune.engine.plan.config import load_config
 from osstune.tui.app import OsstuneApp
 from osstune.tui.screens.training import RunProgress, TrainingScreen
 from osstune.tui.settings import Settings
+from osstune.tui.widgets.log_tail import LogTail
 from osstune.tui.widgets.loss_chart import LossChart
 from osstune.tui.widgets.memory_panel import MemoryPanel
 
@@ -44,7 +45,10 @@ def make_app(tmp_path: Path, profile=None, launcher=None) -> OsstuneApp:  # noqa
 
 
 def text_of(screen, selector: str) -> str:  # noqa: ANN001
-    return str(screen.query_one(selector).render())
+    """The text a widget shows (a Static's content: Text, or a renderable such as SoftWrap)."""
+    widget = screen.query_one(selector)
+    content = getattr(widget, "content", None)
+    return str(content) if content is not None else str(widget.render())
 
 
 def steady(app) -> None:  # noqa: ANN001
@@ -176,7 +180,8 @@ async def test_review_shows_errors_inline_and_blocks_start(tmp_path: Path) -> No
         cfg_dir, resume, force = launcher.calls[0]
         assert (cfg_dir, resume, force) == ("./outputs/tiny-cpu-demo", False, False)
     assert Settings.load(tmp_path / "wizard.json") == Settings(
-        "tiny-cpu-demo", "builtin:osstune-sample", "./outputs/tiny-cpu-demo")
+        "tiny-cpu-demo", "builtin:osstune-sample", "./outputs/tiny-cpu-demo",
+        {"no GPU": "tiny-cpu-demo"})  # the preset chosen on this machine
 
 
 @run_async
@@ -285,7 +290,7 @@ async def test_training_crash_shows_error_hint_and_log(tmp_path: Path) -> None:
         error = text_of(screen, "#run-error")
         assert "out_of_memory: CUDA out of memory at step 3" in error
         assert "hint: lower training.sequence_len" in error
-        assert "CUDA out of memory" in text_of(screen, "#log-tail")
+        assert "torch.OutOfMemoryError: CUDA out of memory" in screen.query_one(LogTail).lines
         assert "failed (exit code 1)" in text_of(screen, "#run-title")
         await pilot.press("k")  # not running: kill is not offered
         assert not process.killed
