@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.cells import cell_len
 from rich.text import Text
+from tui_fixtures import cpu_profile, h100_profile
 
 from osstune.engine.session.fold import EvalPoint, StepPoint
 from osstune.tui.render.chart import (
@@ -20,7 +21,6 @@ from osstune.tui.render.chart import (
 )
 from osstune.tui.render.wrap import SoftWrap, break_points, wrap_text
 from osstune.tui.settings import Settings, machine_key
-from tui_fixtures import cpu_profile, h100_profile
 
 # ----------------------------------------------------------------------------- wrapping
 
