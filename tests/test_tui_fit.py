@@ -144,6 +144,21 @@ async def test_hardware_screen_keeps_gpu_names_whole(tmp_path: Path, size) -> No
         assert text.count("NVIDIA H100 80GB HBM3") == 2 and "NVLink" in text
 
 
+@run_async
+async def test_the_preset_table_follows_a_resized_terminal(tmp_path: Path) -> None:
+    app = make_app(tmp_path, h100_profile(1))
+    async with app.run_test(size=(120, 36)) as pilot:
+        await to_presets(pilot)
+        await settle(pilot)
+        assert "memory / GPU vs card" in "\n".join(screen_lines(app))
+        await pilot.resize_terminal(80, 24)
+        await settle(pilot)
+        text = "\n".join(screen_lines(app))
+        assert "mem/GPU" in text and "49/80 GiB" in text and "disk" in text
+        assert "█" not in text.split("mem/GPU")[1].split("────")[0]  # the bars gave way
+        assert_footer_fits(app, "⏎ Choose")
+
+
 # ----------------------------------------------------------------------------- 2. review YAML
 
 
