@@ -16,7 +16,7 @@ from textual.app import App
 from textual.binding import Binding
 from textual.screen import Screen
 
-from osstune.tui.screens.base import Advance
+from osstune.tui.screens.base import NARROW_WIDTH, Advance
 from osstune.tui.screens.plan import Plan
 from osstune.tui.settings import Settings, machine_key
 
@@ -32,8 +32,8 @@ class OsstuneApp(App[None]):
     TITLE = "osstune"
     SUB_TITLE = "fine-tune GPT-OSS"
     BINDINGS = [Binding("ctrl+q", "quit", "Quit", priority=True)]
-    # Screens get `-narrow` below 100 columns and `-short` below 30 rows (app.tcss lays out both).
-    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
+    # Screens get `-narrow` below NARROW_WIDTH columns and `-short` below 30 rows (app.tcss).
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (NARROW_WIDTH, "-wide")]
     VERTICAL_BREAKPOINTS = [(0, "-short"), (30, "-tall")]
     # Where each screen leads: the one place the wizard's order is written (module in
     # tui/screens, class). Screens call `self.advance(config)`; training and done screens are made

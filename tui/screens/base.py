@@ -61,6 +61,9 @@ def describe_error(error: BaseException | None) -> str:
     return text if text else type(error).__name__
 
 
+NARROW_WIDTH = 100  # below this many columns screens are `-narrow` and tables drop their bars
+
+
 def wizard_footer() -> Footer:
     """Every screen's footer: compact, without the palette hint (ctrl+p still opens it), so each
     screen's bindings fit the classic 80x24 terminal. A screen's primary action comes first."""

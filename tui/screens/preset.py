@@ -10,7 +10,7 @@ from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Header, Static
 
 from osstune.engine.plan.config import ConfigError, RunConfig, load_preset
-from osstune.tui.screens.base import WizardScreen, wizard_footer
+from osstune.tui.screens.base import NARROW_WIDTH, WizardScreen, wizard_footer
 from osstune.tui.screens.plan import yaml_text
 from osstune.tui.widgets.estimate_view import card_gib, memory_bar, summary, terms
 
@@ -118,7 +118,7 @@ class PresetScreen(WizardScreen):
         every column fits an 80-column terminal."""
         rec = self.plan.recommendation
         table = self.query_one(DataTable)
-        self._narrow = self.app.size.width < 100
+        self._narrow = self.app.size.width < NARROW_WIDTH
         table.clear(columns=True)
         table.add_columns("", "preset", "verdict", "GPUs",
                           "mem/GPU" if self._narrow else "memory / GPU vs card", "disk")
@@ -136,7 +136,7 @@ class PresetScreen(WizardScreen):
         table.move_cursor(row=row)
 
     def on_resize(self) -> None:
-        if (self.app.size.width < 100) != getattr(self, "_narrow", None):
+        if (self.app.size.width < NARROW_WIDTH) != getattr(self, "_narrow", None):
             self._fill_table(self.query_one(DataTable).cursor_row)
 
     def _card(self, verdict) -> float | None:  # noqa: ANN001 - PresetVerdict

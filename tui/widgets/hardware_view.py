@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from osstune.engine.plan.hardware import HardwareProfile
 
 BAR_WIDTH, NARROW_BAR_WIDTH = 24, 8
+WIDE_TABLE = 98  # the content width of a 100-column screen
 
 
 def _num(value: float | None, unit: str = " GiB") -> str:
@@ -69,8 +70,8 @@ def host_lines(profile: HardwareProfile) -> Text:
 
 
 class MachineView:
-    """A Rich renderable: the GPU table's bars shrink below 100 columns, so the GPU names keep
-    their room on an 80-column terminal."""
+    """A Rich renderable: the GPU table's bars shrink when it is drawn narrower than
+    `WIDE_TABLE` columns (an 80-column terminal), so the GPU names keep their room."""
 
     def __init__(self, profile: HardwareProfile) -> None:
         self.profile = profile
@@ -79,7 +80,7 @@ class MachineView:
         profile = self.profile
         if profile.gpus:
             title = Text(f"{len(profile.gpus)} GPU(s)", style="bold")
-            bar = BAR_WIDTH if options.max_width >= 100 - 2 else NARROW_BAR_WIDTH
+            bar = BAR_WIDTH if options.max_width >= WIDE_TABLE else NARROW_BAR_WIDTH
             gpus: Table | Text = gpu_table(profile, bar)
         else:
             title = Text("no GPU", style="bold yellow")
