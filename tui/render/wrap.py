@@ -27,11 +27,14 @@ def _indent(text: str, line_start: int, width: int, hang: bool) -> int:
     return min(spaces + 2, width // 2)
 
 
-def _word_end(text: str, start: int) -> int:
+def _fits_a_line(text: str, start: int, full: int) -> bool:
+    """Whether the word at `start` is at most `full` characters (looks no further than that)."""
     end = start
     while end < len(text) and not text[end].isspace():
         end += 1
-    return end
+        if end - start > full:
+            return False
+    return True
 
 
 def _cut(text: str, start: int, pos: int, full: int, boundaries: Sequence[int]) -> int:
@@ -41,9 +44,9 @@ def _cut(text: str, start: int, pos: int, full: int, boundaries: Sequence[int]) 
     after_space = next((i for i in range(pos, start, -1) if text[i - 1].isspace()), None)
     k = bisect_right(boundaries, pos) - 1
     at_boundary = boundaries[k] if k >= 0 and boundaries[k] > start else None
-    if after_space is not None:
-        word_fits_a_line = _word_end(text, after_space) - after_space <= full
-        if word_fits_a_line or at_boundary is None or at_boundary <= after_space:
+    if after_space is not None:  # a word break, unless the word is too long for any line
+        boundary_after_it = at_boundary is not None and at_boundary > after_space
+        if not boundary_after_it or _fits_a_line(text, after_space, full):
             return after_space
     if at_boundary is not None:
         return at_boundary
