@@ -48,6 +48,51 @@ def build_packed(config: Any, dtype: Any, device: Any, attn: str, expert_lora: b
     return model
 
 
+class PooledDraw:
+    """Fast random tensors for a full-size folder: slices of one pool of random bytes and one of
+    N(0, 1) values, at rolling offsets (drawing 13 GB one tensor at a time with torch's CPU
+    generator takes minutes; the loader reads bytes, whichever they are). Each tensor is its own
+    copy: safetensors refuses tensors that share memory."""
+
+    def __init__(self, seed: int, pool_bytes: int = 512 << 20, pool_normal: int = 32 << 20
+                 ) -> None:
+        import numpy as np
+        import torch
+
+        rng = np.random.default_rng(seed)
+        self.bytes = torch.frombuffer(bytearray(rng.bytes(pool_bytes)), dtype=torch.uint8)
+        self.values = torch.from_numpy(rng.standard_normal(pool_normal, dtype=np.float32))
+        self.scaled: dict[float, Any] = {}  # std -> the pool x std in bf16
+        self.offset = 0
+
+    def _take(self, pool: Any, count: int) -> Any:
+        import torch
+
+        if count > pool.numel():
+            return torch.cat([pool] * (count // pool.numel()) + [pool[: count % pool.numel()]])
+        start = self.offset % (pool.numel() - count + 1)
+        self.offset += 7_919_093  # a prime step: neighbouring tensors differ
+        return pool[start:start + count]
+
+    def normal(self, shape: tuple[int, ...], std: float) -> Any:
+        import math
+
+        import torch
+
+        if std not in self.scaled:
+            self.scaled[std] = (self.values * std).to(torch.bfloat16)
+        return self._take(self.scaled[std], math.prod(shape)).view(shape).clone()
+
+    def packed(self, shape_blocks: tuple[int, ...]) -> tuple[Any, Any]:
+        import math
+
+        from osstune.engine.trainer.hub_layout import RANDOM_SCALE
+
+        blocks = self._take(self.bytes, math.prod(shape_blocks)).view(shape_blocks).clone()
+        raw = self._take(self.bytes, math.prod(shape_blocks[:-1])).view(shape_blocks[:-1])
+        return blocks, raw % 3 + (RANDOM_SCALE - 1)  # exponents as random_packed draws them
+
+
 def write(folder: Path, size: str) -> dict[str, Any]:
     from bench_train import GPT_OSS_20B, GPT_OSS_120B, TINY
     from transformers import GptOssConfig
@@ -55,14 +100,17 @@ def write(folder: Path, size: str) -> dict[str, Any]:
     from osstune.engine.trainer.hub_layout import random_hub_tensors, write_hub_checkpoint
 
     config = GptOssConfig(**{"120b": GPT_OSS_120B, "tiny": TINY}.get(size, GPT_OSS_20B))
+    pools = (1 << 20, 1 << 16) if size == "tiny" else (512 << 20, 32 << 20)
     started = time.perf_counter()
-    write_hub_checkpoint(folder, config.to_dict(), random_hub_tensors(config, seed=0))
+    write_hub_checkpoint(folder, config.to_dict(),
+                         random_hub_tensors(config, seed=0, draw=PooledDraw(0, *pools)))
     size_bytes = sum(p.stat().st_size for p in folder.iterdir())
     return {"written": str(folder), "folder_gib": round(size_bytes / GIB, 2),
             "write_s": round(time.perf_counter() - started, 1)}
 
 
-def load(folder: Path, steps: int, seq: int, device_name: str = "cuda") -> dict[str, Any]:
+def load(folder: Path, steps: int, seq: int, device_name: str = "cuda", attn: str = "auto"
+         ) -> dict[str, Any]:
     """Stream `folder` onto the device (rss: the whole process; target: folder + 4 GiB), then
     `steps` LoRA steps at `seq` tokens."""
     import torch
@@ -72,7 +120,8 @@ def load(folder: Path, steps: int, seq: int, device_name: str = "cuda") -> dict[
     from osstune.engine.trainer.model import load_model_config, load_pretrained
     from osstune.engine.trainer.objective import CausalLMObjective, shift_labels
 
-    cfg = validate({"model": {"id": str(folder), "experts": "mxfp4"}, "method": "lora"}, "bench")
+    cfg = validate({"model": {"id": str(folder), "experts": "mxfp4", "attn_implementation": attn},
+                    "method": "lora"}, "bench")
     device = torch.device(device_name)
     cuda = device.type == "cuda"
     started = time.perf_counter()
@@ -117,13 +166,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--load", type=Path)
     parser.add_argument("--model", choices=("20b", "120b", "tiny"), default="20b")
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--attn", default="auto", help="model.attn_implementation for the steps")
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--seq", type=int, default=2048)
     args = parser.parse_args(argv)
     if args.write:
         print(json.dumps(write(args.write, args.model)), flush=True)
     if args.load:
-        print(json.dumps(load(args.load, args.steps, args.seq, args.device)), flush=True)
+        print(json.dumps(load(args.load, args.steps, args.seq, args.device, args.attn)), flush=True)
     return 0
 
 
