@@ -145,17 +145,6 @@ class Lengths:
             flops = train_flops_per_token(self.cfg, result["seq"])
             result["mfu"] = round(result["tokens_per_s"] * flops / peak, 4)
 
-    def close(self) -> None:
-        import gc
-
-        import torch
-
-        del self.model, self.optimizer
-        gc.collect()
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-            torch.cuda.set_per_process_memory_fraction(1.0)
-
 
 def _left(deadline: float | None) -> float:
     return float("inf") if deadline is None else deadline - time.time()
