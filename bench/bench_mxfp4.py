@@ -94,7 +94,7 @@ class PooledDraw:
 
 
 def write(folder: Path, size: str) -> dict[str, Any]:
-    from bench_train import GPT_OSS_20B, GPT_OSS_120B, TINY
+    from bench_variants import GPT_OSS_20B, GPT_OSS_120B, TINY
     from transformers import GptOssConfig
 
     from osstune.engine.trainer.hub_layout import random_hub_tensors, write_hub_checkpoint

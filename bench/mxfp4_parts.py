@@ -3,7 +3,7 @@
     python bench/mxfp4_parts.py lengths --variant osstune-lean --seqs 8192,2048 --out bf16.json
     python bench/mxfp4_parts.py packed --bf16 bf16.json --outdir DIR [--deadline EPOCH_S]
 
-`lengths` builds one model of a bench/bench_train.py variant and trains it at each length in turn
+`lengths` builds one model of a bench/bench_variants.py variant and trains it at each length in turn
 (one build, one process: the build and the compile caches are paid once), writing every result to
 --out as soon as it is measured. `packed` does the same for the packed variant (`packed-24gb`:
 experts as MXFP4 blocks/scales, capped at 23.5 GiB like a 24 GB card) and writes, part by part:
@@ -30,16 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_train import (
-    GIB,
-    GPT_OSS_20B,
-    TINY,
-    VARIANTS,
-    Variant,
-    _build,
-    _step_fn,
-    engine_overrides,
-)
+from bench_measure import GIB, _build, _step_fn, engine_overrides
+from bench_variants import GPT_OSS_20B, TINY, VARIANTS, Variant
 
 from osstune.engine.plan.flops import train_flops_per_token
 
@@ -65,7 +57,7 @@ def _write(path: Path, data: Any) -> None:
 
 def _engine(variant: Variant, seq: int) -> dict[str, Any] | None:
     engine = engine_overrides(variant, seq, None)
-    if engine is not None and variant.packed:  # the packed preset (bench_train names the bf16 one)
+    if engine is not None and variant.packed:  # bench_measure names the bf16 preset
         engine["preset"] = "gpt-oss-20b-lora-mxfp4"
     return engine
 

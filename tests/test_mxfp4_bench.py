@@ -82,7 +82,7 @@ def test_lengths_then_packed_write_every_part(parts, tmp_path):
 
 def test_numerics_twins_agree_and_catch_a_wrong_expert_weight(parts):
     _, numerics = parts
-    from bench_train import TINY
+    from bench_variants import TINY
 
     two = {**TINY, "num_hidden_layers": 2}
     ids = torch.randint(0, 500, (1, 12), generator=torch.Generator().manual_seed(0))
