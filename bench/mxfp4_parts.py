@@ -55,13 +55,6 @@ def _write(path: Path, data: Any) -> None:
     tmp.replace(path)
 
 
-def _engine(variant: Variant, seq: int) -> dict[str, Any] | None:
-    engine = engine_overrides(variant, seq, None)
-    if engine is not None and variant.packed:  # bench_measure names the bf16 preset
-        engine["preset"] = "gpt-oss-20b-lora-mxfp4"
-    return engine
-
-
 class Lengths:
     """One model of `variant`, trained at one length after another."""
 
@@ -123,7 +116,7 @@ class Lengths:
             result["peak_reserved_gib"] = round(torch.cuda.max_memory_reserved() / GIB, 2)
             result["peak_allocated_gib"] = round(torch.cuda.max_memory_allocated() / GIB, 2)
             result["card_gib"] = round(torch.cuda.get_device_properties(0).total_memory / GIB, 1)
-        result["engine"] = _engine(self.variant, seq)
+        result["engine"] = engine_overrides(self.variant, seq, None)
         result["wall_s"] = round(time.perf_counter() - started, 1)
         print(f"{self.name} @ {seq}: {result['status']} {result.get('tokens_per_s', '-')} tok/s "
               f"{result.get('peak_reserved_gib', '-')} GiB", flush=True)
