@@ -8,6 +8,8 @@
 --out as soon as it is measured. `packed` does the same for the packed variant (`packed-24gb`:
 experts as MXFP4 blocks/scales, capped at 23.5 GiB like a 24 GB card) and writes, part by part:
 
+  packed.json      every packed measurement (bench_train's results layout, as bf16.json: what
+                   bench/calibration_points.py reads)
   a-8192.json      packed vs bf16 at 8192 tokens (targets: <= 22 GiB, >= 0.9x bf16 tokens/s)
   b-longest.json   the longest row under the cap (16,384, then 32,768 when time is left)
   c-2048.json      packed vs bf16 at 2048 tokens
@@ -58,11 +60,12 @@ def _write(path: Path, data: Any) -> None:
 class Lengths:
     """One model of `variant`, trained at one length after another."""
 
-    def __init__(self, name: str, tiny: bool, cap_gib: float | None) -> None:
+    def __init__(self, name: str, tiny: bool, cap_gib: float | None, log: Path) -> None:
         import torch
         import transformers
 
         self.name, self.tiny, self.variant = name, tiny, _variant(name, tiny)
+        self.log, self.results = log, []  # every result so far, as bench_train's --out
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.cfg = TINY if tiny else GPT_OSS_20B
         self.cap_gib = self.variant.cap_gib or cap_gib
@@ -120,7 +123,12 @@ class Lengths:
         result["wall_s"] = round(time.perf_counter() - started, 1)
         print(f"{self.name} @ {seq}: {result['status']} {result.get('tokens_per_s', '-')} tok/s "
               f"{result.get('peak_reserved_gib', '-')} GiB", flush=True)
+        self.record(result)
         return result
+
+    def record(self, result: dict[str, Any]) -> None:
+        self.results.append(result)
+        _write(self.log, {"results": self.results})
 
     def _mfu(self, result: dict[str, Any]) -> None:
         from osstune.engine.trainer.metrics import peak_flops
@@ -142,14 +150,12 @@ def skipped(name: str, seq: int, why: str) -> dict[str, Any]:
 def run_lengths(args: argparse.Namespace) -> int:
     """bf16 (or any variant) at each --seqs length, --out rewritten after each."""
     seqs = [int(s) for s in args.seqs.split(",") if s]
-    bench = Lengths(args.variant, args.tiny, args.cap_gib)
-    results: list[dict[str, Any]] = []
+    bench = Lengths(args.variant, args.tiny, args.cap_gib, args.out)
     for index, seq in enumerate(seqs):
         if index and _left(args.deadline) < args.min_left_s:
-            results.append(skipped(args.variant, seq, "budget"))
+            bench.record(skipped(args.variant, seq, "budget"))
         else:
-            results.append(bench.measure(seq, args.warmup, args.steps))
-        _write(args.out, {"results": results})
+            bench.measure(seq, args.warmup, args.steps)
     return 0
 
 
@@ -185,7 +191,7 @@ def run_packed(args: argparse.Namespace) -> int:
     bf16 = {r["seq"]: r for r in json.loads(bf16_file.read_text())["results"]} if bf16_file \
         else {}
     out = args.outdir
-    bench = Lengths(PACKED, args.tiny, None)
+    bench = Lengths(PACKED, args.tiny, None, out / "packed.json")
     a = bench.measure(args.seq_a, args.warmup, args.steps)
     _write(out / "a-8192.json", comparison(args.seq_a, bf16.get(args.seq_a), a, True))
     longest = [int(s) for s in args.longest.split(",") if s]

@@ -62,6 +62,8 @@ def test_lengths_then_packed_write_every_part(parts, tmp_path):
     assert mxfp4_parts.main(["packed", *common, "--seq-a", "24", "--longest", "32,40",
                              "--seq-c", "16", "--seq-d", "8", "--bf16",
                              str(tmp_path / "bf16.json"), "--outdir", str(tmp_path)]) == 0
+    measured = json.loads((tmp_path / "packed.json").read_text())["results"]
+    assert [r["seq"] for r in measured] == [24, 32, 16, 40]  # a, b, c, then b's second row
     a = json.loads((tmp_path / "a-8192.json").read_text())
     assert a["packed"]["status"] == "ok" and a["packed"]["spec"]["packed"]
     assert a["packed"]["engine"]["preset"] == "gpt-oss-20b-lora-mxfp4"
