@@ -21,7 +21,7 @@ GIB = 1024**3
 def engine_overrides(variant: Variant, seq: int, unchecked: int | None) -> dict[str, Any] | None:
     """What repeats this measurement through the engine (bench/calibration points): the LoRA
     preset with these `--set` items, and which figures compare. None: not an engine setting."""
-    if variant.offload or (variant.unchecked < 0 and unchecked is None):
+    if variant.offload or variant.expert_lora or (variant.unchecked < 0 and unchecked is None):
         return None
     attn = {"osstune": "auto"}.get(variant.attn, variant.attn)
     layers = unchecked if variant.unchecked < 0 else variant.unchecked
@@ -34,7 +34,8 @@ def engine_overrides(variant: Variant, seq: int, unchecked: int | None) -> dict[
     # default allocator change memory, not speed.
     same_memory = variant.loss == "chunked" and variant.expandable
     measures = ["tokens_per_s"] + (["peak_mem_gib_per_gpu"] if same_memory else [])
-    return {"preset": "gpt-oss-20b-lora-1gpu", "set": items, "measures": measures}
+    preset = "gpt-oss-20b-lora-mxfp4" if variant.packed else "gpt-oss-20b-lora-1gpu"
+    return {"preset": preset, "set": items, "measures": measures}
 
 
 def _build(variant: Variant, cfg_values: dict[str, Any], device: Any) -> tuple[Any, Any]:

@@ -226,6 +226,21 @@ def test_preflight_protects_an_existing_run(tmp_path):
     assert holds_run(results)
 
 
+def test_a_step_left_mid_publish_counts_as_resumable(tmp_path):
+    from osstune.engine.session.run_folder import holds_run, recoverable_checkpoints, resumable
+
+    out = tmp_path / "run"
+    root = out / "checkpoints"
+    (root / ".tmp-step-000003").mkdir(parents=True)  # half-written: no COMPLETE
+    assert not resumable(out) and recoverable_checkpoints(out) == []
+    old = root / ".old-step-000002"  # a re-save killed between its renames
+    old.mkdir()
+    (old / "COMPLETE").write_text("ok\n")
+    assert recoverable_checkpoints(out) == [old] and resumable(out) and holds_run(out)
+    (root / "step-000002").mkdir()  # the real name exists: the copy is stale, not recoverable
+    assert recoverable_checkpoints(out) == [] and not resumable(out)
+
+
 def test_preflight_judges_the_estimate_of_the_config(tmp_path):
     # 20b FFT + offload: ~203 GiB of host RAM (estimate), whatever the requirements block says
     cfg = load_config("gpt-oss-20b-fft-fsdp2-offload", ["model.init=random"])

@@ -179,6 +179,16 @@ def _rewrite_shard(folder: Path, tensor: str, change) -> str:
     return file
 
 
+def truncate_in(folder: Path, tensor: str) -> str:
+    """Cut the shard holding `tensor` one byte into that tensor's data; returns the file name."""
+    file = json.loads((folder / INDEX_FILE).read_text())["weight_map"][tensor]
+    data = (folder / file).read_bytes()
+    header = int.from_bytes(data[:8], "little")
+    start = json.loads(data[8:8 + header])[tensor]["data_offsets"][0]
+    (folder / file).write_bytes(data[:8 + header + start + 1])
+    return file
+
+
 def test_bad_folders_refused_with_file_and_tensor(hub, tmp_path):
     name = "model.layers.1.mlp.experts.down_proj_scales"
     missing = _copy(hub, tmp_path / "missing")
@@ -194,10 +204,12 @@ def test_bad_folders_refused_with_file_and_tensor(hub, tmp_path):
         load(shape, "mxfp4")
 
     truncated = _copy(hub, tmp_path / "truncated")
-    file = json.loads((truncated / INDEX_FILE).read_text())["weight_map"][name]
-    data = (truncated / file).read_bytes()
-    (truncated / file).write_bytes(data[: len(data) // 2])
-    with pytest.raises(ModelError, match=rf"{file}: cannot read safetensors"):
+    file = truncate_in(truncated, name)
+    with pytest.raises(ModelError, match=rf"{file}: tensor {name} runs past the end of the file "
+                       r"\(truncated safetensors\)"):
+        load(truncated, "mxfp4")
+    (truncated / file).write_bytes(b"\x00" * 4)  # not even a header: the reader's own words
+    with pytest.raises(ModelError, match=rf"{file}: cannot read safetensors \("):
         load(truncated, "mxfp4")
 
     unknown = _copy(hub, tmp_path / "unknown")

@@ -108,24 +108,57 @@ def test_packed_run_trains_and_merges_back_to_hub_layout(packed_run, tmp_path, c
     assert (attention - _logits(_packed_base(hub))).abs().max() > 2e-2  # the adapter matters
 
 
-def test_bad_hub_folder_fails_with_one_line_and_writes_no_checkpoint(packed_run, tmp_path,
-                                                                       capsys):
+def _drop(folder: Path, tensor: str) -> str:
     from safetensors.torch import load_file, save_file
 
-    hub, path, _ = packed_run
+    file = json.loads((folder / INDEX_FILE).read_text())["weight_map"][tensor]
+    state = load_file(str(folder / file))
+    del state[tensor]
+    save_file(state, str(folder / file))
+    return f"{file}: tensor {tensor} is listed in {INDEX_FILE} but not in the file"
+
+
+def _reshape(folder: Path, tensor: str) -> str:
+    from safetensors.torch import load_file, save_file
+
+    file = json.loads((folder / INDEX_FILE).read_text())["weight_map"][tensor]
+    state = load_file(str(folder / file))
+    state[tensor] = state[tensor][:, :-1].contiguous()
+    save_file(state, str(folder / file))
+    return f"{file}: tensor {tensor} has shape"
+
+
+def _quant_method(folder: Path, tensor: str) -> str:
+    config = json.loads((folder / "config.json").read_text())
+    config["quantization_config"]["quant_method"] = "gptq"
+    (folder / "config.json").write_text(json.dumps(config))
+    return "config.json: quantization_config.quant_method 'gptq' is not supported"
+
+
+def _truncate(folder: Path, tensor: str) -> str:
+    from tests.test_mxfp4 import truncate_in
+
+    return f"{truncate_in(folder, tensor)}: tensor {tensor} runs past the end of the file"
+
+
+@pytest.mark.parametrize("damage", [_drop, _reshape, _quant_method, _truncate],
+                         ids=["missing scales", "wrong shape", "unknown quant_method",
+                              "truncated"])
+def test_bad_hub_folder_fails_with_one_line_and_writes_nothing(packed_run, tmp_path, capsys,
+                                                               damage):
+    hub, _, _ = packed_run
     broken = Path(shutil.copytree(hub, tmp_path / "broken"))
-    name = "model.layers.0.mlp.experts.gate_up_proj_scales"
-    file = json.loads((broken / INDEX_FILE).read_text())["weight_map"][name]
-    state = load_file(str(broken / file))
-    del state[name]
-    save_file(state, str(broken / file))
-    cfg = tiny_config(tmp_path, "broken", method="lora",
+    expect = damage(broken, "model.layers.0.mlp.experts.gate_up_proj_scales")
+    before = {p.name: p.read_bytes() for p in broken.iterdir()}
+    cfg = tiny_config(tmp_path, "out", method="lora",
                       model={"id": str(broken), "init": "pretrained", "architecture": {},
                              "experts": "mxfp4"})
     code = main(["--config", str(write_config(tmp_path, cfg))])
     err = capsys.readouterr().err
     assert code == EXIT_USER_ERROR
-    line = next(ln for ln in err.splitlines() if ln.startswith("osstune: error:"))
-    assert f"{file}: tensor {name} is listed" in line
+    lines = [ln for ln in err.splitlines() if ln.startswith("osstune: error:")]
+    assert len(lines) == 1 and expect in lines[0], err[-2000:]
     assert "Traceback" not in err
-    assert not (tmp_path / "broken" / "checkpoints").exists()
+    assert {p.name: p.read_bytes() for p in broken.iterdir()} == before  # the input untouched
+    out = tmp_path / "out"
+    assert not any((out / name).exists() for name in ("checkpoints", "adapter", "export"))

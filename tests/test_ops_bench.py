@@ -75,6 +75,9 @@ def test_results_carry_what_a_calibration_point_needs(bench, tmp_path):
     fitted = bench.engine_overrides(bench.VARIANTS["osstune"], 8192, 21)
     assert "training.unchecked_layers=21" in fitted["set"]
     assert bench.engine_overrides(bench.VARIANTS["osstune"], 8192, None) is None
+    packed = bench.engine_overrides(bench.VARIANTS["packed-24gb"], 8192, None)
+    assert packed["preset"] == "gpt-oss-20b-lora-mxfp4" and "training.compile=off" in packed["set"]
+    assert bench.engine_overrides(bench.VARIANTS["packed-24gb+expert-lora"], 8192, None) is None
     result = {"variant": "osstune-lean", "seq": 8192, "status": "ok", "device": "NVIDIA H200",
               "card_gib": 139.8, "memory_cap_gib": 79.1, "tokens_per_s": 11701.9,
               "peak_reserved_gib": 42.68, "engine": lean}

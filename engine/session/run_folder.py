@@ -35,11 +35,28 @@ def complete_checkpoints(output_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.name)
 
 
+def recoverable_checkpoints(output_dir: Path) -> list[Path]:
+    """Finished copies a kill left mid-publish (`.tmp-step-N` not yet renamed, or `.old-step-N`
+    moved aside during a re-save) whose `step-N` is missing. Only read here: the engine puts them
+    back under their name when it resumes (engine/trainer/checkpoint.py), never a front-end,
+    which could race a live run's rename."""
+    root = checkpoints_root(output_dir)
+    if not root.is_dir():
+        return []
+    return sorted(p for prefix in (".tmp-", ".old-") for p in root.glob(f"{prefix}step-*")
+                  if is_finished_checkpoint(p) and not (root / p.name[len(prefix):]).exists())
+
+
+def resumable(output_dir: Path) -> bool:
+    """`--resume` has something to load: a finished checkpoint, or one the engine will recover."""
+    return bool(complete_checkpoints(output_dir) or recoverable_checkpoints(output_dir))
+
+
 def holds_run(output_dir: Path) -> bool:
     """A finished checkpoint or a result (export, adapter, merged): what a new run must not
     overwrite without --resume or --force."""
     out = Path(output_dir)
-    return bool(complete_checkpoints(out)) or any((out / d).exists() for d in RESULT_DIRS)
+    return resumable(out) or any((out / d).exists() for d in RESULT_DIRS)
 
 
 def failed_attempt(output_dir: Path) -> bool:

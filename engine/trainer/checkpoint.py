@@ -4,7 +4,9 @@ Layout: OUTPUT/checkpoints/step-000120/ holds the DCP shards of {"model", "optim
 writes its own shard), `trainer_state.json` (step, scheduler, elapsed time), `rng/rank-R.pt` and,
 written last, `COMPLETE`. Everything goes into `.tmp-step-000120` first and is renamed once all
 ranks finished, so a kill during a save leaves the previous checkpoint untouched; a failed save
-removes its temp folder. Old checkpoints lose `COMPLETE` before their shards. Reading never
+removes its temp folder. A kill between the renames that publish a save (the re-save of an existing
+step moves it aside first) is repaired when checkpoints are next listed: the finished copy is put
+back under the step's name. Old checkpoints lose `COMPLETE` before their shards. Reading never
 unpickles freely (engine/trainer/safe_metadata.py). LoRA runs save only the trainable (adapter)
 parameters.
 """
@@ -67,7 +69,30 @@ def step_dir_name(step: int) -> str:
     return f"step-{step:06d}"
 
 
+def recover_interrupted_publish(root: Path) -> list[Path]:
+    """Put back under its name a step that a kill inside `_publish` left only as a finished
+    `.tmp-step-N` (all shards and COMPLETE written, not yet renamed) or, during the re-save of
+    an existing step, as `.old-step-N` (moved aside, the new one not yet in place). The newer
+    copy wins when both are finished. Every rank may call it: a lost race is ignored."""
+    recovered = []
+    for prefix in (".tmp-", ".old-"):
+        for copy in sorted(root.glob(f"{prefix}step-*")):
+            final = root / copy.name[len(prefix):]
+            if final.exists() or not (copy / COMPLETE).is_file():
+                continue
+            try:
+                copy.rename(final)
+            except OSError:
+                continue  # another rank renamed it (or its copy) first
+            recovered.append(final)
+    return recovered
+
+
 def latest_checkpoint(output_dir: Path) -> Path | None:
+    """The newest finished checkpoint, after putting back a step a kill left mid-publish."""
+    root = checkpoints_root(output_dir)
+    if root.is_dir():
+        recover_interrupted_publish(root)
     done = complete_checkpoints(output_dir)
     return done[-1] if done else None
 

@@ -205,24 +205,38 @@ def write_hub_checkpoint(folder: Path, config: dict[str, Any],
     return folder
 
 
-def random_hub_tensors(config: Any, seed: int, std: float = 0.02
+class SeededDraw:
+    """Random tensors from one seeded generator (reproducible: the tests' fixtures)."""
+
+    def __init__(self, seed: int) -> None:
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def normal(self, shape: tuple[int, ...], std: float) -> torch.Tensor:
+        return (torch.randn(shape, generator=self.gen) * std).to(torch.bfloat16)
+
+    def packed(self, shape_blocks: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        return random_packed(shape_blocks, self.gen)
+
+
+def random_hub_tensors(config: Any, seed: int, std: float = 0.02, draw: Any = None
                        ) -> Iterator[tuple[str, torch.Tensor]]:
     """Every tensor of a hub checkpoint for `config` (a GptOssConfig), random, one at a time.
 
     Norm weights 1, biases 0 (router bias random), the rest N(0, std) in bf16; experts as
-    random packed bytes. No model is ever built in memory: any size can be written.
+    random packed bytes. No model is ever built in memory: any size can be written. `draw`
+    (default `SeededDraw(seed)`) has `normal(shape, std)` and `packed(blocks_shape)`.
     """
     from transformers import AutoModelForCausalLM
 
     with torch.device("meta"):
         meta = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
-    gen = torch.Generator().manual_seed(seed)
+    draw = draw or SeededDraw(seed)
     for name, param in meta.named_parameters():
         base, _, leaf = name.rpartition(".")
         if base.endswith("mlp.experts") and leaf in PACKED:
             blocks, _ = packed_shapes(leaf, config.num_local_experts, config.hidden_size,
                                       config.intermediate_size)
-            packed_blocks, packed_scales = random_packed(blocks, gen)
+            packed_blocks, packed_scales = draw.packed(blocks)
             yield f"{name}_blocks", packed_blocks
             yield f"{name}_scales", packed_scales
         elif name.endswith("norm.weight"):
@@ -230,4 +244,4 @@ def random_hub_tensors(config: Any, seed: int, std: float = 0.02
         elif leaf == "bias" and not name.endswith("router.bias") or leaf.endswith("_bias"):
             yield name, torch.zeros(param.shape, dtype=torch.bfloat16)
         else:
-            yield name, (torch.randn(param.shape, generator=gen) * std).to(torch.bfloat16)
+            yield name, draw.normal(tuple(param.shape), std)

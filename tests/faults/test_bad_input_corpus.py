@@ -197,6 +197,10 @@ def _cases() -> dict[str, Case]:
         "--set unknown format": ({}, ["--set", "dataset.format=xml"], "dataset.format: Input"),
         "--set below a value": ({}, ["--set", "training.seed.x=1"], "training.seed"),
         "--set negative steps": ({}, ["--set", "max_steps=-3"], "training.max_steps: Input"),
+        "--set packed experts with full fine-tuning": (
+            {}, ["--set", "method=full", "--set", "model.experts=mxfp4"],
+            "model.experts: mxfp4 keeps the experts packed and frozen, full fine-tuning"),
+        "--set unknown experts format": ({}, ["--set", "model.experts=nf4"], "model.experts"),
     }
     for kind, (files, extra, expect) in configs.items():
         cases[f"config: {kind} (inspect)"] = Case(

@@ -255,9 +255,9 @@ def _resume_point(resume: bool, checkpoint: str | None, out: Path, force: bool) 
     from osstune.engine.session.lock import owner_of
     from osstune.engine.session.run_folder import (
         checkpoints_root,
-        complete_checkpoints,
         failed_attempt,
         is_finished_checkpoint,
+        resumable,
     )
 
     if checkpoint is not None and not resume:
@@ -270,7 +270,7 @@ def _resume_point(resume: bool, checkpoint: str | None, out: Path, force: bool) 
         return str(Path(checkpoint).resolve())
     if owner_of(out) is not None:  # a live run: the session refuses, naming it
         return resume
-    if resume and not complete_checkpoints(out):
+    if resume and not resumable(out):
         why = ("its earlier run ended before its first save: run without --resume to start over "
                "there" if failed_attempt(out) else "use --output for the run's folder")
         output.fail(f"--resume: {out} holds no finished checkpoint ({why})")
