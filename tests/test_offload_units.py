@@ -47,8 +47,10 @@ def test_offloaded_states_step_with_the_fused_cpu_adamw():
     params[0].grad = torch.ones_like(params[0])
     opt.step()
     assert opt.state[params[0]]["exp_avg"].dtype == torch.bfloat16  # states take the param dtype
-    plain = build_optimizer(params, training, torch.device("cpu"), states_on_cpu=False)
-    assert not plain.defaults["fused"]
+    cpu_run = build_optimizer(params, training, torch.device("cpu"), states_on_cpu=False)
+    assert cpu_run.defaults["fused"] is True  # a CPU run's states live on the CPU too
+    gpu_run = build_optimizer(params, training, torch.device("cuda"), states_on_cpu=False)
+    assert not gpu_run.defaults["fused"]  # built only: adamw_torch on the GPU is foreach
 
 
 def _params_with_grads(seed: int) -> list[torch.nn.Parameter]:

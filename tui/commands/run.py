@@ -126,11 +126,13 @@ class _Screen:
             from osstune.engine.session.fold import RunSnapshot
             from osstune.tui.render.run import run_panel
 
+            # Repainted when something changed, not on a timer: a timer re-renders the same
+            # panel several times a second for the whole run.
             self.display = Live(run_panel(name, RunSnapshot()), console=output.console(),
-                                refresh_per_second=4, transient=False)
-            self.display.start()
+                                auto_refresh=False, transient=False)
+            self.display.start(refresh=True)
 
-    def show(self, events: Iterable[AnyEvent], snap: RunSnapshot) -> None:
+    def show(self, events: Iterable[AnyEvent], snap: RunSnapshot, changed: bool = True) -> None:
         from osstune.engine.session.events import ErrorEvent
         from osstune.tui.render.run import event_line, run_panel
 
@@ -138,7 +140,8 @@ class _Screen:
             return
         try:
             if self.display is not None:
-                self.display.update(run_panel(self.name, snap))
+                if changed:
+                    self.display.update(run_panel(self.name, snap), refresh=True)
             else:  # an error is said once, by the run's report when it ends (stderr)
                 for event in events:
                     if not isinstance(event, ErrorEvent) and (line := event_line(event)):
@@ -172,7 +175,7 @@ def follow(session: RunSession, name: str, live: bool) -> RunSnapshot:
         try:
             while True:
                 pumped = session.pump()
-                screen.show(pumped.events, session.snapshot())
+                screen.show(pumped.events, session.snapshot(), pumped.changed)
                 if pumped.finished:
                     break
                 time.sleep(POLL_S)

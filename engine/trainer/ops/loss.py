@@ -40,17 +40,26 @@ class _LinearCrossEntropy(torch.autograd.Function):
             h = hidden[start:start + chunk_size]
             y = targets[start:start + chunk_size].unsqueeze(1)
             logits = (h @ weight.t()).float()  # [c, V]; the only large buffer
-            lse = torch.logsumexp(logits, dim=1, keepdim=True)
-            loss += (lse - logits.gather(1, y)).sum()
+            target_logits = logits.gather(1, y)
+            # log-sum-exp in place: exp(logits - max) is computed once and reused as softmax
+            # (torch.logsumexp would allocate a second [c, V] buffer and exponentiate it again).
+            row_max = logits.amax(dim=1, keepdim=True)
+            exps = logits.sub_(row_max).exp_()
+            row_sum = exps.sum(dim=1, keepdim=True)
+            loss += (row_max + row_sum.log() - target_logits).sum()
             if not (want_hidden or want_weight):
                 continue
             # d(sum_i lse_i - logit_i,y_i)/d logits = softmax - onehot, built in place.
-            grad_logits = logits.sub_(lse).exp_()
+            grad_logits = exps.mul_(row_sum.reciprocal())
             grad_logits.scatter_add_(1, y, torch.full_like(y, -1, dtype=grad_logits.dtype))
             grad_logits = grad_logits.to(hidden.dtype)
             if grad_hidden is not None:
                 torch.mm(grad_logits, weight, out=grad_hidden[start:start + chunk_size])
-            if grad_weight is not None:
+            if grad_weight is None:
+                continue
+            if grad_logits.dtype == grad_weight.dtype:  # fp32: no [V, H] temporary
+                grad_weight.addmm_(grad_logits.t(), h)
+            else:  # the bf16 product, accumulated in fp32
                 grad_weight.add_(grad_logits.t() @ h)
         ctx.save_for_backward(grad_hidden, grad_weight)
         ctx.weight_dtype = weight.dtype
