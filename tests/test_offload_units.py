@@ -76,3 +76,32 @@ def test_clip_folded_into_the_fused_step_equals_clip_then_step():
         for a, b in zip(folded, plain, strict=True):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
+
+
+def test_engine_sets_the_allocator_unless_the_user_did():
+    from osstune.engine.trainer import allocator
+
+    env: dict[str, str] = {}
+    assert allocator.apply(False, env) == {"conf": "expandable_segments:True", "set_by": "engine"}
+    assert env == {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}
+    env = {}
+    offload = allocator.apply(True, env)["conf"]
+    assert offload.startswith("expandable_segments:True,")
+    assert "pinned_use_cuda_host_register:True" in offload
+    assert env["PYTORCH_CUDA_ALLOC_CONF"] == offload
+    for name in ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF"):
+        env = {name: "backend:cudaMallocAsync"}
+        assert allocator.apply(True, env) == {"conf": "backend:cudaMallocAsync",
+                                              "set_by": f"user ({name})"}
+        assert env == {name: "backend:cudaMallocAsync"}  # nothing added beside the user's
+
+
+def test_gradients_reduce_in_fp32_except_offloaded_runs_of_up_to_two_ranks():
+    from osstune.engine.trainer.fsdp import reduce_dtype
+
+    bf16, fp32 = torch.bfloat16, torch.float32
+    assert reduce_dtype(bf16, cpu_offload=True, world_size=1) == bf16
+    assert reduce_dtype(bf16, cpu_offload=True, world_size=2) == bf16
+    assert reduce_dtype(bf16, cpu_offload=True, world_size=4) == fp32
+    assert reduce_dtype(bf16, cpu_offload=False, world_size=2) == fp32
+    assert reduce_dtype(fp32, cpu_offload=True, world_size=1) == fp32
