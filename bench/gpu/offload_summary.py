@@ -41,7 +41,8 @@ def run_line(name: str, data: dict[str, Any] | None) -> list[str]:
 
 def main() -> int:
     folder, layers = Path(sys.argv[1]), sys.argv[2]
-    print(f"offload summary ({layers}-layer one-rank proxy, 8 x 2048 tokens per step, cap 23.5 GiB)")
+    print(f"offload summary ({layers}-layer one-rank proxy, 8 x 2048 tokens per step, "
+          "cap 23.5 GiB)")
     out = run_line("after", _load(folder / "after.json"))
     pin = _load(folder / "pin.json")
     out.append(f"pinning: {pin}" if pin else "pinning: no result")
