@@ -50,6 +50,7 @@ echo "offload: part 2 (after, $LAYERS layers, 3 steps, ${T2} s box)"
 timeout -k 5 $((T2 + 8)) "$PY" bench/bench_offload.py "${common[@]}" --timeout-s "$T2" \
   --work "$WORK/after" --variant "after=.:3" --out "$DEST/after.json" >/dev/null \
   2>"$WORK/after.err" || { echo "offload: part 2 failed"; tail -5 "$WORK/after.err"; }
+cp "$WORK/after/after/events.jsonl" "$DEST/after.events.jsonl" 2>/dev/null  # a calibration point
 unset PYTORCH_CUDA_ALLOC_CONF
 
 # 3. before: whatever is left (its step 1 alone gives main's peak memory)
@@ -59,6 +60,7 @@ if [ "$T3" -ge 25 ]; then
   timeout -k 3 $((T3 + 4)) "$PY" bench/bench_offload.py "${common[@]}" --main-mode \
     --timeout-s "$T3" --work "$WORK/before" --variant "before=.:2" --out "$DEST/before.json" \
     >/dev/null 2>"$WORK/before.err" || echo "offload: part 3 failed or cut"
+  cp "$WORK/before/before/events.jsonl" "$DEST/before.events.jsonl" 2>/dev/null
 else
   echo "offload: part 3 skipped (${T3} s left)"
 fi
