@@ -97,11 +97,16 @@ def test_engine_sets_the_allocator_unless_the_user_did():
 
 
 def test_gradients_reduce_in_fp32_except_offloaded_runs_of_up_to_two_ranks():
+    from osstune.engine.plan.config import DistributedConfig
     from osstune.engine.trainer.fsdp import reduce_dtype
 
-    bf16, fp32 = torch.bfloat16, torch.float32
-    assert reduce_dtype(bf16, cpu_offload=True, world_size=1) == bf16
-    assert reduce_dtype(bf16, cpu_offload=True, world_size=2) == bf16
-    assert reduce_dtype(bf16, cpu_offload=True, world_size=4) == fp32
-    assert reduce_dtype(bf16, cpu_offload=False, world_size=2) == fp32
-    assert reduce_dtype(fp32, cpu_offload=True, world_size=1) == fp32
+    def rule(**kw) -> bool:
+        return DistributedConfig(fsdp=True, **kw).reduces_in_param_dtype
+
+    assert rule(gpus=1, cpu_offload=True) and rule(gpus=2, cpu_offload=True)
+    assert not rule(gpus=4, cpu_offload=True)
+    assert not rule(gpus=2, nnodes=2, cpu_offload=True)
+    assert not rule(gpus=2, cpu_offload=False)
+    assert not rule(gpus=1, cpu_offload=True, reduce_dtype="float32")
+    assert reduce_dtype(torch.bfloat16, True) == torch.bfloat16
+    assert reduce_dtype(torch.bfloat16, False) == torch.float32
