@@ -62,7 +62,7 @@ TINY_ARCH = {"num_hidden_layers": 2, "hidden_size": 32, "intermediate_size": 32,
 
 
 def run_config(name: str, layers: int, steps: int, data: Path, out: Path,
-               tiny: bool = False) -> dict[str, Any]:
+               tiny: bool = False, main_mode: bool = False) -> dict[str, Any]:
     cfg: dict[str, Any] = {
         "name": name,
         "model": {"id": "openai/gpt-oss-20b", "init": "random", "dtype": "bfloat16",
@@ -77,6 +77,8 @@ def run_config(name: str, layers: int, steps: int, data: Path, out: Path,
         "dataset": {"path": str(data)},
         "output": {"dir": str(out / name), "save_steps": 1000, "export": False},
     }
+    if main_mode:  # gradients reduced in fp32, as main did before the offload memory work
+        cfg["distributed"]["reduce_dtype"] = "float32"
     if tiny:
         cfg["model"].update(architecture={**TINY_ARCH, "num_hidden_layers": layers},
                             dtype="float32", attn_implementation="eager")
@@ -114,7 +116,8 @@ def measure(name: str, root: str, steps: int, layers: int, args: argparse.Namesp
             data: Path, work: Path, pass_tokens: str = "") -> dict[str, Any]:
     cfg_path = work / f"{name}.yaml"
     shutil.rmtree(work / name, ignore_errors=True)  # a fresh run every time
-    cfg_path.write_text(yaml.safe_dump(run_config(name, layers, steps, data, work, args.tiny)))
+    cfg_path.write_text(yaml.safe_dump(run_config(name, layers, steps, data, work, args.tiny,
+                                                          args.main_mode)))
     timings = work / f"{name}-timings.json"
     timings.unlink(missing_ok=True)
     Path(str(timings) + ".pid").unlink(missing_ok=True)

@@ -4,8 +4,9 @@
         torchrun --nproc-per-node 1 bench/offload_worker.py --config RUN.yaml --no-save
 
 OSSTUNE_BENCH_PASS_TOKENS overrides the tokens per merged offload pass (engine.trainer.offload).
-OSSTUNE_BENCH_BEFORE=1 runs the engine as main did before the memory work of this bench: the
-allocator with expandable segments only (no host-register pinning) and gradients reduced in fp32.
+OSSTUNE_BENCH_BEFORE=1 starts the allocator as main did before the offload memory work:
+expandable segments only, no host-register pinning (bench_offload.py --main-mode also sets
+`distributed.reduce_dtype: float32` in the run's config).
 Runs `osstune.engine.trainer.train.main` in this process after
 `torch.cuda.set_per_process_memory_fraction` (cap) and wraps, per optimizer step, the
 forward/backward (synchronised), `AdamW.step`, the grad-norm clip and `Tensor.pin_memory` with
@@ -122,10 +123,6 @@ def patch_engine() -> None:
         from osstune.engine.trainer import offload
 
         offload.PASS_TOKENS = int(os.environ["OSSTUNE_BENCH_PASS_TOKENS"])
-    if BEFORE:
-        from osstune.engine.trainer import fsdp
-
-        fsdp.reduce_dtype = lambda *_args: torch.float32
 
 
 def main() -> int:
