@@ -81,4 +81,3 @@ def test_a_checkpoint_that_does_not_match_the_config_stops_every_rank(tmp_path):
     # torchrun then stops any rank still tearing down (its summary lists it as SIGTERM).
     assert "engine/trainer" not in proc.stderr, proc.stderr[-3000:]
     assert "exitcode  : 2" in proc.stderr, proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr.split("osstune.engine.trainer.train FAILED")[0]
