@@ -110,7 +110,7 @@ def point_from_events(path: Path, name: str, preset: str, overrides: list[str]) 
                      "gpus": start.config["distributed"]["gpus"]},
         "dataset": {k: stats.get(k) for k in ("tokens_total", "examples", "packing_efficiency")},
         "measured": {
-            "peak_mem_gib_per_gpu": mem,
+            "peak_mem_gib_per_gpu": mem or None,  # a CPU run reserves none: nothing to compare
             "tokens_per_s": round(sum(e.tokens_per_s for e in steady) / len(steady), 1)
             if steady else None,
             "host_ram_gib": end.host_rss_peak_gib if end else None,
