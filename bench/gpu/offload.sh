@@ -30,7 +30,7 @@ if [ "${OFFLOAD_DRY_RUN:-0}" = "1" ]; then
   LAYERS=2
 fi
 left() { echo $((BUDGET_S - ($(date +%s) - START))); }
-common=(--layers "$LAYERS" --cap-gib 23.5 --conversations 160 --kill-grace-s 3 "${TINY[@]}")
+common=(--layers "$LAYERS" --cap-gib 23.5 --conversations 160 --kill-grace-s 3 ${TINY[@]+"${TINY[@]}"})
 
 # 1. pinning rate (two short processes); also checks that this torch takes the engine's
 #    host-register setting: if it refuses it, part 2 runs with expandable segments only (user-set)
