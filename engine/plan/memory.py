@@ -12,8 +12,9 @@ measurements (bench/calibration/*.json; tests/test_estimate.py checks every poin
   the root group's reduce-scatter output in the reduce dtype (fp32, or bf16 where
   `distributed.reduce_dtype: auto` picks it) with its cast back, with offload the next layer's
   host-to-GPU copy, with more than one rank a layer of collective buffers; the compute stream
-  holds the larger of the activations and the root's gradient with its reduce input (measured:
-  21.44 GiB reserved for 14.46 allocated on the 8-layer offload proxy; estimated +6 %);
+  holds the larger of the activations and the root's gradient with its reduce input (measured on
+  the offload proxies: 21.44 GiB reserved for 14.46 allocated with 8 layers and fp32 reduce,
+  estimated +6 %; 18.13 for 12.58 with 4 layers and bf16 reduce, estimated -0.5 %);
 - CPU offload runs a step's micro-batches as merged passes of up to `OFFLOAD_PASS_TOKENS`
   tokens (engine/trainer/offload.py): the activations are those of a pass;
 - activations per token: every checkpointed layer keeps its input (hidden x 2 bytes), every
