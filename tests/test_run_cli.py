@@ -124,9 +124,9 @@ def test_run_refuses_offload_without_the_host_ram_for_its_states(tmp_path):
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("osstune: error: "), result.output
-    found = re.search(r"host RAM: (\d+) GiB, this config needs ~(\d+) GiB \(CPU offload\)",
+    found = re.search(r"host RAM: ([\d.]+) GiB, this config needs ~([\d.]+) TiB \(CPU offload\)",
                       lines[0])
-    assert found and int(found[2]) > 1000 > int(found[1]), lines[0]
+    assert found and float(found[2]) > 1 and float(found[1]) < 1000, lines[0]
     assert "Traceback" not in result.output and not out.exists()
 
 
