@@ -14,13 +14,18 @@ checkpointing, on a synthetic chat dataset whose packed rows are full. The GPU i
 `torch.cuda.set_per_process_memory_fraction` to `--cap-gib` (a 24 GB card: 23.5).
 
 Per variant: the step times from events.jsonl (step 1 includes warm-up; steady = mean of the
-rest), peak `device_mem_reserved`, tokens/s, the CPU optimizer and grad-clip seconds, peak host
-RSS, and the machine's pinned copy bandwidth (the PCIe bound).
+rest), peak `device_mem_reserved`, tokens/s, the forward/backward, CPU optimizer and grad-clip
+seconds of each step (step 1 part by part against the steady steps), the seconds spent pinning
+host memory and compiling, the reserved memory per CUDA stream, peak host RSS, and the machine's
+pinned copy bandwidth (the PCIe bound). `--main-mode` runs the engine as main did before the
+offload memory work (fp32 gradient reduction, no host-register pinning): before/after in one call
+on the same code tree. bench/gpu/offload.sh is the time-boxed GPU run.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -57,7 +62,7 @@ TINY_ARCH = {"num_hidden_layers": 2, "hidden_size": 32, "intermediate_size": 32,
 
 
 def run_config(name: str, layers: int, steps: int, data: Path, out: Path,
-               tiny: bool = False) -> dict[str, Any]:
+               tiny: bool = False, main_mode: bool = False) -> dict[str, Any]:
     cfg: dict[str, Any] = {
         "name": name,
         "model": {"id": "openai/gpt-oss-20b", "init": "random", "dtype": "bfloat16",
@@ -66,11 +71,14 @@ def run_config(name: str, layers: int, steps: int, data: Path, out: Path,
         "method": "full",
         "distributed": {"gpus": 1, "fsdp": True, "cpu_offload": True},
         "training": {"learning_rate": 2e-5, "sequence_len": 2048, "micro_batch_size": 1,
+                     "logging_steps": 1,
                      "gradient_accumulation_steps": 8, "max_steps": steps,
                      "optimizer": "adamw_torch", "gradient_checkpointing": True},
         "dataset": {"path": str(data)},
         "output": {"dir": str(out / name), "save_steps": 1000, "export": False},
     }
+    if main_mode:  # gradients reduced in fp32, as main did before the offload memory work
+        cfg["distributed"]["reduce_dtype"] = "float32"
     if tiny:
         cfg["model"].update(architecture={**TINY_ARCH, "num_hidden_layers": layers},
                             dtype="float32", attn_implementation="eager")
@@ -79,17 +87,45 @@ def run_config(name: str, layers: int, steps: int, data: Path, out: Path,
     return cfg
 
 
+def stop(proc: subprocess.Popen[str], pid_file: Path, grace_s: float) -> str:
+    """Past the time box: kill the worker (its pid file; a session of its own under torchrun),
+    then torchrun, so nothing is left holding GPU or host memory for what runs next."""
+    with contextlib.suppress(OSError, ValueError):
+        os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    proc.terminate()
+    try:
+        return proc.communicate(timeout=grace_s)[1]
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        return proc.communicate(timeout=60)[1]
+
+
+def first_step(result: dict[str, Any]) -> dict[str, Any]:
+    """Step 1 against the steady steps, part by part (the worker's timers)."""
+    parts = ("forward_backward_s", "optimizer_s", "clip_s")
+    if not result.get("step_s") or not all(result.get(p) for p in parts):
+        return {}
+    first = {p: result[p][0] for p in parts}
+    first["rest_s"] = round(result["step_s"][0] - sum(first.values()), 2)
+    steady = {p: round(sum(result[p][1:]) / len(result[p][1:]), 3)
+              for p in parts if len(result[p]) > 1}
+    return {"first_step_parts": first, "steady_step_parts": steady}
+
+
 def measure(name: str, root: str, steps: int, layers: int, args: argparse.Namespace,
             data: Path, work: Path, pass_tokens: str = "") -> dict[str, Any]:
     cfg_path = work / f"{name}.yaml"
     shutil.rmtree(work / name, ignore_errors=True)  # a fresh run every time
-    cfg_path.write_text(yaml.safe_dump(run_config(name, layers, steps, data, work, args.tiny)))
+    cfg_path.write_text(yaml.safe_dump(run_config(name, layers, steps, data, work, args.tiny,
+                                                          args.main_mode)))
     timings = work / f"{name}-timings.json"
     timings.unlink(missing_ok=True)
+    Path(str(timings) + ".pid").unlink(missing_ok=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]),
            "OSSTUNE_BENCH_CAP_GIB": str(args.cap_gib), "OSSTUNE_BENCH_TIMINGS": str(timings),
            "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
-           "OSSTUNE_BENCH_PASS_TOKENS": pass_tokens}
+           "OSSTUNE_BENCH_PASS_TOKENS": pass_tokens,
+           "OSSTUNE_BENCH_BEFORE": "1" if args.main_mode else ""}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=1",
            str(HERE / "offload_worker.py"), "--config", str(cfg_path), "--no-save"]
     start = time.perf_counter()
@@ -99,16 +135,10 @@ def measure(name: str, root: str, steps: int, layers: int, args: argparse.Namesp
         _, err = proc.communicate(timeout=args.timeout_s)
         code: int | str = proc.returncode
     except subprocess.TimeoutExpired:
-        # SIGTERM to torchrun: it stops its worker (in a session of its own) before exiting, so
-        # nothing is left holding GPU or host memory for the next variant.
-        proc.terminate()
-        try:
-            _, err = proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            _, err = proc.communicate(timeout=60)
+        err = stop(proc, Path(str(timings) + ".pid"), args.kill_grace_s)
         code = "timeout"
     result: dict[str, Any] = {"variant": name, "layers": layers, "exit_code": code,
+                              "main_mode": args.main_mode,
                               "pass_tokens": pass_tokens or "default",
                               "wall_s": round(time.perf_counter() - start, 1)}
     events_file = work / name / "events.jsonl"
@@ -131,6 +161,7 @@ def measure(name: str, root: str, steps: int, layers: int, args: argparse.Namesp
     if timings.is_file():
         result.update({k: v for k, v in json.loads(timings.read_text()).items()
                        if k != "exit_code"})
+    result.update(first_step(result))
     lines = err.splitlines()
     result["engine_log"] = [line for line in lines
                             if line.startswith(("[engine]", "osstune:", "  hint"))][-30:]
@@ -149,12 +180,20 @@ def main() -> int:
     p.add_argument("--work", default="/tmp/bench-offload")
     p.add_argument("--out", required=True)
     p.add_argument("--tiny", action="store_true", help="tiny model on CPU: checks the harness")
+    p.add_argument("--kill-grace-s", type=float, default=60,
+                   help="after the time box: seconds torchrun gets to exit once its worker is "
+                   "killed")
+    p.add_argument("--conversations", type=int, default=400,
+                   help="synthetic conversations (~500 tokens each; 4 per packed 2048-token row)")
+    p.add_argument("--main-mode", action="store_true",
+                   help="run the engine as main did before the offload memory work "
+                   "(bench/offload_worker.py, OSSTUNE_BENCH_BEFORE)")
     args = p.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     data = work / "long-chats.jsonl"
     # ~4 conversations of ~500 tokens per packed 2048-token row: the rows are (nearly) full.
-    write_dataset(data, conversations=400, words=40 if args.tiny else 350)
+    write_dataset(data, conversations=args.conversations, words=40 if args.tiny else 350)
     results = []
     for spec in args.variant:
         name, rest = spec.split("=", 1)

@@ -117,7 +117,7 @@ def test_too_many_unchecked_layers_is_a_config_error(tmp_path, monkeypatch):
 
 def test_engine_run_warns_and_reports_levers(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)  # main() sets it
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)  # the engine sets it
     data = tiny_config(tmp_path, training={"gradient_checkpointing": True, "max_steps": 1,
                                            "unchecked_layers": "auto", "sequence_len": 128,
                                            "gradient_accumulation_steps": 1})

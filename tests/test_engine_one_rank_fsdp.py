@@ -15,6 +15,7 @@ from tests.engine_fixtures import (
     REPO,
     engine_env,
     last_run_end,
+    read_events,
     run_engine,
     step_losses,
     tiny_config,
@@ -55,6 +56,10 @@ def test_osstune_run_one_gpu_fsdp_offload_trains(tmp_path, reference):
                           env=engine_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-2000:]
     assert last_run_end(tmp_path / "one")["status"] == "completed"
+    start = next(e for e in read_events(tmp_path / "one") if e["type"] == "run_start")
+    if not any(k in engine_env() for k in ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF")):
+        assert start["cuda_alloc_conf"]["set_by"] == "engine"  # offload: pinned via host register
+        assert "pinned_use_cuda_host_register:True" in start["cuda_alloc_conf"]["conf"]
     losses = step_losses(tmp_path / "one")
     assert set(losses) == {1, 2, 3}
     for step, loss in reference.items():  # offload moves tensors, not the math

@@ -78,3 +78,37 @@ def test_clip_folded_into_the_fused_step_equals_clip_then_step():
         for a, b in zip(folded, plain, strict=True):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
+
+
+def test_engine_sets_the_allocator_unless_the_user_did():
+    from osstune.engine.trainer import allocator
+
+    env: dict[str, str] = {}
+    assert allocator.apply(False, env) == {"conf": "expandable_segments:True", "set_by": "engine"}
+    assert env == {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}
+    env = {}
+    offload = allocator.apply(True, env)["conf"]
+    assert offload.startswith("expandable_segments:True,")
+    assert "pinned_use_cuda_host_register:True" in offload
+    assert env["PYTORCH_CUDA_ALLOC_CONF"] == offload
+    for name in ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF"):
+        env = {name: "backend:cudaMallocAsync"}
+        assert allocator.apply(True, env) == {"conf": "backend:cudaMallocAsync",
+                                              "set_by": f"user ({name})"}
+        assert env == {name: "backend:cudaMallocAsync"}  # nothing added beside the user's
+
+
+def test_gradients_reduce_in_fp32_except_offloaded_runs_of_up_to_two_ranks():
+    from osstune.engine.plan.config import DistributedConfig
+    from osstune.engine.trainer.fsdp import reduce_dtype
+
+    def rule(**kw) -> bool:
+        return DistributedConfig(fsdp=True, **kw).reduces_in_param_dtype
+
+    assert rule(gpus=1, cpu_offload=True) and rule(gpus=2, cpu_offload=True)
+    assert not rule(gpus=4, cpu_offload=True)
+    assert not rule(gpus=2, nnodes=2, cpu_offload=True)
+    assert not rule(gpus=2, cpu_offload=False)
+    assert not rule(gpus=1, cpu_offload=True, reduce_dtype="float32")
+    assert reduce_dtype(torch.bfloat16, True) == torch.bfloat16
+    assert reduce_dtype(torch.bfloat16, False) == torch.float32

@@ -111,6 +111,25 @@ def test_run_refuses_more_gpus_than_exist(tmp_path):
     assert not out.exists()
 
 
+def test_run_refuses_offload_without_the_host_ram_for_its_states(tmp_path):
+    """Pre-flight, before any process starts: one line naming host RAM, what the machine has and
+    what the offloaded states need (a model far larger than any test machine's memory)."""
+    out = tmp_path / "never"
+    big = ["distributed.gpus=2", "distributed.fsdp=true", "distributed.cpu_offload=true",
+           "distributed.backend=gloo", "model.architecture.intermediate_size=65536",
+           "model.architecture.num_local_experts=4096"]
+    result = CliRunner().invoke(app, ["run", "tiny-cpu-demo", *[a for o in big for a in
+                                                                 ("--set", o)],
+                                      "--output", str(out)])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("osstune: error: "), result.output
+    found = re.search(r"host RAM: ([\d.]+) GiB, this config needs ~([\d.]+) TiB \(CPU offload\)",
+                      lines[0])
+    assert found and float(found[2]) > 1 and float(found[1]) < 1000, lines[0]
+    assert "Traceback" not in result.output and not out.exists()
+
+
 def test_run_refuses_to_reuse_an_output_without_resume(demo_run):
     before = (demo_run[1] / "events.jsonl").read_bytes()
     result = CliRunner().invoke(app, ["run", "tiny-cpu-demo", "--output", str(demo_run[1])])

@@ -8,12 +8,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from osstune.engine.plan.config import load_config
+from osstune.engine.session.events import read_events
 from osstune.engine.trainer.model import load_model_config, load_pretrained
 from tests.checkpoint_fixtures import write_tiny_checkpoint
 from tests.engine_fixtures import REPO, engine_env, run_engine, tiny_config, write_config
@@ -64,11 +66,18 @@ def test_each_rank_reads_its_shard_and_matches_one_process(tmp_path, nproc, mxfp
 def test_a_checkpoint_that_does_not_match_the_config_stops_every_rank(tmp_path):
     folder = write_tiny_checkpoint(tmp_path / "ckpt", files=2)
     cfg = _pretrained_config(tmp_path, folder, "bad", 2, intermediate_size=64)
+    started = time.monotonic()
     proc = run_engine(["--config", str(write_config(tmp_path, cfg))], nproc=2, timeout=180)
+    assert time.monotonic() - started < 120  # no rank waits in a collective for its peer
     assert proc.returncode != 0
+    events = read_events(tmp_path / "bad")
+    assert [e["type"] for e in events][-2:] == ["error", "run_end"]
+    assert events[-2]["kind"] == "model" and events[-1]["status"] == "failed"
     errors = [line for line in proc.stderr.splitlines() if line.startswith("osstune: error:")]
     assert len(errors) == 1, proc.stderr[-3000:]
     assert "has shape" in errors[0] and "the config gives" in errors[0]
-    # Both ranks exit with the user-error code (torchrun then prints its own summary).
+    # Every rank finds the mismatch (shapes come from the checkpoint's header, the same on all):
+    # rank 0 prints the line above, and the first rank to leave exits with the user-error code;
+    # torchrun then stops any rank still tearing down (its summary lists it as SIGTERM).
     assert "engine/trainer" not in proc.stderr, proc.stderr[-3000:]
     assert "exitcode  : 2" in proc.stderr, proc.stderr[-3000:]

@@ -8,11 +8,15 @@ A point is one JSON file (bench/calibration/*.json):
                   "gpus": 1},
      "dataset": {"tokens_total": ..., "examples": ..., "packing_efficiency": ...} | null,
      "measured": {"peak_mem_gib_per_gpu": ..., "tokens_per_s": ..., "host_ram_gib": ...},
+     "superseded": {"by": "commit", "why": "...", "measures": ["tokens_per_s"]},  # optional
      "notes": "..."}
 
 Measured figures may be absent (a bench variant that is not an engine setting keeps only what
-compares). `point_from_events` turns an engine run's events.jsonl into such a point, and
-bench/bench_train.py writes the `set` list of each measurement that an engine config can repeat.
+compares). A point whose code has since changed what it measured stays in the folder with a
+`superseded` block naming the commit and why; its `measures` (all of them when the list is
+absent) are shown but no longer checked or fitted. `point_from_events` turns an engine run's
+events.jsonl into a point, and bench/bench_train.py writes the `set` list of each measurement
+that an engine config can repeat.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any
 from osstune.engine.plan.config import load_config
 from osstune.engine.plan.estimate import DatasetFacts, Estimate, estimate
 from osstune.engine.plan.hardware import GpuInfo, HardwareProfile
+from osstune.engine.session.events import EventReader, RunEnd, RunStart, StartGpu, Step
 
 MEASURES = {"peak_mem_gib_per_gpu": "peak_mem_gib_per_gpu", "tokens_per_s": "tokens_per_s",
             "host_ram_gib": "host_ram_gib"}
@@ -58,12 +63,23 @@ def estimate_point(point: dict[str, Any]) -> Estimate:
                     memory_cap_gib=hw.get("memory_cap_gib"))
 
 
-def check_point(point: dict[str, Any]) -> list[PointResult]:
+def superseded_measures(point: dict[str, Any]) -> set[str]:
+    """The measures of `point` that later code no longer matches (not checked, not fitted)."""
+    block = point.get("superseded")
+    if not block:
+        return set()
+    return set(block.get("measures") or MEASURES)
+
+
+def check_point(point: dict[str, Any], superseded: bool = False) -> list[PointResult]:
+    """The estimate against each measure of `point` that still holds (`superseded=True`: against
+    the superseded ones instead, for the record)."""
     est = estimate_point(point)
+    old = superseded_measures(point)
     out = []
     for key, attr in MEASURES.items():
         measured = (point.get("measured") or {}).get(key)
-        if measured is not None:
+        if measured is not None and (key in old) == superseded:
             out.append(PointResult(point["name"], key, float(measured),
                                    float(getattr(est, attr) or 0.0)))
     return out
@@ -75,26 +91,29 @@ def load_points(folder: Path) -> list[dict[str, Any]]:
 
 def point_from_events(path: Path, name: str, preset: str, overrides: list[str]) -> dict[str, Any]:
     """A calibration point from an engine run: its events.jsonl has everything a point needs
-    (run_start: config, GPUs, dataset statistics; step: memory and tokens/s; run_end: peaks)."""
-    events = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
-    start = next(e for e in events if e["type"] == "run_start")
-    steps = [e for e in events if e["type"] == "step"]
-    end = next((e for e in events if e["type"] == "run_end"), {})
+    (run_start: config, GPUs, dataset statistics; step: memory and tokens/s; run_end: peaks),
+    read through the typed events of engine/session/events.py."""
+    events = EventReader(path).poll()
+    start = next((e for e in events if isinstance(e, RunStart)), None)
+    if start is None:
+        raise ValueError(f"{path}: no valid run_start event")
+    steps = [e for e in events if isinstance(e, Step)]
+    end = next((e for e in events if isinstance(e, RunEnd)), None)
     steady = steps[1:] or steps
-    gpu = start["gpus"][0] if start.get("gpus") else {"name": "cpu", "memory_total_gib": 0}
-    stats = start.get("dataset") or {}
-    mem = end.get("peak_mem_reserved_gib") or max(
-        (g["device_mem_reserved_gib"] for e in steps for g in e["gpus"]), default=None)
+    gpu = start.gpus[0] if start.gpus else StartGpu(rank=0, name="cpu", memory_total_gib=0)
+    stats = start.dataset
+    mem = (end.peak_mem_reserved_gib if end else None) or max(
+        (g.device_mem_reserved_gib for e in steps for g in e.gpus), default=None)
     return {
         "name": name, "source": str(path), "preset": preset, "set": overrides,
-        "hardware": {"gpu": gpu["name"], "memory_total_gib": gpu["memory_total_gib"],
-                     "gpus": start["config"]["distributed"]["gpus"]},
+        "hardware": {"gpu": gpu.name, "memory_total_gib": gpu.memory_total_gib,
+                     "gpus": start.config["distributed"]["gpus"]},
         "dataset": {k: stats.get(k) for k in ("tokens_total", "examples", "packing_efficiency")},
         "measured": {
-            "peak_mem_gib_per_gpu": mem,
-            "tokens_per_s": round(sum(e["tokens_per_s"] for e in steady) / len(steady), 1)
+            "peak_mem_gib_per_gpu": mem or None,  # a CPU run reserves none: nothing to compare
+            "tokens_per_s": round(sum(e.tokens_per_s for e in steady) / len(steady), 1)
             if steady else None,
-            "host_ram_gib": end.get("host_rss_peak_gib"),
+            "host_ram_gib": end.host_rss_peak_gib if end else None,
         },
         "notes": "from events.jsonl; tokens/s: the mean of the step events after the first",
     }

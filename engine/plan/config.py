@@ -67,10 +67,19 @@ class DistributedConfig(_Strict):
     fsdp: bool = False
     cpu_offload: bool = False
     backend: Literal["auto", "nccl", "gloo"] = "auto"
+    # The dtype FSDP reduces gradients in: auto = fp32, except offloaded runs of one or two
+    # ranks, which reduce in the parameter dtype (the same bits there; engine/trainer/fsdp.py).
+    reduce_dtype: Literal["auto", "float32"] = "auto"
 
     @property
     def world_size(self) -> int:
         return max(self.gpus, 1) * self.nnodes
+
+    @property
+    def reduces_in_param_dtype(self) -> bool:
+        """Whether FSDP reduces gradients in the parameter dtype instead of fp32 (`reduce_dtype`
+        auto on an offloaded run of one or two ranks; engine/trainer/fsdp.py says why)."""
+        return self.reduce_dtype == "auto" and self.cpu_offload and self.world_size <= 2
 
 
 class TrainingConfig(_Strict):

@@ -22,6 +22,7 @@ from osstune.engine.plan.memory import (
     MemoryInputs,
     gpu_terms,
     host_terms,
+    offload_pass_tokens,
     unchecked_layer_gib,
 )
 from osstune.engine.plan.shapes import ModelShapes, ShapeError, model_shapes
@@ -95,6 +96,11 @@ def memory_inputs(cfg: RunConfig, shapes: ModelShapes, on_gpu: bool) -> MemoryIn
         tokens=t.micro_batch_size * t.sequence_len, checkpointing=t.gradient_checkpointing,
         compiled=_compiled(cfg, on_gpu), moe_chunk=t.moe_chunk_tokens,
         pretrained=cfg.model.init == "pretrained", processes_per_node=max(d.gpus, 1),
+        reduce_bytes=(2 if cfg.model.dtype == "bfloat16" else 4)
+        if d.reduces_in_param_dtype else 4,
+        pass_tokens=offload_pass_tokens(t.micro_batch_size * t.sequence_len,
+                                        t.gradient_accumulation_steps)
+        if d.cpu_offload else None,
     )
 
 
@@ -134,7 +140,7 @@ def _speed(cfg: RunConfig, m: MemoryInputs, unchecked: int, gpu_name: str | None
         checked_fraction=checked, compiled=m.compiled, attention=_attention(cfg),
         moe_chunk=m.moe_chunk, packed_experts=m.packed_experts, offload=m.offload,
         world_size=m.world_size, mean_example_tokens=mean_doc if cfg.dataset.packing else None,
-        gpu_name=gpu_name)
+        gpu_name=gpu_name, pass_tokens=m.pass_tokens)
 
 
 def _gpu_name(hardware: HardwareProfile | None, notes: list[str]) -> str | None:

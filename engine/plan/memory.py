@@ -6,11 +6,17 @@ measurements (bench/calibration/*.json; tests/test_estimate.py checks every poin
 - weights at their dtype; MXFP4-packed experts at 4.25 bits plus one layer dequantized at a time;
 - LoRA adapters (fp32: peft upcasts them) with their gradients and two AdamW states;
 - FSDP: sharded parameters, gradients and AdamW states (in the parameter dtype), on the GPU or in
-  host memory with CPU offload; two all-gathered layers (the current one and the prefetched
-  one), the layer's gradient in bf16 plus its fp32 reduce-scatter copy, the root group
-  (embeddings, lm_head) unsharded with its gradient, one more fp32 layer copy for the collective
-  when there is more than one rank, and allocator slack: these alternating layer-sized blocks
-  fragment the caching allocator (measured reserved ~2x allocated);
+  host memory with CPU offload. FSDP's buffers live on CUDA streams of their own, whose cached
+  blocks no other stream reuses, so its terms are each stream's peak: gathered parameters (the
+  root group with embeddings and lm_head, the running, the prefetched and the kept last layer),
+  the root group's reduce-scatter output in the reduce dtype (fp32, or bf16 where
+  `distributed.reduce_dtype: auto` picks it) with its cast back, with offload the next layer's
+  host-to-GPU copy, with more than one rank a layer of collective buffers; the compute stream
+  holds the larger of the activations and the root's gradient with its reduce input (measured on
+  the offload proxies: 21.44 GiB reserved for 14.46 allocated with 8 layers and fp32 reduce,
+  estimated +6 %; 18.13 for 12.58 with 4 layers and bf16 reduce, estimated -0.5 %);
+- CPU offload runs a step's micro-batches as merged passes of up to `OFFLOAD_PASS_TOKENS`
+  tokens (engine/trainer/offload.py): the activations are those of a pass;
 - activations per token: every checkpointed layer keeps its input (hidden x 2 bytes), every
   unchecked layer keeps what its backward needs (attention + the routed MoE rows); backward
   recomputes one checkpointed layer (its MoE part over at most `moe_chunk_tokens` tokens) and
@@ -31,15 +37,17 @@ LOSS_CHUNK_TOKENS = 1024  # engine/trainer/ops/loss.py
 GRAD_BYTES_PER_HIDDEN = 32
 # cuBLAS/compile workspaces inside the caching allocator.
 WORKSPACE_GIB = 0.5
-# FSDP: reserved over modeled buffers (fitted: 1 rank 21.4 GiB, 2 ranks 26.9 GiB, 20b + offload).
-FSDP_ALLOCATOR_SLACK = 0.45
+# CPU offload: a step's micro-batches run as passes of up to this many tokens (8 rows of 2048);
+# engine/trainer/offload.py merges them.
+OFFLOAD_PASS_TOKENS = 16384
 # Host memory per process: Python, torch, CUDA libraries, tokenizer (a CPU run: no CUDA libraries).
 PROCESS_HOST_GIB = 4.0
 CPU_PROCESS_HOST_GIB = 1.5
-# CPU offload keeps bf16 parameters, gradients and both AdamW states (8 B/parameter) in host memory
-# plus the foreach optimizer's temporaries: 10 B/parameter fitted to the one-rank proxy (78.5 GiB
-# host RSS for 7.7B parameters).
-OFFLOAD_HOST_BYTES_PER_PARAM = 10.0
+# CPU offload keeps bf16 parameters, gradients and both AdamW states (8 B/parameter) in pinned
+# host memory, whose allocator rounds blocks up to powers of two: 8.4 B/parameter fitted to the
+# one-rank proxy with the fused CPU AdamW (64.3 GiB host RSS for 7.74B parameters,
+# bench/results/2026-11-29-h200-offload-proxy-8layers.json).
+OFFLOAD_HOST_BYTES_PER_PARAM = 8.4
 # Loading a pretrained checkpoint without FSDP streams it shard by shard: host RSS ~ 0.8 x the
 # MXFP4 checkpoint on top of the process (measured ~14 GiB for 20b).
 LOAD_HOST_FRACTION = 0.8
@@ -60,6 +68,8 @@ class MemoryInputs:
     moe_chunk: int | None
     pretrained: bool
     processes_per_node: int
+    reduce_bytes: int = 4  # FSDP's reduce dtype: fp32, or the parameter dtype
+    pass_tokens: int | None = None  # tokens per forward pass when larger than `tokens` (offload)
 
 
 def attention_bytes_per_token(s: ModelShapes, dtype_bytes: int = 2) -> int:
@@ -110,22 +120,36 @@ def weight_terms(m: MemoryInputs) -> dict[str, float]:
 
 
 def fsdp_terms(m: MemoryInputs) -> dict[str, float]:
+    """FSDP's buffers, by the CUDA stream whose cache holds them (a stream's cached blocks serve
+    no other stream, so reserved memory is about the sum of each stream's own peak)."""
     if not m.fsdp:
         return {}
-    s, b = m.shapes, m.dtype_bytes
-    layer = s.layer_params()
+    s, b, r, w = m.shapes, m.dtype_bytes, m.reduce_bytes, m.world_size
+    layer, root = s.layer_params(), s.root_params()
     terms = {
-        "FSDP all-gather (2 layers)": _gib(2 * layer * b),
-        "FSDP reduce (layer grad + fp32 copy)": _gib(layer * (b + 4)),
-        "embeddings + lm_head unsharded": _gib(2 * s.root_params() * b),
+        # all-gather stream: the root group (embeddings, lm_head) stays gathered through the pass,
+        # the running layer, the prefetched one and the last layer kept for the backward
+        "FSDP gathered parameters (root + 3 layers)": _gib((root + 3 * layer) * b),
+        # reduce-scatter stream: the root group's reduced gradient (plus its cast back to the
+        # parameter dtype when the reduce runs in fp32), the largest group it reduces
+        "FSDP reduce-scatter output (root group)": _gib(
+            root * r / w + (root * b / w if r != b else 0)),
     }
-    if m.world_size > 1:
-        terms["FSDP collective buffers"] = _gib(layer * 4)
+    if m.offload:  # the next layer's shards copied in before the all-gather
+        terms["FSDP host-to-GPU copy (one layer)"] = _gib(layer * b / w)
+    if w > 1:
+        terms["FSDP collective buffers"] = _gib(layer * r)
     return terms
 
 
+def offload_pass_tokens(tokens: int, micro_batches: int) -> int:
+    """Tokens of one merged pass (engine/trainer/offload.py merge_micro_batches): as many whole
+    micro-batches of the step as fit in OFFLOAD_PASS_TOKENS, at least one."""
+    return tokens * max(1, min(micro_batches, OFFLOAD_PASS_TOKENS // max(tokens, 1)))
+
+
 def activation_terms(m: MemoryInputs, unchecked: int) -> dict[str, float]:
-    s, b, t = m.shapes, m.dtype_bytes, m.tokens
+    s, b, t = m.shapes, m.dtype_bytes, m.pass_tokens or m.tokens
     layers = s.layers if not m.checkpointing else min(unchecked, s.layers)
     checked = s.layers - layers
     attn, moe = attention_bytes_per_token(s, b), moe_bytes_per_token(s, b, m.compiled)
@@ -145,17 +169,17 @@ def activation_terms(m: MemoryInputs, unchecked: int) -> dict[str, float]:
 
 def gpu_terms(m: MemoryInputs, unchecked: int) -> dict[str, float]:
     """Peak reserved memory per GPU, term by term (GiB)."""
-    terms = {**weight_terms(m), **fsdp_terms(m), **activation_terms(m, unchecked)}
+    activations = activation_terms(m, unchecked)
+    terms = {**weight_terms(m), **fsdp_terms(m), **activations}
     if m.fsdp:
-        transient = sum(v for k, v in terms.items() if k.startswith(("FSDP", "embeddings"))
-                        or k in _ACTIVATION_KEYS)
-        terms["allocator slack (FSDP)"] = transient * FSDP_ALLOCATOR_SLACK
+        # The compute stream's cache holds the larger of its two peaks: the layers' activations,
+        # or, at the end of backward, the root group's gradient and its reduce input.
+        root = _gib(m.shapes.root_params() * (m.dtype_bytes + m.reduce_bytes))
+        layer_phase = sum(v for k, v in activations.items() if k != "CUDA workspace")
+        if root > layer_phase:
+            terms["FSDP root gradient + reduce input (beyond the activations)"] = \
+                root - layer_phase
     return terms
-
-
-_ACTIVATION_KEYS = {"checkpointed layer inputs", "unchecked layer activations",
-                    "backward gradient buffers", "loss chunk (fp32 logits + grad)",
-                    "recompute of one layer", "MoE chunk (recompute)"}
 
 
 def unchecked_layer_gib(m: MemoryInputs) -> float:

@@ -11,8 +11,9 @@ Torch-free. Time per row position on the reference card (H200: 989 TFLOP/s dense
   layers see the window) x (forward, 2 for backward, recompute); eager attention is much slower;
 - fixed costs per micro-batch and per optimizer step (kernel launches, host syncs, the optimizer);
 - MXFP4-packed experts: dequantizing each layer's experts in the forward and the recompute;
-- CPU offload: parameters in and gradients out over PCIe per micro-batch, and the AdamW step on
-  the CPU.
+- CPU offload: the step's micro-batches run as merged passes (engine/trainer/offload.py), with
+  the fixed cost and the parameters in (twice) and gradients out over PCIe once per pass; the
+  fused AdamW step and the gradient norm on the CPU once per step.
 
 Another card scales the compute terms by 0.75 x (peak FLOPs ratio) + 0.25 x (bandwidth ratio)
 (fitted: the same bench step is ~10 % slower on an H100 than on an H200). The constants are
@@ -42,8 +43,20 @@ EAGER_ATTN_FACTOR = 26.0       # eager materialises every score, also on sliding
 US_PER_MOE_ELEMENT_UNCOMPILED = 37e-6  # per routed row x intermediate unit x layer, per pass
 MICRO_BATCH_FIXED_US = 145_000.0
 OPTIMIZER_STEP_FIXED_US = 74_000.0
-PCIE_BYTES_PER_S = 25e9        # per GPU, pinned host memory
-CPU_ADAM_S_PER_PARAM = 12.7e-9  # torch AdamW (foreach) on the host, per parameter and step
+# Pinned host <-> GPU copies per GPU: 54.9 GB/s measured on an H200 (PCIe 5.0; bench/results/
+# 2026-11-29-h200-offload-proxy-8layers.json), taken for the other PCIe 5.0 cards; 25 GB/s
+# (PCIe 4.0 x16, not measured here) for the rest.
+PCIE5_GPUS = ("H100", "H200", "H800", "B200")
+PCIE5_BYTES_PER_S = 54.9e9
+PCIE_BYTES_PER_S = 25e9
+# Offloaded optimizer step on the host, per parameter: torch's fused CPU AdamW over bf16 states,
+# 1.3 s for 7.74B parameters on 16 cores (same results file). The rest of an offloaded step's host
+# side (the gradient norm the clip needs, the clip itself riding along the AdamW step, and what of
+# the copies does not overlap) is fitted to the 4-layer proxy's steady step, 3.20 s with the other
+# terms fixed (bench/calibration/h200-fft-offload-proxy-4layers-bf16reduce.json); how it splits
+# is not measured.
+CPU_ADAM_S_PER_PARAM = 1.68e-10
+CPU_GRAD_NORM_S_PER_PARAM = 2.7e-10
 DEQUANT_BYTES_PER_S = 2.0e12   # bf16 writes of dequantized experts
 
 
@@ -75,6 +88,7 @@ class SpeedInputs:
     world_size: int
     mean_example_tokens: float | None  # packed examples attend within themselves
     gpu_name: str | None
+    pass_tokens: int | None = None  # CPU offload: tokens of a merged pass (micro-batches merged)
 
 
 def _attended(s: ModelShapes, row: int, doc: float | None, eager: bool) -> float:
@@ -106,19 +120,27 @@ def speed_terms(i: SpeedInputs) -> dict[str, float]:
     factor = EAGER_ATTN_FACTOR if eager else 1.0
     terms["attention"] = scale * US_PER_ATTN_GFLOP * factor * attn_gflop * (
         1.0 + 2.0 + i.checked_fraction)
-    terms["per micro-batch fixed"] = MICRO_BATCH_FIXED_US / i.tokens
-    terms["per optimizer step fixed"] = OPTIMIZER_STEP_FIXED_US / (i.tokens * i.micro_batches)
+    per_pass = i.pass_tokens or i.tokens
+    step_tokens = i.tokens * i.micro_batches
+    terms["per micro-batch fixed"] = MICRO_BATCH_FIXED_US / per_pass
+    terms["per optimizer step fixed"] = OPTIMIZER_STEP_FIXED_US / step_tokens
     if i.packed_experts:
         dequant_s = s.layers * (1.0 + i.checked_fraction) * s.expert_weights() * 2 \
             / DEQUANT_BYTES_PER_S
         terms["dequantizing experts"] = dequant_s * 1e6 / i.tokens
     if i.offload:
         per_rank = s.total_params() / i.world_size
-        pcie_s = 3 * per_rank * 2 / PCIE_BYTES_PER_S  # params in twice, gradients out once
-        terms["PCIe (CPU offload)"] = pcie_s * 1e6 / i.tokens
-        terms["AdamW on the CPU"] = per_rank * CPU_ADAM_S_PER_PARAM * 1e6 / (
-            i.tokens * i.micro_batches)
+        pcie_s = 3 * per_rank * 2 / pcie_bytes_per_s(i.gpu_name)  # params in twice, grads out
+        terms["PCIe (CPU offload)"] = pcie_s * 1e6 / per_pass
+        terms["AdamW on the CPU"] = per_rank * CPU_ADAM_S_PER_PARAM * 1e6 / step_tokens
+        terms["gradient norm and the rest on the CPU"] = (
+            per_rank * CPU_GRAD_NORM_S_PER_PARAM * 1e6 / step_tokens)
     return terms
+
+
+def pcie_bytes_per_s(gpu_name: str | None) -> float:
+    name = gpu_name or REFERENCE[0]
+    return PCIE5_BYTES_PER_S if any(k in name for k in PCIE5_GPUS) else PCIE_BYTES_PER_S
 
 
 def positions_per_s(i: SpeedInputs) -> float:

@@ -77,6 +77,9 @@ class RunStart(_Event):
     start_step: int = 0
     output_dir: str | None = None
     resumed_from: str | None = None
+    # PYTORCH_CUDA_ALLOC_CONF of the run and who set it: {"conf": ..., "set_by": "engine" or
+    # "user (VARIABLE)"} (engine/trainer/allocator.py)
+    cuda_alloc_conf: dict[str, str] | None = None
 
 
 class Step(_Event):

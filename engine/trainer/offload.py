@@ -20,11 +20,13 @@ from typing import Protocol, TypeVar
 import torch
 
 from osstune.engine.data.dataset import PAD_ID
+from osstune.engine.plan.memory import OFFLOAD_PASS_TOKENS
 from osstune.engine.trainer.objective import IGNORE_INDEX
 
-# Tokens per merged pass: 8 rows of 2048 (the 20b offload recipe's step), measured to fit a
-# 24 GB card (README, "CPU offload").
-PASS_TOKENS = 16384
+# Tokens per merged pass: 8 rows of 2048 (the 20b offload recipe's step; the estimator sizes the
+# activations of a pass from the same constant). A module attribute: bench/offload_worker.py
+# sets it.
+PASS_TOKENS = OFFLOAD_PASS_TOKENS
 
 
 class Batch(Protocol):

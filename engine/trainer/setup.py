@@ -66,7 +66,8 @@ def _place(cfg: RunConfig, rt: Runtime, lm: torch.nn.Module, objective: CausalLM
 
         mesh = init_device_mesh(rt.device.type, (rt.world_size,))
         shard_model(objective, causal_lm(lm), torch_dtype(cfg.model.dtype),
-                    cfg.distributed.cpu_offload, mesh)
+                    cfg.distributed.cpu_offload, mesh,
+                    cfg.distributed.reduces_in_param_dtype)
     if cfg.model.init == "random":
         materialize_random(causal_lm(lm), param_device, cfg.training.seed, rt.rank,
                            fill_device=rt.device)

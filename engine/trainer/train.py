@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import random
 import shutil
 import sys
@@ -38,8 +37,8 @@ from osstune.engine.plan.units import plural
 from osstune.engine.session.events import EVENTS_FILE, EventWriter
 from osstune.engine.session.lock import RunLocked, claim_for_engine
 from osstune.engine.session.run_folder import failed_attempt
+from osstune.engine.trainer import allocator, metrics
 from osstune.engine.trainer import checkpoint as ckpt
-from osstune.engine.trainer import metrics
 from osstune.engine.trainer.batches import (  # noqa: F401 - PackedRow, collate: tests
     PackedRow,
     RowStream,
@@ -150,6 +149,7 @@ class Recipe:
         args, run = self.args, self.run
         self.cfg = cfg = load_config(args.config)
         run.output = self.output = Path(args.output or cfg.output.dir)
+        self.alloc_conf = allocator.apply(cfg.distributed.cpu_offload)  # before CUDA starts
         run.rt = self.rt = rt = runtime_for(cfg)
         if rt.is_main:  # before anything in the folder is read for resume, deleted or written
             run.lock = claim_for_engine(self.output)
@@ -210,13 +210,16 @@ class Recipe:
                       gpus=metrics.gather_devices(rt.device, rt.rank, rt.world_size),
                       model=info.as_dict(), dataset=self.data_stats,
                       total_steps=self.total_steps, start_step=self.step,
-                      output_dir=str(self.output), resumed_from=resumed_from)
+                      output_dir=str(self.output), resumed_from=resumed_from,
+                      cuda_alloc_conf=self.alloc_conf)
         log(f"{info.total_params / 1e6:.1f}M parameters ({info.trainable_params / 1e6:.1f}M "
             f"trained), {plural(len(self.stream), 'row')}, {plural(self.total_steps, 'step')}, "
             "world size "
             f"{rt.world_size}")
         if info.levers:
             log("levers: " + "; ".join(info.levers))
+        if rt.device.type == "cuda":
+            log(f"CUDA allocator: {self.alloc_conf['conf']} (set by {self.alloc_conf['set_by']})")
 
     # ------------------------------------------------------------------------- the loop
 
@@ -322,9 +325,6 @@ def checkpoint_hint(run: Run, message: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # Read when CUDA initialises (later, in runtime_for). FSDP's gather/scatter buffers on their
-    # own streams left 27 GiB reserved for 12 GiB allocated on the 2-GPU offload run without it.
-    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     stop = StopRequest().install()
     run = Run(args)
     try:
