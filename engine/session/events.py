@@ -77,6 +77,8 @@ class RunStart(_Event):
     start_step: int = 0
     output_dir: str | None = None
     resumed_from: str | None = None
+    # The packed row length and why ({"length", "reason", "detail"}; engine/plan/packlen.py).
+    pack_len: dict[str, Any] | None = None
 
 
 class Step(_Event):

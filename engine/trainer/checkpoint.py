@@ -57,6 +57,7 @@ class TrainerState:
     elapsed_s: float
     scheduler: dict[str, Any]
     format: int = FORMAT_VERSION
+    pack_len: int | None = None  # the packed row length the run trained on (older saves: None)
 
 
 def checkpoints_root(output_dir: Path) -> Path:
