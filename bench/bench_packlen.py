@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -94,7 +95,8 @@ def run_config(base: Path, name: str, pack_len: Any, steps: int, args: argparse.
                ) -> Path:
     from osstune.engine.plan.config import load_config
 
-    cfg = load_config(PRESET).model_dump(mode="json")
+    # The preset's file, not its name: only `osstune.engine` need be importable on the GPU host.
+    cfg = load_config(str(REPO / "presets" / f"{PRESET}.yaml")).model_dump(mode="json")
     cfg.pop("requirements", None)
     cfg["name"] = name
     cfg["model"].update(init="random", tokenizer=str(base / "tokenizer"))
@@ -204,6 +206,8 @@ def run_variant(base: Path, out: Path, name: str, pack_len: Any, steps: int, tim
         result["estimate"] = {"error": f"{type(e).__name__}: {e}"}
     result["log_tail"] = (base / f"{name}.log").read_text(errors="replace")[-1500:]
     (out / f"{name}.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
+    if (base / name / "events.jsonl").is_file():  # for bench/calibration_points.py
+        shutil.copyfile(base / name / "events.jsonl", out / f"{name}.events.jsonl")
     return result
 
 
