@@ -54,7 +54,7 @@ class Estimate:
     unchecked_layers: int = 0
     layers: int = 0
     pack_len: int = 0  # the packed row length the figures are for (pack_len: auto resolved)
-    pack_len_reason: str = ""
+    pack_len_reason: str = ""  # why that length (engine/plan/packlen.py)
     gpu_terms: dict[str, float] = field(default_factory=dict)
     host_ram_gib: float = 0.0
     host_terms: dict[str, float] = field(default_factory=dict)
@@ -176,6 +176,15 @@ def pack_len_for(cfg: RunConfig, card_gib: float | None, gpu_name: str | None = 
                   dataset_cap(facts.tokens_total if facts else None, rows_per_step))
 
 
+def pack_len_on(cfg: RunConfig, hardware: HardwareProfile | None,
+                facts: DatasetFacts | None = None, memory_cap_gib: float | None = None
+                ) -> PackLen:
+    """`pack_len_for` on the smallest of the cards the run uses (planning: the profile's)."""
+    card = _card_gib(hardware, cfg.distributed.gpus, memory_cap_gib)
+    gpu = hardware.gpus[0].name if hardware and hardware.gpus else None
+    return pack_len_for(cfg, card, gpu, facts)
+
+
 def _gpu_name(hardware: HardwareProfile | None, notes: list[str]) -> str | None:
     if hardware and hardware.gpus:
         return hardware.gpus[0].name
@@ -194,15 +203,14 @@ def estimate(cfg: RunConfig, hardware: HardwareProfile | None = None, *,
     d = cfg.distributed
     on_gpu = d.gpus > 0 and d.backend != "gloo"
     notes: list[str] = []
-    card = _card_gib(hardware, d.gpus, memory_cap_gib)
-    gpu = hardware.gpus[0].name if hardware and hardware.gpus else None
-    rows = pack_len_for(cfg, card, gpu, dataset)
+    rows = pack_len_on(cfg, hardware, dataset, memory_cap_gib)
     m = memory_inputs(cfg, shapes, on_gpu, rows.length)
     est = Estimate(ok=True, gpus=d.gpus if on_gpu else 0, layers=shapes.layers, assumptions=notes,
-                   pack_len=rows.length, pack_len_reason=rows.detail)
+                   pack_len=rows.length, pack_len_reason=rows.why)
     if on_gpu:
         floor_terms = gpu_terms(m, 0 if cfg.training.gradient_checkpointing else shapes.layers)
         floor = sum(floor_terms.values())
+        card = _card_gib(hardware, d.gpus, memory_cap_gib)
         est.unchecked_layers = _unchecked(cfg, m, floor, card, notes)
         terms = gpu_terms(m, est.unchecked_layers)
         est.gpu_terms = _round_terms(terms)

@@ -43,14 +43,22 @@ REASONS = ("set", "sequence_len", "packing off", "cpu", "no card", "no estimate"
 class PackLen:
     length: int
     reason: str  # one of REASONS
-    detail: str  # one line: the length and why
+    why: str  # one line, e.g. "auto: speed knee, ~16,767 tok/s estimated, ..."
+
+    @property
+    def detail(self) -> str:
+        return f"{self.length:,} tokens ({self.why})"
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "detail": self.detail}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PackLen:
+        return cls(int(d["length"]), str(d["reason"]), str(d["why"]))
 
 
 def fixed(length: int, reason: str, why: str) -> PackLen:
-    return PackLen(length, reason, f"{length:,} tokens ({why})")
+    return PackLen(length, reason, why)
 
 
 def round_up(n: float, granule: int = GRANULE) -> int:

@@ -74,6 +74,7 @@ class RunSnapshot:
     exit_code: int | None = None
     refusal: str | None = None  # the pre-flight said no; `forceable` when --force/f overrides it
     forceable: bool = False
+    pack_len: str | None = None  # run_start: the packed row length and why
 
     @property
     def finished(self) -> bool:
@@ -98,6 +99,7 @@ class RunFold:
     error: ErrorEvent | None = None
     end: RunEnd | None = None
     eval_loss: float | None = None
+    pack_len: str | None = None
     events_seen: int = 0
     gpus: dict[int, GpuMemory] = field(default_factory=dict)
     new_points: deque[StepPoint] = field(init=False)
@@ -135,6 +137,7 @@ class RunFold:
         self.error = self.end = None  # a resumed run starts again after an earlier end
         self.status = "training"
         self.total_steps, self.step = event.total_steps, event.start_step
+        self.pack_len = (event.pack_len or {}).get("detail")
         for gpu in event.gpus:
             known = self.gpus.get(gpu.rank)
             self.gpus[gpu.rank] = GpuMemory(
@@ -165,4 +168,4 @@ class RunFold:
             elapsed_s=self.elapsed_s, eta_s=self.eta_s, new_points=points,
             eval_loss=self.eval_loss, new_eval_points=eval_points,
             gpus=tuple(self.gpus[r] for r in sorted(self.gpus)), notes=tuple(self.notes),
-            error=self.error, end=self.end, **fields)  # type: ignore[arg-type]
+            error=self.error, end=self.end, pack_len=self.pack_len, **fields)  # type: ignore[arg-type]

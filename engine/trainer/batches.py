@@ -113,7 +113,7 @@ def resolve_pack_len(cfg: RunConfig, rt: Runtime, stats: Any, resumed: int | Non
     depend on it); otherwise the estimator's rule for this card's free memory and this data."""
     if resumed is not None and cfg.training.pack_len == "auto" and \
             resumed >= cfg.training.sequence_len:
-        return PackLen(resumed, "resumed", f"{resumed:,} tokens (the resumed run's rows)")
+        return PackLen(resumed, "resumed", "auto: the rows of the run being resumed")
     card, name = card_free_gib(rt)
     facts = DatasetFacts(tokens_total=stats.tokens_total, examples=stats.examples)
     return pack_len_for(cfg, card, name, facts)

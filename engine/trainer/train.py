@@ -179,7 +179,7 @@ class Recipe:
         model_config = load_model_config(cfg, rt.device)  # an unknown model fails here, cheaply
         resumed_len = self.resumed.state.pack_len if self.resumed is not None else None
         rows, val_rows, self.data_stats, self.tokenizer = training_rows(cfg, rt, resumed_len)
-        self.pack = PackLen(**self.data_stats.pop("pack_len"))
+        self.pack = PackLen.from_dict(self.data_stats.pop("pack_len"))
         self.saver.pack_len = self.pack.length
         self.stream = RowStream(rows, cfg.training.seed, cfg.dataset.shuffle)
         self.evaluator = Evaluator(val_rows, cfg.training.eval_steps, cfg.training.micro_batch_size,
