@@ -115,7 +115,8 @@ def choose(sequence_len: int, fits: Callable[[int], bool], speed: Callable[[int]
         than = "the fastest that fits" if pick == fastest else \
             f"within {1 - KNEE:.0%} of the fastest that fits ({fastest:,}: ~{best:,.0f} tok/s)"
         return fixed(pick, "speed knee", f"auto: speed knee, {est}, {than}")
-    if dataset_cap is not None and top == limit < MAX_PACK_LEN:
+    reach = max(sequence_len, limit // GRANULE * GRANULE)  # the longest candidate allowed
+    if dataset_cap is not None and top == reach and limit < MAX_PACK_LEN:
         return fixed(pick, "dataset", f"auto: the longest row the dataset fills "
                      f"{MIN_STEPS_PER_EPOCH} optimizer steps per epoch with, {est}")
     if top >= MAX_PACK_LEN:
