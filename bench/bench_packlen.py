@@ -1,14 +1,15 @@
 """Real-data throughput of the LoRA recipe on short chat data: `pack_len` 2048 vs `auto`, same run.
 
-    python bench/bench_packlen.py --out DIR [--budget-s 74] [--layers 24] [--dry-run]
+    python bench/bench_packlen.py --out DIR [--budget-s 68] [--layers 24] [--dry-run]
 
 Each variant is the real engine (`python -m osstune.engine.trainer.train`, one process each, one
-after the other on the same GPU): the gpt-oss-20b LoRA preset with `model.init: random` (real
-20b shapes; `--layers N` keeps the first N decoder layers), on synthetic conversations of
-~200-1500 tokens. The tokens/s are the engine's own (real tokens, padding not counted) from its
-`step` events, first step (compile) excluded. Needs only torch, transformers, peft, pydantic and
-this repo: no hub, no weights, no tokenizer download (a byte-level tokenizer with the harmony
-special tokens is written next to the data, one token per byte).
+after the other on the same GPU: auto first, on the empty card it sizes rows for, then 2048 in the
+time left; each run trains until its share of the budget ends, then stops gracefully): the
+gpt-oss-20b LoRA preset with `model.init: random` (real 20b shapes; `--layers N` keeps the first
+N decoder layers), on synthetic conversations of ~250-1500 tokens. The tokens/s are the engine's
+own (real tokens, padding not counted) from its `step` events. Needs only torch, transformers,
+peft, pydantic and this repo: no hub, no weights, no tokenizer download (a byte-level tokenizer
+with the harmony special tokens is written next to the data, one token per byte).
 
 Both variants use `compile: off` and `gradient_accumulation_steps: 1` (the preset: auto and 8) so
 that two runs fit a short budget; everything else is the preset. The first 2 steps (compile,
@@ -38,6 +39,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 PRESET = "gpt-oss-20b-lora-1gpu"
+STOP_S = 4.0  # after the budget: the engine ends its step and writes run_end (then: kill)
 TEXT = ("the model packs short chat examples into longer rows so that fixed costs per step are "
          "shared by more tokens while attention stays inside each document boundary and the loss "
          "is normalised over trained tokens only which keeps the gradient the same")
@@ -194,14 +196,16 @@ def run_variant(base: Path, out: Path, name: str, pack_len: Any, steps: int, tim
         except subprocess.TimeoutExpired:
             proc.terminate()  # graceful: the engine ends the step and writes run_end
             try:
-                rc = proc.wait(timeout=4)
+                rc = proc.wait(timeout=STOP_S)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 rc = proc.wait()
     result = summarize(name, events(base / name), rc, time.perf_counter() - t0)
     chosen = (result["pack_len"] or {}).get("length")
-    try:
+    try:  # the estimate at the length the engine chose, and what `osstune plan` would choose
         result["estimate"] = estimator_view(config, chosen)
+        if pack_len == "auto":
+            result["plan_auto"] = estimator_view(config, None)
     except Exception as e:  # the measurement matters more than the comparison
         result["estimate"] = {"error": f"{type(e).__name__}: {e}"}
     result["log_tail"] = (base / f"{name}.log").read_text(errors="replace")[-1500:]
@@ -217,8 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, default=Path("/tmp/osstune-packlen"))
     p.add_argument("--budget-s", type=float, default=68.0)
     p.add_argument("--layers", type=int, default=0, help="decoder layers (0: all 24)")
-    p.add_argument("--steps", type=int, default=12, help="steps of the 2048 run (auto: 2/3)")
-    p.add_argument("--conversations", type=int, default=800)
+    p.add_argument("--steps", type=int, default=60,
+                   help="max steps per run (the budget usually ends a run first, gracefully)")
+    p.add_argument("--conversations", type=int, default=500)
     p.add_argument("--dry-run", action="store_true", help="tiny model on the CPU")
     args = p.parse_args(argv)
     t0 = time.perf_counter()
@@ -227,12 +232,13 @@ def main(argv: list[str] | None = None) -> int:
     write_tokenizer(args.work / "tokenizer")
     text_bytes = write_dataset(args.work / "chats.jsonl", args.conversations)
     results = []
-    variants = (("pack2048", 2048, args.steps), ("packauto", "auto", max(3, args.steps * 2 // 3)))
-    for i, (name, pack_len, steps) in enumerate(variants):
-        left = args.budget_s - (time.perf_counter() - t0)
-        results.append(run_variant(args.work, args.out, name, pack_len, steps, left / (2 - i),
-                                   args))
-    base, auto = (r["tokens_per_s_median"] for r in results)
+    # auto first (the new behaviour; it sizes rows for the card's free memory, so it must find the
+    # GPU empty), then 2048 in what is left; STOP_S is kept for each run's graceful stop.
+    for name, pack_len, share in (("packauto", "auto", 0.55), ("pack2048", 2048, 1.0)):
+        left = args.budget_s - (time.perf_counter() - t0) - STOP_S
+        results.append(run_variant(args.work, args.out, name, pack_len, args.steps,
+                                   (left - (STOP_S if share < 1 else 0)) * share, args))
+    auto, base = (r["tokens_per_s_median"] for r in results)
     summary = {"bench": "packlen", "preset": PRESET, "layers": args.layers or 24,
                "dry_run": args.dry_run, "conversations": args.conversations,
                "text_bytes": text_bytes, "variants": results,
