@@ -54,3 +54,20 @@ def test_durations():
     assert fmt_duration(None) == "-"
     assert fmt_duration(59.6) == "1:00"
     assert fmt_duration(3725) == "1:02:05"
+
+
+def test_the_packed_row_length_and_why_reach_the_line_and_the_panel():
+    pack = {"length": 7168, "reason": "speed knee", "why": "auto: speed knee, ~16,767 tok/s",
+            "detail": "7,168 tokens (auto: speed knee, ~16,767 tok/s)"}
+    start = _event("run_start", total_steps=40, model={"id": "m"}, world_size=1, config={},
+                   gpus=[], dataset={}, pack_len=pack)
+    assert "  rows: pack_len 7,168 tokens (auto: speed knee, ~16,767 tok/s)" in event_line(start)
+    fold = RunFold()
+    fold.apply([start])
+    console = Console(width=100, record=True, color_system=None)
+    console.print(run_panel("demo", fold.snapshot()))
+    assert "rows" in console.export_text() and "7,168 tokens (auto: speed knee" in \
+        console.export_text()
+    older = _event("run_start", total_steps=40, model={}, world_size=1, config={}, gpus=[],
+                   dataset={})  # engines before pack_len: no line, no row
+    assert "rows:" not in event_line(older)
