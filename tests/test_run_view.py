@@ -66,8 +66,8 @@ def test_the_packed_row_length_and_why_reach_the_line_and_the_panel():
     fold.apply([start])
     console = Console(width=100, record=True, color_system=None)
     console.print(run_panel("demo", fold.snapshot()))
-    assert "rows" in console.export_text() and "7,168 tokens (auto: speed knee" in \
-        console.export_text()
+    text = console.export_text()
+    assert "rows" in text and "7,168 tokens (auto: speed knee" in text
     older = _event("run_start", total_steps=40, model={}, world_size=1, config={}, gpus=[],
                    dataset={})  # engines before pack_len: no line, no row
     assert "rows:" not in event_line(older)
