@@ -231,3 +231,48 @@ def test_run_start_says_the_length_and_why(tmp_path) -> None:
     from osstune.tui.render.run import event_line
 
     assert "rows: pack_len 1,024 tokens (training.pack_len)" in event_line(parse_event(start))
+
+
+# ----------------------------------------------------------------------------- the CLI
+
+
+def _cli(*args: str):  # noqa: ANN202 - click Result
+    from typer.testing import CliRunner
+
+    from osstune.tui.cli import app
+
+    return CliRunner().invoke(app, list(args), env={"HF_HUB_OFFLINE": "1", "NO_COLOR": "1"})
+
+
+def test_plan_shows_the_resolved_length_in_text_and_json() -> None:
+    text = _cli("plan", LORA, "--hardware", str(H100))
+    assert text.exit_code == 0, text.stderr
+    chosen = pack_len_on(load_config(LORA), load_profile(H100))
+    assert f"rows: pack_len {chosen.length:,} tokens (auto: speed knee" in text.stdout
+    data = json.loads(_cli("plan", LORA, "--hardware", str(H100), "--json",
+                           "--set", "pack_len=4096").stdout)
+    assert data["pack_len"] == 4096 and data["pack_len_reason"] == "training.pack_len"
+
+
+def test_inspect_packs_at_the_length_the_run_would_use() -> None:
+    out = _cli("--hardware", str(H100), "inspect", "--preset", LORA, "--count", "0",
+               "--set", "pack_len=4096")
+    assert out.exit_code == 0, out.stderr
+    assert "of 4096 tokens" in out.stdout and "(pack_len training.pack_len)" in out.stdout
+    auto = _cli("--hardware", str(H100), "inspect", "--preset", LORA, "--count", "0")
+    assert "(pack_len auto: the longest row the dataset fills" in auto.stdout  # 36 short chats
+
+
+def test_bad_pack_len_is_one_line_and_exit_2() -> None:
+    out = _cli("plan", LORA, "--set", "pack_len=1000")
+    assert out.exit_code == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "training: pack_len 1000 is shorter than sequence_len" in lines[0]
+
+
+def test_a_packed_length_that_does_not_fit_suggests_rows_of_sequence_len() -> None:
+    from osstune.engine.plan.suggest import suggestions
+
+    cfg = load_config(LORA, ["pack_len=131072"])
+    found = suggestions(cfg, load_profile(H100))
+    assert found and found[0].changes == ["training.pack_len=null"]
