@@ -8,8 +8,8 @@ set -u
 OUT="${OUT:-/tmp/osstune-packlen-out}"
 mkdir -p "$OUT/packlen"
 PY="${PYTHON:-python3}"
-BUDGET="${PACKLEN_BUDGET_S:-68}"
-timeout -k 3 76 "$PY" bench/bench_packlen.py --out "$OUT/packlen" --budget-s "$BUDGET" \
+BUDGET="${PACKLEN_BUDGET_S:-72}"
+timeout -k 1 78 "$PY" bench/bench_packlen.py --out "$OUT/packlen" --budget-s "$BUDGET" \
     --work "${TMPDIR:-/tmp}/osstune-packlen" "$@"
 rc=$?
 echo "packlen: exit $rc; results in $OUT/packlen:"
