@@ -32,7 +32,6 @@ MFU = tokens/s x training FLOPs per token / the card's dense bf16 peak, where FL
 + 12 x d_attn x mean attended keys per layer (T/2 on full layers, the 128-key window on sliding
 ones). Recompute from activation checkpointing is not counted (model FLOPs, not hardware FLOPs).
 """
-
 from __future__ import annotations
 
 import argparse
@@ -42,237 +41,19 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from osstune.engine.plan.flops import train_flops_per_token  # pip install --no-deps -e . first
+from bench_measure import GIB, engine_overrides, measure
+from bench_variants import GPT_OSS_20B, GPT_OSS_120B, LEAN, OSSTUNE, TINY, VARIANTS, Variant
 
 REPO = Path(__file__).resolve().parents[1]
-
-GIB = 1024**3
 RESULT_PREFIX = "BENCH_RESULT "
 
-# Public config.json of openai/gpt-oss-20b.
-GPT_OSS_20B: dict[str, Any] = {
-    "vocab_size": 201088, "hidden_size": 2880, "intermediate_size": 2880,
-    "num_hidden_layers": 24, "num_attention_heads": 64, "num_key_value_heads": 8, "head_dim": 64,
-    "num_local_experts": 32, "num_experts_per_tok": 4, "sliding_window": 128,
-    "layer_types": ["sliding_attention", "full_attention"] * 12,
-    "max_position_embeddings": 131072, "rms_norm_eps": 1e-5, "swiglu_limit": 7.0,
-    "attention_bias": True, "attention_dropout": 0.0, "tie_word_embeddings": False,
-    "initializer_range": 0.02, "output_router_logits": False, "router_aux_loss_coef": 0.9,
-    "pad_token_id": 199999, "eos_token_id": 200002,
-    "rope_parameters": {"rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0, "beta_slow": 1.0,
-                        "truncate": False, "original_max_position_embeddings": 4096,
-                        "rope_theta": 150000.0},
-}
-GPT_OSS_120B: dict[str, Any] = {**GPT_OSS_20B, "num_hidden_layers": 36, "num_local_experts": 128,
-                                "layer_types": ["sliding_attention", "full_attention"] * 18}
-# A few-MB model with the same structure, for checking the harness on CPU.
-TINY: dict[str, Any] = {
-    **GPT_OSS_20B, "vocab_size": 512, "hidden_size": 64, "intermediate_size": 32,
-    "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
-    "num_local_experts": 4, "num_experts_per_tok": 2, "sliding_window": 8,
-    "layer_types": ["sliding_attention", "full_attention"], "max_position_embeddings": 4096,
-    "pad_token_id": 0, "eos_token_id": 1,
-    "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0},
-}
-
-
-@dataclass(frozen=True)
-class Variant:
-    attn: str = "eager"            # eager | flex_attention | osstune
-    loss: str = "stock"            # stock (model(labels=...)) | chunked (engine.trainer.ops.loss)
-    unchecked: int = 0             # decoder layers left unchecked; -1: as many as fit the card
-    compile: str | None = None     # None | mlp | layer
-    moe_chunk: int | None = None   # token chunk for checkpointed MoE blocks on long rows
-    offload: bool = False          # checkpointed layer inputs in pinned host memory
-    expandable: bool = False       # PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
-    packed: bool = False           # MXFP4 experts kept packed (bench/bench_mxfp4.py builds it)
-    expert_lora: bool = False      # + LoRA r=8 on the experts (packed variants only)
-    cap_gib: float | None = None   # this variant's memory cap (else --cap-gib)
-
-
-# lean: every layer checkpointed (least memory); osstune: as many layers as fit keep activations
-LEAN = Variant(attn="osstune", loss="chunked", compile="mlp", moe_chunk=16384, expandable=True)
-OSSTUNE = Variant(**{**asdict(LEAN), "unchecked": -1})
-VARIANTS: dict[str, Variant] = {
-    "eager": Variant(attn="eager"),
-    "flex": Variant(attn="flex_attention"),
-    "osstune": OSSTUNE,
-    "osstune-lean": LEAN,
-    # one lever at a time on top of stock flex, then the combinations
-    "lever-loss": Variant(attn="flex_attention", loss="chunked"),
-    "lever-loss+attn": Variant(attn="osstune", loss="chunked"),
-    "lever-loss+attn+alloc": Variant(attn="osstune", loss="chunked", expandable=True),
-    "lever-loss+attn+compile": Variant(attn="osstune", loss="chunked", compile="mlp"),
-    "lever-lean+unchecked6": Variant(**{**asdict(LEAN), "unchecked": 6}),
-    "lever-lean+compile-layer": Variant(**{**asdict(LEAN), "compile": "layer"}),
-    "lever-osstune+compile-layer": Variant(**{**asdict(OSSTUNE), "compile": "layer"}),
-    "osstune-offload": Variant(**{**asdict(OSSTUNE), "offload": True}),
-    "packed-lean": Variant(**{**asdict(LEAN), "packed": True}),
-    "packed-lean-eager": Variant(**{**asdict(LEAN), "packed": True, "compile": None}),
-    "packed-lean+expert-lora": Variant(**{**asdict(LEAN), "packed": True, "expert_lora": True}),
-    # what a 24 GB card (RTX 3090/4090: 23.99 GiB total, ~23.5 usable) runs
-    "packed-24gb": Variant(**{**asdict(LEAN), "packed": True, "compile": None, "cap_gib": 23.5}),
-    "packed-24gb+expert-lora": Variant(**{**asdict(LEAN), "packed": True, "compile": None,
-                                         "cap_gib": 23.5, "expert_lora": True}),
-}
-
-
-# ----------------------------------------------------------------------------- one measurement
-
-
-def engine_overrides(variant: Variant, seq: int, unchecked: int | None) -> dict[str, Any] | None:
-    """What repeats this measurement through the engine (bench/calibration points): the LoRA
-    preset with these `--set` items, and which figures compare. None: not an engine setting."""
-    if variant.offload or (variant.unchecked < 0 and unchecked is None):
-        return None
-    attn = {"osstune": "auto"}.get(variant.attn, variant.attn)
-    layers = unchecked if variant.unchecked < 0 else variant.unchecked
-    items = ["model.init=random", f"training.sequence_len={seq}", "training.micro_batch_size=1",
-             "training.gradient_accumulation_steps=1", f"model.attn_implementation={attn}",
-             f"training.compile={variant.compile or 'off'}",
-             f"training.unchecked_layers={layers}",
-             f"training.moe_chunk_tokens={variant.moe_chunk or 'null'}"]
-    # The engine always uses the chunked loss and expandable segments; the stock loss and the
-    # default allocator change memory, not speed.
-    same_memory = variant.loss == "chunked" and variant.expandable
-    measures = ["tokens_per_s"] + (["peak_mem_gib_per_gpu"] if same_memory else [])
-    return {"preset": "gpt-oss-20b-lora-1gpu", "set": items, "measures": measures}
-
-
-def _build(variant: Variant, cfg_values: dict[str, Any], device: Any) -> tuple[Any, Any]:
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import GptOssConfig, GptOssForCausalLM
-
-    config = GptOssConfig(**cfg_values)
-    stock_attn = "eager" if variant.attn == "osstune" else variant.attn
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    if variant.packed:
-        from bench_mxfp4 import build_packed  # bench/ is on sys.path (script dir)
-
-        model = build_packed(config, dtype, device, stock_attn, variant.expert_lora)
-    else:
-        with torch.device(device):
-            model = GptOssForCausalLM._from_config(config, dtype=dtype,
-                                                   attn_implementation=stock_attn)
-            model = get_peft_model(model, LoraConfig(
-                r=8, lora_alpha=16, lora_dropout=0.0,
-                target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
-    model.train()
-    uses_ops = (variant.attn == "osstune" or variant.loss == "chunked" or variant.compile
-                or variant.unchecked or variant.offload or variant.moe_chunk)
-    if not uses_ops:
-        model.get_base_model().gradient_checkpointing_enable()  # the stock user's call
-    if uses_ops:
-        from osstune.engine.trainer.levers import LeverPlan, apply_levers
-
-        plan = LeverPlan(checkpointing=True, unchecked_layers=max(0, variant.unchecked),
-                         fit_unchecked=False, compile=variant.compile,
-                         moe_chunk_tokens=variant.moe_chunk or None,
-                         attention=variant.attn == "osstune",
-                         offload_activations=variant.offload)
-        applied = apply_levers(model, plan)
-        print("applied: " + "; ".join(applied), file=sys.stderr)
-    return model, config
-
-
-def _step_fn(variant: Variant, model: Any, config: Any, input_ids: Any, optimizer: Any):
-    import torch
-
-    base = model.get_base_model()
-    seq = input_ids.shape[1]
-    position_ids = torch.arange(seq, device=input_ids.device)[None]
-
-    def step() -> float:
-        if variant.loss == "stock":
-            loss = model(input_ids=input_ids, labels=input_ids, use_cache=False).loss
-        else:
-            from osstune.engine.trainer.ops.attention import block_masks
-            from osstune.engine.trainer.ops.loss import linear_cross_entropy
-
-            masks = block_masks(config, position_ids) if variant.attn == "osstune" else None
-            hidden = base.model(input_ids=input_ids, position_ids=position_ids,
-                                attention_mask=masks, use_cache=False).last_hidden_state
-            targets = torch.full_like(input_ids[0], -100)
-            targets[:-1] = input_ids[0, 1:]
-            loss_sum, n_trained = linear_cross_entropy(hidden[0], base.lm_head.weight, targets)
-            loss = loss_sum / n_trained
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return float(loss)  # a sync point: the step is done when this returns
-
-    return step
-
-
-def measure(name: str, variant: Variant, seq: int, warmup: int, steps: int,
-            tiny: bool = False, cap_gib: float | None = None, size: str = "20b"
-            ) -> dict[str, Any]:
-    """Build, train `warmup + steps` steps, return the measurement (never raises for OOM)."""
-    import torch
-
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    cfg_values = TINY if tiny else GPT_OSS_120B if size == "120b" else GPT_OSS_20B
-    import transformers
-
-    result: dict[str, Any] = {"variant": name, "seq": seq, "spec": asdict(variant), "model": size,
-                              "torch": torch.__version__, "transformers": transformers.__version__,
-                              "device": torch.cuda.get_device_name() if device.type == "cuda"
-                              else "cpu", "status": "ok"}
-    started = time.perf_counter()
-    if device.type == "cuda" and cap_gib:
-        total = torch.cuda.get_device_properties(0).total_memory / GIB
-        if total > cap_gib:  # e.g. an H200 standing in for an 80 GB H100
-            torch.cuda.set_per_process_memory_fraction(cap_gib / total)
-            result["memory_cap_gib"] = cap_gib
-    try:
-        torch.manual_seed(0)
-        model, config = _build(variant, cfg_values, device)
-        result["build_s"] = round(time.perf_counter() - started, 1)
-        result["experts_implementation"] = getattr(config, "_experts_implementation", None)
-        params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=1e-4, fused=device.type == "cuda")
-        input_ids = torch.randint(0, cfg_values["vocab_size"] - 1000 if not tiny else 500,
-                                  (1, seq), device=device)
-        step = _step_fn(variant, model, config, input_ids, optimizer)
-        t0 = time.perf_counter()
-        for index in range(warmup):
-            loss = step()
-            if index == 0 and variant.unchecked < 0 and device.type == "cuda":
-                from osstune.engine.trainer.ops.checkpointing import fit_unchecked_to_card
-
-                result["unchecked_layers"] = fit_unchecked_to_card(model, seq, cap_gib)
-        result["warmup_s"] = round(time.perf_counter() - t0, 1)
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            loss = step()
-        elapsed = time.perf_counter() - t0
-        result.update(loss=round(loss, 4), step_s=round(elapsed / steps, 3),
-                      tokens_per_s=round(seq * steps / elapsed, 1))
-        from osstune.engine.trainer.metrics import peak_flops
-
-        peak = peak_flops(device)
-        if peak:
-            flops = train_flops_per_token(cfg_values, seq)
-            result["mfu"] = round(result["tokens_per_s"] * flops / peak, 4)
-    except torch.OutOfMemoryError as exc:
-        result.update(status="oom", error=str(exc).splitlines()[0][:300])
-    except Exception as exc:  # reported per measurement; the other runs go on
-        result.update(status="error", error=f"{type(exc).__name__}: {exc}"[:600])
-    if device.type == "cuda":
-        result["peak_reserved_gib"] = round(torch.cuda.max_memory_reserved() / GIB, 2)
-        result["peak_allocated_gib"] = round(torch.cuda.max_memory_allocated() / GIB, 2)
-        result["card_gib"] = round(torch.cuda.get_device_properties(0).total_memory / GIB, 1)
-    result["engine"] = engine_overrides(variant, seq, result.get("unchecked_layers"))
-    result["wall_s"] = round(time.perf_counter() - started, 1)
-    return result
-
-
-# ----------------------------------------------------------------------------- orchestration
+__all__ = ["GIB", "GPT_OSS_20B", "GPT_OSS_120B", "LEAN", "OSSTUNE", "RESULT_PREFIX", "TINY",
+           "VARIANTS", "Runner", "Variant", "engine_overrides", "main", "measure",
+           "search_longest"]
 
 
 @dataclass
@@ -394,7 +175,7 @@ def _summary(results: list[dict[str, Any]], longest: dict[str, int | None]) -> l
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--devices", default=None,
                         help="CUDA indices, e.g. 0,1 (default: all visible, at most two)")
@@ -419,6 +200,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seq", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--warmup", type=int, default=2, help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=3, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
 
     if args.worker:
@@ -438,6 +224,21 @@ def main(argv: list[str] | None = None) -> int:
         if name not in VARIANTS:
             parser.error(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}")
     print(f"devices: {devices or ['cpu']}  budget {args.budget_s:.0f}s", flush=True)
+    longest = _run_queues(runner, devices, args, seqs, compare, levers, searched)
+    for line in _summary(runner.out, longest):
+        print(line)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"results": runner.out, "longest": longest,
+                                        "budget_s": args.budget_s}, indent=1))
+    return 0
+
+
+def _run_queues(runner: Runner, devices: list[str], args: argparse.Namespace, seqs: list[int],
+                compare: list[str], levers: list[str], searched: list[str]
+                ) -> dict[str, int | None]:
+    """The compare queue, then the levers and the searches (on the second device when there
+    is one); returns the longest trainable row of each searched variant."""
     longest: dict[str, int | None] = {}
 
     lever_jobs = [(name, max(seqs)) for name in levers]
@@ -483,14 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         device = devices[0] if devices else None
         compare_queue(device)
         search_queue(device)
-
-    for line in _summary(runner.out, longest):
-        print(line)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"results": runner.out, "longest": longest,
-                                        "budget_s": args.budget_s}, indent=1))
-    return 0
+    return longest
 
 
 def _devices(spec: str | None) -> list[str]:

@@ -15,12 +15,18 @@ BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_train.py"
 
 @pytest.fixture(scope="module")
 def bench():
+    # bench_train imports its sibling modules as a script does: bench/ on sys.path
+    sys.path.insert(0, str(BENCH.parent))
     spec = importlib.util.spec_from_file_location("bench_train", BENCH)
     module = importlib.util.module_from_spec(spec)
     sys.modules["bench_train"] = module  # dataclasses look their module up while executing
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("bench_train", None)
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.path.remove(str(BENCH.parent))
+        for name in ("bench_train", "bench_measure", "bench_variants"):
+            sys.modules.pop(name, None)
 
 
 def test_active_parameters_and_flops_of_gpt_oss_20b(bench):

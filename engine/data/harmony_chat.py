@@ -14,14 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from osstune.engine.data.chat import Chat
-from osstune.engine.data.harmony import (
+from osstune.engine.data.harmony import HarmonyRenderer
+from osstune.engine.data.harmony_plan import (
     CALL,
     CHANNEL,
     END,
     MESSAGE,
     RETURN,
     START,
-    HarmonyRenderer,
     RenderSettings,
     plan,
 )
