@@ -24,7 +24,7 @@ from osstune.engine.plan.memory import (
     host_terms,
     unchecked_layer_gib,
 )
-from osstune.engine.plan.packlen import MEMORY_FRACTION, PackLen, choose, dataset_cap, fixed
+from osstune.engine.plan.packlen import MEMORY_FRACTION, PackLen, choose, dataset_cap
 from osstune.engine.plan.shapes import ModelShapes, ShapeError, model_shapes
 from osstune.engine.plan.speed import SpeedInputs, positions_per_s, speed_terms
 from osstune.engine.plan.storage import disk_terms
@@ -147,19 +147,19 @@ def pack_len_for(cfg: RunConfig, card_gib: float | None, gpu_name: str | None = 
     """The packed row length of `cfg` (`pack_len: auto` sized by engine/plan/packlen.py for a
     card of `card_gib`: its size when planning, its free memory when the engine starts)."""
     t, d = cfg.training, cfg.distributed
-    if t.pack_len != "auto":
-        return fixed(t.pack_len or t.sequence_len, "set" if t.pack_len else "sequence_len",
-                     "training.pack_len" if t.pack_len else "rows of sequence_len")
     if not cfg.dataset.packing:
-        return fixed(t.sequence_len, "packing off", "auto: packing off, one example per row")
+        return PackLen(t.sequence_len, "packing off", "packing off: one example per row")
+    if t.pack_len != "auto":
+        return PackLen(t.pack_len or t.sequence_len, "set" if t.pack_len else "sequence_len",
+                       "training.pack_len" if t.pack_len else "rows of sequence_len")
     if d.gpus < 1 or d.backend == "gloo":
-        return fixed(t.sequence_len, "cpu", "auto: rows of sequence_len on the CPU")
+        return PackLen(t.sequence_len, "cpu", "auto: rows of sequence_len on the CPU")
     if card_gib is None:
-        return fixed(t.sequence_len, "no card", "auto: no card to size rows for")
+        return PackLen(t.sequence_len, "no card", "auto: no card to size rows for")
     try:
         shapes = model_shapes(cfg.model.id, cfg.model.architecture)
     except ShapeError:
-        return fixed(t.sequence_len, "no estimate", "auto: the model's shapes are not known")
+        return PackLen(t.sequence_len, "no estimate", "auto: the model's shapes are not known")
     all_checked = 0 if t.gradient_checkpointing else shapes.layers
 
     def floor(n: int) -> float:

@@ -57,10 +57,6 @@ class PackLen:
         return cls(int(d["length"]), str(d["reason"]), str(d["why"]))
 
 
-def fixed(length: int, reason: str, why: str) -> PackLen:
-    return PackLen(length, reason, why)
-
-
 def round_up(n: float, granule: int = GRANULE) -> int:
     return int(-(-n // granule) * granule)
 
@@ -103,9 +99,9 @@ def choose(sequence_len: int, fits: Callable[[int], bool], speed: Callable[[int]
                                                          min(MAX_PACK_LEN, dataset_cap))
     top = _largest_fitting(sequence_len, fits, limit)
     if top is None:
-        return fixed(sequence_len, "memory bound",
-                     "auto: no room for rows longer than sequence_len on this card")
-    grid = sorted({n for n in candidates(sequence_len, top)} | {top})
+        return PackLen(sequence_len, "memory bound",
+                       "auto: no room for rows longer than sequence_len on this card")
+    grid = sorted(set(candidates(sequence_len, top)) | {top})
     speeds = {n: speed(n) for n in grid}
     best = max(speeds.values())
     fastest = min(n for n, v in speeds.items() if v == best)
@@ -114,14 +110,15 @@ def choose(sequence_len: int, fits: Callable[[int], bool], speed: Callable[[int]
     if pick < top:
         than = "the fastest that fits" if pick == fastest else \
             f"within {1 - KNEE:.0%} of the fastest that fits ({fastest:,}: ~{best:,.0f} tok/s)"
-        return fixed(pick, "speed knee", f"auto: speed knee, {est}, {than}")
+        return PackLen(pick, "speed knee", f"auto: speed knee, {est}, {than}")
     reach = max(sequence_len, limit // GRANULE * GRANULE)  # the longest candidate allowed
     if dataset_cap is not None and top == reach and limit < MAX_PACK_LEN:
-        return fixed(pick, "dataset", f"auto: the longest row the dataset fills "
-                     f"{MIN_STEPS_PER_EPOCH} optimizer steps per epoch with, {est}")
+        return PackLen(pick, "dataset", f"auto: the longest row the dataset fills "
+                       f"{MIN_STEPS_PER_EPOCH} optimizer steps per epoch with, {est}")
     if top >= MAX_PACK_LEN:
-        return fixed(pick, "longest measured", f"auto: the longest row measured to train, {est}")
-    return fixed(pick, "memory bound", f"auto: the longest that fits the card with headroom, {est}")
+        return PackLen(pick, "longest measured", f"auto: the longest row measured to train, {est}")
+    return PackLen(pick, "memory bound",
+                   f"auto: the longest that fits the card with headroom, {est}")
 
 
 def dataset_cap(tokens_total: int | None, rows_per_step: int) -> int | None:
