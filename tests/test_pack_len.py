@@ -212,27 +212,6 @@ def test_engine_packs_at_the_resolved_length_for_the_free_memory(tmp_path, monke
     assert {len(r.input_ids) for r in rows2} == {1024}
 
 
-def test_run_start_says_the_length_and_why(tmp_path) -> None:
-    from tests.engine_fixtures import run_engine, write_config
-
-    cfg = tiny_config(tmp_path, "rows", training={"pack_len": 1024, "max_steps": 1},
-                      output={"dir": str(tmp_path / "rows"), "save_steps": 1, "export": False})
-    proc = run_engine(["--config", str(write_config(tmp_path, cfg))])
-    assert proc.returncode == 0, proc.stderr
-    events = [json.loads(line) for line in
-              (tmp_path / "rows" / "events.jsonl").read_text().splitlines()]
-    start = next(e for e in events if e["type"] == "run_start")
-    assert start["pack_len"] == {"length": 1024, "reason": "set", "why": "training.pack_len",
-                                 "detail": "1,024 tokens (training.pack_len)"}
-    state = json.loads(next((tmp_path / "rows" / "checkpoints").glob("step-*/trainer_state.json"))
-                       .read_text())
-    assert state["pack_len"] == 1024
-    from osstune.engine.session.events import parse_event
-    from osstune.tui.render.run import event_line
-
-    assert "rows: pack_len 1,024 tokens (training.pack_len)" in event_line(parse_event(start))
-
-
 # ----------------------------------------------------------------------------- the CLI
 
 
