@@ -11,8 +11,9 @@ from tui_fixtures import run_async
 
 from osstune.engine.session.events import parse_event
 from osstune.engine.session.fold import EvalPoint, RunFold, StepPoint
+from osstune.tui.render.chart import AXIS_WIDTH, EVAL_MARK, column_span, eval_cells
 from osstune.tui.render.run import dataset_lines, event_line, run_panel
-from osstune.tui.widgets.loss_chart import EVAL_MARK, LossChart, eval_cells
+from osstune.tui.widgets.loss_chart import LossChart
 
 EVAL = {"v": 1, "type": "eval", "time": 1.0, "step": 20, "loss": 1.23456, "trained_tokens": 50}
 STATS = {"sources": [
@@ -74,8 +75,11 @@ async def test_chart_draws_eval_as_a_second_line() -> None:
         chart.add_eval_points([EvalPoint(10, 5.0), EvalPoint(20, 3.5)])
         await pilot.pause()
         lines = rendered_lines(chart)
-        # eval 5.0 is above every training loss: the top row, column of step 10
-        assert lines[0].startswith("     5 ┤") and lines[0][8 + 9] == EVAL_MARK
+        # eval 5.0 is above every training loss: the top row, in a column of step 10's share
+        # of the width (20 steps stretched over the whole plot)
+        assert lines[0].startswith("     5 ┤") and lines[0].count(EVAL_MARK) == 1
+        column = lines[0].index(EVAL_MARK) - AXIS_WIDTH
+        assert column_span(column, 20, chart.content_size.width - AXIS_WIDTH)[0] == 9
         assert sum(line.count(EVAL_MARK) for line in lines[:-1]) == 2
         assert f"{EVAL_MARK} eval" in lines[-1]
         chart.clear()

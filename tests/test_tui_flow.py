@@ -78,4 +78,4 @@ async def test_wizard_runs_the_tiny_demo_end_to_end(tmp_path: Path, monkeypatch)
         assert end["outputs"]["export"] in body
         assert "osstune run tiny-cpu-demo --set training.max_steps=3" in body
     assert Settings.load(tmp_path / "wizard.json") == Settings(
-        "tiny-cpu-demo", "builtin:osstune-sample", "run-out")
+        "tiny-cpu-demo", "builtin:osstune-sample", "run-out", {"no GPU": "tiny-cpu-demo"})

@@ -1,4 +1,5 @@
-"""Each wizard screen driven with Pilot at 100x30, plus one SVG snapshot per screen.
+"""Each wizard screen driven with Pilot at 100x30, plus SVG snapshots of each screen at the
+classic 80x24 terminal and at 120x36 (tests/test_tui_fit.py checks what must fit at both).
 
 The hardware profile is fixed and the engine is scripted (tests/tui_fixtures.py), so every
 snapshot is deterministic; tests/test_tui_flow.py runs the real engine.
@@ -26,10 +27,12 @@ from osstune.engine.plan.config import load_config
 from osstune.tui.app import OsstuneApp
 from osstune.tui.screens.training import RunProgress, TrainingScreen
 from osstune.tui.settings import Settings
+from osstune.tui.widgets.log_tail import LogTail
 from osstune.tui.widgets.loss_chart import LossChart
 from osstune.tui.widgets.memory_panel import MemoryPanel
 
 SIZE = (100, 30)
+SNAPSHOT_SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 36), id="120x36")]
 
 
 @pytest.fixture(autouse=True)
@@ -44,7 +47,10 @@ def make_app(tmp_path: Path, profile=None, launcher=None) -> OsstuneApp:  # noqa
 
 
 def text_of(screen, selector: str) -> str:  # noqa: ANN001
-    return str(screen.query_one(selector).render())
+    """The text a widget shows (a Static's content: Text, or a renderable such as SoftWrap)."""
+    widget = screen.query_one(selector)
+    content = getattr(widget, "content", None)
+    return str(content) if content is not None else str(widget.render())
 
 
 def steady(app) -> None:  # noqa: ANN001
@@ -89,50 +95,56 @@ async def scripted_training(pilot, launcher: ScriptedLauncher, preset: str, step
 
 # ----------------------------------------------------------------------------- snapshots
 
-def test_snapshot_hardware(snap_compare, tmp_path: Path) -> None:
+@pytest.mark.parametrize("size", SNAPSHOT_SIZES)
+def test_snapshot_hardware(snap_compare, tmp_path: Path, size) -> None:  # noqa: ANN001
     app = make_app(tmp_path, h100_profile(2))
 
     async def ready(pilot) -> None:  # noqa: ANN001
         await wait_until(pilot, lambda: app.plan.recommendation is not None)
 
-    assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+    assert snap_compare(app, terminal_size=size, run_before=ready)
 
 
-def test_snapshot_presets(snap_compare, tmp_path: Path) -> None:
-    assert snap_compare(make_app(tmp_path, h100_profile(1)), terminal_size=SIZE,
+@pytest.mark.parametrize("size", SNAPSHOT_SIZES)
+def test_snapshot_presets(snap_compare, tmp_path: Path, size) -> None:  # noqa: ANN001
+    assert snap_compare(make_app(tmp_path, h100_profile(1)), terminal_size=size,
                         run_before=to_presets)
 
 
-def test_snapshot_dataset(snap_compare, tmp_path: Path) -> None:
+@pytest.mark.parametrize("size", SNAPSHOT_SIZES)
+def test_snapshot_dataset(snap_compare, tmp_path: Path, size) -> None:  # noqa: ANN001
     async def second_example_with_ids(pilot) -> None:  # noqa: ANN001
         await to_dataset(pilot)
         await pilot.press("pagedown", "ctrl+t")
         steady(pilot.app)
 
-    assert snap_compare(make_app(tmp_path), terminal_size=SIZE, run_before=second_example_with_ids)
+    assert snap_compare(make_app(tmp_path), terminal_size=size, run_before=second_example_with_ids)
 
 
-def test_snapshot_review_with_an_error(snap_compare, tmp_path: Path) -> None:
+@pytest.mark.parametrize("size", SNAPSHOT_SIZES)
+def test_snapshot_review_with_an_error(snap_compare, tmp_path: Path, size) -> None:  # noqa: ANN001
     async def bad_learning_rate(pilot) -> None:  # noqa: ANN001
         await to_review(pilot)
         pilot.app.screen.query_one("#f-training-learning_rate").value = "5"
         steady(pilot.app)
         await pilot.pause()
 
-    assert snap_compare(make_app(tmp_path), terminal_size=SIZE, run_before=bad_learning_rate)
+    assert snap_compare(make_app(tmp_path), terminal_size=size, run_before=bad_learning_rate)
 
 
-def test_snapshot_training_eight_gpus(snap_compare, tmp_path: Path) -> None:
+@pytest.mark.parametrize("size", SNAPSHOT_SIZES)
+def test_snapshot_training_eight_gpus(snap_compare, tmp_path: Path, size) -> None:  # noqa: ANN001
     launcher = ScriptedLauncher(gpus=8)
 
     async def run(pilot) -> None:  # noqa: ANN001
         await scripted_training(pilot, launcher, "gpt-oss-120b-fft-fsdp2-offload", steps=40)
 
-    assert snap_compare(make_app(tmp_path, h100_profile(8), launcher), terminal_size=SIZE,
+    assert snap_compare(make_app(tmp_path, h100_profile(8), launcher), terminal_size=size,
                         run_before=run)
 
 
-def test_snapshot_done(snap_compare, tmp_path: Path) -> None:
+@pytest.mark.parametrize("size", SNAPSHOT_SIZES)
+def test_snapshot_done(snap_compare, tmp_path: Path, size) -> None:  # noqa: ANN001
     launcher = ScriptedLauncher(gpus=1)
 
     async def finish(pilot) -> None:  # noqa: ANN001
@@ -142,7 +154,7 @@ def test_snapshot_done(snap_compare, tmp_path: Path) -> None:
         await pilot.press("enter")
         await wait_until(pilot, lambda: screen_name(pilot.app) == "DoneScreen")
 
-    assert snap_compare(make_app(tmp_path, h100_profile(1), launcher), terminal_size=SIZE,
+    assert snap_compare(make_app(tmp_path, h100_profile(1), launcher), terminal_size=size,
                         run_before=finish)
 
 
@@ -176,7 +188,8 @@ async def test_review_shows_errors_inline_and_blocks_start(tmp_path: Path) -> No
         cfg_dir, resume, force = launcher.calls[0]
         assert (cfg_dir, resume, force) == ("./outputs/tiny-cpu-demo", False, False)
     assert Settings.load(tmp_path / "wizard.json") == Settings(
-        "tiny-cpu-demo", "builtin:osstune-sample", "./outputs/tiny-cpu-demo")
+        "tiny-cpu-demo", "builtin:osstune-sample", "./outputs/tiny-cpu-demo",
+        {"no GPU": "tiny-cpu-demo"})  # the preset chosen on this machine
 
 
 @run_async
@@ -285,7 +298,7 @@ async def test_training_crash_shows_error_hint_and_log(tmp_path: Path) -> None:
         error = text_of(screen, "#run-error")
         assert "out_of_memory: CUDA out of memory at step 3" in error
         assert "hint: lower training.sequence_len" in error
-        assert "CUDA out of memory" in text_of(screen, "#log-tail")
+        assert "torch.OutOfMemoryError: CUDA out of memory" in screen.query_one(LogTail).lines
         assert "failed (exit code 1)" in text_of(screen, "#run-title")
         await pilot.press("k")  # not running: kill is not offered
         assert not process.killed
@@ -355,7 +368,8 @@ async def test_quitting_mid_run_stops_the_engine_gracefully(tmp_path: Path) -> N
     assert launcher.process.stop_calls == 1  # a second SIGINT would make the engine abort
 
 
-def test_snapshot_resume_dialog(snap_compare, tmp_path: Path) -> None:
+@pytest.mark.parametrize("size", SNAPSHOT_SIZES)
+def test_snapshot_resume_dialog(snap_compare, tmp_path: Path, size) -> None:  # noqa: ANN001
     cfg = load_config("tiny-cpu-demo")
 
     async def existing_output(pilot) -> None:  # noqa: ANN001
@@ -366,7 +380,7 @@ def test_snapshot_resume_dialog(snap_compare, tmp_path: Path) -> None:
         await pilot.app.push_screen(TrainingScreen(cfg))
         await wait_until(pilot, lambda: screen_name(pilot.app) == "ResumeDialog")
 
-    assert snap_compare(make_app(tmp_path), terminal_size=SIZE, run_before=existing_output)
+    assert snap_compare(make_app(tmp_path), terminal_size=size, run_before=existing_output)
 
 
 @run_async

@@ -11,10 +11,11 @@ from textual.widget import Widget
 from tui_fixtures import run_async
 
 from osstune.engine.session.fold import GpuMemory, StepPoint
+from osstune.tui.render.chart import column_means
 from osstune.tui.settings import Settings
 from osstune.tui.widgets.bars import meter
 from osstune.tui.widgets.log_tail import LogTail
-from osstune.tui.widgets.loss_chart import LossChart, bucket_means
+from osstune.tui.widgets.loss_chart import LossChart
 from osstune.tui.widgets.memory_panel import MemoryPanel
 
 
@@ -42,7 +43,9 @@ async def test_loss_chart_keeps_a_bounded_history() -> None:
         assert chart.history[0].step == 10_000 - 255 and chart.history[-1].step == 10_000
         lines = rendered_lines(chart)
         assert len(lines) == chart.content_size.height
-        assert lines[-1].split() == ["step", "9745", "10000"]
+        axis = lines[-1].split()
+        assert axis[:2] == ["step", "9745"] and axis[-1] == "10000"
+        assert len(axis) == 4 and 9745 < int(axis[2]) < 10000  # a middle tick
         assert all(len(line) <= chart.content_size.width for line in lines)
 
 
@@ -53,14 +56,18 @@ async def test_loss_chart_puts_high_loss_at_the_top() -> None:
         chart.add_points([StepPoint(1, 4.0, 0.0), StepPoint(2, 1.0, 0.0)])
         await pilot.pause()
         top, *_, bottom_row, axis = rendered_lines(chart)
-        assert top.startswith("     4 ┤█") and top[9] == " "  # only step 1 reaches the top row
-        assert bottom_row.startswith("     1 ┤█▁")  # the lowest loss is a sliver, not a gap
-        assert axis.split() == ["step", "1", "2"]
+        # two steps share the plot's columns: step 1 the left half, step 2 the right half
+        half = (chart.content_size.width - 8) // 2
+        assert top == "     4 ┤" + "█" * half + " " * half  # only step 1 reaches the top row
+        assert bottom_row == "     1 ┤" + "█" * half + "▁" * half  # the lowest: a sliver
+        assert axis.split() == ["step", "1", "2"] and axis.endswith("2")
 
 
-def test_bucket_means_averages_down_to_the_width() -> None:
-    assert bucket_means([1, 2, 3], 5) == [1, 2, 3]
-    assert bucket_means([1, 3, 5, 7], 2) == [2.0, 6.0]
+def test_column_means_fill_the_width_whatever_the_number_of_steps() -> None:
+    assert column_means([1, 2, 3], 5) == [1, 1, 2, 2, 3]  # few: stretched
+    assert column_means([1, 3, 5, 7], 2) == [2.0, 6.0]  # many: averaged
+    assert column_means([1, 2], 2) == [1, 2]
+    assert column_means([], 4) == []
 
 
 @run_async
@@ -108,24 +115,54 @@ def test_meter_fills_and_marks() -> None:
     assert meter(2.0, 4).plain == "████"
 
 
+def visible_log(tail: LogTail) -> list[str]:
+    return [tail.render_line(y).text.rstrip() for y in range(tail.scrollable_content_region.height)]
+
+
 @run_async
-async def test_log_tail_shows_the_last_lines_that_fit() -> None:
+async def test_log_tail_follows_the_end_and_scrolls_back() -> None:
     tail = LogTail(maxlen=50)
     async with Host(tail).run_test(size=(60, 10)) as pilot:
+        tail.styles.height = 6
         tail.set_lines(f"[red]line {i}" for i in range(100))
         await pilot.pause()
         assert len(tail.lines) == 50
-        assert rendered_lines(tail) == [f"[red]line {i}" for i in range(94, 100)]  # no markup
+        assert visible_log(tail) == [f"[red]line {i}" for i in range(94, 100)]  # no markup
+        tail.scroll_to(y=10, animate=False, immediate=True)  # the user reads back...
+        await pilot.pause()
+        assert visible_log(tail)[0] == "[red]line 60" and not tail.following
+        tail.set_lines(f"[red]line {i}" for i in range(1, 101))  # ...and a new line comes
+        await pilot.pause()
+        assert visible_log(tail)[0] == "[red]line 60"  # it stays where it was read
+        assert tail.lines[-1] == "[red]line 100" and len(tail.lines) == 50
+        tail.scroll_end(animate=False, immediate=True)
+        await pilot.pause()
+        assert tail.following and visible_log(tail)[-1] == "[red]line 100"
+        tail.set_lines(["a new run"])  # no overlap: starts again
+        await pilot.pause()
+        assert list(tail.lines) == ["a new run"]
+
+
+def test_new_part_finds_the_overlap_of_two_windows() -> None:
+    from osstune.tui.widgets.log_tail import new_part
+
+    assert new_part([], ["a"]) == 0
+    assert new_part(["a", "b", "c"], ["b", "c", "d"]) == 2
+    assert new_part(["a", "b"], ["a", "b"]) == 2
+    assert new_part(["a", "b"], ["x", "y"]) is None
 
 
 def test_settings_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "conf" / "wizard.json"
     assert Settings.load(path) == Settings()
-    Settings(preset="tiny-cpu-demo", dataset="data.jsonl", output_dir="out").save(path)
-    assert Settings.load(path) == Settings("tiny-cpu-demo", "data.jsonl", "out")
+    Settings(preset="tiny-cpu-demo", dataset="data.jsonl", output_dir="out",
+             presets={"no GPU": "tiny-cpu-demo"}).save(path)
+    assert Settings.load(path) == Settings("tiny-cpu-demo", "data.jsonl", "out",
+                                           {"no GPU": "tiny-cpu-demo"})
 
 
-@pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"preset": 3, "other": "x"}'])
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"preset": 3, "other": "x"}',
+                                     '{"presets": {"no GPU": 3}}', '{"presets": ["a"]}'])
 def test_settings_ignore_a_broken_file(tmp_path: Path, content: str) -> None:
     path = tmp_path / "wizard.json"
     path.write_text(content)

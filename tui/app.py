@@ -16,9 +16,9 @@ from textual.app import App
 from textual.binding import Binding
 from textual.screen import Screen
 
-from osstune.tui.screens.base import Advance
+from osstune.tui.screens.base import NARROW_WIDTH, Advance
 from osstune.tui.screens.plan import Plan
-from osstune.tui.settings import Settings
+from osstune.tui.settings import Settings, machine_key
 
 if TYPE_CHECKING:
     from osstune.engine.plan.hardware import HardwareProfile
@@ -32,6 +32,9 @@ class OsstuneApp(App[None]):
     TITLE = "osstune"
     SUB_TITLE = "fine-tune GPT-OSS"
     BINDINGS = [Binding("ctrl+q", "quit", "Quit", priority=True)]
+    # Screens get `-narrow` below NARROW_WIDTH columns and `-short` below 30 rows (app.tcss).
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (NARROW_WIDTH, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (30, "-tall")]
     # Where each screen leads: the one place the wizard's order is written (module in
     # tui/screens, class). Screens call `self.advance(config)`; training and done screens are made
     # for the config they are given. Each is imported when first shown: the first paints sooner.
@@ -44,9 +47,13 @@ class OsstuneApp(App[None]):
         hardware_source: HardwareSource,
         run_launcher: Launcher,
         settings_path: Path | None = None,
+        profile_is_this_machine: bool = True,
     ) -> None:
         super().__init__()
         self.hardware_source = hardware_source
+        # False when planning from a profile file (`--hardware FILE`): runs still start here, so
+        # their pre-flight probes this machine instead of trusting the file (as `osstune run`).
+        self.profile_is_this_machine = profile_is_this_machine
         self.run_launcher = run_launcher
         self.settings_path = settings_path
         self.settings = Settings.load(settings_path)
@@ -75,9 +82,12 @@ class OsstuneApp(App[None]):
             self.push_screen(first())
 
     def remember(self, **values: str | None) -> None:
-        """Update the remembered choices; a failure to write them must not stop the wizard."""
+        """Update the remembered choices (a preset also for this machine, `machine_key`); a
+        failure to write them must not stop the wizard."""
         for key, value in values.items():
             setattr(self.settings, key, value)
+        if values.get("preset") and self.plan.profile is not None:
+            self.settings.presets[machine_key(self.plan.profile)] = str(values["preset"])
         try:
             self.settings.save(self.settings_path)
         except OSError as e:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from osstune.tui import output
-from osstune.tui.render.tokens import PLAIN_CLOSE, PLAIN_OPEN, render_colour, render_plain
+from osstune.tui.render.tokens import PLAIN_CLOSE, PLAIN_OPEN, render_plain, render_wrapped
 
 if TYPE_CHECKING:
     from osstune.engine.data.dataset import DatasetStats, Example
@@ -182,7 +182,7 @@ def inspect(
         views = token_view(tokenizer, ex)
         if console is not None:
             console.print(_header(pos, ex), style="bold")
-            console.print(render_colour(views, show_ids))
+            console.print(render_wrapped(views, show_ids))
             console.print()
         else:
             typer.echo(_header(pos, ex))

@@ -31,4 +31,5 @@ def open_wizard(hardware_file: str | None = None) -> None:
     from osstune.engine.session.run_session import EngineLauncher
     from osstune.tui.app import OsstuneApp
 
-    OsstuneApp(hardware_source, EngineLauncher()).run()
+    OsstuneApp(hardware_source, EngineLauncher(),
+               profile_is_this_machine=hardware_file is None).run()

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from rich.text import Text
 
     from osstune.engine.data.token_view import TokenView
+    from osstune.tui.render.wrap import SoftWrap
 
 # Styles: trained tokens stand out, prompt tokens recede, harmony specials have their own colour.
 STYLE_TRAINED = "bold black on green"
@@ -39,6 +40,18 @@ def render_colour(views: list[TokenView], show_ids: bool) -> Text:
             style = STYLE_TRAINED if v.trained else STYLE_MASKED
         text.append(token_text(v, show_ids), style=style)
     return text
+
+
+def render_wrapped(views: list[TokenView], show_ids: bool) -> SoftWrap:
+    """`render_colour`, wrapped to where it is drawn at word or token boundaries, never inside a
+    token that fits on a line (Rich alone would cut `<|mes|sage|>` at the edge)."""
+    from osstune.tui.render.wrap import SoftWrap
+
+    starts, offset = [], 0
+    for v in views:
+        starts.append(offset)
+        offset += len(token_text(v, show_ids))
+    return SoftWrap(render_colour(views, show_ids), starts)
 
 
 def render_plain(views: list[TokenView], show_ids: bool) -> str:

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from textual.message import Message
 from textual.screen import Screen
+from textual.widgets import Footer
 from textual.worker import Worker, WorkerState
 
 if TYPE_CHECKING:
@@ -58,3 +59,12 @@ def describe_error(error: BaseException | None) -> str:
         return "unknown error"
     text = str(error).strip()
     return text if text else type(error).__name__
+
+
+NARROW_WIDTH = 100  # below this many columns screens are `-narrow` and tables drop their bars
+
+
+def wizard_footer() -> Footer:
+    """Every screen's footer: compact, without the palette hint (ctrl+p still opens it), so each
+    screen's bindings fit the classic 80x24 terminal. A screen's primary action comes first."""
+    return Footer(compact=True, show_command_palette=False)

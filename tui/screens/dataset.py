@@ -14,10 +14,10 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Footer, Header, Input, Label, Select, Static
+from textual.widgets import Header, Input, Label, Select, Static
 
 from osstune.engine.plan.config import ConfigError, RunConfig, load_preset
-from osstune.tui.screens.base import WizardScreen, describe_error
+from osstune.tui.screens.base import WizardScreen, describe_error, wizard_footer
 from osstune.tui.screens.plan import yaml_text
 from osstune.tui.widgets.token_preview import TokenPreview, legend
 
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from osstune.engine.data.harmony import Example
     from osstune.engine.plan.packlen import PackLen
 
+EXAMPLES = Binding.Group("Example")
 PREVIEW_MAX_ROWS = 20_000  # the preview reads at most this many rows of a large dataset
 
 TEXT_FIELDS: list[tuple[str, str]] = [  # (dotted key, label)
@@ -74,12 +75,12 @@ def summary_text(stats: DatasetStats, sequence_len: int, capped: bool,
 
 class DatasetScreen(WizardScreen):
     BINDINGS = [
-        Binding("ctrl+r", "load", "Load preview", priority=True),
-        Binding("pageup", "move(-1)", "Prev", priority=True),
-        Binding("pagedown", "move(1)", "Next example", priority=True),
-        Binding("ctrl+g", "jump", "Jump to #", priority=True),
-        Binding("ctrl+t", "toggle_ids", "Token ids", priority=True),
         Binding("ctrl+n", "next", "Next: review", priority=True),
+        Binding("ctrl+r", "load", "Reload", priority=True),
+        Binding("pageup", "move(-1)", "Example", priority=True, group=EXAMPLES),
+        Binding("pagedown", "move(1)", "Example", priority=True, group=EXAMPLES),
+        Binding("ctrl+g", "jump", "Jump", priority=True),
+        Binding("ctrl+t", "toggle_ids", "Ids", priority=True),
         Binding("escape", "app.pop_screen", "Back"),
     ]
 
@@ -134,7 +135,7 @@ class DatasetScreen(WizardScreen):
                 with VerticalScroll(id="preview-scroll"):
                     yield TokenPreview(id="token-preview")
                 yield Static(legend(), id="legend")
-        yield Footer()
+        yield wizard_footer()
 
     def on_mount(self) -> None:
         self.action_load()

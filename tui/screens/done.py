@@ -9,10 +9,10 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Header, Static
 
 from osstune.engine.plan.config import RunConfig
-from osstune.tui.screens.base import WizardScreen
+from osstune.tui.screens.base import WizardScreen, wizard_footer
 
 
 def chat_command(cfg: RunConfig) -> str:
@@ -61,7 +61,7 @@ class DoneScreen(WizardScreen):
         yield Static("Done", classes="screen-title")
         with VerticalScroll(id="done-scroll"):
             yield Static(self._body(), id="done-body")
-        yield Footer()
+        yield wizard_footer()
 
     def _body(self) -> Text:
         end = self.plan.run_end

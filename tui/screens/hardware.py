@@ -9,9 +9,9 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Header, Static
 
-from osstune.tui.screens.base import WizardScreen, describe_error
+from osstune.tui.screens.base import WizardScreen, describe_error, wizard_footer
 from osstune.tui.widgets.hardware_view import HardwareView
 
 if TYPE_CHECKING:
@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 
 class HardwareScreen(WizardScreen):
     BINDINGS = [
-        Binding("r", "refresh", "Refresh"),
         Binding("enter,n", "next", "Next: presets"),
+        Binding("r", "refresh", "Refresh"),
     ]
 
     def compose(self) -> ComposeResult:
@@ -31,7 +31,7 @@ class HardwareScreen(WizardScreen):
         with VerticalScroll(id="hardware-scroll"):
             yield HardwareView("probing…", id="hardware")
         yield Static("", id="recommendation", classes="summary")
-        yield Footer()
+        yield wizard_footer()
 
     def on_mount(self) -> None:
         self.action_refresh()
@@ -51,9 +51,12 @@ class HardwareScreen(WizardScreen):
         profile, recommendation = result
         self.plan.profile, self.plan.recommendation = profile, recommendation
         self.query_one(HardwareView).show(profile)
-        self.query_one("#recommendation", Static).update(
-            Text(recommendation.summary, style="bold" if recommendation.recommended else "yellow")
-        )
+        summary = Text(recommendation.summary,
+                       style="bold" if recommendation.recommended else "yellow")
+        if not self.wizard.profile_is_this_machine:
+            summary.append(f"\nplanning for {profile.source}; a run starts on this machine and "
+                           "is pre-flighted against it first", style="dim")
+        self.query_one("#recommendation", Static).update(summary)
 
     def worker_failed(self, group: str, error: BaseException | None) -> None:
         self.query_one("#recommendation", Static).update(

@@ -7,10 +7,10 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Header, Static
 
 from osstune.engine.plan.config import ConfigError, RunConfig, load_preset
-from osstune.tui.screens.base import WizardScreen
+from osstune.tui.screens.base import NARROW_WIDTH, WizardScreen, wizard_footer
 from osstune.tui.screens.plan import yaml_text
 from osstune.tui.widgets.estimate_view import card_gib, memory_bar, summary, terms
 
@@ -96,7 +96,7 @@ class PresetScreen(WizardScreen):
         yield DataTable(id="presets", cursor_type="row", zebra_stripes=True)
         with VerticalScroll(id="preset-details-scroll"):
             yield Static(id="preset-details")
-        yield Footer()
+        yield wizard_footer()
 
     def on_mount(self) -> None:
         rec = self.plan.recommendation
@@ -107,33 +107,46 @@ class PresetScreen(WizardScreen):
                 self.configs[v.name] = load_preset(v.name)
             except ConfigError:
                 self.configs[v.name] = None  # the verdict's reasons already say what is wrong
+        names = [v.name for v in rec.verdicts]
+        preferred = self.plan.preset or self._remembered_if_it_fits() or rec.recommended
+        self._fill_table(names.index(preferred) if preferred in names else 0)
+        self._show(names[self.query_one(DataTable).cursor_row] if names else None)
+        self.query_one(DataTable).focus()
+
+    def _fill_table(self, row: int) -> None:
+        """One row per preset; below 100 columns the memory bar gives way to its figures, so
+        every column fits an 80-column terminal."""
+        rec = self.plan.recommendation
         table = self.query_one(DataTable)
-        table.add_columns("", "preset", "verdict", "GPUs", "memory / GPU vs card", "disk")
-        for v in rec.verdicts:
+        self._narrow = self.app.size.width < NARROW_WIDTH
+        table.clear(columns=True)
+        table.add_columns("", "preset", "verdict", "GPUs",
+                          "mem/GPU" if self._narrow else "memory / GPU vs card", "disk")
+        for v in rec.verdicts if rec else []:
             req = v.requirements
             table.add_row(
                 Text("★", style="bold cyan") if v.recommended else "",
                 Text(v.name, style="bold" if v.recommended else ""),
                 Text(v.verdict, style=VERDICT_STYLE.get(v.verdict, "")),
                 str(req.gpus) if req else "?",
-                memory_bar(v.estimate, self._card(v), width=12),
+                memory_bar(v.estimate, self._card(v), width=0 if self._narrow else 12),
                 _gib(req.disk_gib) if req else "?",
                 key=v.name,
             )
-        names = [v.name for v in rec.verdicts]
-        preferred = self.plan.preset or self._remembered_if_it_fits() or rec.recommended
-        if preferred in names:
-            table.move_cursor(row=names.index(preferred))
-        self._show(names[table.cursor_row] if names else None)
-        table.focus()
+        table.move_cursor(row=row)
+
+    def on_resize(self) -> None:
+        if (self.app.size.width < NARROW_WIDTH) != getattr(self, "_narrow", None):
+            self._fill_table(self.query_one(DataTable).cursor_row)
 
     def _card(self, verdict) -> float | None:  # noqa: ANN001 - PresetVerdict
         est = verdict.estimate
         return card_gib(self.plan.profile, est.gpus) if est is not None and est.ok else None
 
     def _remembered_if_it_fits(self) -> str | None:
-        name = self.wizard.settings.preset
-        rec = self.plan.recommendation
+        """The preset last chosen on this machine (not on another one) if it still fits."""
+        profile, rec = self.plan.profile, self.plan.recommendation
+        name = self.wizard.settings.preset_for(profile) if profile is not None else None
         fits = rec is not None and any(
             v.name == name and v.verdict != "does-not-fit" for v in rec.verdicts
         )

@@ -19,10 +19,11 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
-from textual.widgets import Footer, Header, Input, Label, Static
+from textual.widgets import Header, Input, Label, Static
 
 from osstune.engine.plan.config import ConfigError, RunConfig, dump_config, load_preset
-from osstune.tui.screens.base import WizardScreen
+from osstune.tui.render.wrap import SoftWrap
+from osstune.tui.screens.base import WizardScreen, wizard_footer
 from osstune.tui.screens.plan import yaml_text
 from osstune.tui.widgets.estimate_view import card_gib, summary, terms
 
@@ -44,6 +45,13 @@ _ERROR_KEY = re.compile(
     r"((?:model|method|lora|distributed|training|dataset|output|name)"
     r"[\w.]*): (.*)$"
 )
+
+
+def yaml_view(text: str) -> SoftWrap:
+    """The config highlighted and wrapped to the pane: every line whole, continuations indented
+    under their key (no line is cut at the pane's edge)."""
+    syntax = Syntax(text, "yaml", theme="ansi_dark", background_color="default")
+    return SoftWrap(syntax.highlight(text.rstrip("\n")), hang=True)
 
 
 def field_value(cfg: RunConfig, key: str) -> Any:
@@ -71,8 +79,8 @@ def error_lines(message: str) -> list[tuple[str | None, str]]:
 class ReviewScreen(WizardScreen):
     BINDINGS = [
         Binding("ctrl+n", "start", "Start training", priority=True),
-        Binding("ctrl+s", "save", "Save config", priority=True),
-        Binding("ctrl+e", "toggle_terms", "Estimate terms / YAML", priority=True),
+        Binding("ctrl+s", "save", "Save", priority=True),
+        Binding("ctrl+e", "toggle_terms", "Terms/YAML", priority=True),
         Binding("escape", "app.pop_screen", "Back"),
     ]
 
@@ -107,7 +115,7 @@ class ReviewScreen(WizardScreen):
             with VerticalScroll(id="review-yaml-scroll"):
                 yield Static(id="review-yaml")
         yield Static(id="review-command", classes="summary")
-        yield Footer()
+        yield wizard_footer()
 
     def default_save_path(self, cfg: RunConfig) -> Path:
         """Saved next to the run's outputs unless a path is typed (follows output.dir edits)."""
@@ -188,8 +196,7 @@ class ReviewScreen(WizardScreen):
         if self.show_terms:
             target.update(terms(self.current_estimate))
         else:
-            target.update(
-                Syntax(dump_config(cfg), "yaml", theme="ansi_dark", background_color="default"))
+            target.update(yaml_view(dump_config(cfg)))
 
     def action_toggle_terms(self) -> None:
         self.show_terms = not self.show_terms

@@ -18,7 +18,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import ModalScreen
-from textual.widgets import Footer, Header, Sparkline, Static
+from textual.widgets import Header, Sparkline, Static
 from textual.worker import get_current_worker
 
 from osstune.engine.plan.config import RunConfig
@@ -27,7 +27,7 @@ from osstune.engine.session.fold import RunSnapshot
 from osstune.engine.session.lock import RunLocked, owner_of
 from osstune.engine.session.run_session import RunSession
 from osstune.tui.render.run import stats_line
-from osstune.tui.screens.base import WizardScreen, describe_error
+from osstune.tui.screens.base import WizardScreen, describe_error, wizard_footer
 from osstune.tui.widgets.log_tail import LogTail
 from osstune.tui.widgets.loss_chart import LossChart
 from osstune.tui.widgets.memory_panel import MemoryPanel
@@ -64,12 +64,12 @@ class ResumeDialog(ModalScreen[str]):
                 "o  start over (replaces what is there)\n"
                 "esc  go back and pick another output directory"
             )
-        yield Footer()
+        yield wizard_footer()
 
 
 class TrainingScreen(WizardScreen):
     BINDINGS = [
-        Binding("s", "stop", "Stop (checkpoint)"),
+        Binding("s", "stop", "Stop+save"),
         Binding("k", "kill", "Kill"),
         Binding("r", "resume", "Resume"),
         Binding("f", "force", "Run anyway"),
@@ -102,7 +102,7 @@ class TrainingScreen(WizardScreen):
         yield Static(id="run-notes")
         yield Static(id="run-error", classes="error")
         yield LogTail(id="log-tail")
-        yield Footer()
+        yield wizard_footer()
 
     def on_mount(self) -> None:
         self.query_one("#loss-chart").border_title = "loss"
@@ -135,19 +135,21 @@ class TrainingScreen(WizardScreen):
             self.app.pop_screen()
 
     def _set_status(self, status: str) -> None:
-        title = Text.assemble(
+        title = Text.assemble(  # the status first: it stays in view on a narrow terminal
+            (status, "bold reverse"),
+            "  ",
             ("Training ", "bold"),
             self.config.name,
             " → ",
             self.config.output.dir,
-            "   ",
-            (status, "bold reverse"),
         )
         self.query_one("#run-title", Static).update(title)
 
     def start(self, resume: bool, force: bool, attach: bool = False) -> None:
         self.query_one(LossChart).clear()  # the session follows only what this attempt writes
-        self.session = RunSession(self.config, self.wizard.run_launcher, self.plan.profile)
+        # planned from a profile file: the pre-flight probes the machine the run starts on
+        here = self.plan.profile if self.wizard.profile_is_this_machine else None
+        self.session = RunSession(self.config, self.wizard.run_launcher, here)
         self.snapshot = self.session.snapshot()
         self.running, self.resumed, self.attached = True, resume, attach
         self._set_status("attaching to the live run" if attach else

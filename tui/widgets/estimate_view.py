@@ -33,9 +33,12 @@ def memory_bar(est: Estimate | None, card: float | None, width: int = 16) -> Tex
         return Text("CPU", style="dim")
     if card is None:
         return Text(f"{est.peak_mem_gib_per_gpu:.0f} GiB (no card)", style="yellow")
+    figures = f"{est.peak_mem_gib_per_gpu:.0f}/{card:.0f} GiB"
+    if width <= 0:  # no room for the bar: the figures alone
+        return Text(figures)
     bar = meter(min(est.min_peak_mem_gib_per_gpu / card, 1.0), width,
                 peak=est.peak_mem_gib_per_gpu / card)
-    bar.append(f" {est.peak_mem_gib_per_gpu:.0f}/{card:.0f} GiB")
+    bar.append(" " + figures)
     return bar
 
 

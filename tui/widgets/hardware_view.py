@@ -12,9 +12,12 @@ from textual.widgets import Static
 from osstune.tui.widgets.bars import meter
 
 if TYPE_CHECKING:
+    from rich.console import Console, ConsoleOptions, RenderResult
+
     from osstune.engine.plan.hardware import HardwareProfile
 
-BAR_WIDTH = 24
+BAR_WIDTH, NARROW_BAR_WIDTH = 24, 8
+WIDE_TABLE = 98  # the content width of a 100-column screen
 
 
 def _num(value: float | None, unit: str = " GiB") -> str:
@@ -27,12 +30,12 @@ def _num(value: float | None, unit: str = " GiB") -> str:
     return f"{value:,.1f}{unit}"
 
 
-def gpu_table(profile: HardwareProfile) -> Table:
+def gpu_table(profile: HardwareProfile, bar_width: int = BAR_WIDTH) -> Table:
     table = Table(box=None, pad_edge=False, expand=True, header_style="bold")
     for name, kw in (
         ("#", {"justify": "right", "width": 2}),
         ("GPU", {"ratio": 2}),
-        ("memory used / total", {"width": BAR_WIDTH + 18}),
+        ("memory used / total", {"width": bar_width + 18}),
         ("util", {"justify": "right"}),
         ("cc", {}),
         ("NVLink", {}),
@@ -45,7 +48,7 @@ def gpu_table(profile: HardwareProfile) -> Table:
         fraction = (
             used / gpu.memory_total_gib if used is not None and gpu.memory_total_gib else None
         )
-        bar = meter(fraction, BAR_WIDTH)
+        bar = meter(fraction, bar_width)
         bar.append(f" {_num(used, '')}/{_num(gpu.memory_total_gib)}")
         util = "?" if gpu.utilization_pct is None else f"{gpu.utilization_pct:.0f}%"
         nvlink = {True: "yes", False: "no", None: "?"}[gpu.nvlink]
@@ -66,12 +69,25 @@ def host_lines(profile: HardwareProfile) -> Text:
     )
 
 
-class HardwareView(Static):
-    def show(self, profile: HardwareProfile) -> None:
+class MachineView:
+    """A Rich renderable: the GPU table's bars shrink when it is drawn narrower than
+    `WIDE_TABLE` columns (an 80-column terminal), so the GPU names keep their room."""
+
+    def __init__(self, profile: HardwareProfile) -> None:
+        self.profile = profile
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        profile = self.profile
         if profile.gpus:
             title = Text(f"{len(profile.gpus)} GPU(s)", style="bold")
-            gpus: Table | Text = gpu_table(profile)
+            bar = BAR_WIDTH if options.max_width >= WIDE_TABLE else NARROW_BAR_WIDTH
+            gpus: Table | Text = gpu_table(profile, bar)
         else:
             title = Text("no GPU", style="bold yellow")
             gpus = Text(profile.gpu_error or "no NVIDIA GPU found", style="yellow")
-        self.update(Group(title, gpus, Text(""), Text("Host", style="bold"), host_lines(profile)))
+        yield Group(title, gpus, Text(""), Text("Host", style="bold"), host_lines(profile))
+
+
+class HardwareView(Static):
+    def show(self, profile: HardwareProfile) -> None:
+        self.update(MachineView(profile))

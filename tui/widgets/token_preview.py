@@ -16,10 +16,11 @@ from osstune.tui.render import tokens as token_render
 
 if TYPE_CHECKING:
     from osstune.engine.data.token_view import TokenView
+    from osstune.tui.render.wrap import SoftWrap
 
 
-def token_text(tokens: Sequence[TokenView], show_ids: bool = False) -> Text:
-    return token_render.render_colour(list(tokens), show_ids)
+def token_text(tokens: Sequence[TokenView], show_ids: bool = False) -> SoftWrap:
+    return token_render.render_wrapped(list(tokens), show_ids)
 
 
 def legend() -> Text:
