@@ -1,9 +1,9 @@
 """`estimate(config, hardware) -> Estimate`: GPU memory, host RAM, disk and time of one run.
 
-Torch-free and fast (well under a millisecond): the recommender, `osstune plan`, the pre-flight
-and the wizard's Review screen all call it on the effective config (preset + `--set` +
-`--dataset`). Every figure is the sum of named terms (engine/plan/memory.py, storage.py,
-speed.py), calibrated on the measurements in bench/calibration/*.json.
+Torch-free and fast (under a millisecond; ~3 ms resolving `pack_len: auto`): the recommender,
+`osstune plan`, the pre-flight and the wizard's Review screen all call it on the effective config
+(preset + `--set` + `--dataset`). Every figure is the sum of named terms (engine/plan/memory.py,
+storage.py, speed.py), calibrated on the measurements in bench/calibration/*.json.
 
 `unchecked_layers: auto` is resolved the way the engine does it (engine/trainer/ops/
 checkpointing.py, which uses the same per-layer term): as many layers as fit on the smallest card
@@ -13,6 +13,8 @@ used, 4 GiB below its size, so `peak_mem_gib_per_gpu` is what the run will reser
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,12 +163,17 @@ def pack_len_for(cfg: RunConfig, card_gib: float | None, gpu_name: str | None = 
     except ShapeError:
         return PackLen(t.sequence_len, "no estimate", "auto: the model's shapes are not known")
     all_checked = 0 if t.gradient_checkpointing else shapes.layers
+    base = memory_inputs(cfg, shapes, True, t.sequence_len)  # the rest only changes the tokens
 
-    def floor(n: int) -> float:
-        return sum(gpu_terms(memory_inputs(cfg, shapes, True, n), all_checked).values())
+    def inputs(n: int) -> MemoryInputs:
+        return dataclasses.replace(base, tokens=t.micro_batch_size * n)
+
+    @functools.cache
+    def floor(n: int) -> float:  # bisection and speed ask for the same lengths
+        return sum(gpu_terms(inputs(n), all_checked).values())
 
     def speed(n: int) -> float:
-        m = memory_inputs(cfg, shapes, True, n)
+        m = inputs(n)
         unchecked = _unchecked(cfg, m, floor(n), card_gib, [])
         return positions_per_s(_speed(cfg, m, unchecked, gpu_name, facts))
 
