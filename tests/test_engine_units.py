@@ -205,13 +205,25 @@ def test_preflight_refuses_more_gpus_than_visible(tmp_path):
 
 
 def test_preflight_protects_an_existing_run(tmp_path):
+    from osstune.engine.session.run_folder import failed_attempt, holds_run
+
     cfg = validate(tiny_config(tmp_path), "t")
     out = tmp_path / "run"
     out.mkdir()
     (out / "events.jsonl").write_text("")
+    # an attempt that failed before its first save holds nothing: the next run starts over
+    (out / "checkpoints" / ".tmp-step-000002").mkdir(parents=True)
+    assert preflight(cfg, out, resume=False, force=False, profile=_profile(tmp_path, 0)) == []
+    assert failed_attempt(out) and not holds_run(out)
+    (out / "checkpoints" / "step-000001").mkdir()
+    (out / "checkpoints" / "step-000001" / "COMPLETE").write_text("ok\n")
     with pytest.raises(PreflightError, match="already holds a run"):
         preflight(cfg, out, resume=False, force=False, profile=_profile(tmp_path, 0))
     assert preflight(cfg, out, resume=True, force=False, profile=_profile(tmp_path, 0)) == []
+    assert holds_run(out) and not failed_attempt(out)
+    results = tmp_path / "exported"
+    (results / "export").mkdir(parents=True)  # a result without checkpoints (keep_last: 0)
+    assert holds_run(results)
 
 
 def test_preflight_judges_the_estimate_of_the_config(tmp_path):
@@ -225,7 +237,7 @@ def test_preflight_judges_the_estimate_of_the_config(tmp_path):
     long = load_config("gpt-oss-20b-lora-1gpu", ["model.init=random", "sequence_len=131072",
                                                  "training.moe_chunk_tokens=null"])
     with pytest.raises(PreflightError, match=r"GPU 0 \(NVIDIA H100\) has 79.6 GiB; this config "
-                                             r"needs ~\d+\.\d GiB per GPU"):
+                                             r"needs ~\d+(\.\d)? GiB per GPU"):
         preflight(long, tmp_path / "o", resume=False, force=False, profile=_profile(tmp_path, 1))
     fine = load_config("gpt-oss-20b-lora-1gpu", ["model.init=random"])
     assert preflight(fine, tmp_path / "o", resume=False, force=False,

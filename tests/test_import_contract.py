@@ -129,3 +129,19 @@ def test_every_package_folder_is_installed_under_osstune() -> None:
     on_disk = {m for top in ("engine", "tui", "presets") for m in _modules(top)
                if (ROOT / Path(*m.split(".")[1:]) / "__init__.py").is_file()}
     assert on_disk == listed
+
+
+def test_the_license_is_an_spdx_expression_setuptools_reads_without_a_warning() -> None:
+    """A `license = {text = ...}` table (or License :: classifiers) makes setuptools >= 77 print
+    its license deprecation warning on every install; an SPDX string is what it reads."""
+    import re
+
+    import tomllib
+
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    project = data["project"]
+    assert project["license"] == "Apache-2.0"
+    assert not any(c.startswith("License ::") for c in project.get("classifiers", []))
+    requires = " ".join(data["build-system"]["requires"])
+    version = re.search(r"setuptools>=(\d+)", requires)
+    assert version and int(version.group(1)) >= 77  # the first setuptools that reads SPDX

@@ -152,9 +152,9 @@ def test_control_characters_from_data_are_escaped(tmp_path):
 def test_skipped_rows_are_reported_on_stderr_also_with_json(tmp_path):
     data = _rows(tmp_path / "d.jsonl", _chat("q", "a"), "{bad", _chat("q", "a"),
                  {"messages": [{"role": "narrator", "content": "x"}]})
-    expected = ("osstune: warning: 2 of 4 rows skipped (row not valid JSON: 1, unknown role: 1); "
-                "first: row 2: not valid JSON: Expecting property name enclosed in double quotes: "
-                "line 1 column 2 (char 1)\n")
+    expected = (f"osstune: warning: {data}: 2 of 4 rows skipped (row not valid JSON: 1, unknown "
+                "role: 1); first (rows count from 1): row 2: not valid JSON: Expecting property "
+                "name enclosed in double quotes: line 1 column 2 (char 1)\n")
     for args in ([], ["--json"]):
         result = invoke(data, *args)
         assert result.exit_code == 0, result.stderr
@@ -185,3 +185,15 @@ def test_bad_datasets_exit_2(tmp_path, make, message):
     assert result.exit_code == 2
     assert result.stderr.startswith(f"osstune: error: {data}: {message}")
     assert len(result.stderr.splitlines()) == 1
+
+
+def test_skipped_rows_of_a_folder_name_the_file(tmp_path):
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    _rows(folder / "a.jsonl", _chat("q", "a"))
+    _rows(folder / "b.jsonl", _chat("q", "a"), {"messages": [{"role": "robot", "content": "x"}]})
+    result = invoke(str(folder), "--json")
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.startswith(f"osstune: warning: {folder}: 1 of 3 rows skipped (unknown "
+                                    "role: 1); first (rows count from 1): row 3 (b.jsonl line 2):")
+    assert [json.loads(line)["row"] for line in result.stdout.splitlines()] == [1, 2]

@@ -47,3 +47,32 @@ def test_done_screen_offers_chat_first():
     # nothing to merge first: chat is the first step
     assert steps[0] == ("chat with it (c)", "osstune chat ./outputs/tiny-cpu-demo")
     assert chat_command(cfg) == "osstune chat ./outputs/tiny-cpu-demo"
+
+
+def test_config_is_presets_yaml_and_writes_a_new_file(tmp_path):
+    for name in ("tiny-cpu-demo", "gpt-oss-20b-lora-1gpu"):
+        result = runner.invoke(app, ["config", name])
+        assert result.exit_code == 0, result.output
+        assert result.stdout == runner.invoke(app, ["presets", name, "--yaml"]).stdout
+    path = tmp_path / "mine.yaml"
+    written = runner.invoke(app, ["config", "tiny-cpu-demo", "-o", str(path)])
+    assert written.exit_code == 0, written.output
+    assert f"wrote {path}: edit it, then `osstune run {path}`" in written.stdout
+    assert path.read_text() == preset_text("tiny-cpu-demo")
+    assert load_config(str(path)) == load_preset("tiny-cpu-demo")
+    path.write_text("# edited\n")
+    again = runner.invoke(app, ["config", "tiny-cpu-demo", "-o", str(path)])
+    assert again.exit_code == 2 and "already exists" in again.stderr
+    assert again.stderr.count("\n") == 1 and path.read_text() == "# edited\n"
+    nowhere = runner.invoke(app, ["config", "tiny-cpu-demo", "-o", str(tmp_path / "no" / "x")])
+    assert nowhere.exit_code == 2 and "cannot write it" in nowhere.stderr
+
+
+def test_set_and_dataset_apply_to_the_printed_config():
+    for command in (["config", "tiny-cpu-demo"], ["presets", "tiny-cpu-demo", "--yaml"]):
+        result = runner.invoke(app, [*command, "--set", "max_steps=3", "--dataset", "d.jsonl"])
+        assert result.exit_code == 0, result.output
+        data = yaml.safe_load(result.stdout)
+        assert data["training"]["max_steps"] == 3 and data["dataset"]["path"] == "d.jsonl"
+    bad = runner.invoke(app, ["config", "tiny-cpu-demo", "--set", "training.nope=1"])
+    assert bad.exit_code == 2 and "training.nope: unknown key" in bad.stderr

@@ -143,3 +143,63 @@ def test_demo_disk_figures_match_the_readme(demo_run):
     assert abs(size(out / "export") - stated["export"]) < 0.01 * stated["export"]
     requirements = load_config("tiny-cpu-demo").requirements
     assert size(out) < requirements.disk_gib * 1024**3
+
+
+def _cli(args: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "osstune.tui.cli", *args], cwd=REPO,
+                          env=engine_env(), capture_output=True, text=True, timeout=300)
+
+
+def test_resume_path_continues_from_that_checkpoint(demo_run, tmp_path):
+    """`--resume PATH` as the README and the engine's hints write it: another folder's step 2."""
+    reference = step_losses(demo_run[1])
+    step2 = demo_run[1] / "checkpoints" / "step-000002"
+    out = tmp_path / "from-step-2"
+    proc = _cli(["run", "tiny-cpu-demo", *_set_args(), "--output", str(out), "--resume",
+                 str(step2)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    start = next(e for e in read_events(out) if e["type"] == "run_start")
+    assert start["start_step"] == 2 and start["resumed_from"] == str(step2)
+    resumed = step_losses(out)
+    assert set(resumed) == {3, 4}
+    for step in (3, 4):
+        assert resumed[step] == pytest.approx(reference[step], rel=1e-5, abs=1e-6), step
+
+
+def test_resume_refusals_are_one_line_before_anything_starts(demo_run, tmp_path):
+    runner = CliRunner()
+    missing = runner.invoke(app, ["run", "tiny-cpu-demo", "--output", str(tmp_path / "o"),
+                                  "--resume", str(tmp_path / "nope")])
+    assert missing.exit_code == 2
+    assert f"--resume {tmp_path / 'nope'}: not a finished checkpoint folder" in missing.output
+    stray = runner.invoke(app, ["run", "tiny-cpu-demo", str(tmp_path / "nope")])
+    assert stray.exit_code == 2 and "goes after --resume" in stray.output
+    empty = runner.invoke(app, ["run", "tiny-cpu-demo", "--output", str(tmp_path / "o"),
+                                "--resume"])
+    assert empty.exit_code == 2 and "holds no finished checkpoint" in empty.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_dataset_error_is_said_once_and_the_failed_folder_starts_over(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"messages": [{"role": "robot", "content": "x"}]}) + "\n")
+    out = tmp_path / "run"
+    first = _cli(["run", "tiny-cpu-demo", "--dataset", str(bad), "--output", str(out)])
+    assert first.returncode == 2
+    assert first.stderr.splitlines() == [
+        f"osstune: error: {bad}: no usable examples (1 row read; skipped by reason: unknown "
+        "role: 1) (hint: check dataset.path and its format (`osstune inspect` shows what is "
+        "trained))"]
+    assert "no usable examples" not in first.stdout
+    assert not (out / "checkpoints").exists()
+
+    again = CliRunner().invoke(app, ["run", "tiny-cpu-demo", "--output", str(out), "--resume"])
+    assert again.exit_code == 2
+    assert "ended before its first save: run without --resume to start over" in again.output
+
+    second = _cli(["run", "tiny-cpu-demo", *_set_args(), "--set", "max_steps=1", "--output",
+                   str(out)])
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "the earlier run there ended before its first save" in second.stderr
+    kinds = [e["type"] for e in read_events(out)]
+    assert kinds.count("run_start") == 1 and "error" not in kinds  # the failed attempt is gone

@@ -67,7 +67,11 @@ def test_cli_plain_lines_are_the_recorded_events(tmp_path: Path, capsys) -> None
     assert snap.status == "completed" and snap.step == 6 and snap.exit_code == 0
     lines = capsys.readouterr().out.splitlines()
     expected = [event_line(e) for e in read_typed(RECORDED.parent, RECORDED.name)]
-    assert lines == [line for line in expected if line is not None]
+    assert lines == [part for line in expected if line is not None for part in line.splitlines()]
+    # the recording skipped 5 rows: said after run_start, naming the dataset, rows from 1
+    assert lines[1] == ("  builtin:osstune-sample: 5 of 36 rows skipped (longer than sequence_len: "
+                        "5); first (rows count from 1): row 21: 275 tokens, longer than "
+                        "sequence_len 256")
     assert sum(line.startswith("step ") for line in lines) == 6
 
 

@@ -5,13 +5,16 @@ quitting the wizard sends the stop once and the engine stops gracefully."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+from term_fixtures import Screen, read_until, spawn_on_pty
 from tui_fixtures import cpu_profile, run_async, wait_until
 
 from osstune.engine.plan.config import load_config
@@ -131,3 +134,39 @@ def test_the_engine_survives_a_closed_stderr(tmp_path: Path) -> None:
     engine.stderr.close()  # EPIPE on every write from now on
     assert engine.wait(timeout=240) == 0
     assert last_run_end(tmp_path / "out")["status"] == "completed"
+
+
+def test_ctrl_c_under_the_live_panel_leaves_one_clean_panel(tmp_path: Path) -> None:
+    """On a real terminal: the first Ctrl-C is said by the panel itself, and the finished panel
+    is drawn once, with nothing left above it and no Ctrl-C hint once the run is over."""
+    out = tmp_path / "run"
+    env = {**engine_env(), "TERM": "xterm-256color", "COLUMNS": "100", "LINES": "30"}
+    env.pop("NO_COLOR", None)
+    sets = [a for o in LONG for a in ("--set", o)]
+    pid, fd = spawn_on_pty([sys.executable, "-m", "osstune.tui.cli", "run", "tiny-cpu-demo",
+                            *sets, "--output", str(out)], env, str(REPO), columns=100, rows=30)
+    seen = bytearray()
+    try:
+        events = out / "events.jsonl"
+        assert read_until(fd, seen, lambda: events.is_file() and '"step"' in events.read_text(),
+                          180)
+        time.sleep(0.5)  # a frame or two with the step on screen
+        os.write(fd, b"\x03")  # Ctrl-C, typed on the terminal
+        read_until(fd, seen, lambda: False, 240)  # until the program ends and the pty closes
+    finally:
+        with contextlib.suppress(ChildProcessError):
+            if os.waitpid(pid, os.WNOHANG) == (0, 0):
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+        os.close(fd)
+    _assert_stopped_with_a_checkpoint(out)
+    screen = Screen(columns=100, rows=30)
+    screen.feed(bytes(seen))
+    lines = screen.text()
+    assert screen.earlier_lines_kept(), lines
+    assert sum(line.startswith("╭") for line in lines) == 1, "\n".join(lines)
+    assert sum(line.startswith("╰") for line in lines) == 1, "\n".join(lines)
+    assert sum(line.startswith("│ status") for line in lines) == 1, "\n".join(lines)
+    assert any("status    stopped" in line for line in lines)
+    assert not any("Ctrl-C" in line or "^C" in line for line in lines), "\n".join(lines)
+    assert "run stopped at step" in "\n".join(lines)  # the report, after the panel

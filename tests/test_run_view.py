@@ -6,7 +6,14 @@ from rich.console import Console
 
 from osstune.engine.session.events import SCHEMA_VERSION, parse_event
 from osstune.engine.session.fold import RunFold
-from osstune.tui.render.run import event_line, fmt_duration, run_panel
+from osstune.tui.render.run import (
+    STOP_HINT,
+    STOPPING_HINT,
+    event_line,
+    fmt_duration,
+    run_panel,
+    skipped_rows_line,
+)
 
 STEP = {"v": 1, "type": "step", "time": 1.0, "step": 3, "total_steps": 40, "epoch": 0.3,
         "loss": 2.34567, "lr": 2e-4, "grad_norm": 0.5, "trained_tokens": 900,
@@ -71,3 +78,66 @@ def test_the_packed_row_length_and_why_reach_the_line_and_the_panel():
     older = _event("run_start", total_steps=40, model={}, world_size=1, config={}, gpus=[],
                    dataset={})  # engines before pack_len: no line, no row
     assert "rows:" not in event_line(older)
+
+
+SKIPPED = {"rows_read": 12, "rows_skipped": {"unknown role": 1, "no assistant message": 1},
+           "skip_samples": ["row 11: message 0: unknown role 'robot'", "row 12: no assistant"],
+           "source": "bad.jsonl", "sources": []}
+
+
+def _start(dataset, total_steps=1):  # noqa: ANN001, ANN202
+    return _event("run_start", total_steps=total_steps, start_step=0, model={"id": "m"},
+                  world_size=1, config={}, gpus=[], dataset=dataset)
+
+
+def _panel_text(snap) -> str:  # noqa: ANN001
+    console = Console(width=120, record=True, color_system=None)
+    console.print(run_panel("demo", snap))
+    return console.export_text()
+
+
+def test_skipped_rows_are_said_in_plain_output_with_the_file_and_numbering():
+    assert event_line(_start(SKIPPED)) == (
+        "run_start: m (None), world size 1, 1 step\n"
+        "  bad.jsonl: 2 of 12 rows skipped (unknown role: 1, no assistant message: 1); "
+        "first (rows count from 1): row 11: message 0: unknown role 'robot'")
+    assert skipped_rows_line({**SKIPPED, "rows_skipped": {}}) is None
+    # a folder names the file in the sample; a mix names each source in its samples
+    mix = {**SKIPPED, "sources": [{"source": "a.jsonl"}],
+           "skip_samples": ["a.jsonl: row 3 (b.jsonl line 2): bad"]}
+    assert skipped_rows_line(mix) == ("2 of 12 rows skipped (unknown role: 1, no assistant "
+                                      "message: 1); first (rows count from 1): a.jsonl: row 3 "
+                                      "(b.jsonl line 2): bad")
+
+
+def test_panel_says_skipped_rows_and_what_ctrl_c_does_until_the_run_ends():
+    fold = RunFold()
+    fold.apply([_start(SKIPPED, total_steps=4)])
+    running = _panel_text(fold.snapshot())
+    assert "data" in running and "2 of 12 rows skipped" in running
+    assert STOP_HINT in running
+    stopping = _panel_text(fold.snapshot(status="stopping"))
+    assert STOPPING_HINT in stopping and STOP_HINT not in stopping
+    fold.apply([_event("run_end", status="completed", outputs={})])
+    done = _panel_text(fold.snapshot(exit_code=0))
+    assert "Ctrl-C" not in done and "2 of 12 rows skipped" in done
+
+
+def test_panel_leaves_the_error_to_the_final_report():
+    fold = RunFold()
+    fold.apply([_start(SKIPPED), _event("error", kind="dataset", message="bad.jsonl: no rows",
+                                        hint="check it"),
+                _event("run_end", status="failed", outputs={})])
+    text = _panel_text(fold.snapshot(exit_code=2))
+    assert "no rows" not in text and "run failed" in text and "Ctrl-C" not in text
+
+
+def test_the_live_terminal_settings_are_skipped_when_stdin_is_no_terminal(monkeypatch, tmp_path):
+    import sys
+
+    from osstune.tui.commands.run import terminal_for_live
+
+    with open(tmp_path / "in", "w+") as not_a_tty:  # e.g. `osstune run ... < /dev/null`
+        monkeypatch.setattr(sys, "stdin", not_a_tty)
+        with terminal_for_live():
+            pass

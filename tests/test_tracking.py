@@ -110,6 +110,7 @@ def test_missing_package_is_one_warning_and_the_run_goes_on(tmp_path, monkeypatc
                         "not tracked, training goes on"]
     assert [e["type"] for e in events if e["type"] != "warning"] == [
         "run_start", "step", "eval", "run_end"]
+    assert not (tmp_path / tracking.TRACKING_FILE).exists()  # nothing kept for a resume
 
 
 def test_a_failing_tracker_is_switched_off_with_one_warning(tmp_path, monkeypatch):
@@ -129,3 +130,70 @@ def test_a_failing_tracker_is_switched_off_with_one_warning(tmp_path, monkeypatc
     warnings = [e["message"] for e in read_events(tmp_path) if e["type"] == "warning"]
     assert warnings == ["report_to wandb: logging failed (RuntimeError: quota exceeded); "
                         "switched off"]
+
+
+class FakeWandb:
+    """wandb's init/log/finish; each init without an id is a new run."""
+
+    def __init__(self):
+        self.inits = []
+
+    def init(self, **kw):
+        self.inits.append(kw)
+        run = types.SimpleNamespace(id=kw.get("id") or f"run{len(self.inits)}")
+        run.log = lambda *a, **k: None
+        run.finish = lambda **k: None
+        return run
+
+
+class FakeMlflow:
+    def __init__(self):
+        self.starts, self.params = [], 0
+
+    def start_run(self, run_id=None, run_name=None):
+        self.starts.append({"run_id": run_id, "run_name": run_name})
+        return types.SimpleNamespace(info=types.SimpleNamespace(run_id=run_id or "ml1"))
+
+    def log_params(self, params):
+        self.params += 1
+
+    def log_metrics(self, metrics, step):
+        pass
+
+    def end_run(self, status):
+        pass
+
+
+def _attempt(tmp_path, resumed_from):
+    writer = TrackedEventWriter(tmp_path, ["wandb", "mlflow"], "t")
+    writer.emit("run_start", config={"name": "t"}, world_size=1, gpus=[], model={}, dataset={},
+                total_steps=4, resumed_from=resumed_from)
+    writer.emit("step", **STEP)
+    writer.emit("run_end", status="stopped", outputs={})
+    writer.close()
+
+
+def test_a_resumed_run_continues_the_same_tracking_run(tmp_path, monkeypatch):
+    wandb, mlflow = FakeWandb(), FakeMlflow()
+    monkeypatch.setitem(sys.modules, "wandb", wandb)
+    monkeypatch.setitem(sys.modules, "mlflow", mlflow)
+    _attempt(tmp_path, None)
+    assert "id" not in wandb.inits[0] and "resume" not in wandb.inits[0]
+    assert (tmp_path / tracking.TRACKING_FILE).is_file()
+    _attempt(tmp_path, str(tmp_path / "checkpoints" / "step-000002"))
+    assert wandb.inits[1]["id"] == "run1" and wandb.inits[1]["resume"] == "allow"
+    assert mlflow.starts[1] == {"run_id": "ml1", "run_name": None}
+    assert mlflow.params == 1  # logged once, by the first attempt
+    _attempt(tmp_path, None)  # a fresh start in the folder (--force): a new tracking run
+    assert "id" not in wandb.inits[2] and mlflow.starts[2]["run_id"] is None
+
+
+def test_resume_without_a_saved_id_starts_a_tracking_run(tmp_path, monkeypatch):
+    wandb = FakeWandb()
+    monkeypatch.setitem(sys.modules, "wandb", wandb)
+    (tmp_path / tracking.TRACKING_FILE).write_text("not json")
+    writer = TrackedEventWriter(tmp_path, ["wandb"], "t")
+    writer.emit("run_start", config={}, world_size=1, gpus=[], model={}, dataset={},
+                total_steps=4, resumed_from="elsewhere")
+    writer.close()
+    assert "id" not in wandb.inits[0]

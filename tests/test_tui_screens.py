@@ -7,7 +7,6 @@ snapshot is deterministic; tests/test_tui_flow.py runs the real engine.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -318,12 +317,20 @@ async def test_kill_needs_a_second_press(tmp_path: Path) -> None:
         assert "exit code -9" in text_of(app.screen, "#run-title")
 
 
+def _finished_run(output_dir: str) -> None:
+    """A folder that holds a run: events and a finished checkpoint (one with events only, a
+    run that failed before its first save, does not hold it)."""
+    done = Path(output_dir, "checkpoints", "step-000002")
+    done.mkdir(parents=True)
+    (done / "COMPLETE").write_text("ok\n")
+    Path(output_dir, "events.jsonl").write_text("")
+
+
 @run_async
 async def test_existing_output_offers_resume(tmp_path: Path) -> None:
     launcher = ScriptedLauncher()
     cfg = load_config("tiny-cpu-demo")
-    os.makedirs(cfg.output.dir)
-    Path(cfg.output.dir, "events.jsonl").write_text("")
+    _finished_run(cfg.output.dir)
     app = make_app(tmp_path, launcher=launcher)
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: app.plan.recommendation is not None)
@@ -373,8 +380,7 @@ def test_snapshot_resume_dialog(snap_compare, tmp_path: Path, size) -> None:  # 
     cfg = load_config("tiny-cpu-demo")
 
     async def existing_output(pilot) -> None:  # noqa: ANN001
-        os.makedirs(cfg.output.dir)
-        Path(cfg.output.dir, "events.jsonl").write_text("")
+        _finished_run(cfg.output.dir)
         await wait_until(pilot, lambda: pilot.app.plan.recommendation is not None)
         pilot.app.plan.choose_preset("tiny-cpu-demo")
         await pilot.app.push_screen(TrainingScreen(cfg))

@@ -78,6 +78,7 @@ def root(
 app.command("doctor")(doctor.doctor)
 app.command("presets")(presets.presets)
 app.command("plan")(plan.plan)
+app.command("config")(presets.config)
 app.command("run")(run.run)
 app.command("attach")(run.attach)
 app.command("merge-lora")(merge.merge_lora)

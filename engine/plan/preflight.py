@@ -14,7 +14,8 @@ from pathlib import Path
 from osstune.engine.plan.config import RunConfig
 from osstune.engine.plan.estimate import estimate
 from osstune.engine.plan.hardware import HardwareProfile, free_gib, output_dir_problem, probe
-from osstune.engine.session.events import EVENTS_FILE
+from osstune.engine.plan.units import fmt_gib
+from osstune.engine.session.run_folder import holds_run
 
 
 class PreflightError(RuntimeError):
@@ -46,17 +47,18 @@ def machine_problems(cfg: RunConfig, profile: HardwareProfile, output_dir: Path)
             if small:
                 gpu = small[0]
                 problems.append(
-                    f"GPU {gpu.index} ({gpu.name}) has {gpu.memory_total_gib:.1f} GiB; this config "
-                    f"needs ~{est.card_gib_needed:.1f} GiB per GPU (osstune plan shows the terms)")
+                    f"GPU {gpu.index} ({gpu.name}) has {fmt_gib(gpu.memory_total_gib)}; this "
+                    f"config needs ~{fmt_gib(est.card_gib_needed)} per GPU (osstune plan shows "
+                    "the terms)")
     if est.ok:
         free = free_gib(output_dir)
         if free is not None and est.disk_gib and free < est.disk_gib:
-            problems.append(f"disk: {free:.0f} GiB free at {output_dir}, this config needs "
-                            f"~{est.disk_gib:.1f} GiB ({_terms(est.disk_terms)})")
+            problems.append(f"disk: {fmt_gib(free)} free at {output_dir}, this config needs "
+                            f"~{fmt_gib(est.disk_gib)} ({_terms(est.disk_terms)})")
         if profile.ram_gib < est.host_ram_gib:
             why = " (CPU offload)" if dist.cpu_offload else ""
-            problems.append(f"host RAM: {profile.ram_gib:.0f} GiB, this config needs "
-                            f"~{est.host_ram_gib:.0f} GiB{why}")
+            problems.append(f"host RAM: {fmt_gib(profile.ram_gib)}, this config needs "
+                            f"~{fmt_gib(est.host_ram_gib)}{why}")
     bad_dir = output_dir_problem(output_dir)
     if bad_dir:
         problems.append(bad_dir)
@@ -64,7 +66,9 @@ def machine_problems(cfg: RunConfig, profile: HardwareProfile, output_dir: Path)
 
 
 def existing_run(output_dir: Path) -> bool:
-    return (output_dir / EVENTS_FILE).is_file() or (output_dir / "checkpoints").is_dir()
+    """The folder holds a run to keep (a finished checkpoint or a result); an attempt that
+    failed before its first save does not (engine/session/run_folder.py)."""
+    return holds_run(output_dir)
 
 
 def preflight(cfg: RunConfig, output_dir: Path, *, resume: bool, force: bool,

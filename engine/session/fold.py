@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 from osstune.engine.session.events import (
     AnyEvent,
@@ -24,6 +25,10 @@ from osstune.engine.session.events import (
 
 HISTORY_POINTS = 2048  # loss/lr points kept for the chart; older ones fall off
 NOTES_KEPT = 50
+
+
+def error_note(event: ErrorEvent) -> str:
+    return f"error ({event.kind}): {event.message}"
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,7 @@ class RunFigures:
     eval_loss: float | None = None  # the latest loss on the validation split
     error: ErrorEvent | None = None
     end: RunEnd | None = None
+    dataset: dict[str, Any] | None = None  # run_start's dataset statistics (rows skipped, ...)
     pack_len: str | None = None  # run_start: the packed row length and why
 
 
@@ -137,7 +143,7 @@ class RunFold:
                 self.notes.append(f"warning: {event.message}")
             elif isinstance(event, ErrorEvent):
                 self._set(error=event)
-                self.notes.append(f"error ({event.kind}): {event.message}")
+                self.notes.append(error_note(event))
             elif isinstance(event, RunEnd):
                 self._set(end=event, status=event.status)
                 self.notes.append(f"run {event.status}")
@@ -145,7 +151,8 @@ class RunFold:
     def _on_run_start(self, event: RunStart) -> None:
         # a resumed run starts again after an earlier end
         self._set(error=None, end=None, status="training", total_steps=event.total_steps,
-                  step=event.start_step, pack_len=(event.pack_len or {}).get("detail"))
+                  step=event.start_step, dataset=event.dataset,
+                  pack_len=(event.pack_len or {}).get("detail"))
         for gpu in event.gpus:
             self._update_gpu(gpu.rank, name=gpu.name, total_gib=gpu.memory_total_gib)
 

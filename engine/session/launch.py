@@ -36,7 +36,7 @@ def uses_torchrun(world_size: int, nnodes: int = 1, fsdp: bool = False) -> bool:
     return world_size > 1 or nnodes > 1 or fsdp
 
 
-def build_command(config_path: Path, world_size: int, nnodes: int = 1, resume: bool = False,
+def build_command(config_path: Path, world_size: int, nnodes: int = 1, resume: bool | str = False,
                   output_dir: Path | None = None, force: bool = False,
                   rdzv_endpoint: str | None = None, node_rank: int | None = None,
                   fsdp: bool = False) -> list[str]:
@@ -44,8 +44,8 @@ def build_command(config_path: Path, world_size: int, nnodes: int = 1, resume: b
     engine_args = ["-m", ENGINE_MODULE, "--config", str(config_path)]
     if output_dir is not None:
         engine_args += ["--output", str(output_dir)]
-    if resume:
-        engine_args.append("--resume")
+    if resume:  # True: the last finished checkpoint; a path: that checkpoint
+        engine_args += ["--resume", resume] if isinstance(resume, str) else ["--resume"]
     if force:
         engine_args.append("--force")
     if not uses_torchrun(world_size, nnodes, fsdp):
@@ -129,7 +129,7 @@ class TrainingProcess:
         self.log: LogTail | None = None
         self.stop_sent = False
 
-    def start(self, cfg: RunConfig, output_dir: str | os.PathLike[str], resume: bool = False,
+    def start(self, cfg: RunConfig, output_dir: str | os.PathLike[str], resume: bool | str = False,
               force: bool = False, env: dict[str, str] | None = None,
               lock: OutputLock | None = None) -> list[str]:
         out = Path(output_dir)
@@ -141,7 +141,7 @@ class TrainingProcess:
                 self.lock.release()
             raise
 
-    def _spawn(self, cfg: RunConfig, out: Path, resume: bool, force: bool,
+    def _spawn(self, cfg: RunConfig, out: Path, resume: bool | str, force: bool,
                env: dict[str, str] | None) -> list[str]:
         assert self.lock is not None
         config_path = out / CONFIG_FILE

@@ -45,10 +45,10 @@ class EngineProcess(Protocol):
 class Launcher(Protocol):
     """Checks a config against the machine and starts the engine; the app is handed one."""
 
-    def preflight(self, cfg: RunConfig, output_dir: Path, *, resume: bool, force: bool,
+    def preflight(self, cfg: RunConfig, output_dir: Path, *, resume: bool | str, force: bool,
                   profile: HardwareProfile | None) -> list[str]: ...
 
-    def spawn(self, cfg: RunConfig, output_dir: Path, *, resume: bool, force: bool,
+    def spawn(self, cfg: RunConfig, output_dir: Path, *, resume: bool | str, force: bool,
               lock: OutputLock) -> EngineProcess: ...
 
 
@@ -58,11 +58,11 @@ class EngineLauncher:
     def __init__(self, env: dict[str, str] | None = None) -> None:
         self.env = env
 
-    def preflight(self, cfg: RunConfig, output_dir: Path, *, resume: bool, force: bool,
+    def preflight(self, cfg: RunConfig, output_dir: Path, *, resume: bool | str, force: bool,
                   profile: HardwareProfile | None) -> list[str]:
-        return preflight(cfg, output_dir, resume=resume, force=force, profile=profile)
+        return preflight(cfg, output_dir, resume=bool(resume), force=force, profile=profile)
 
-    def spawn(self, cfg: RunConfig, output_dir: Path, *, resume: bool, force: bool,
+    def spawn(self, cfg: RunConfig, output_dir: Path, *, resume: bool | str, force: bool,
               lock: OutputLock) -> EngineProcess:
         from osstune.engine.session.launch import TrainingProcess
 
@@ -110,7 +110,7 @@ class RunSession:
 
     # ------------------------------------------------------------------ start
 
-    def check(self, resume: bool, force: bool) -> list[str]:
+    def check(self, resume: bool | str, force: bool) -> list[str]:
         """Everything that refuses before a process starts; returns the problems force waived.
 
         RunLocked when a live run owns the folder (force cannot override that), PreflightError
@@ -121,8 +121,9 @@ class RunSession:
         return self.launcher.preflight(self.cfg, self.output_dir, resume=resume, force=force,
                                        profile=self.profile)
 
-    def start(self, resume: bool = False, force: bool = False) -> list[str]:
-        """Check, own the folder, launch. Raises (nothing started) or returns waived problems."""
+    def start(self, resume: bool | str = False, force: bool = False) -> list[str]:
+        """Check, own the folder, launch. Raises (nothing started) or returns waived problems.
+        `resume`: True continues from the last finished checkpoint, a path from that one."""
         self._reset()
         try:
             self.waived = self.check(resume, force)

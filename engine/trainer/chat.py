@@ -57,11 +57,10 @@ def load_model(target: ChatTarget, cfg: RunConfig, device: torch.device) -> torc
     cfg = cfg.model_copy(update={"model": cfg.model.model_copy(
         update={"attn_implementation": "eager"})})  # a KV cache path on every device
     if target.kind == "adapter":
-        from peft import PeftModel
-
+        from osstune.engine.trainer.lora import load_adapter
         from osstune.engine.trainer.merge import base_model
 
-        return PeftModel.from_pretrained(base_model(cfg), str(target.path)).to(device)
+        return load_adapter(base_model(cfg), target.path).model.to(device)
     from transformers import AutoModelForCausalLM
 
     if cfg.model.trust_remote_code:

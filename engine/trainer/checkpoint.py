@@ -31,13 +31,17 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 
+from osstune.engine.session.run_folder import (  # noqa: F401 - the folder's layout, re-exported
+    CHECKPOINTS_DIR,
+    COMPLETE,
+    checkpoints_root,
+    complete_checkpoints,
+)
 from osstune.engine.trainer.safe_metadata import SafeLoadPlanner, SafeReader, UnsafeMetadataError
 
 # A single-process run saves without a process group on purpose; DCP warns about it every time.
 warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or")
 
-CHECKPOINTS_DIR = "checkpoints"
-COMPLETE = "COMPLETE"
 STATE_FILE = "trainer_state.json"
 FORMAT_VERSION = 1
 # A save that fails with less than this free on the disk is called a full disk.
@@ -60,22 +64,8 @@ class TrainerState:
     pack_len: int | None = None  # the packed row length the run trained on (older saves: None)
 
 
-def checkpoints_root(output_dir: Path) -> Path:
-    return Path(output_dir) / CHECKPOINTS_DIR
-
-
 def step_dir_name(step: int) -> str:
     return f"step-{step:06d}"
-
-
-def complete_checkpoints(output_dir: Path) -> list[Path]:
-    """Finished checkpoints, oldest first (half-written `.tmp-*` folders are never listed)."""
-    root = checkpoints_root(output_dir)
-    if not root.is_dir():
-        return []
-    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-")
-             and (p / COMPLETE).is_file()]
-    return sorted(found, key=lambda p: p.name)
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:

@@ -45,13 +45,12 @@ def merge_lora(cfg: RunConfig, output_dir: Path, adapter_dir: Path | None = None
                dtype: str = "auto") -> Path:
     """Base + adapter into OUTPUT/merged. Packed experts (`model.experts: mxfp4`) stay MXFP4 in
     the hub's layout (`dtype: auto`) or are dequantized into a bf16 export (`dtype: bf16`)."""
-    from peft import PeftModel
+    from osstune.engine.trainer.lora import load_adapter
 
     adapter = Path(adapter_dir or Path(output_dir) / "adapter")
     if not (adapter / "adapter_config.json").is_file():
         raise MergeError(f"{adapter}: no LoRA adapter here (adapter_config.json missing)")
-    base = base_model(cfg)
-    merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
+    merged = load_adapter(base_model(cfg), adapter).merge_and_unload()
     tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.id)
     target = Path(output_dir) / MERGED_DIR
     if cfg.model.experts == "mxfp4":

@@ -35,8 +35,10 @@ from osstune.engine.plan.config import ConfigError, RunConfig, load_config
 from osstune.engine.plan.flops import train_flops_per_token
 from osstune.engine.plan.packlen import PackLen
 from osstune.engine.plan.preflight import PreflightError, preflight
+from osstune.engine.plan.units import plural
 from osstune.engine.session.events import EVENTS_FILE, EventWriter
 from osstune.engine.session.lock import RunLocked, claim_for_engine
+from osstune.engine.session.run_folder import failed_attempt
 from osstune.engine.trainer import checkpoint as ckpt
 from osstune.engine.trainer import metrics
 from osstune.engine.trainer.batches import (  # noqa: F401 - PackedRow, collate: tests
@@ -127,10 +129,11 @@ class Run:
 
 
 def prepare_output(output: Path, rt: Runtime, resume: bool, force: bool) -> None:
-    """--force without --resume starts over: old events and checkpoints go (rank 0 only)."""
+    """Without --resume, --force starts over: old events and checkpoints go (rank 0 only); so
+    do those of an attempt that left nothing to keep (it failed before its first save)."""
     if rt.is_main:
         output.mkdir(parents=True, exist_ok=True)
-        if force and not resume:
+        if not resume and (force or failed_attempt(output)):
             (output / EVENTS_FILE).unlink(missing_ok=True)
             shutil.rmtree(ckpt.checkpoints_root(output), ignore_errors=True)
     barrier(rt)
@@ -214,7 +217,8 @@ class Recipe:
                       output_dir=str(self.output), resumed_from=resumed_from,
                       pack_len=self.pack.as_dict())
         log(f"{info.total_params / 1e6:.1f}M parameters ({info.trainable_params / 1e6:.1f}M "
-            f"trained), {len(self.stream)} rows, {self.total_steps} steps, world size "
+            f"trained), {plural(len(self.stream), 'row')}, {plural(self.total_steps, 'step')}, "
+            "world size "
             f"{rt.world_size}")
         log(f"pack_len: {self.pack.detail}")
         if info.levers:
@@ -255,7 +259,7 @@ class Recipe:
     def evaluate(self) -> None:
         result = self.evaluator.evaluate(self.built.objective, self.step)
         self.run.emit("eval", **result)
-        log(f"eval step {self.step}: loss {result['loss']:.4f} on {result['rows']} rows")
+        log(f"eval step {self.step}: loss {result['loss']:.4f} on {plural(result['rows'], 'row')}")
 
     # ------------------------------------------------------------------------- finish
 

@@ -54,22 +54,13 @@ def json_line(data: Any) -> str:
 def _header(position: int, ex: Example) -> str:
     trained = ex.trained_tokens
     turn = f" · turn {ex.turn}" if ex.turn is not None else ""
-    return (f"── example {position} · row {ex.row}{turn} · {len(ex)} tokens · {trained} trained "
+    return (f"── example {position} · row {ex.row}{turn} · {output.plural(len(ex), 'token')} · "
+            f"{trained:,} trained "
             f"({100 * trained / max(len(ex), 1):.1f}%)")
 
 
 def _by_reason(stats: DatasetStats) -> str:
-    return ", ".join(f"{k}: {v}" for k, v in stats.rows_skipped.items())
-
-
-def skipped_line(stats: DatasetStats) -> str | None:
-    """'3 of 40 rows skipped (unknown role: 2, ...); first: row 7 (b.jsonl line 7): ...'."""
-    skipped = sum(stats.rows_skipped.values())
-    if not skipped:
-        return None
-    first = f"; first: {stats.skip_samples[0]}" if stats.skip_samples else ""
-    return output.safe_text(f"{skipped:,} of {output.plural(stats.rows_read, 'row')} skipped "
-                            f"({_by_reason(stats)}){first}", one_line=True)
+    return ", ".join(f"{k}: {v:,}" for k, v in stats.rows_skipped.items())
 
 
 def summary_lines(stats: DatasetStats, sequence_len: int, pack: PackLen | None = None
@@ -143,11 +134,34 @@ def inspect(
         "GPT-OSS tokenizer when offline)")] = None,
 ) -> None:
     """Show which tokens of each example are trained (highlighted) and which are prompt (dim)."""
+    cfg = _config(dataset, config, preset, list(set_ or []))
+    tokenizer, prepared = _prepare(cfg, tokenizer_name)
+    examples = prepared.train
+    if index >= len(examples):
+        output.fail(f"--index {index}: the dataset has {output.plural(len(examples), 'example')} "
+                    f"(0-{len(examples) - 1})")
+    if count is None:
+        count = len(examples) if json_ else DEFAULT_VIEW_COUNT
+    chosen = list(enumerate(examples[index:index + count], start=index))
+    if json_:
+        for _pos, ex in chosen:
+            typer.echo(json_line({"row": ex.row, "input_ids": ex.input_ids, "labels": ex.labels,
+                                  "text": tokenizer.decode(ex.input_ids)}))
+        return
+    _print_examples(tokenizer, chosen, show_ids)
+    pack = planned_pack_len(ctx, cfg, prepared)
+    for line in summary_lines(prepared.stats, cfg.training.sequence_len, pack):
+        typer.echo(line)
+
+
+def _prepare(cfg: RunConfig, tokenizer_name: str | None) -> tuple[Any, TrainingData]:
+    """The tokenizer and the prepared dataset; skipped rows are one line on stderr (so stdout
+    stays JSON with --json). Bad input ends the command (exit 2)."""
     from osstune.engine.data.dataset import DatasetError
     from osstune.engine.data.dataset_mix import prepare_training_data
     from osstune.engine.data.tokenizer import TokenizerError, load_tokenizer
+    from osstune.tui.render.run import skipped_rows_line
 
-    cfg = _config(dataset, config, preset, list(set_ or []))
     try:
         tokenizer = load_tokenizer(tokenizer_name or cfg.model.tokenizer or cfg.model.id)
     except TokenizerError as e:
@@ -156,24 +170,13 @@ def inspect(
         prepared = prepare_training_data(cfg, tokenizer)
     except DatasetError as e:
         output.fail(str(e))  # bad input: exit 2
-    skipped = skipped_line(prepared.stats)
+    skipped = skipped_rows_line(prepared.stats.as_dict())
     if skipped:
-        output.warn(skipped)
+        output.warn(output.safe_text(skipped, one_line=True))
+    return tokenizer, prepared
 
-    examples = prepared.train
-    if index >= len(examples):
-        output.fail(f"--index {index}: the dataset has {output.plural(len(examples), 'example')} "
-                    f"(0-{len(examples) - 1})")
-    if count is None:
-        count = len(examples) if json_ else DEFAULT_VIEW_COUNT
-    chosen = list(enumerate(examples[index:index + count], start=index))
 
-    if json_:
-        for _pos, ex in chosen:
-            typer.echo(json_line({"row": ex.row, "input_ids": ex.input_ids, "labels": ex.labels,
-                                  "text": tokenizer.decode(ex.input_ids)}))
-        return
-
+def _print_examples(tokenizer: Any, chosen: list[tuple[int, Example]], show_ids: bool) -> None:
     from osstune.engine.data.token_view import token_view
 
     colour = output.use_color()
@@ -188,9 +191,6 @@ def inspect(
             typer.echo(_header(pos, ex))
             typer.echo(render_plain(views, show_ids))
             typer.echo("")
-    legend = ("legend: trained tokens highlighted, prompt tokens dim, special tokens cyan"
-              if colour else f"legend: {PLAIN_OPEN}trained{PLAIN_CLOSE}, everything else is prompt")
-    typer.echo(legend)
-    pack = planned_pack_len(ctx, cfg, prepared)
-    for line in summary_lines(prepared.stats, cfg.training.sequence_len, pack):
-        typer.echo(line)
+    typer.echo("legend: trained tokens highlighted, prompt tokens dim, special tokens cyan"
+               if colour else f"legend: {PLAIN_OPEN}trained{PLAIN_CLOSE}, everything else is "
+               "prompt")

@@ -51,7 +51,8 @@ def _check_disk(cfg: RunConfig, kind: str, out: Path) -> None:
     need, free = sum(terms.values()), free_gib(out)
     if free is not None and free < need:
         what = ", ".join(f"{name} {value:.1f}" for name, value in terms.items())
-        output.fail(f"disk: {free:.1f} GiB free at {out}, merging needs ~{need:.1f} GiB ({what})",
+        output.fail(f"disk: {output.fmt_gib(free)} free at {out}, merging needs "
+                    f"~{output.fmt_gib(need)} ({what})",
                     code=output.EXIT_PROBLEM)
 
 

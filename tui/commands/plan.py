@@ -55,7 +55,7 @@ def _print(v: PresetVerdict, est: Estimate, suggested: list[Suggestion]) -> None
         title = "GPU memory per GPU (reserved)"
         if est.min_peak_mem_gib_per_gpu != est.peak_mem_gib_per_gpu:
             title += (f"; {est.unchecked_layers} of {est.layers} layers unchecked (auto), "
-                      f"all checkpointed: {est.min_peak_mem_gib_per_gpu:.1f} GiB")
+                      f"all checkpointed: {output.fmt_gib(est.min_peak_mem_gib_per_gpu)}")
         rows += terms_rows(title, est.peak_mem_gib_per_gpu, est.gpu_terms)
     rows += terms_rows("host RAM", est.host_ram_gib, est.host_terms)
     rows += terms_rows("disk", est.disk_gib, est.disk_terms)
@@ -74,7 +74,8 @@ def _print(v: PresetVerdict, est: Estimate, suggested: list[Suggestion]) -> None
         output.print_line("Nearest changes that fit:")
         for s in suggested:
             sets = " ".join(f"--set {c}" for c in s.changes)
-            output.print_line(f"  {sets}: {s.verdict}, ~{s.peak_mem_gib_per_gpu:.1f} GiB per GPU")
+            output.print_line(f"  {sets}: {s.verdict}, ~{output.fmt_gib(s.peak_mem_gib_per_gpu)} "
+                              "per GPU")
 
 
 def plan(

@@ -61,24 +61,57 @@ def effective_configs(names: list[str], overrides: list[str], dataset: str | Non
     return configs
 
 
-def print_yaml(name: str | None) -> None:
-    """A preset's own file (its comments say where each figure comes from), or a config file
-    as validated: a complete config that `osstune run FILE` takes as it is."""
-    from osstune.engine.plan.config import (
-        ConfigError,
-        dump_config,
-        load_config,
-        preset_names,
-        preset_text,
-    )
+def config_text(name: str | None, overrides: list[str], dataset: str | None) -> str:
+    """A preset's own file (its comments say where each figure comes from), or, for a config
+    file or with --set/--dataset, the config as validated: complete, `osstune run FILE` takes it
+    as it is."""
+    from osstune.engine.plan.config import ConfigError, dump_config, preset_names, preset_text
 
     if not name:
-        output.fail("--yaml needs a preset name (osstune presets lists them) or a config file")
+        output.fail("give a preset name (osstune presets lists them) or a config file")
+    if name in preset_names() and not overrides and dataset is None:
+        try:
+            return preset_text(name)
+        except ConfigError as e:
+            output.fail(str(e))
+    return dump_config(effective_configs([name], overrides, dataset)[0])
+
+
+def emit_config(text: str, out_file: str | None) -> None:
+    """On stdout, or into a new file (an existing one is never overwritten)."""
+    from pathlib import Path
+
+    if out_file is None:
+        typer.echo(text, nl=not text.endswith("\n"))
+        return
+    path = Path(out_file)
+    if path.exists():
+        output.fail(f"-o {out_file}: already exists; choose another name (nothing is overwritten)")
     try:
-        text = preset_text(name) if name in preset_names() else dump_config(load_config(name))
-    except ConfigError as e:
-        output.fail(str(e))
-    typer.echo(text, nl=not text.endswith("\n"))
+        with open(path, "x", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as e:
+        output.fail(f"-o {out_file}: cannot write it ({e.strerror or e})")
+    output.print_line(f"wrote {path}: edit it, then `osstune run {path}`")
+
+
+SetOpt = Annotated[list[str] | None, typer.Option(
+    "--set", metavar="KEY=VALUE", help="Override a config key, as `osstune run --set` would")]
+DatasetOpt = Annotated[str | None, typer.Option(
+    "--dataset", help="Dataset file, folder or hub id, as `osstune run --dataset` would")]
+
+
+def config(
+    name: Annotated[str, typer.Argument(metavar="PRESET|CONFIG.yaml",
+                                        help="A preset name or a run config file")],
+    out_file: Annotated[str | None, typer.Option(
+        "-o", "--out", metavar="FILE", help="Write it to FILE (a new file) instead of stdout")
+    ] = None,
+    set_: SetOpt = None,
+    dataset: DatasetOpt = None,
+) -> None:
+    """Print a preset as an editable run config (the same as `osstune presets NAME --yaml`)."""
+    emit_config(config_text(name, list(set_ or []), dataset), out_file)
 
 
 def presets(
@@ -103,7 +136,9 @@ def presets(
 ) -> None:
     """List the presets with a verdict (fits / tight / does-not-fit), reasons and the pick."""
     if yaml_:
-        print_yaml(name)
+        if not name:
+            output.fail("--yaml needs a preset name (osstune presets lists them) or a config file")
+        emit_config(config_text(name, list(set_ or []), dataset), None)
         return
     from osstune.engine.plan.config import preset_names
     from osstune.engine.plan.hardware import output_dir_problem

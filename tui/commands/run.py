@@ -47,31 +47,71 @@ def _effective_config(target: str, overrides: list[str], dataset: str | None,
     return cfg
 
 
-class _Interrupted(KeyboardInterrupt):
-    """SIGTERM/SIGHUP, raised where Ctrl-C would be."""
+class NotedSignals:
+    """SIGINT, SIGTERM and SIGHUP are noted, not raised: an exception raised in the middle of a
+    frame's write would leave half a frame on the terminal, and Rich's Live would then erase
+    the wrong lines (copies of the panel's lines above the next frame)."""
 
+    NAMES = ("SIGINT", *STOP_SIGNALS)
 
-def _on_stop_signal(signum: int, frame: object) -> None:
-    import signal
+    def __init__(self) -> None:
+        self.pending: list[str] = []
 
-    raise _Interrupted(signal.Signals(signum).name)
+    def __call__(self, signum: int, frame: object) -> None:
+        import signal
+
+        self.pending.append(signal.Signals(signum).name)
+
+    def take(self) -> list[str]:
+        taken, self.pending = self.pending, []
+        return taken
 
 
 @contextlib.contextmanager
-def stop_signals_as_interrupts() -> Iterator[None]:
+def noted_signals() -> Iterator[NotedSignals]:
     import signal
     import threading
 
+    noted = NotedSignals()
     if threading.current_thread() is not threading.main_thread():  # only there can Python
-        yield
+        yield noted
         return
-    previous = {name: signal.signal(getattr(signal, name), _on_stop_signal)
-                for name in STOP_SIGNALS}
+    previous = {name: signal.signal(getattr(signal, name), noted) for name in noted.NAMES}
     try:
-        yield
+        yield noted
     finally:
         for name, handler in previous.items():
             signal.signal(getattr(signal, name), handler)
+
+
+@contextlib.contextmanager
+def terminal_for_live() -> Iterator[None]:
+    """While the live panel is up the terminal neither echoes keys (an echoed `^C` lands in the
+    frame and, at the last column, wraps a line the next frame does not erase) nor flushes its
+    output on Ctrl-C (NOFLSH: the flush drops the rest of a frame being written, and the next
+    frame erases lines that were never drawn). Either way copies of the panel's lines stayed."""
+    import sys
+
+    try:
+        import termios
+    except ImportError:  # not on this platform
+        yield
+        return
+    try:
+        fd = sys.stdin.fileno()
+        before = termios.tcgetattr(fd)
+    except (termios.error, OSError, ValueError, AttributeError):  # stdin is not a terminal
+        yield
+        return
+    quiet = list(before)
+    quiet[3] = (quiet[3] & ~(termios.ECHO | termios.ECHOCTL)) | termios.NOFLSH
+    try:
+        with contextlib.suppress(termios.error, OSError):
+            termios.tcsetattr(fd, termios.TCSADRAIN, quiet)
+        yield
+    finally:
+        with contextlib.suppress(termios.error, OSError):
+            termios.tcsetattr(fd, termios.TCSADRAIN, before)
 
 
 class _Screen:
@@ -91,6 +131,7 @@ class _Screen:
             self.display.start()
 
     def show(self, events: Iterable[AnyEvent], snap: RunSnapshot) -> None:
+        from osstune.engine.session.events import ErrorEvent
         from osstune.tui.render.run import event_line, run_panel
 
         if self.quiet:
@@ -98,17 +139,22 @@ class _Screen:
         try:
             if self.display is not None:
                 self.display.update(run_panel(self.name, snap))
-            else:
+            else:  # an error is said once, by the run's report when it ends (stderr)
                 for event in events:
-                    if (line := event_line(event)) is not None:
+                    if not isinstance(event, ErrorEvent) and (line := event_line(event)):
                         output.print_line(line)
         except OSError:  # the terminal went away: the run goes on, unwatched
             self.quiet = True
 
-    def warn(self, message: str) -> None:
-        if not self.quiet:
+    def stopping(self) -> None:
+        """The first Ctrl-C: said on stderr in plain output. The live panel says it itself
+        (its subtitle): a line written past Rich's Live would land inside the panel it redraws
+        and leave a copy of the panel's lines above the next frame."""
+        from osstune.tui.render.run import STOPPING_HINT
+
+        if not self.quiet and self.display is None:
             with contextlib.suppress(OSError):
-                output.warn(message)
+                output.warn(STOPPING_HINT)
 
     def close(self, snap: RunSnapshot) -> None:
         if self.display is not None:
@@ -120,26 +166,24 @@ class _Screen:
 def follow(session: RunSession, name: str, live: bool) -> RunSnapshot:
     """Pump the session until the engine exits; Ctrl-C, SIGTERM or SIGHUP once stops it (the
     engine finishes the step and checkpoints), a second Ctrl-C kills it."""
-    screen = _Screen(name, live)
     interrupts = 0
-    with stop_signals_as_interrupts():
+    with noted_signals() as signals, (terminal_for_live() if live else contextlib.nullcontext()):
+        screen = _Screen(name, live)
         try:
             while True:
-                try:
-                    pumped = session.pump()
-                    screen.show(pumped.events, session.snapshot())
-                    if pumped.finished:
-                        break
-                    time.sleep(POLL_S)
-                except KeyboardInterrupt as e:
+                pumped = session.pump()
+                screen.show(pumped.events, session.snapshot())
+                if pumped.finished:
+                    break
+                time.sleep(POLL_S)
+                for signal_name in signals.take():
                     interrupts += 1
-                    if isinstance(e, _Interrupted) and str(e) == "SIGHUP":
+                    if signal_name == "SIGHUP":  # the terminal is gone: write nothing more
                         screen.quiet = True
                     if interrupts == 1:
-                        screen.warn("stopping: the engine finishes this step and saves "
-                                    "(Ctrl-C again to kill)")
                         session.stop()
-                    elif not isinstance(e, _Interrupted):
+                        screen.stopping()
+                    elif signal_name == "SIGINT":
                         session.kill()
         finally:
             snap = session.snapshot()
@@ -150,30 +194,52 @@ def follow(session: RunSession, name: str, live: bool) -> RunSnapshot:
 def run(
     target: Annotated[str, typer.Argument(metavar="PRESET|CONFIG.yaml",
                                           help="A preset name or a run config file")],
+    checkpoint: Annotated[str | None, typer.Argument(
+        metavar="CHECKPOINT", help="With --resume: this checkpoint folder instead of the last "
+        "one (--resume PATH)", show_default=False)] = None,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", metavar="KEY=VALUE", help="Override a config key, e.g. --set max_steps=30"),
     ] = None,
     dataset: Annotated[str | None, typer.Option("--dataset", help="Dataset file, folder or hub id")
                        ] = None,
     output_dir: Annotated[str | None, typer.Option("--output", help="Output directory")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint")
-                      ] = False,
-    force: Annotated[bool, typer.Option("--force", help="Run despite pre-flight refusals")
-                     ] = False,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue from the last checkpoint, or from CHECKPOINT: --resume PATH")
+    ] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Run despite pre-flight refusals; without --resume, start over in a "
+        "folder that holds a run")] = False,
     detach: Annotated[bool, typer.Option(
         "--detach", help="Start the run and return; follow it later with `osstune attach DIR`"),
     ] = False,
 ) -> None:
     """Train with a preset or config file and follow it until it ends."""
-    from osstune.engine.plan.preflight import PreflightError
     from osstune.engine.session.launch import serving_tensor_parallel
-    from osstune.engine.session.lock import RunLocked
     from osstune.engine.session.run_session import RunSession
 
     cfg = _effective_config(target, list(set_ or []), dataset, output_dir)
+    _check_datasets(cfg, target)
+    out = Path(cfg.output.dir)
+    resume_from = _resume_point(resume, checkpoint, out, force)
+    session = RunSession(cfg)
+    _start(session, resume_from, force)
+    if detach:  # the engine holds the folder's lock itself: it outlives this process
+        output.print_line(f"osstune run {cfg.name}: started in the background, output {out}, "
+                          f"log {out / 'engine.log'}")
+        output.print_line(f"follow or stop it: osstune attach {out}")
+        return
+    live = output.is_terminal()
+    if not live:
+        output.print_line(f"osstune run {cfg.name}: output {out}")
+    snap = follow(session, cfg.name, live)
+    _report(snap, target, out, serving_tensor_parallel(cfg))
+
+
+def _check_datasets(cfg: RunConfig, target: str) -> None:
+    """Every dataset exists and is not empty, before any engine or file is started."""
     from osstune.engine.data.dataset_sources import dataset_problem
 
-    try:  # every dataset, before any engine or file is started
+    try:
         paths = [ds.path for ds, _weight in cfg.dataset_sources()] + [
             p for p in [cfg.dataset.val_path] if p]
     except ValueError as e:
@@ -181,8 +247,44 @@ def run(
     for path in paths:
         if problem := dataset_problem(path):
             output.fail(problem)
-    out = Path(cfg.output.dir)
-    session = RunSession(cfg)
+
+
+def _resume_point(resume: bool, checkpoint: str | None, out: Path, force: bool) -> bool | str:
+    """False, True (the last finished checkpoint in OUT) or a checkpoint folder (absolute).
+    Refuses, before anything starts, a --resume with nothing to resume from."""
+    from osstune.engine.session.lock import owner_of
+    from osstune.engine.session.run_folder import (
+        checkpoints_root,
+        complete_checkpoints,
+        failed_attempt,
+        is_finished_checkpoint,
+    )
+
+    if checkpoint is not None and not resume:
+        output.fail(f"{checkpoint}: a checkpoint to resume from goes after --resume "
+                    f"(--resume {checkpoint}); other options are named (--set, --output, ...)")
+    if checkpoint is not None:
+        if not is_finished_checkpoint(Path(checkpoint)):
+            output.fail(f"--resume {checkpoint}: not a finished checkpoint folder (no COMPLETE "
+                        f"file; finished ones are listed in {checkpoints_root(out)})")
+        return str(Path(checkpoint).resolve())
+    if owner_of(out) is not None:  # a live run: the session refuses, naming it
+        return resume
+    if resume and not complete_checkpoints(out):
+        why = ("its earlier run ended before its first save: run without --resume to start over "
+               "there" if failed_attempt(out) else "use --output for the run's folder")
+        output.fail(f"--resume: {out} holds no finished checkpoint ({why})")
+    if not resume and not force and failed_attempt(out):
+        output.warn(f"{out}: the earlier run there ended before its first save (nothing to "
+                    "resume); starting over")
+    return resume
+
+
+def _start(session: RunSession, resume: bool | str, force: bool) -> None:
+    """Pre-flight, the folder's lock and the engine; one line and an exit code when refused."""
+    from osstune.engine.plan.preflight import PreflightError
+    from osstune.engine.session.lock import RunLocked
+
     try:
         waived = session.start(resume=resume, force=force)
     except RunLocked as e:
@@ -195,16 +297,6 @@ def run(
         output.warn(f"pre-flight (forced): {problem}")
     if session.lock is not None and (stale := session.lock.stale_warning()) is not None:
         output.warn(stale)
-    if detach:  # the engine holds the folder's lock itself: it outlives this process
-        output.print_line(f"osstune run {cfg.name}: started in the background, output {out}, "
-                          f"log {out / 'engine.log'}")
-        output.print_line(f"follow or stop it: osstune attach {out}")
-        return
-    live = output.is_terminal()
-    if not live:
-        output.print_line(f"osstune run {cfg.name}: output {out}")
-    snap = follow(session, cfg.name, live)
-    _report(snap, target, out, serving_tensor_parallel(cfg))
 
 
 def _report(snap: RunSnapshot, target: str, out: Path, served_tp: int) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from osstune.engine.plan.units import plural
 from osstune.engine.session.events import (
     AnyEvent,
     Checkpoint,
@@ -54,18 +55,35 @@ def gpu_summary(gpus: list[StepGpu]) -> str:
     return " ".join(f"r{g.rank}:{g.device_mem_reserved_gib:.1f}GiB" for g in gpus)
 
 
+def skipped_rows_line(stats: dict[str, Any]) -> str | None:
+    """'data.jsonl: 3 of 40 rows skipped (unknown role: 2, ...); first: row 7: ...' from a
+    dataset's statistics (`DatasetStats.as_dict()`, run_start's `dataset`), None when none was
+    skipped. Rows count from 1, like lines; the samples name the file for a folder or a mix."""
+    by_reason: dict[str, int] = stats.get("rows_skipped") or {}
+    skipped = sum(by_reason.values())
+    if not skipped:
+        return None
+    reasons = ", ".join(f"{reason}: {n:,}" for reason, n in by_reason.items())
+    samples = stats.get("skip_samples") or []
+    first = f"; first (rows count from 1): {samples[0]}" if samples else ""
+    source = f"{stats['source']}: " if stats.get("source") and not stats.get("sources") else ""
+    return (f"{source}{skipped:,} of {plural(stats.get('rows_read', 0), 'row')} skipped "
+            f"({reasons}){first}")
+
+
 def dataset_lines(stats: dict[str, Any]) -> list[str]:
     """One line per source of a mixed dataset, and the validation split (run_start's stats)."""
     lines = []
     for s in stats.get("sources") or []:
         skipped = sum(s["rows_skipped"].values())
         lines.append(f"  dataset {s['source']} ({s['format']}, weight {s['weight']:g}): "
-                     f"{s['examples_used']} examples from {s['rows_read']} rows"
-                     + (f", {skipped} skipped" if skipped else ""))
+                     f"{plural(s['examples_used'], 'example')} from "
+                     f"{plural(s['rows_read'], 'row')}"
+                     + (f", {skipped:,} skipped" if skipped else ""))
     val = stats.get("validation")
     if val:
-        lines.append(f"  validation ({val['source']}): {val['examples']} examples, "
-                     f"{val['tokens_trained']:,} trained tokens")
+        lines.append(f"  validation ({val['source']}): {plural(val['examples'], 'example')}, "
+                     f"{plural(val['tokens_trained'], 'trained token')}")
     return lines
 
 
@@ -77,9 +95,11 @@ def pack_len_lines(pack_len: dict[str, Any] | None) -> list[str]:
 def event_line(event: AnyEvent) -> str | None:
     """The plain-text line for one event (None for events that have no line)."""
     if isinstance(event, RunStart):
+        skipped = skipped_rows_line(event.dataset)
         return "\n".join([f"run_start: {event.model.get('id')} ({event.model.get('init')}), "
-                          f"world size {event.world_size}, {event.total_steps} steps",
-                          *pack_len_lines(event.pack_len), *dataset_lines(event.dataset)])
+                          f"world size {event.world_size}, {plural(event.total_steps, 'step')}",
+                          *pack_len_lines(event.pack_len), *dataset_lines(event.dataset),
+                          *([f"  {skipped}"] if skipped else [])])
     if isinstance(event, Eval):
         return f"eval step {event.step}: loss {event.loss:.4f}"
     if isinstance(event, Step):
@@ -105,6 +125,8 @@ def run_panel(name: str, snap: RunSnapshot, log_tail: int = LOG_TAIL) -> Any:
     from rich.table import Table
     from rich.text import Text
 
+    from osstune.engine.session.fold import error_note
+
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
@@ -123,11 +145,26 @@ def run_panel(name: str, snap: RunSnapshot, log_tail: int = LOG_TAIL) -> Any:
     for g in snap.gpus:
         grid.add_row(f"rank {g.rank}", "waiting for the first step" if g.reserved_gib is None
                      else f"{g.reserved_gib:.2f} GiB reserved (peak since last step)")
-    for note in snap.notes[-NOTES_SHOWN:]:  # engine text, never Rich markup
+    if snap.dataset and (skipped := skipped_rows_line(snap.dataset)):
+        grid.add_row("data", Text(skipped))  # file text, never Rich markup
+    # The error itself is not repeated here: `osstune run` reports it once, when the panel closes.
+    error = error_note(snap.error) if snap.error is not None else None
+    for note in [n for n in snap.notes if n != error][-NOTES_SHOWN:]:  # never Rich markup
         grid.add_row("", Text(note))
     for line in snap.log_lines[-log_tail:]:
         grid.add_row("log", Text(line, no_wrap=True, overflow="ellipsis"))
-    return Panel(grid, title=f"osstune run {name}", subtitle="Ctrl-C: stop and save")
+    return Panel(grid, title=f"osstune run {name}", subtitle=panel_hint(snap))
+
+
+STOP_HINT = "Ctrl-C: stop and save"
+STOPPING_HINT = "stopping: the engine finishes this step and saves (Ctrl-C again to kill)"
+
+
+def panel_hint(snap: RunSnapshot) -> str | None:
+    """What Ctrl-C does now: stop, or kill once a stop was asked; nothing once the run is over."""
+    if snap.finished or snap.end is not None:
+        return None
+    return STOPPING_HINT if snap.status == "stopping" else STOP_HINT
 
 
 def stats_line(snap: RunSnapshot) -> Text:
