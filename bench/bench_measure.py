@@ -25,7 +25,8 @@ def engine_overrides(variant: Variant, seq: int, unchecked: int | None) -> dict[
         return None
     attn = {"osstune": "auto"}.get(variant.attn, variant.attn)
     layers = unchecked if variant.unchecked < 0 else variant.unchecked
-    items = ["model.init=random", f"training.sequence_len={seq}", "training.micro_batch_size=1",
+    items = ["model.init=random", f"training.sequence_len={seq}", "training.pack_len=null",
+             "training.micro_batch_size=1",
              "training.gradient_accumulation_steps=1", f"model.attn_implementation={attn}",
              f"training.compile={variant.compile or 'off'}",
              f"training.unchecked_layers={layers}",

@@ -23,7 +23,8 @@ from tests.engine_fixtures import (
 )
 
 LORA = {"method": "lora", "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
-        "training": {"max_steps": 2, "learning_rate": 5e-2}, "output": {"save_steps": 1}}
+        "training": {"max_steps": 2, "learning_rate": 5e-2, "pack_len": 512},  # 2 x sequence_len
+        "output": {"save_steps": 1}}
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +57,11 @@ def test_lora_adapter_loads_with_peft_and_merges(lora_run, monkeypatch):
     # Only the adapter is trained and checkpointed.
     start = next(e for e in read_events(out) if e["type"] == "run_start")
     assert 0 < start["model"]["trainable_params"] < start["model"]["total_params"] / 10
+    # The packed row length and why (run_start), kept for a resume (trainer_state.json)
+    assert start["pack_len"] == {"length": 512, "reason": "set", "why": "training.pack_len",
+                                 "detail": "512 tokens (training.pack_len)"}
+    state = json.loads((out / "checkpoints" / "step-000001" / "trainer_state.json").read_text())
+    assert state["pack_len"] == 512
 
     cfg, _ = resolve_run(str(path))
     peft_model = PeftModel.from_pretrained(base_model(cfg), str(adapter)).eval()

@@ -116,10 +116,10 @@ def test_fsdp_shards_and_offload_moves_states_to_the_host() -> None:
 
 
 def test_unchecked_auto_fills_the_card_and_reports_the_floor() -> None:
-    cfg = load_config(LORA, ["training.sequence_len=8192"])
+    cfg = load_config(LORA, ["training.sequence_len=8192", "training.pack_len=null"])
     card = load_profile(H100)
     est = estimate(cfg, card)
-    floor = estimate(load_config(LORA, ["training.sequence_len=8192",
+    floor = estimate(load_config(LORA, ["training.sequence_len=8192", "training.pack_len=null",
                                         "training.unchecked_layers=0"]), card)
     assert est.min_peak_mem_gib_per_gpu == floor.peak_mem_gib_per_gpu
     assert 0 < est.unchecked_layers <= 24
@@ -186,7 +186,8 @@ def test_time_for_the_dataset() -> None:
     assert est.train_tokens == 20_000_000
     assert est.time_s == pytest.approx(est.train_tokens / est.tokens_per_s, rel=1e-3)
     steps = estimate(load_config(LORA, ["max_steps=10"]), load_profile(H100))
-    assert steps.train_tokens == 10 * 8 * 2048
+    assert steps.pack_len > 2048  # the preset's pack_len: auto
+    assert steps.train_tokens == 10 * 8 * steps.pack_len
 
 
 def test_what_cannot_be_modeled_says_so() -> None:

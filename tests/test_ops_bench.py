@@ -66,7 +66,8 @@ def test_results_carry_what_a_calibration_point_needs(bench, tmp_path):
 
     lean = bench.engine_overrides(bench.VARIANTS["osstune-lean"], 8192, None)
     assert lean["set"] == [
-        "model.init=random", "training.sequence_len=8192", "training.micro_batch_size=1",
+        "model.init=random", "training.sequence_len=8192", "training.pack_len=null",
+        "training.micro_batch_size=1",
         "training.gradient_accumulation_steps=1", "model.attn_implementation=auto",
         "training.compile=mlp", "training.unchecked_layers=0", "training.moe_chunk_tokens=16384"]
     assert lean["measures"] == ["tokens_per_s", "peak_mem_gib_per_gpu"]

@@ -63,6 +63,23 @@ def test_durations():
     assert fmt_duration(3725) == "1:02:05"
 
 
+def test_the_packed_row_length_and_why_reach_the_line_and_the_panel():
+    pack = {"length": 7168, "reason": "speed knee", "why": "auto: speed knee, ~16,767 tok/s",
+            "detail": "7,168 tokens (auto: speed knee, ~16,767 tok/s)"}
+    start = _event("run_start", total_steps=40, model={"id": "m"}, world_size=1, config={},
+                   gpus=[], dataset={}, pack_len=pack)
+    assert "  rows: pack_len 7,168 tokens (auto: speed knee, ~16,767 tok/s)" in event_line(start)
+    fold = RunFold()
+    fold.apply([start])
+    console = Console(width=100, record=True, color_system=None)
+    console.print(run_panel("demo", fold.snapshot()))
+    text = console.export_text()
+    assert "rows" in text and "7,168 tokens (auto: speed knee" in text
+    older = _event("run_start", total_steps=40, model={}, world_size=1, config={}, gpus=[],
+                   dataset={})  # engines before pack_len: no line, no row
+    assert "rows:" not in event_line(older)
+
+
 SKIPPED = {"rows_read": 12, "rows_skipped": {"unknown role": 1, "no assistant message": 1},
            "skip_samples": ["row 11: message 0: unknown role 'robot'", "row 12: no assistant"],
            "source": "bad.jsonl", "sources": []}

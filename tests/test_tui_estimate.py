@@ -26,7 +26,7 @@ async def test_preset_screen_shows_each_estimate_against_the_card(tmp_path: Path
         await to_presets(pilot)
         table = app.screen.query_one("#presets")
         row = [str(cell) for cell in table.get_row("gpt-oss-20b-lora-1gpu")]
-        assert "49/80 GiB" in row[4] and "█" in row[4]
+        assert "70/80 GiB" in row[4] and "█" in row[4]  # pack_len auto: 7,168-token rows
         assert str(table.get_row("tiny-cpu-demo")[4]) == "CPU"
         verdict = next(v for v in app.plan.recommendation.verdicts
                        if v.name == "gpt-oss-20b-lora-1gpu")
@@ -41,6 +41,8 @@ async def test_review_rejudges_every_edit_with_terms_one_key_away(tmp_path: Path
     async with app.run_test(size=(100, 30)) as pilot:
         await to_dataset(pilot)
         assert app.plan.dataset_facts is not None and app.plan.dataset_facts.examples
+        assert "(pack_len auto: the longest row the dataset fills" in \
+            text_of(app.screen, "#dataset-summary")  # as `osstune inspect` says it
         await pilot.press("ctrl+n")
         await wait_until(pilot, lambda: screen_name(app) == "ReviewScreen")
         screen = app.screen
@@ -48,6 +50,12 @@ async def test_review_rejudges_every_edit_with_terms_one_key_away(tmp_path: Path
         assert "estimate: fits" in shown and "/80 GiB" in shown and "tokens/s" in shown
         # The time for the whole bundled sample (it is read in full)
         assert " min for " in shown or " h " in shown
+        # pack_len: auto on the sample's 36 short chats: the data, not the card, bounds the rows
+        assert "rows 2,048 tokens (auto: the longest row the dataset fills" in shown
+        screen.query_one("#f-training-pack_len").value = "8192"
+        await pilot.pause()
+        assert "rows 8,192 tokens (training.pack_len)" in text_of(screen, "#review-estimate")
+        screen.query_one("#f-training-pack_len").value = "auto"
         screen.query_one("#f-training-sequence_len").value = "262144"
         await pilot.pause()
         shown = text_of(screen, "#review-estimate")

@@ -121,11 +121,16 @@ def prepare_training_data(cfg: Any, tokenizer: Any, use_cache: bool = True) -> T
             "examples": len(validation),
             "tokens_trained": sum(e.trained_tokens for e in validation)}
     if cfg.dataset.packing:
-        bins = _pack_bins(train, cfg.training.sequence_len, cfg.training.seed)
-        stats.packed_rows = len(bins)
-        stats.packing_efficiency = round(
-            stats.tokens_total / (len(bins) * cfg.training.sequence_len), 6) if bins else None
+        pack_stats(stats, train, cfg.training.sequence_len, cfg.training.seed)
     return TrainingData(train, validation, stats)
+
+
+def pack_stats(stats: DatasetStats, train: list[Example], pack_len: int, seed: int) -> None:
+    """Set the packed row count and packing efficiency of `train` in rows of `pack_len`."""
+    bins = _pack_bins(train, pack_len, seed)
+    stats.packed_rows = len(bins)
+    stats.packing_efficiency = round(stats.tokens_total / (len(bins) * pack_len), 6) \
+        if bins else None
 
 
 def to_rows(examples: list[Example], sequence_len: int, seed: int, packing: bool

@@ -56,7 +56,9 @@ def point_hardware(hw: dict[str, Any]) -> HardwareProfile:
 
 
 def estimate_point(point: dict[str, Any]) -> Estimate:
-    cfg = load_config(point["preset"], list(point.get("set") or []))
+    # Every point so far ran rows of sequence_len (before `pack_len: auto`); a point's own `set`
+    # may still name its pack_len.
+    cfg = load_config(point["preset"], ["training.pack_len=null", *(point.get("set") or [])])
     hw = point["hardware"]
     facts = DatasetFacts(**point["dataset"]) if point.get("dataset") else None
     return estimate(cfg, point_hardware(hw), dataset=facts,

@@ -86,7 +86,10 @@ class TrainingConfig(_Strict):
     learning_rate: float = Field(default=2e-4, gt=0.0, lt=1.0)
     lr_scheduler: Literal["constant_with_warmup", "cosine", "linear"] = "cosine"
     warmup_steps: int = Field(default=0, ge=0)
-    sequence_len: int = Field(default=2048, ge=16)
+    sequence_len: int = Field(default=2048, ge=16)  # the longest example
+    # Packed row length: null = sequence_len; auto = sized for the card's memory and speed
+    # (engine/plan/packlen.py); a number >= sequence_len.
+    pack_len: int | Literal["auto"] | None = None
     micro_batch_size: int = Field(default=1, ge=1)
     gradient_accumulation_steps: int = Field(default=1, ge=1)
     num_epochs: float = Field(default=1.0, gt=0.0)
@@ -125,8 +128,18 @@ class TrainingConfig(_Strict):
             return n
         raise ValueError("must be a layer count >= 0 or 'auto'")
 
+    @field_validator("pack_len", mode="before")
+    @classmethod
+    def _pack_len(cls, n: Any) -> Any:
+        if n is None or n == "auto" or (isinstance(n, int) and not isinstance(n, bool) and n >= 16):
+            return n
+        raise ValueError("must be a row length in tokens (>= sequence_len), 'auto' or null")
+
     @model_validator(mode="after")
     def _levers(self) -> TrainingConfig:
+        if isinstance(self.pack_len, int) and self.pack_len < self.sequence_len:
+            raise ValueError(f"pack_len {self.pack_len} is shorter than sequence_len "
+                             f"{self.sequence_len} (the longest example must fit one row)")
         if self.unchecked_layers not in (0, "auto") and not self.gradient_checkpointing:
             raise ValueError("unchecked_layers needs gradient_checkpointing: true (without it "
                              "every layer keeps its activations)")
@@ -368,6 +381,7 @@ SHORTCUTS = {
     "epochs": "training.num_epochs",
     "num_epochs": "training.num_epochs",
     "sequence_len": "training.sequence_len",
+    "pack_len": "training.pack_len",
     "micro_batch_size": "training.micro_batch_size",
     "gradient_accumulation_steps": "training.gradient_accumulation_steps",
     "seed": "training.seed",

@@ -1,9 +1,9 @@
 """`estimate(config, hardware) -> Estimate`: GPU memory, host RAM, disk and time of one run.
 
-Torch-free and fast (well under a millisecond): the recommender, `osstune plan`, the pre-flight
-and the wizard's Review screen all call it on the effective config (preset + `--set` +
-`--dataset`). Every figure is the sum of named terms (engine/plan/memory.py, storage.py,
-speed.py), calibrated on the measurements in bench/calibration/*.json.
+Torch-free and fast (under a millisecond; ~3 ms resolving `pack_len: auto`): the recommender,
+`osstune plan`, the pre-flight and the wizard's Review screen all call it on the effective config
+(preset + `--set` + `--dataset`). Every figure is the sum of named terms (engine/plan/memory.py,
+storage.py, speed.py), calibrated on the measurements in bench/calibration/*.json.
 
 `unchecked_layers: auto` is resolved the way the engine does it (engine/trainer/ops/
 checkpointing.py, which uses the same per-layer term): as many layers as fit on the smallest card
@@ -13,6 +13,8 @@ used, 4 GiB below its size, so `peak_mem_gib_per_gpu` is what the run will reser
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +27,7 @@ from osstune.engine.plan.memory import (
     offload_pass_tokens,
     unchecked_layer_gib,
 )
+from osstune.engine.plan.packlen import MEMORY_FRACTION, PackLen, choose, dataset_cap
 from osstune.engine.plan.shapes import ModelShapes, ShapeError, model_shapes
 from osstune.engine.plan.speed import SpeedInputs, positions_per_s, speed_terms
 from osstune.engine.plan.storage import disk_terms
@@ -53,6 +56,8 @@ class Estimate:
     card_gib_needed: float = 0.0
     unchecked_layers: int = 0
     layers: int = 0
+    pack_len: int = 0  # the packed row length the figures are for (pack_len: auto resolved)
+    pack_len_reason: str = ""  # why that length (engine/plan/packlen.py)
     gpu_terms: dict[str, float] = field(default_factory=dict)
     host_ram_gib: float = 0.0
     host_terms: dict[str, float] = field(default_factory=dict)
@@ -84,7 +89,8 @@ def _attention(cfg: RunConfig) -> str:
     return {"auto": "osstune", "sdpa": "eager"}.get(impl, impl)
 
 
-def memory_inputs(cfg: RunConfig, shapes: ModelShapes, on_gpu: bool) -> MemoryInputs:
+def memory_inputs(cfg: RunConfig, shapes: ModelShapes, on_gpu: bool, row_len: int
+                  ) -> MemoryInputs:
     t, d = cfg.training, cfg.distributed
     lora = cfg.method == "lora"
     return MemoryInputs(
@@ -93,7 +99,7 @@ def memory_inputs(cfg: RunConfig, shapes: ModelShapes, on_gpu: bool) -> MemoryIn
         lora_params=shapes.lora_params(cfg.lora.r, cfg.lora.target_modules,
                                        cfg.lora.target_parameters) if lora else 0,
         fsdp=d.fsdp, offload=d.cpu_offload, world_size=d.world_size,
-        tokens=t.micro_batch_size * t.sequence_len, checkpointing=t.gradient_checkpointing,
+        tokens=t.micro_batch_size * row_len, checkpointing=t.gradient_checkpointing,
         compiled=_compiled(cfg, on_gpu), moe_chunk=t.moe_chunk_tokens,
         pretrained=cfg.model.init == "pretrained", processes_per_node=max(d.gpus, 1),
         reduce_bytes=(2 if cfg.model.dtype == "bfloat16" else 4)
@@ -134,13 +140,62 @@ def _speed(cfg: RunConfig, m: MemoryInputs, unchecked: int, gpu_name: str | None
     mean_doc = facts.mean_example_tokens if facts else None
     if facts and mean_doc is None and facts.examples and facts.tokens_total:
         mean_doc = facts.tokens_total / facts.examples
+    mean_doc = min(mean_doc or t.sequence_len, t.sequence_len)  # no example is longer
     return SpeedInputs(
         shapes=m.shapes, full_finetune=cfg.method == "full", tokens=m.tokens,
-        row_len=t.sequence_len, micro_batches=t.gradient_accumulation_steps,
+        row_len=m.tokens // t.micro_batch_size, micro_batches=t.gradient_accumulation_steps,
         checked_fraction=checked, compiled=m.compiled, attention=_attention(cfg),
         moe_chunk=m.moe_chunk, packed_experts=m.packed_experts, offload=m.offload,
         world_size=m.world_size, mean_example_tokens=mean_doc if cfg.dataset.packing else None,
         gpu_name=gpu_name, pass_tokens=m.pass_tokens)
+
+
+def pack_len_for(cfg: RunConfig, card_gib: float | None, gpu_name: str | None = None,
+                 facts: DatasetFacts | None = None) -> PackLen:
+    """The packed row length of `cfg` (`pack_len: auto` sized by engine/plan/packlen.py for a
+    card of `card_gib`: its size when planning, its free memory when the engine starts)."""
+    t, d = cfg.training, cfg.distributed
+    if not cfg.dataset.packing:
+        return PackLen(t.sequence_len, "packing off", "packing off: one example per row")
+    if t.pack_len != "auto":
+        return PackLen(t.pack_len or t.sequence_len, "set" if t.pack_len else "sequence_len",
+                       "training.pack_len" if t.pack_len else "rows of sequence_len")
+    if d.gpus < 1 or d.backend == "gloo":
+        return PackLen(t.sequence_len, "cpu", "auto: rows of sequence_len on the CPU")
+    if card_gib is None:
+        return PackLen(t.sequence_len, "no card", "auto: no card to size rows for")
+    try:
+        shapes = model_shapes(cfg.model.id, cfg.model.architecture)
+    except ShapeError:
+        return PackLen(t.sequence_len, "no estimate", "auto: the model's shapes are not known")
+    all_checked = 0 if t.gradient_checkpointing else shapes.layers
+    base = memory_inputs(cfg, shapes, True, t.sequence_len)  # the rest only changes the tokens
+
+    def inputs(n: int) -> MemoryInputs:
+        return dataclasses.replace(base, tokens=t.micro_batch_size * n)
+
+    @functools.cache
+    def floor(n: int) -> float:  # bisection and speed ask for the same lengths
+        return sum(gpu_terms(inputs(n), all_checked).values())
+
+    def speed(n: int) -> float:
+        m = inputs(n)
+        unchecked = _unchecked(cfg, m, floor(n), card_gib, [])
+        return positions_per_s(_speed(cfg, m, unchecked, gpu_name, facts))
+
+    budget = card_gib * MEMORY_FRACTION - CUDA_CONTEXT_GIB
+    rows_per_step = t.micro_batch_size * t.gradient_accumulation_steps * d.world_size
+    return choose(t.sequence_len, lambda n: floor(n) <= budget, speed,
+                  dataset_cap(facts.tokens_total if facts else None, rows_per_step))
+
+
+def pack_len_on(cfg: RunConfig, hardware: HardwareProfile | None,
+                facts: DatasetFacts | None = None, memory_cap_gib: float | None = None
+                ) -> PackLen:
+    """`pack_len_for` on the smallest of the cards the run uses (planning: the profile's)."""
+    card = _card_gib(hardware, cfg.distributed.gpus, memory_cap_gib)
+    gpu = hardware.gpus[0].name if hardware and hardware.gpus else None
+    return pack_len_for(cfg, card, gpu, facts)
 
 
 def _gpu_name(hardware: HardwareProfile | None, notes: list[str]) -> str | None:
@@ -161,8 +216,10 @@ def estimate(cfg: RunConfig, hardware: HardwareProfile | None = None, *,
     d = cfg.distributed
     on_gpu = d.gpus > 0 and d.backend != "gloo"
     notes: list[str] = []
-    m = memory_inputs(cfg, shapes, on_gpu)
-    est = Estimate(ok=True, gpus=d.gpus if on_gpu else 0, layers=shapes.layers, assumptions=notes)
+    rows = pack_len_on(cfg, hardware, dataset, memory_cap_gib)
+    m = memory_inputs(cfg, shapes, on_gpu, rows.length)
+    est = Estimate(ok=True, gpus=d.gpus if on_gpu else 0, layers=shapes.layers, assumptions=notes,
+                   pack_len=rows.length, pack_len_reason=rows.why)
     if on_gpu:
         floor_terms = gpu_terms(m, 0 if cfg.training.gradient_checkpointing else shapes.layers)
         floor = sum(floor_terms.values())

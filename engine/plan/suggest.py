@@ -30,6 +30,8 @@ class Suggestion:
 def _single_changes(cfg: RunConfig, profile: HardwareProfile) -> list[str]:
     t, d = cfg.training, cfg.distributed
     out: list[str] = []
+    if isinstance(t.pack_len, int) and t.pack_len > t.sequence_len:
+        out.append("training.pack_len=null")  # rows of sequence_len
     length = t.sequence_len // 2
     while length >= 1024 and len([c for c in out if "sequence_len" in c]) < 3:
         out.append(f"training.sequence_len={length}")

@@ -80,6 +80,8 @@ class RunStart(_Event):
     # PYTORCH_CUDA_ALLOC_CONF of the run and who set it: {"conf": ..., "set_by": "engine" or
     # "user (VARIABLE)"} (engine/trainer/allocator.py)
     cuda_alloc_conf: dict[str, str] | None = None
+    # The packed row length and why ({"length", "reason", "detail"}; engine/plan/packlen.py).
+    pack_len: dict[str, Any] | None = None
 
 
 class Step(_Event):

@@ -72,6 +72,7 @@ class RunFigures:
     error: ErrorEvent | None = None
     end: RunEnd | None = None
     dataset: dict[str, Any] | None = None  # run_start's dataset statistics (rows skipped, ...)
+    pack_len: str | None = None  # run_start: the packed row length and why
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,8 @@ class RunFold:
     def _on_run_start(self, event: RunStart) -> None:
         # a resumed run starts again after an earlier end
         self._set(error=None, end=None, status="training", total_steps=event.total_steps,
-                  step=event.start_step, dataset=event.dataset)
+                  step=event.start_step, dataset=event.dataset,
+                  pack_len=(event.pack_len or {}).get("detail"))
         for gpu in event.gpus:
             self._update_gpu(gpu.rank, name=gpu.name, total_gib=gpu.memory_total_gib)
 

@@ -15,9 +15,11 @@ import torch
 import torch.distributed as dist
 
 from osstune.engine.data.dataset import PAD_ID, DatasetError, PackedRow
-from osstune.engine.data.dataset_mix import prepare_training_data, to_rows
+from osstune.engine.data.dataset_mix import pack_stats, prepare_training_data, to_rows
 from osstune.engine.data.tokenizer import TokenizerError, load_tokenizer
 from osstune.engine.plan.config import RunConfig
+from osstune.engine.plan.estimate import DatasetFacts, pack_len_for
+from osstune.engine.plan.packlen import PackLen
 from osstune.engine.trainer.objective import IGNORE_INDEX, shift_labels
 from osstune.engine.trainer.runtime import Runtime
 
@@ -98,10 +100,29 @@ def step_batches(stream: RowStream, step: int, rt: Runtime, cfg: RunConfig) -> l
             for m in range(cfg.training.gradient_accumulation_steps)]
 
 
-def training_rows(cfg: RunConfig, rt: Runtime
+def card_free_gib(rt: Runtime) -> tuple[float | None, str | None]:
+    """(free GiB, name) of this process's GPU before the model loads; (None, None) on the CPU."""
+    if rt.device.type != "cuda":
+        return None, None
+    free, _total = torch.cuda.mem_get_info(rt.device)
+    return free / 1024**3, torch.cuda.get_device_name(rt.device)
+
+
+def resolve_pack_len(cfg: RunConfig, rt: Runtime, stats: Any, resumed: int | None) -> PackLen:
+    """The row length to pack at: a resumed run keeps its own (the rows, hence the data order,
+    depend on it); otherwise the estimator's rule for this card's free memory and this data."""
+    if resumed is not None and cfg.training.pack_len == "auto" and \
+            resumed >= cfg.training.sequence_len:
+        return PackLen(resumed, "resumed", "auto: the rows of the run being resumed")
+    card, name = card_free_gib(rt)
+    facts = DatasetFacts(tokens_total=stats.tokens_total, examples=stats.examples)
+    return pack_len_for(cfg, card, name, facts)
+
+
+def training_rows(cfg: RunConfig, rt: Runtime, resumed_pack_len: int | None = None
                   ) -> tuple[list[PackedRow], list[PackedRow], dict, Any]:
-    """(rows, validation rows, dataset stats, tokenizer or None): rank 0 tokenizes and packs,
-    then broadcasts.
+    """(rows, validation rows, dataset stats, tokenizer or None): rank 0 tokenizes, chooses the
+    row length (stats["pack_len"]) and packs, then broadcasts.
 
     The other ranks never load the tokenizer or read the dataset (8 ranks each loading a
     200k-token vocabulary and re-rendering the data cost more than the broadcast).
@@ -114,10 +135,14 @@ def training_rows(cfg: RunConfig, rt: Runtime
             tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.id)
             data = prepare_training_data(cfg, tokenizer)
             t, packing = cfg.training, cfg.dataset.packing
-            rows = to_rows(data.train, t.sequence_len, t.seed, packing)
-            val_rows = to_rows(data.validation, t.sequence_len, t.seed, packing)
+            chosen = resolve_pack_len(cfg, rt, data.stats, resumed_pack_len)
+            if packing and chosen.length != t.sequence_len:
+                pack_stats(data.stats, data.train, chosen.length, t.seed)
+            rows = to_rows(data.train, chosen.length, t.seed, packing)
+            val_rows = to_rows(data.validation, chosen.length, t.seed, packing)
             stats = data.stats.as_dict()
             stats["rows"] = len(rows)
+            stats["pack_len"] = chosen.as_dict()
             payload = [rows, val_rows, stats]
         except (DatasetError, TokenizerError) as e:
             failure = e  # every rank raises it, so no rank waits for the others forever

@@ -63,6 +63,7 @@ class TrainerState:
     elapsed_s: float
     scheduler: dict[str, Any]
     format: int = FORMAT_VERSION
+    pack_len: int | None = None  # the packed row length the run trained on (older saves: None)
 
 
 def step_dir_name(step: int) -> str:

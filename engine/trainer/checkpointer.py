@@ -56,6 +56,7 @@ class CheckpointManager:
                  resume_command: str) -> None:
         self.cfg, self.output, self.rt = cfg, output, rt
         self.enabled, self.resume_command = enabled, resume_command
+        self.pack_len: int | None = None  # the packed row length (a resume packs the same rows)
         self.lora = cfg.method == "lora"
         self.last_saved: Path | None = None
 
@@ -116,7 +117,8 @@ class CheckpointManager:
             raise self._disk_full(step, needed, free, "not enough free space to save")
         state = ckpt.TrainerState(step=step, total_steps=total_steps,
                                   world_size=self.rt.world_size, method=self.cfg.method,
-                                  elapsed_s=elapsed_s, scheduler=opt.scheduler.state_dict())
+                                  elapsed_s=elapsed_s, scheduler=opt.scheduler.state_dict(),
+                                  pack_len=self.pack_len)
         try:
             self.last_saved = ckpt.save_checkpoint(self.output, objective, opt.optimizer, state,
                                                    self.cfg.output.keep_last, self.lora)

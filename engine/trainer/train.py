@@ -32,6 +32,7 @@ from osstune.engine.data.dataset import DatasetError
 from osstune.engine.data.tokenizer import TokenizerError
 from osstune.engine.plan.config import ConfigError, RunConfig, load_config
 from osstune.engine.plan.flops import train_flops_per_token
+from osstune.engine.plan.packlen import PackLen
 from osstune.engine.plan.preflight import PreflightError, preflight
 from osstune.engine.plan.units import plural
 from osstune.engine.session.events import EVENTS_FILE, EventWriter
@@ -179,7 +180,10 @@ class Recipe:
         torch.manual_seed(cfg.training.seed)
         random.seed(cfg.training.seed)
         model_config = load_model_config(cfg, rt.device)  # an unknown model fails here, cheaply
-        rows, val_rows, self.data_stats, self.tokenizer = training_rows(cfg, rt)
+        resumed_len = self.resumed.state.pack_len if self.resumed is not None else None
+        rows, val_rows, self.data_stats, self.tokenizer = training_rows(cfg, rt, resumed_len)
+        self.pack = PackLen.from_dict(self.data_stats.pop("pack_len"))
+        self.saver.pack_len = self.pack.length
         self.stream = RowStream(rows, cfg.training.seed, cfg.dataset.shuffle)
         self.evaluator = Evaluator(val_rows, cfg.training.eval_steps, cfg.training.micro_batch_size,
                                    rt.rank, rt.world_size, rt.device, collate)
@@ -201,7 +205,7 @@ class Recipe:
         self.logger = StepLogger(cfg, rt, self.run.emit, self.total_steps, len(self.stream),
                                  self.step, elapsed_before,
                                  train_flops_per_token(self.built.config.to_dict(),
-                                                       cfg.training.sequence_len))
+                                                       self.pack.length))
 
     def announce(self) -> None:
         cfg, rt, info = self.cfg, self.rt, self.built.info
@@ -211,11 +215,13 @@ class Recipe:
                       model=info.as_dict(), dataset=self.data_stats,
                       total_steps=self.total_steps, start_step=self.step,
                       output_dir=str(self.output), resumed_from=resumed_from,
-                      cuda_alloc_conf=self.alloc_conf)
+                      cuda_alloc_conf=self.alloc_conf,
+                      pack_len=self.pack.as_dict())
         log(f"{info.total_params / 1e6:.1f}M parameters ({info.trainable_params / 1e6:.1f}M "
             f"trained), {plural(len(self.stream), 'row')}, {plural(self.total_steps, 'step')}, "
             "world size "
             f"{rt.world_size}")
+        log(f"pack_len: {self.pack.detail}")
         if info.levers:
             log("levers: " + "; ".join(info.levers))
         if rt.device.type == "cuda":
@@ -238,7 +244,7 @@ class Recipe:
                                 built.config.router_aux_loss_coef, self.stop.requested)
             self.step += 1
             fitted = fit_unchecked_after_first_step(built.lm, self.levers,
-                                                    t.micro_batch_size * t.sequence_len)
+                                                    t.micro_batch_size * self.pack.length)
             if fitted is not None:
                 self.fitted_unchecked = fitted
                 log(f"unchecked_layers auto: {fitted} of {built.config.num_hidden_layers} "

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from osstune.engine.data.dataset import DatasetStats, Example
     from osstune.engine.data.dataset_mix import TrainingData
     from osstune.engine.plan.config import RunConfig
+    from osstune.engine.plan.packlen import PackLen
 
 DEFAULT_VIEW_COUNT = 3
 
@@ -62,7 +63,8 @@ def _by_reason(stats: DatasetStats) -> str:
     return ", ".join(f"{k}: {v:,}" for k, v in stats.rows_skipped.items())
 
 
-def summary_lines(stats: DatasetStats, sequence_len: int) -> list[str]:
+def summary_lines(stats: DatasetStats, sequence_len: int, pack: PackLen | None = None
+                  ) -> list[str]:
     skipped = sum(stats.rows_skipped.values())
     lines = [
         f"dataset: {output.safe_text(stats.source, one_line=True)} ({stats.format})",
@@ -80,8 +82,10 @@ def summary_lines(stats: DatasetStats, sequence_len: int) -> list[str]:
         lines.append(f"reasoning with an empty answer: {rows} (trained as analysis + an empty "
                      "final answer, as openai-harmony renders it)")
     if stats.packing_efficiency is not None:
-        lines.append(f"packing: {output.plural(stats.packed_rows or 0, 'row')} of {sequence_len} "
-                     f"tokens, {100 * stats.packing_efficiency:.1f}% filled")
+        length = pack.length if pack else sequence_len
+        why = f" (pack_len {pack.why})" if pack and pack.reason != "sequence_len" else ""
+        lines.append(f"packing: {output.plural(stats.packed_rows or 0, 'row')} of {length} "
+                     f"tokens, {100 * stats.packing_efficiency:.1f}% filled{why}")
     else:
         lines.append("packing: off")
     lines += [f"  skipped {output.safe_text(s, one_line=True)}" for s in stats.skip_samples[:5]]
@@ -90,7 +94,24 @@ def summary_lines(stats: DatasetStats, sequence_len: int) -> list[str]:
     return lines + dataset_lines({"sources": stats.sources, "validation": stats.validation})
 
 
+def planned_pack_len(ctx: typer.Context, cfg: RunConfig, prepared: TrainingData) -> PackLen:
+    """The row length the run would pack at here (`pack_len: auto` sized for this machine's card,
+    or --hardware's), with the packing figures of `prepared` redone at that length."""
+    from osstune.engine.data.dataset_mix import pack_stats
+    from osstune.engine.plan.estimate import DatasetFacts, pack_len_on
+    from osstune.tui.commands.doctor import resolve_profile
+
+    stats, t = prepared.stats, cfg.training
+    profile = resolve_profile(ctx, None, None) if t.pack_len == "auto" else None
+    pack = pack_len_on(cfg, profile, DatasetFacts(tokens_total=stats.tokens_total,
+                                                  examples=stats.examples))
+    if cfg.dataset.packing and pack.length != t.sequence_len:
+        pack_stats(stats, prepared.train, pack.length, t.seed)
+    return pack
+
+
 def inspect(
+    ctx: typer.Context,
     dataset: Annotated[str | None, typer.Argument(
         help="A .jsonl/.json/.parquet file or folder, a hub id, or builtin:osstune-sample")] = None,
     config: Annotated[str | None, typer.Option(
@@ -128,7 +149,8 @@ def inspect(
                                   "text": tokenizer.decode(ex.input_ids)}))
         return
     _print_examples(tokenizer, chosen, show_ids)
-    for line in summary_lines(prepared.stats, cfg.training.sequence_len):
+    pack = planned_pack_len(ctx, cfg, prepared)
+    for line in summary_lines(prepared.stats, cfg.training.sequence_len, pack):
         typer.echo(line)
 
 

@@ -28,6 +28,7 @@ def plan_dict(v: PresetVerdict, suggested: list[Suggestion]) -> dict[str, Any]:
         "peak_mem_gib_per_gpu": est.peak_mem_gib_per_gpu,
         "min_peak_mem_gib_per_gpu": est.min_peak_mem_gib_per_gpu,
         "gpus": est.gpus, "unchecked_layers": est.unchecked_layers,
+        "pack_len": est.pack_len, "pack_len_reason": est.pack_len_reason,
         "host_ram_gib": est.host_ram_gib, "disk_gib": est.disk_gib,
         "tokens_per_s": est.tokens_per_s, "time_s": est.time_s, "train_tokens": est.train_tokens,
         "terms": est.gpu_terms, "host_terms": est.host_terms, "disk_terms": est.disk_terms,
@@ -59,6 +60,7 @@ def _print(v: PresetVerdict, est: Estimate, suggested: list[Suggestion]) -> None
     rows += terms_rows("host RAM", est.host_ram_gib, est.host_terms)
     rows += terms_rows("disk", est.disk_gib, est.disk_terms)
     output.print_table(None, rows)
+    output.print_line(f"rows: pack_len {est.pack_len:,} tokens ({est.pack_len_reason})")
     if est.tokens_per_s:
         line = f"speed: ~{est.tokens_per_s:,.0f} tokens/s"
         if est.time_s is not None:

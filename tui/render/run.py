@@ -87,13 +87,18 @@ def dataset_lines(stats: dict[str, Any]) -> list[str]:
     return lines
 
 
+def pack_len_lines(pack_len: dict[str, Any] | None) -> list[str]:
+    """run_start's packed row length and why (engine/plan/packlen.py), when the engine says."""
+    return [f"  rows: pack_len {pack_len['detail']}"] if pack_len else []
+
+
 def event_line(event: AnyEvent) -> str | None:
     """The plain-text line for one event (None for events that have no line)."""
     if isinstance(event, RunStart):
         skipped = skipped_rows_line(event.dataset)
         return "\n".join([f"run_start: {event.model.get('id')} ({event.model.get('init')}), "
                           f"world size {event.world_size}, {plural(event.total_steps, 'step')}",
-                          *dataset_lines(event.dataset),
+                          *pack_len_lines(event.pack_len), *dataset_lines(event.dataset),
                           *([f"  {skipped}"] if skipped else [])])
     if isinstance(event, Eval):
         return f"eval step {event.step}: loss {event.loss:.4f}"
@@ -135,6 +140,8 @@ def run_panel(name: str, snap: RunSnapshot, log_tail: int = LOG_TAIL) -> Any:
     grid.add_row("lr", fmt_lr(snap.lr))
     grid.add_row("tokens/s", fmt_tokens_per_s(snap.tokens_per_s))
     grid.add_row("ETA", fmt_duration(snap.eta_s))
+    if snap.pack_len:
+        grid.add_row("rows", Text(snap.pack_len))
     for g in snap.gpus:
         grid.add_row(f"rank {g.rank}", "waiting for the first step" if g.reserved_gib is None
                      else f"{g.reserved_gib:.2f} GiB reserved (peak since last step)")

@@ -24,6 +24,7 @@ from osstune.tui.widgets.token_preview import TokenPreview, legend
 if TYPE_CHECKING:
     from osstune.engine.data.dataset import DatasetStats
     from osstune.engine.data.harmony import Example
+    from osstune.engine.plan.packlen import PackLen
 
 EXAMPLES = Binding.Group("Example")
 PREVIEW_MAX_ROWS = 20_000  # the preview reads at most this many rows of a large dataset
@@ -50,6 +51,7 @@ class Preview:
     stats: DatasetStats
     sequence_len: int
     capped: bool
+    pack: PackLen | None = None  # the row length the run would pack at (pack_len: auto resolved)
 
 
 def dataset_value(cfg: RunConfig, key: str) -> str:
@@ -60,11 +62,12 @@ def dataset_value(cfg: RunConfig, key: str) -> str:
     return "" if node is None else str(node)
 
 
-def summary_text(stats: DatasetStats, sequence_len: int, capped: bool) -> Text:
+def summary_text(stats: DatasetStats, sequence_len: int, capped: bool,
+                 pack: PackLen | None = None) -> Text:
     """The summary `osstune inspect` prints, so both views of a dataset read the same."""
     from osstune.tui.commands.inspect import summary_lines
 
-    lines = summary_lines(stats, sequence_len)
+    lines = summary_lines(stats, sequence_len, pack)
     if capped:
         lines.insert(1, f"(preview: the first {PREVIEW_MAX_ROWS:,} rows)")
     return Text("\n".join(lines))
@@ -204,13 +207,21 @@ class DatasetScreen(WizardScreen):
         cfg = cfg.model_copy(update={"dataset": cfg.dataset.model_copy(update=update)})
         tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.id)
         prepared = prepare_dataset(cfg, tokenizer)
-        return Preview(
-            tokenizer,
-            prepared.examples,
-            prepared.stats,
-            cfg.training.sequence_len,
-            capped and prepared.stats.rows_read >= PREVIEW_MAX_ROWS,
-        )
+        capped = capped and prepared.stats.rows_read >= PREVIEW_MAX_ROWS
+        return Preview(tokenizer, prepared.examples, prepared.stats, cfg.training.sequence_len,
+                       capped, self._pack_len(cfg, prepared, capped))
+
+    def _pack_len(self, cfg: RunConfig, prepared: Any, capped: bool) -> PackLen:
+        """As `osstune inspect`: the row length for this machine, packing redone at it."""
+        from osstune.engine.data.dataset_mix import pack_stats
+        from osstune.engine.plan.estimate import DatasetFacts, pack_len_on
+
+        stats, t = prepared.stats, cfg.training
+        facts = DatasetFacts(None if capped else stats.tokens_total, stats.examples)
+        pack = pack_len_on(cfg, self.plan.profile, facts)
+        if cfg.dataset.packing and pack.length != t.sequence_len:
+            pack_stats(stats, prepared.examples, pack.length, t.seed)
+        return pack
 
     def worker_done_dataset(self, preview: Preview) -> None:
         from osstune.engine.plan.estimate import DatasetFacts
@@ -222,7 +233,7 @@ class DatasetScreen(WizardScreen):
             stats.packing_efficiency, mean_example_tokens=stats.tokens_total / stats.examples
             if stats.examples else None)
         self.query_one("#dataset-summary", Static).update(
-            summary_text(preview.stats, preview.sequence_len, preview.capped)
+            summary_text(preview.stats, preview.sequence_len, preview.capped, preview.pack)
         )
         self._show(0)
 

@@ -33,6 +33,7 @@ FIELDS: list[tuple[str, str, bool]] = [
     ("training.num_epochs", "epochs", False),
     ("training.max_steps", "max steps", False),
     ("training.sequence_len", "sequence len", False),
+    ("training.pack_len", "pack len", False),
     ("training.micro_batch_size", "micro batch", False),
     ("training.gradient_accumulation_steps", "grad accum", False),
     ("distributed.gpus", "GPUs", False),

@@ -53,7 +53,8 @@ def fmt_duration(seconds: float | None) -> str:
 
 
 def summary(est: Estimate | None, verdict: str | None, card: float | None) -> Text:
-    """The estimate in four lines: verdict, GPU bar, host RAM and disk, speed and time."""
+    """The estimate in five lines: verdict, GPU bar, packed row length, host RAM and disk, speed
+    and time."""
     if est is None:
         return Text("")
     if not est.ok:
@@ -65,6 +66,8 @@ def summary(est: Estimate | None, verdict: str | None, card: float | None) -> Te
         if est.min_peak_mem_gib_per_gpu != est.peak_mem_gib_per_gpu:
             out.append(f" ({est.unchecked_layers}/{est.layers} layers unchecked; "
                        f"floor {est.min_peak_mem_gib_per_gpu:.1f})", style="dim")
+        out.append(f"\nrows {est.pack_len:,} tokens")
+        out.append(f" ({est.pack_len_reason})", style="dim")
     out.append(f"\nhost RAM ~{est.host_ram_gib:.1f} GiB, disk ~{est.disk_gib:.1f} GiB")
     if est.tokens_per_s:
         out.append(f"\n~{est.tokens_per_s:,.0f} tokens/s")
