@@ -19,6 +19,7 @@ import torch
 
 from osstune.engine.trainer import checkpoint as ckpt
 from tests.engine_fixtures import REPO, engine_env
+from tests.faults.ckpt_fixtures import trained
 
 pytestmark = pytest.mark.faults
 
@@ -27,20 +28,9 @@ KILLER = textwrap.dedent('''
     from pathlib import Path
     import torch
     from osstune.engine.trainer import checkpoint as ckpt
+    from tests.faults.ckpt_fixtures import trained, trainer_state as state
 
     out, point = Path(sys.argv[1]), sys.argv[2]
-
-    def trained(seed):
-        torch.manual_seed(seed)
-        model = torch.nn.Linear(4, 3)
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-        model(torch.ones(2, 4)).sum().backward()
-        opt.step()
-        return model, opt
-
-    def state(step):
-        return ckpt.TrainerState(step=step, total_steps=9, world_size=1, method="full",
-                                 elapsed_s=1.0, scheduler={})
 
     old, old_opt = trained(0)
     for step in (1, 2):
@@ -94,10 +84,7 @@ def test_a_kill_while_publishing_a_resave_leaves_the_step_resumable(tmp_path, po
     latest = ckpt.latest_checkpoint(tmp_path)  # what `--resume` loads
     assert latest == root / "step-000002"
     assert ckpt.read_trainer_state(latest).step == 2
-    model = torch.nn.Linear(4, 3)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    model(torch.ones(2, 4)).sum().backward()
-    opt.step()
+    model, opt = trained(2)  # a different start: the load must overwrite it
     ckpt.load_checkpoint(latest, model, opt, lora=False)
     expected = torch.load(tmp_path / f"{loaded}.pt", weights_only=True)
     torch.testing.assert_close(model.state_dict(), expected)

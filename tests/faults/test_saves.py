@@ -23,6 +23,7 @@ from osstune.engine.trainer import checkpoint as ckpt
 from osstune.engine.trainer import checkpointer
 from osstune.engine.trainer.train import EXIT_USER_ERROR, main
 from tests.engine_fixtures import REPO, engine_env, step_losses, tiny_config, write_config
+from tests.faults.ckpt_fixtures import trained, trainer_state
 
 pytestmark = pytest.mark.faults
 ENOSPC = OSError(errno.ENOSPC, "No space left on device")
@@ -31,28 +32,14 @@ ENOSPC = OSError(errno.ENOSPC, "No space left on device")
 # ----------------------------------------------------------------------------- protocol units
 
 
-def _model_and_opt(seed: int = 0):
-    torch.manual_seed(seed)
-    model = torch.nn.Linear(4, 3)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    model(torch.ones(2, 4)).sum().backward()
-    opt.step()
-    return model, opt
-
-
-def _state(step: int) -> ckpt.TrainerState:
-    return ckpt.TrainerState(step=step, total_steps=9, world_size=1, method="full",
-                             elapsed_s=1.0, scheduler={})
-
-
 def _bytes(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
             if p.is_file()}
 
 
 def test_a_save_writes_into_a_temp_folder_and_renames(tmp_path, monkeypatch):
-    model, opt = _model_and_opt()
-    first = ckpt.save_checkpoint(tmp_path, model, opt, _state(2), 2, lora=False)
+    model, opt = trained()
+    first = ckpt.save_checkpoint(tmp_path, model, opt, trainer_state(2), 2, lora=False)
     before = _bytes(first)
     seen = []
     real_save = ckpt.dcp.save
@@ -63,8 +50,8 @@ def test_a_save_writes_into_a_temp_folder_and_renames(tmp_path, monkeypatch):
         return real_save(state, checkpoint_id=checkpoint_id)
 
     monkeypatch.setattr(ckpt.dcp, "save", spy)
-    model2, opt2 = _model_and_opt(seed=1)
-    again = ckpt.save_checkpoint(tmp_path, model2, opt2, _state(2), 2, lora=False)
+    model2, opt2 = trained(seed=1)
+    again = ckpt.save_checkpoint(tmp_path, model2, opt2, trainer_state(2), 2, lora=False)
     assert again == first
     assert seen == [first.with_name(".tmp-step-000002")]
     assert _bytes(first) != before  # replaced by the re-save, once it was complete
@@ -75,8 +62,8 @@ def test_a_save_writes_into_a_temp_folder_and_renames(tmp_path, monkeypatch):
 def test_a_failed_resave_keeps_the_previous_checkpoint(tmp_path, monkeypatch, where):
     """After a resume, the same step is saved again: a failure midway must not cost the only
     checkpoint (a save that removed step-N first, or wrote into it, fails here)."""
-    model, opt = _model_and_opt()
-    first = ckpt.save_checkpoint(tmp_path, model, opt, _state(2), 2, lora=False)
+    model, opt = trained()
+    first = ckpt.save_checkpoint(tmp_path, model, opt, trainer_state(2), 2, lora=False)
     before = _bytes(first)
     if where == "shards":
         real_save = ckpt.dcp.save
@@ -95,52 +82,52 @@ def test_a_failed_resave_keeps_the_previous_checkpoint(tmp_path, monkeypatch, wh
                 raise ENOSPC
             return real_write(self, *a, **k)
         monkeypatch.setattr(Path, "write_text", write_text)
-    model2, opt2 = _model_and_opt(seed=1)
+    model2, opt2 = trained(seed=1)
     with pytest.raises(ckpt.CheckpointSaveError, match="No space left") as info:
-        ckpt.save_checkpoint(tmp_path, model2, opt2, _state(2), 2, lora=False)
+        ckpt.save_checkpoint(tmp_path, model2, opt2, trainer_state(2), 2, lora=False)
     assert info.value.disk_full
     monkeypatch.undo()
     assert _bytes(first) == before
     assert [p.name for p in ckpt.checkpoints_root(tmp_path).iterdir()] == ["step-000002"]
     assert ckpt.latest_checkpoint(tmp_path) == first
-    fresh, fresh_opt = _model_and_opt(seed=2)
+    fresh, fresh_opt = trained(seed=2)
     ckpt.load_checkpoint(first, fresh, fresh_opt, lora=False)
     torch.testing.assert_close(fresh.weight, model.weight)
 
 
 def test_other_write_errors_are_not_called_a_full_disk(tmp_path, monkeypatch):
-    model, opt = _model_and_opt()
+    model, opt = trained()
     monkeypatch.setattr(ckpt.torch, "save", lambda *a, **k: (_ for _ in ()).throw(
         PermissionError(errno.EACCES, "Permission denied")))
     with pytest.raises(ckpt.CheckpointSaveError, match="Permission denied") as info:
-        ckpt.save_checkpoint(tmp_path, model, opt, _state(1), 2, lora=False)
+        ckpt.save_checkpoint(tmp_path, model, opt, trainer_state(1), 2, lora=False)
     assert not info.value.disk_full
     assert list(ckpt.checkpoints_root(tmp_path).iterdir()) == []
 
 
 def test_old_checkpoints_lose_complete_before_their_shards(tmp_path, monkeypatch):
-    model, opt = _model_and_opt()
+    model, opt = trained()
     for step in (1, 2):
-        ckpt.save_checkpoint(tmp_path, model, opt, _state(step), 2, lora=False)
+        ckpt.save_checkpoint(tmp_path, model, opt, trainer_state(step), 2, lora=False)
     order = []
     real_unlink, real_rmtree = Path.unlink, shutil.rmtree
     monkeypatch.setattr(Path, "unlink", lambda self, *a, **k: (
         order.append(("unlink", self.name)), real_unlink(self, *a, **k))[1])
     monkeypatch.setattr(ckpt.shutil, "rmtree", lambda p, *a, **k: (
         order.append(("rmtree", Path(p).name)), real_rmtree(p, *a, **k))[1])
-    ckpt.save_checkpoint(tmp_path, model, opt, _state(3), 2, lora=False)
+    ckpt.save_checkpoint(tmp_path, model, opt, trainer_state(3), 2, lora=False)
     first = order.index(("unlink", ckpt.COMPLETE))
     assert order.index(("rmtree", "step-000001")) > first
     assert [p.name for p in ckpt.complete_checkpoints(tmp_path)] == ["step-000002", "step-000003"]
 
 
 def test_leftovers_of_killed_saves_and_deletions_go_at_the_next_save(tmp_path):
-    model, opt = _model_and_opt()
+    model, opt = trained()
     root = ckpt.checkpoints_root(tmp_path)
     for name in (".tmp-step-000005", "step-000001", ".old-step-000002"):
         (root / name).mkdir(parents=True)
         (root / name / "__0_0.distcp").write_bytes(b"x")
-    ckpt.save_checkpoint(tmp_path, model, opt, _state(3), 2, lora=False)
+    ckpt.save_checkpoint(tmp_path, model, opt, trainer_state(3), 2, lora=False)
     assert sorted(p.name for p in root.iterdir()) == ["step-000003"]
 
 
@@ -208,8 +195,8 @@ def test_kill_9_never_leaves_a_complete_looking_folder_missing_a_shard(tmp_path,
     leftover = ".tmp-step-000003" if phase == "save" else "step-000001"
     assert (ckpt.checkpoints_root(tmp_path) / leftover).is_dir()
     # The next save cleans up what the kill left.
-    model, opt = _model_and_opt()
-    ckpt.save_checkpoint(tmp_path, model, opt, _state(4), 2, lora=False)
+    model, opt = trained()
+    ckpt.save_checkpoint(tmp_path, model, opt, trainer_state(4), 2, lora=False)
     assert sorted(p.name for p in ckpt.checkpoints_root(tmp_path).iterdir()) == \
         [expected[-1], "step-000004"]
 
