@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -76,6 +77,17 @@ def _build(variant: Variant, cfg_values: dict[str, Any], device: Any) -> tuple[A
     return model, config
 
 
+def timed_steps(step: Callable[[], float], steps: int, seq: int) -> dict[str, float]:
+    """`steps` calls of `step` (each returns the loss, a sync point): the last loss, seconds per
+    step and tokens per second of `seq`-token rows."""
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        loss = step()
+    elapsed = time.perf_counter() - t0
+    return {"loss": round(loss, 4), "step_s": round(elapsed / steps, 3),
+            "tokens_per_s": round(seq * steps / elapsed, 1)}
+
+
 def _step_fn(variant: Variant, model: Any, config: Any, input_ids: Any, optimizer: Any):
     import torch
 
@@ -134,18 +146,13 @@ def measure(name: str, variant: Variant, seq: int, warmup: int, steps: int,
         step = _step_fn(variant, model, config, input_ids, optimizer)
         t0 = time.perf_counter()
         for index in range(warmup):
-            loss = step()
+            step()
             if index == 0 and variant.unchecked < 0 and device.type == "cuda":
                 from osstune.engine.trainer.ops.checkpointing import fit_unchecked_to_card
 
                 result["unchecked_layers"] = fit_unchecked_to_card(model, seq, cap_gib)
         result["warmup_s"] = round(time.perf_counter() - t0, 1)
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            loss = step()
-        elapsed = time.perf_counter() - t0
-        result.update(loss=round(loss, 4), step_s=round(elapsed / steps, 3),
-                      tokens_per_s=round(seq * steps / elapsed, 1))
+        result.update(timed_steps(step, steps, seq))
         from osstune.engine.trainer.metrics import peak_flops
 
         peak = peak_flops(device)

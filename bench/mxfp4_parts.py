@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_measure import GIB, _build, _step_fn, engine_overrides
+from bench_measure import GIB, _build, _step_fn, engine_overrides, timed_steps
 from bench_variants import GPT_OSS_20B, TINY, VARIANTS, Variant
 
 from osstune.engine.plan.flops import train_flops_per_token
@@ -101,14 +101,9 @@ class Lengths:
             ids = torch.randint(0, vocab, (1, seq), device=self.device)
             step = _step_fn(self.variant, self.model, self.config, ids, self.optimizer)
             for _ in range(warmup):
-                loss = step()
+                step()
             result["warmup_s"] = round(time.perf_counter() - started, 1)
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                loss = step()
-            elapsed = time.perf_counter() - t0
-            result.update(loss=round(loss, 4), step_s=round(elapsed / steps, 3),
-                          tokens_per_s=round(seq * steps / elapsed, 1))
+            result.update(timed_steps(step, steps, seq))
             self._mfu(result)
         except torch.OutOfMemoryError as exc:
             result.update(status="oom", error=str(exc).splitlines()[0][:300])

@@ -15,6 +15,7 @@ from tui_fixtures import (
     h100_profile,
     run_async,
     screen_name,
+    to_presets,
     wait_until,
 )
 
@@ -58,12 +59,6 @@ def assert_footer_fits(app, primary: str) -> None:  # noqa: ANN001
 async def settle(pilot) -> None:  # noqa: ANN001
     await pilot.pause()
     await pilot.pause()
-
-
-async def to_presets(pilot) -> None:  # noqa: ANN001
-    await wait_until(pilot, lambda: pilot.app.plan.recommendation is not None, what="the probe")
-    await pilot.press("enter")
-    await wait_until(pilot, lambda: screen_name(pilot.app) == "PresetScreen")
 
 
 async def to_dataset(pilot) -> None:  # noqa: ANN001

@@ -19,6 +19,7 @@ from tui_fixtures import (
     run_async,
     screen_name,
     step_event,
+    to_presets,
     wait_until,
 )
 
@@ -56,12 +57,6 @@ def steady(app) -> None:  # noqa: ANN001
     """No blinking cursors: a snapshot must not depend on when in the blink it was taken."""
     for field in app.screen.query(Input):
         field.cursor_blink = False
-
-
-async def to_presets(pilot) -> None:  # noqa: ANN001
-    await wait_until(pilot, lambda: pilot.app.plan.recommendation is not None, what="the probe")
-    await pilot.press("enter")
-    await wait_until(pilot, lambda: screen_name(pilot.app) == "PresetScreen")
 
 
 async def to_dataset(pilot) -> None:  # noqa: ANN001

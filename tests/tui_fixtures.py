@@ -183,3 +183,10 @@ async def wait_until(pilot, predicate, timeout: float = 30.0, what: str = "condi
 
 def screen_name(app) -> str:  # noqa: ANN001
     return type(app.screen).__name__
+
+
+async def to_presets(pilot) -> None:  # noqa: ANN001
+    """From the start to the Preset screen, once the hardware probe has answered."""
+    await wait_until(pilot, lambda: pilot.app.plan.recommendation is not None, what="the probe")
+    await pilot.press("enter")
+    await wait_until(pilot, lambda: screen_name(pilot.app) == "PresetScreen")
