@@ -150,7 +150,8 @@ def measure(name: str, variant: Variant, seq: int, warmup: int, steps: int,
             if index == 0 and variant.unchecked < 0 and device.type == "cuda":
                 from osstune.engine.trainer.ops.checkpointing import fit_unchecked_to_card
 
-                result["unchecked_layers"] = fit_unchecked_to_card(model, seq, cap_gib)
+                result["unchecked_layers"] = fit_unchecked_to_card(
+                    model, seq, cap_gib, moe_chunk=variant.moe_chunk or None)
         result["warmup_s"] = round(time.perf_counter() - t0, 1)
         result.update(timed_steps(step, steps, seq))
         from osstune.engine.trainer.metrics import peak_flops

@@ -121,12 +121,24 @@ def point_from_events(path: Path, name: str, preset: str, overrides: list[str]) 
     }
 
 
+def bench_results(node: Any) -> list[dict[str, Any]]:
+    """Every result of a bench results file: its `results` list, or the results nested in its
+    blocks (bench/mxfp4_parts.py writes one block per question: `a_8192.packed`, ...)."""
+    if isinstance(node, list):
+        return [r for item in node for r in bench_results(item)]
+    if not isinstance(node, dict):
+        return []
+    if "variant" in node and "status" in node and "seq" in node:
+        return [node]
+    return [r for value in node.values() for r in bench_results(value)]
+
+
 def points_from_bench(path: Path) -> list[dict[str, Any]]:
     """Calibration points from a bench/bench_train.py results file (the results that carry an
     `engine` block: the `--set` items that repeat them through the engine)."""
     data = json.loads(path.read_text(encoding="utf-8"))
     points = []
-    for r in data.get("results", []):
+    for r in bench_results(data):
         engine = r.get("engine")
         if r.get("status") != "ok" or not engine:
             continue

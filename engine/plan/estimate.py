@@ -79,9 +79,13 @@ def _round_terms(terms: dict[str, float]) -> dict[str, float]:
 
 def _compiled(cfg: RunConfig, on_gpu: bool) -> bool:
     t, d = cfg.training, cfg.distributed
-    if t.compile == "auto":
-        return on_gpu and not d.fsdp and d.world_size == 1
+    if t.compile == "auto":  # engine/trainer/levers.py: packed experts run uncompiled
+        return on_gpu and not d.fsdp and d.world_size == 1 and not _packed(cfg)
     return t.compile != "off" and on_gpu
+
+
+def _packed(cfg: RunConfig) -> bool:
+    return getattr(cfg.model, "experts", "bf16") == "mxfp4"
 
 
 def _attention(cfg: RunConfig) -> str:
@@ -95,7 +99,7 @@ def memory_inputs(cfg: RunConfig, shapes: ModelShapes, on_gpu: bool, row_len: in
     lora = cfg.method == "lora"
     return MemoryInputs(
         shapes=shapes, dtype_bytes=2 if cfg.model.dtype == "bfloat16" else 4,
-        packed_experts=getattr(cfg.model, "experts", "bf16") == "mxfp4",
+        packed_experts=_packed(cfg),
         lora_params=shapes.lora_params(cfg.lora.r, cfg.lora.target_modules,
                                        cfg.lora.target_parameters) if lora else 0,
         fsdp=d.fsdp, offload=d.cpu_offload, world_size=d.world_size,
@@ -107,6 +111,7 @@ def memory_inputs(cfg: RunConfig, shapes: ModelShapes, on_gpu: bool, row_len: in
         pass_tokens=offload_pass_tokens(t.micro_batch_size * t.sequence_len,
                                         t.gradient_accumulation_steps)
         if d.cpu_offload else None,
+        lora_targets=tuple(cfg.lora.target_modules) if lora else None,
     )
 
 

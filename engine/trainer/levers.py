@@ -137,4 +137,4 @@ def fit_unchecked_after_first_step(lm: nn.Module, plan: LeverPlan, tokens: int) 
     from osstune.engine.trainer.ops.checkpointing import fit_unchecked_to_card
 
     plan.fit_unchecked = False
-    return fit_unchecked_to_card(lm, tokens)
+    return fit_unchecked_to_card(lm, tokens, moe_chunk=plan.moe_chunk_tokens)
