@@ -128,8 +128,8 @@ def points_from_bench(path: Path) -> list[dict[str, Any]]:
     points = []
     for r in data.get("results", []):
         engine = r.get("engine")
-        if r.get("status") != "ok" or not engine:
-            continue
+        if r.get("status") != "ok" or not engine or not r.get("card_gib"):
+            continue  # (no card: a CPU check of the harness, nothing to compare)
         figures = {"tokens_per_s": r.get("tokens_per_s"),
                    "peak_mem_gib_per_gpu": r.get("peak_reserved_gib")}
         hardware = {"gpu": r["device"], "memory_total_gib": r.get("card_gib"), "gpus": 1}
