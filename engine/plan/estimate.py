@@ -79,8 +79,8 @@ def _round_terms(terms: dict[str, float]) -> dict[str, float]:
 
 def _compiled(cfg: RunConfig, on_gpu: bool) -> bool:
     t, d = cfg.training, cfg.distributed
-    if t.compile == "auto":
-        return on_gpu and not d.fsdp and d.world_size == 1
+    if t.compile == "auto":  # as engine/trainer/levers.py plan_levers: packed experts uncompiled
+        return on_gpu and not d.fsdp and d.world_size == 1 and cfg.model.experts != "mxfp4"
     return t.compile != "off" and on_gpu
 
 

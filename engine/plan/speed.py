@@ -10,7 +10,8 @@ Torch-free. Time per row position on the reference card (H200: 989 TFLOP/s dense
 - attention: keys attended per query (packed examples attend only within themselves; sliding
   layers see the window) x (forward, 2 for backward, recompute); eager attention is much slower;
 - fixed costs per micro-batch and per optimizer step (kernel launches, host syncs, the optimizer);
-- MXFP4-packed experts: dequantizing each layer's experts in the forward and the recompute;
+- MXFP4-packed experts: dequantizing each layer's experts in the forward, the backward and the
+  recompute;
 - CPU offload: the step's micro-batches run as merged passes (engine/trainer/offload.py), with
   the fixed cost and the parameters in (twice) and gradients out over PCIe once per pass; the
   fused AdamW step and the gradient norm on the CPU once per step.
@@ -125,7 +126,9 @@ def speed_terms(i: SpeedInputs) -> dict[str, float]:
     terms["per micro-batch fixed"] = MICRO_BATCH_FIXED_US / per_pass
     terms["per optimizer step fixed"] = OPTIMIZER_STEP_FIXED_US / step_tokens
     if i.packed_experts:
-        dequant_s = s.layers * (1.0 + i.checked_fraction) * s.expert_weights() * 2 \
+        # forward, backward (the weights are not saved: engine/trainer/ops/moe_lora.py
+        # PackedGroupedMM dequantizes them again) and the checkpointed recompute
+        dequant_s = s.layers * (2.0 + i.checked_fraction) * s.expert_weights() * 2 \
             / DEQUANT_BYTES_PER_S
         terms["dequantizing experts"] = dequant_s * 1e6 / i.tokens
     if i.offload:
