@@ -22,6 +22,7 @@ that an engine config can repeat.
 from __future__ import annotations
 
 import json
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,11 +114,12 @@ def point_from_events(path: Path, name: str, preset: str, overrides: list[str]) 
         "dataset": {k: stats.get(k) for k in ("tokens_total", "examples", "packing_efficiency")},
         "measured": {
             "peak_mem_gib_per_gpu": mem or None,  # a CPU run reserves none: nothing to compare
-            "tokens_per_s": round(sum(e.tokens_per_s for e in steady) / len(steady), 1)
+            # the median: one slow step (a segment grown, a collection) does not move it
+            "tokens_per_s": round(statistics.median(e.tokens_per_s for e in steady), 1)
             if steady else None,
             "host_ram_gib": end.host_rss_peak_gib if end else None,
         },
-        "notes": "from events.jsonl; tokens/s: the mean of the step events after the first",
+        "notes": "from events.jsonl; tokens/s: the median of the step events after the first",
     }
 
 
@@ -140,8 +142,8 @@ def points_from_bench(path: Path) -> list[dict[str, Any]]:
     points = []
     for r in bench_results(data):
         engine = r.get("engine")
-        if r.get("status") != "ok" or not engine:
-            continue
+        if r.get("status") != "ok" or not engine or not r.get("card_gib"):
+            continue  # (no card: a CPU check of the harness, nothing to compare)
         figures = {"tokens_per_s": r.get("tokens_per_s"),
                    "peak_mem_gib_per_gpu": r.get("peak_reserved_gib")}
         hardware = {"gpu": r["device"], "memory_total_gib": r.get("card_gib"), "gpus": 1}

@@ -3,7 +3,8 @@
 Torch-free. Each term is a physical quantity with the few constants below fitted to the project's
 measurements (bench/calibration/*.json; tests/test_estimate.py checks every point to +-10 %):
 
-- weights at their dtype; MXFP4-packed experts at 4.25 bits plus one layer dequantized at a time;
+- weights at their dtype; MXFP4-packed experts at 4.25 bits (dequantized one projection at a
+  time, in the backward phase below);
 - LoRA adapters (fp32: peft upcasts them) with their gradients and two AdamW states;
 - FSDP: sharded parameters, gradients and AdamW states (in the parameter dtype), on the GPU or in
   host memory with CPU offload. FSDP's buffers live on CUDA streams of their own, whose cached
@@ -18,9 +19,15 @@ measurements (bench/calibration/*.json; tests/test_estimate.py checks every poin
 - CPU offload runs a step's micro-batches as merged passes of up to `OFFLOAD_PASS_TOKENS`
   tokens (engine/trainer/offload.py): the activations are those of a pass;
 - activations per token: every checkpointed layer keeps its input (hidden x 2 bytes), every
-  unchecked layer keeps what its backward needs (attention + the routed MoE rows); backward
-  recomputes one checkpointed layer (its MoE part over at most `moe_chunk_tokens` tokens) and
-  holds gradient buffers; the chunked loss holds one chunk of fp32 logits and their gradient;
+  unchecked layer keeps what its backward needs (attention + the routed MoE rows), through the
+  whole step. On top of them the peak is the larger of two phases that never overlap: the
+  chunked loss (one chunk of fp32 logits and their gradient, computed and freed in the forward:
+  engine/trainer/ops/loss.py; a full fine-tune's lm_head gradient, accumulated in fp32, then
+  scaled and cast in the loss's backward) and a layer's backward (the recompute of one
+  checkpointed layer, its MoE part over at most `moe_chunk_tokens` tokens, and with packed
+  experts the largest dequantized projection: engine/trainer/ops/moe_lora.py dequantizes one at
+  a time); both hold the hidden-state gradient buffers. The terms shown are the larger phase's,
+  so they add up;
 - a fixed CUDA workspace.
 """
 
@@ -31,6 +38,8 @@ from dataclasses import dataclass
 from osstune.engine.plan.shapes import ModelShapes
 
 GIB = 1024**3
+DEQUANTIZED = "dequantized expert projection (one at a time)"
+LM_HEAD_GRAD = "lm_head gradient (fp32, full fine-tune)"
 LOSS_CHUNK_TOKENS = 1024  # engine/trainer/ops/loss.py
 # Gradient buffers of the backward pass per token and hidden unit (fp32 hidden-state gradients,
 # residual and norm gradients); fitted: 65,536 and 131,072-token rows (H200, 20b).
@@ -156,16 +165,6 @@ def weight_terms(m: MemoryInputs) -> dict[str, float]:
         terms["AdamW states (sharded)"] = _gib(2 * shard * m.dtype_bytes) * on_gpu
         return terms
     terms["weights"] = _gib(s.weight_bytes(m.dtype_bytes, m.packed_experts))
-    if m.packed_experts:
-        # one projection's experts at a time (engine/trainer/ops/moe_lora.py PackedGroupedMM;
-        # gate/up, 2/3 of a layer's expert weights, is the larger), inside a layer's forward or
-        # backward: never live with the loss chunk, whose blocks it reuses (measured 15.1-15.9
-        # GiB at 2048: bench/calibration/h200-cli-lora-mxfp4-random20b-chat.json,
-        # h200-mxfp4-run3-packed-2048.json)
-        dequant = s.expert_weights() * 2 * 2 / 3
-        loss = min(m.pass_tokens or m.tokens, LOSS_CHUNK_TOKENS) * s.vocab * 8
-        terms["dequantized experts (one projection, beyond the loss chunk)"] = _gib(
-            max(0.0, dequant - loss))
     if m.lora_params:
         terms["adapters + gradients + AdamW"] = _gib(m.lora_params * 16)
     else:  # full fine-tune in one process
@@ -211,19 +210,31 @@ def activation_terms(m: MemoryInputs, unchecked: int) -> dict[str, float]:
     attn = attention_bytes_per_token(s, b, m.lora_targets)
     moe = moe_bytes_per_token(s, b, m.compiled, m.lora_targets is not None)
     kept = unchecked_kept_bytes_per_token(s, b, m.compiled, m.lora_targets, chunked)
-    terms = {
+    held = {  # through the whole step
         "checkpointed layer inputs": _gib(checked * t * b * s.hidden),
         "unchecked layer activations": _gib(layers * t * kept),
-        "backward gradient buffers": _gib(t * GRAD_BYTES_PER_HIDDEN * s.hidden),
-        "loss chunk (fp32 logits + grad)": _gib(min(t, LOSS_CHUNK_TOKENS) * s.vocab * 8),
-        "CUDA workspace": WORKSPACE_GIB,
     }
+    grads = {"backward gradient buffers": _gib(t * GRAD_BYTES_PER_HIDDEN * s.hidden)}
+    loss = {**grads,
+            "loss chunk (fp32 logits + grad)": _gib(min(t, LOSS_CHUNK_TOKENS) * s.vocab * 8)}
+    if not m.lora_params:  # a full fine-tune trains lm_head: its gradient is accumulated in fp32
+        # beside each chunk (with a product in the parameter dtype); the loss's backward then
+        # scales it (a second fp32 copy) and casts it, the chunk gone: the larger moment counts
+        head = s.vocab * s.hidden
+        if loss["loss chunk (fp32 logits + grad)"] > _gib(head * 4):
+            loss[LM_HEAD_GRAD] = _gib(head * (4 + b))
+        else:
+            loss = {**grads, LM_HEAD_GRAD: _gib(head * (4 + 4 + b))}
+    layer = dict(grads)
     if checked:
-        terms["recompute of one layer"] = _gib(t * attn)
+        layer["recompute of one layer"] = _gib(t * attn)
     if checked or chunked:  # the MoE block recomputed, over at most one chunk
         chunk = t if m.moe_chunk is None else min(t, m.moe_chunk)
-        terms["MoE chunk (recompute)"] = _gib(chunk * moe)
-    return terms
+        layer["MoE chunk (recompute)"] = _gib(chunk * moe)
+    if m.packed_experts:
+        layer[DEQUANTIZED] = _gib(s.largest_expert_projection() * b)
+    phase = layer if sum(layer.values()) > sum(loss.values()) else loss
+    return {**held, **phase, "CUDA workspace": WORKSPACE_GIB}
 
 
 def gpu_terms(m: MemoryInputs, unchecked: int) -> dict[str, float]:

@@ -74,6 +74,11 @@ class ModelShapes:
         """Expert matrices of one layer (gate_up and down): what MXFP4 packs."""
         return self.experts * 3 * self.hidden * self.intermediate
 
+    def largest_expert_projection(self) -> int:
+        """Weights of one layer's larger expert projection (gate_up: E x 2I x H), the most that
+        packed experts hold dequantized at once."""
+        return self.experts * self.hidden * self.intermediate * 2
+
     def layer_params(self) -> int:
         e, h, i = self.experts, self.hidden, self.intermediate
         router = h * e + e

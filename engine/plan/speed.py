@@ -59,9 +59,13 @@ PCIE_BYTES_PER_S = 25e9
 # is not measured.
 CPU_ADAM_S_PER_PARAM = 1.68e-10
 CPU_GRAD_NORM_S_PER_PARAM = 2.7e-10
-# bf16 bytes of dequantized experts written per second, fitted to the packed runs at 2048-16,384
-# (bench/calibration/h200-mxfp4-run3-packed-*.json, h200-cli-lora-mxfp4-random20b-chat.json)
-DEQUANT_BYTES_PER_S = 0.64e12
+# Dequantizing packed experts: bf16 bytes written per second, plus a fixed cost per call (one
+# projection's experts of one layer, at each use), fitted together to the packed runs: 20b at
+# 2048/8192/16,384 and 120b at 2048 (bench/calibration/h200-packed-*-run3.json,
+# h200-cli-lora-mxfp4-random20b-chat.json, h200-120b-packed-2048.json). The cost per byte alone
+# cannot fit both models (20b would need ~0.5 TB/s, 120b ~1.5 TB/s).
+DEQUANT_BYTES_PER_S = 2.0e12
+DEQUANT_CALL_S = 0.3e-3
 
 
 def gpu_spec(name: str | None) -> tuple[str, float, float] | None:
@@ -133,7 +137,8 @@ def speed_terms(i: SpeedInputs) -> dict[str, float]:
     terms["per optimizer step fixed"] = OPTIMIZER_STEP_FIXED_US / step_tokens
     if i.packed_experts:  # every use dequantizes: forward, recompute(s), backward
         uses = 2.0 + i.checked_fraction + chunk_pass
-        dequant_s = s.layers * uses * s.expert_weights() * 2 / DEQUANT_BYTES_PER_S
+        per_use = 2 * DEQUANT_CALL_S + s.expert_weights() * 2 / DEQUANT_BYTES_PER_S
+        dequant_s = s.layers * uses * per_use  # (gate/up and down: two calls per use)
         terms["dequantizing experts"] = dequant_s * 1e6 / i.tokens
     if i.offload:
         per_rank = s.total_params() / i.world_size
