@@ -127,7 +127,8 @@ def moe_bytes_per_token(s: ModelShapes, dtype_bytes: int = 2, compiled: bool = T
 
 def moe_chunked(tokens: int, moe_chunk: int | None) -> bool:
     """Rows longer than `moe_chunk_tokens` run every MoE block as checkpointed chunks
-    (engine/trainer/ops/checkpointing.py chunk_moe): unchecked layers keep only the block's input."""
+    (engine/trainer/ops/checkpointing.py chunk_moe): unchecked layers keep only the block's
+    input."""
     return moe_chunk is not None and tokens > moe_chunk
 
 
