@@ -32,6 +32,10 @@ from osstune.engine.plan.shapes import ModelShapes, ShapeError, model_shapes
 from osstune.engine.plan.speed import SpeedInputs, positions_per_s, speed_terms
 from osstune.engine.plan.storage import disk_terms
 
+# `pack_len: auto` sizes rows for the card's total less this (the CUDA context and the driver's
+# share, which an idle card's free memory already lacks: ~0.5 GiB on an H200), or for its free
+# memory when other processes hold more: one rule for the plan and the engine (sizing_card_gib).
+CARD_RESERVE_GIB = 1.0
 AUTO_HEADROOM_GIB = 4.0  # engine/trainer/ops/checkpointing.py fit_unchecked_to_card
 CUDA_CONTEXT_GIB = 0.7   # CUDA context and NCCL outside the caching allocator
 
@@ -194,13 +198,28 @@ def pack_len_for(cfg: RunConfig, card_gib: float | None, gpu_name: str | None = 
                   dataset_cap(facts.tokens_total if facts else None, rows_per_step))
 
 
+def sizing_card_gib(total_gib: float | None, free_gib: float | None = None) -> float | None:
+    """The memory `pack_len: auto` sizes rows for, the same rule for `osstune plan` (the
+    profile's cards) and the engine (the card it starts on: engine/trainer/batches.py): the
+    card's total less CARD_RESERVE_GIB, or its free memory when that is less."""
+    if total_gib is None:
+        return None
+    usable = total_gib - CARD_RESERVE_GIB
+    return usable if free_gib is None else min(usable, free_gib)
+
+
 def pack_len_on(cfg: RunConfig, hardware: HardwareProfile | None,
                 facts: DatasetFacts | None = None, memory_cap_gib: float | None = None
                 ) -> PackLen:
-    """`pack_len_for` on the smallest of the cards the run uses (planning: the profile's)."""
+    """`pack_len_for` on the smallest of the cards the run uses (planning: the profile's, with
+    their free memory when the profile has it)."""
     card = _card_gib(hardware, cfg.distributed.gpus, memory_cap_gib)
+    free = None
+    if hardware and card is not None:
+        known = [g.memory_free_gib for g in hardware.gpus if g.memory_free_gib is not None]
+        free = min(known) if known and len(known) == len(hardware.gpus) else None
     gpu = hardware.gpus[0].name if hardware and hardware.gpus else None
-    return pack_len_for(cfg, card, gpu, facts)
+    return pack_len_for(cfg, sizing_card_gib(card, free), gpu, facts)
 
 
 def _gpu_name(hardware: HardwareProfile | None, notes: list[str]) -> str | None:

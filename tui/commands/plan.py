@@ -1,6 +1,6 @@
 """`osstune plan PRESET|CONFIG`: the estimate of one run on this machine (or a profile), its terms,
 and for a config that does not fit the nearest changes that would. No torch: answers in well under
-a second."""
+a second (with --dataset, after reading and tokenizing the dataset as the engine would)."""
 
 from __future__ import annotations
 
@@ -107,7 +107,12 @@ def plan(
     except ValueError as e:  # pydantic assignment validation
         output.fail(f"{target}: {e}")
     profile = resolve_profile(ctx, hardware, output_dir or cfg.output.dir)
-    v = judge(cfg, profile)
+    facts = None
+    if dataset is not None:  # its statistics, read as the engine reads them
+        from osstune.tui.commands.inspect import dataset_facts
+
+        facts = dataset_facts(cfg, profile)
+    v = judge(cfg, profile, facts)
     est = v.estimate
     suggested = suggestions(cfg, profile) if est and est.ok and v.verdict == "does-not-fit" else []
     if json_:
