@@ -26,7 +26,7 @@ async def test_preset_screen_shows_each_estimate_against_the_card(tmp_path: Path
         await to_presets(pilot)
         table = app.screen.query_one("#presets")
         row = [str(cell) for cell in table.get_row("gpt-oss-20b-lora-1gpu")]
-        assert "70/80 GiB" in row[4] and "█" in row[4]  # pack_len auto: 7,168-token rows
+        assert "74/80 GiB" in row[4] and "█" in row[4]  # pack_len auto: 12,288-token rows
         assert str(table.get_row("tiny-cpu-demo")[4]) == "CPU"
         verdict = next(v for v in app.plan.recommendation.verdicts
                        if v.name == "gpt-oss-20b-lora-1gpu")
@@ -66,9 +66,14 @@ async def test_review_rejudges_every_edit_with_terms_one_key_away(tmp_path: Path
         assert "weights" in terms and "checkpointed layer inputs" in terms
         # Re-judging is cheap enough to run on every keystroke: CPU time, not wall time (a loaded
         # CI machine stretches wall time, not the work done)
-        started = time.process_time()
-        screen._estimate(load_config("gpt-oss-20b-lora-1gpu", ["sequence_len=8192"]))
-        assert time.process_time() - started < 0.15
+        # (the target: < 50 ms per edit; the median of 5, pack_len auto resolved each time)
+        edited = load_config("gpt-oss-20b-lora-1gpu", ["sequence_len=8192"])
+        spent = []
+        for _ in range(5):
+            started = time.process_time()
+            screen._estimate(edited)
+            spent.append(time.process_time() - started)
+        assert sorted(spent)[2] < 0.05, spent
         # A LoRA run on 4 GPUs breaks a schema rule (LoRA runs one process): no estimate until fixed
         screen.query_one("#f-distributed-gpus").value = "4"
         await pilot.pause()
