@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from osstune.engine.data.dataset import DatasetStats, Example
     from osstune.engine.data.dataset_mix import TrainingData
     from osstune.engine.plan.config import RunConfig
+    from osstune.engine.plan.estimate import DatasetFacts
     from osstune.engine.plan.packlen import PackLen
 
 DEFAULT_VIEW_COUNT = 3
@@ -108,6 +109,22 @@ def planned_pack_len(ctx: typer.Context, cfg: RunConfig, prepared: TrainingData)
     if cfg.dataset.packing and pack.length != t.sequence_len:
         pack_stats(stats, prepared.train, pack.length, t.seed)
     return pack
+
+
+def dataset_facts(cfg: RunConfig, profile: Any) -> DatasetFacts:
+    """What the estimate needs from `cfg`'s dataset (read and tokenized as the run would: tokens,
+    examples, and the packing at the row length `pack_len` resolves to on `profile`'s card), for
+    `osstune plan --dataset`'s time. Bad input ends the command (exit 2)."""
+    from osstune.engine.data.dataset_mix import pack_stats
+    from osstune.engine.plan.estimate import DatasetFacts, pack_len_on
+
+    prepared = _prepare(cfg, None)[1]
+    stats, t = prepared.stats, cfg.training
+    pack = pack_len_on(cfg, profile, DatasetFacts(stats.tokens_total, stats.examples))
+    if cfg.dataset.packing and pack.length != t.sequence_len:
+        pack_stats(stats, prepared.train, pack.length, t.seed)
+    return DatasetFacts(stats.tokens_total, stats.examples, stats.packing_efficiency,
+                        stats.tokens_total / stats.examples if stats.examples else None)
 
 
 def inspect(
