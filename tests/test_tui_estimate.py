@@ -55,6 +55,24 @@ async def test_review_rejudges_every_edit_with_terms_one_key_away(tmp_path: Path
         screen.query_one("#f-training-pack_len").value = "8192"
         await pilot.pause()
         assert "rows 8,192 tokens (training.pack_len)" in text_of(screen, "#review-estimate")
+        # micro-batch and LoRA rank re-judge too: the terms (ctrl+e) follow each edit
+        await pilot.press("ctrl+e")
+        await pilot.pause()
+        before = screen.current_estimate
+        screen.query_one("#f-training-micro_batch_size").value = "4"
+        await pilot.pause()
+        batch = screen.current_estimate
+        assert batch.min_peak_mem_gib_per_gpu > before.min_peak_mem_gib_per_gpu
+        assert "backward gradient buffers" in text_of(screen, "#review-yaml")
+        screen.query_one("#f-training-micro_batch_size").value = "1"
+        screen.query_one("#f-lora-r").value = "512"
+        await pilot.pause()
+        rank = screen.current_estimate.gpu_terms["adapters + gradients + AdamW"]
+        assert rank > 30 * before.gpu_terms["adapters + gradients + AdamW"]
+        assert f"{rank:.2f}" in text_of(screen, "#review-yaml")
+        screen.query_one("#f-lora-r").value = "8"
+        await pilot.press("ctrl+e")
+        await pilot.pause()
         screen.query_one("#f-training-pack_len").value = "auto"
         screen.query_one("#f-training-sequence_len").value = "262144"
         await pilot.pause()
