@@ -26,7 +26,7 @@ async def test_preset_screen_shows_each_estimate_against_the_card(tmp_path: Path
         await to_presets(pilot)
         table = app.screen.query_one("#presets")
         row = [str(cell) for cell in table.get_row("gpt-oss-20b-lora-1gpu")]
-        assert "70/80 GiB" in row[4] and "█" in row[4]  # pack_len auto: 7,168-token rows
+        assert "74/80 GiB" in row[4] and "█" in row[4]  # pack_len auto: 12,288-token rows
         assert str(table.get_row("tiny-cpu-demo")[4]) == "CPU"
         verdict = next(v for v in app.plan.recommendation.verdicts
                        if v.name == "gpt-oss-20b-lora-1gpu")
@@ -55,6 +55,24 @@ async def test_review_rejudges_every_edit_with_terms_one_key_away(tmp_path: Path
         screen.query_one("#f-training-pack_len").value = "8192"
         await pilot.pause()
         assert "rows 8,192 tokens (training.pack_len)" in text_of(screen, "#review-estimate")
+        # micro-batch and LoRA rank re-judge too: the terms (ctrl+e) follow each edit
+        await pilot.press("ctrl+e")
+        await pilot.pause()
+        before = screen.current_estimate
+        screen.query_one("#f-training-micro_batch_size").value = "4"
+        await pilot.pause()
+        batch = screen.current_estimate
+        assert batch.min_peak_mem_gib_per_gpu > before.min_peak_mem_gib_per_gpu
+        assert "backward gradient buffers" in text_of(screen, "#review-yaml")
+        screen.query_one("#f-training-micro_batch_size").value = "1"
+        screen.query_one("#f-lora-r").value = "512"
+        await pilot.pause()
+        rank = screen.current_estimate.gpu_terms["adapters + gradients + AdamW"]
+        assert rank > 30 * before.gpu_terms["adapters + gradients + AdamW"]
+        assert f"{rank:.2f}" in text_of(screen, "#review-yaml")
+        screen.query_one("#f-lora-r").value = "8"
+        await pilot.press("ctrl+e")
+        await pilot.pause()
         screen.query_one("#f-training-pack_len").value = "auto"
         screen.query_one("#f-training-sequence_len").value = "262144"
         await pilot.pause()
@@ -66,9 +84,14 @@ async def test_review_rejudges_every_edit_with_terms_one_key_away(tmp_path: Path
         assert "weights" in terms and "checkpointed layer inputs" in terms
         # Re-judging is cheap enough to run on every keystroke: CPU time, not wall time (a loaded
         # CI machine stretches wall time, not the work done)
-        started = time.process_time()
-        screen._estimate(load_config("gpt-oss-20b-lora-1gpu", ["sequence_len=8192"]))
-        assert time.process_time() - started < 0.15
+        # (the target: < 50 ms per edit; the median of 5, pack_len auto resolved each time)
+        edited = load_config("gpt-oss-20b-lora-1gpu", ["sequence_len=8192"])
+        spent = []
+        for _ in range(5):
+            started = time.process_time()
+            screen._estimate(edited)
+            spent.append(time.process_time() - started)
+        assert sorted(spent)[2] < 0.05, spent
         # A LoRA run on 4 GPUs breaks a schema rule (LoRA runs one process): no estimate until fixed
         screen.query_one("#f-distributed-gpus").value = "4"
         await pilot.pause()

@@ -187,15 +187,19 @@ def pack_len_for(cfg: RunConfig, card_gib: float | None, gpu_name: str | None = 
     def floor(n: int) -> float:  # bisection and speed ask for the same lengths
         return sum(gpu_terms(inputs(n), all_checked).values())
 
-    def speed(n: int) -> float:
+    def speed(n: int) -> float:  # `unchecked_layers: auto` at its floor (no card: 0 layers), so
+        # the speeds, and the length chosen, do not hinge on whole layers fitting the spare memory:
+        # the length only grows with the card (tests/test_pack_len_monotone.py)
         m = inputs(n)
-        unchecked = _unchecked(cfg, m, floor(n), card_gib, [])
+        unchecked = _unchecked(cfg, m, floor(n), None, [])
         return positions_per_s(_speed(cfg, m, unchecked, gpu_name, facts))
 
     budget = card_gib * MEMORY_FRACTION - CUDA_CONTEXT_GIB
     rows_per_step = t.micro_batch_size * t.gradient_accumulation_steps * d.world_size
+    auto = t.gradient_checkpointing and t.unchecked_layers == "auto"
     return choose(t.sequence_len, lambda n: floor(n) <= budget, speed,
-                  dataset_cap(facts.tokens_total if facts else None, rows_per_step))
+                  dataset_cap(facts.tokens_total if facts else None, rows_per_step),
+                  " with every layer checkpointed" if auto else "")
 
 
 def sizing_card_gib(total_gib: float | None, free_gib: float | None = None) -> float | None:

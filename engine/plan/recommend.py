@@ -27,6 +27,7 @@ When nothing fits, the summary says so and what hardware the smallest GPT-OSS re
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -247,13 +248,15 @@ def _summary(pick: PresetVerdict | None, verdicts: list[PresetVerdict],
     return f"No preset fits this machine. {needs}." if needs else "No preset fits this machine."
 
 
-def recommend(profile: HardwareProfile, presets: list[RunConfig] | None = None) -> Recommendation:
-    """A verdict for every preset (the shipped ones by default) and the one to recommend."""
+def recommend(profile: HardwareProfile, presets: list[RunConfig] | None = None,
+              facts: Callable[[RunConfig], DatasetFacts | None] | None = None) -> Recommendation:
+    """A verdict for every preset (the shipped ones by default) and the one to recommend;
+    `facts`: each config's dataset statistics (`--dataset`), when known."""
     if presets is None:
         from osstune.engine.plan.config import load_preset, preset_names
 
         presets = [load_preset(name) for name in preset_names()]
-    verdicts = [judge(cfg, profile) for cfg in presets]
+    verdicts = [judge(cfg, profile, facts(cfg) if facts else None) for cfg in presets]
     judged = sorted((v for v in verdicts if v.requirements is not None),
                     key=lambda v: _capability(v.name))
     gpu = [v for v in judged if v.requirements and v.requirements.gpus > 0]

@@ -119,6 +119,7 @@ def packed_facts(cfg: RunConfig, profile: HardwareProfile | None, prepared: Trai
     if cfg.dataset.packing and pack.length != t.sequence_len:
         pack_stats(stats, prepared.train, pack.length, t.seed)
     facts.packing_efficiency = stats.packing_efficiency
+    facts.mean_example_tokens = stats.tokens_total / stats.examples if stats.examples else None
     return facts, pack
 
 

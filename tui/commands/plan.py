@@ -70,12 +70,17 @@ def _print(v: PresetVerdict, est: Estimate, suggested: list[Suggestion]) -> None
         output.print_line(f"  {reason}")
     for note in est.assumptions:
         output.print_line((f"  assumed: {note}", "dim"))
+    if v.verdict == "does-not-fit" and not suggested:
+        output.print_line("No change of one or two settings (shorter rows, micro-batch 1, all "
+                          "layers checkpointed, packed experts, offload, more GPUs, fewer "
+                          "checkpoints) makes it fit this machine.")
     if suggested:
         output.print_line("Nearest changes that fit:")
         for s in suggested:
             sets = " ".join(f"--set {c}" for c in s.changes)
+            speed = f", ~{s.tokens_per_s:,.0f} tokens/s" if s.tokens_per_s else ""
             output.print_line(f"  {sets}: {s.verdict}, ~{output.fmt_gib(s.peak_mem_gib_per_gpu)} "
-                              "per GPU")
+                              f"per GPU, ~{output.fmt_gib(s.disk_gib)} disk{speed}")
 
 
 def plan(
@@ -114,7 +119,8 @@ def plan(
         facts = dataset_facts(cfg, profile)
     v = judge(cfg, profile, facts)
     est = v.estimate
-    suggested = suggestions(cfg, profile) if est and est.ok and v.verdict == "does-not-fit" else []
+    suggested = suggestions(cfg, profile, facts) if est and est.ok and v.verdict == "does-not-fit" \
+        else []
     if json_:
         output.print_json(plan_dict(v, suggested))
         return

@@ -11,6 +11,7 @@ from osstune.tui.commands.doctor import resolve_profile
 
 if TYPE_CHECKING:
     from osstune.engine.plan.config import RunConfig
+    from osstune.engine.plan.estimate import DatasetFacts
     from osstune.engine.plan.hardware import HardwareProfile
     from osstune.engine.plan.recommend import PresetVerdict
 
@@ -151,10 +152,18 @@ def presets(
     profile = resolve_profile(ctx, hardware, output_dir)
     overrides = list(set_ or [])
     rec = None
+    facts = None
+    if dataset is not None:  # read as the run would: its tokens bound pack_len auto
+        from osstune.tui.commands.inspect import dataset_facts
+
+        def facts(cfg: RunConfig) -> DatasetFacts | None:
+            return dataset_facts(cfg, profile) if cfg.distributed.gpus else None
+
     if name and (name not in preset_names() or overrides or dataset is not None):
-        verdicts = [judge(cfg, profile) for cfg in effective_configs([name], overrides, dataset)]
+        verdicts = [judge(cfg, profile, facts(cfg) if facts else None)
+                    for cfg in effective_configs([name], overrides, dataset)]
     else:
-        rec = recommend(profile, effective_configs(preset_names(), overrides, dataset))
+        rec = recommend(profile, effective_configs(preset_names(), overrides, dataset), facts)
         verdicts = [v for v in rec.verdicts if v.name == name] if name else rec.verdicts
     if json_:
         output.print_json([verdict_to_dict(v) for v in verdicts])
