@@ -162,7 +162,8 @@ def _speed(cfg: RunConfig, m: MemoryInputs, unchecked: int, gpu_name: str | None
 def pack_len_for(cfg: RunConfig, card_gib: float | None, gpu_name: str | None = None,
                  facts: DatasetFacts | None = None) -> PackLen:
     """The packed row length of `cfg` (`pack_len: auto` sized by engine/plan/packlen.py for a
-    card of `card_gib`: its size when planning, its free memory when the engine starts)."""
+    card of `card_gib`: `sizing_card_gib` of its total and free memory, for the plan and the
+    engine alike)."""
     t, d = cfg.training, cfg.distributed
     if not cfg.dataset.packing:
         return PackLen(t.sequence_len, "packing off", "packing off: one example per row")

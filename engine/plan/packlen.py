@@ -19,7 +19,8 @@ shorter rows):
 1. candidates: `sequence_len`, then lengths ~19 % apart (4 per doubling) rounded up to
    `GRANULE`, up to `MAX_PACK_LEN`;
 2. memory: the all-checkpointed peak at that length plus the CUDA context must stay within
-   `MEMORY_FRACTION` of the card (its free memory when the engine starts);
+   `MEMORY_FRACTION` of the card as `sizing_card_gib` sees it (its total less a reserve, or its
+   free memory when less: one rule for the plan and the engine);
 3. dataset: at most the length that still gives `MIN_STEPS_PER_EPOCH` optimizer steps of full
    rows per epoch;
 4. speed: among the lengths left, the shortest whose estimated tokens/s is within `KNEE` of the
