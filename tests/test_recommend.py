@@ -115,7 +115,7 @@ def test_reasons_say_why_in_numbers(presets: list) -> None:
         "(19% headroom)")]
     assert v[FFT].reasons[0] == ("needs ~98.0 GiB on each of 2 GPUs (cards of >= 98.7 GiB); "
                                  "each has 24.0 GiB")
-    assert "needs ~946 GiB host RAM (CPU offload); the machine has 252 GiB" in v[BIG].reasons
+    assert "needs ~940 GiB host RAM (CPU offload); the machine has 252 GiB" in v[BIG].reasons
     v = by_name(recommend(profile("cpu-only"), presets))
     assert v[LORA].reasons[0] == "needs 1 GPU; found none"
     assert v[TINY].reasons[0] == "runs on CPU"
@@ -161,7 +161,7 @@ def test_too_little_ram_for_offload(presets: list) -> None:
     rec = recommend(p, presets)
     v = by_name(rec)[OFFLOAD]
     assert v.verdict == NO
-    assert v.reasons[0] == "needs ~172 GiB host RAM (CPU offload); the machine has 126 GiB"
+    assert v.reasons[0] == "needs ~170 GiB host RAM (CPU offload); the machine has 126 GiB"
     assert rec.recommended == LORA
 
 
@@ -172,7 +172,7 @@ def test_no_gpt_oss_preset_fits_summary(bf16_presets: list) -> None:
     assert rec.summary.startswith(f"No GPT-OSS preset fits this machine; {TINY} runs on CPU.")
     assert (f"{LORA} needs 1 GPU with >= 42.2 GiB, ~14.2 GiB host RAM, ~13.0 GiB free disk"
             in rec.summary)
-    assert f"{OFFLOAD} needs 2 GPUs with >= 20.2 GiB, ~172 GiB host RAM" in rec.summary
+    assert f"{OFFLOAD} needs 2 GPUs with >= 20.2 GiB, ~170 GiB host RAM" in rec.summary
 
 
 def test_cpu_only_summary_says_what_hardware_would_do(presets: list) -> None:

@@ -49,17 +49,21 @@ WORKSPACE_GIB = 0.5
 # CPU offload: a step's micro-batches run as passes of up to this many tokens (8 rows of 2048);
 # engine/trainer/offload.py merges them.
 OFFLOAD_PASS_TOKENS = 16384
-# Host memory per process: Python, torch, CUDA libraries, tokenizer (a CPU run: no CUDA libraries).
-PROCESS_HOST_GIB = 4.0
+# Host memory per process: Python, torch, CUDA libraries, tokenizer (a CPU run: no CUDA libraries);
+# 3.3 GiB measured: host RSS peak of a packed-experts run, whose load keeps nothing on the host
+# (bench/results/2026-11-29-h200-cli-lora-mxfp4-*.events.jsonl).
+PROCESS_HOST_GIB = 3.3
 CPU_PROCESS_HOST_GIB = 1.5
 # CPU offload keeps bf16 parameters, gradients and both AdamW states (8 B/parameter) in pinned
 # host memory, whose allocator rounds blocks up to powers of two: 8.4 B/parameter fitted to the
 # one-rank proxy with the fused CPU AdamW (64.3 GiB host RSS for 7.74B parameters,
 # bench/results/2026-11-29-h200-offload-proxy-8layers.json).
 OFFLOAD_HOST_BYTES_PER_PARAM = 8.4
-# Loading a pretrained checkpoint without FSDP streams it shard by shard: host RSS ~ 0.8 x the
-# MXFP4 checkpoint on top of the process (measured ~14 GiB for 20b).
-LOAD_HOST_FRACTION = 0.8
+# Loading a pretrained checkpoint without FSDP into bf16 experts (transformers dequantizes the
+# MXFP4 checkpoint): host RSS ~ 0.85 x the MXFP4 checkpoint on top of the process (14.1-14.2 GiB
+# measured for 20b). Packed experts stream each tensor onto the GPU (engine/trainer/mxfp4.py
+# load_packed): nothing is added.
+LOAD_HOST_FRACTION = 0.85
 
 
 @dataclass(frozen=True)
@@ -222,6 +226,6 @@ def host_terms(m: MemoryInputs, on_gpu: bool) -> dict[str, float]:
         if m.fsdp:  # rank 0 loads the whole model in the training dtype, then broadcasts
             terms["checkpoint loading (rank 0, whole model)"] = _gib(
                 s.weight_bytes(m.dtype_bytes, False))
-        else:
+        elif not m.packed_experts:
             terms["checkpoint loading"] = _gib(s.mxfp4_checkpoint_bytes()) * LOAD_HOST_FRACTION
     return terms
