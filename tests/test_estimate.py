@@ -58,6 +58,19 @@ def test_calibration_points_cover_the_measurements() -> None:
         assert source.startswith("issue") or (REPO / source).is_file(), point["name"]
 
 
+def test_open_points_are_few_named_and_on_the_safe_side() -> None:
+    # A measurement of the current code the estimator does not model yet: listed here by name
+    # (a new one must be added on purpose), its memory over-, never under-estimated
+    # (none left: h200-cli-lora-1gpu-auto20480 was one until the chunked-MoE terms modelled it)
+    gaps = {p["name"]: p for p in POINTS if p.get("open")}
+    assert set(gaps) == set()
+    for point in gaps.values():
+        assert len(point["open"]["why"]) > 80
+        for r in check_point(point, superseded=True):
+            if r.measure == "peak_mem_gib_per_gpu":
+                assert r.error > 0, r
+
+
 def test_superseded_points_stay_named_and_out_of_the_fit() -> None:
     old = [p for p in POINTS if p.get("superseded")]
     assert {p["name"] for p in old} >= {"h200-engine-fft-offload-2gpu",
@@ -298,6 +311,13 @@ def test_every_measurement_in_bench_results_is_a_calibration_point() -> None:
             seq = re.compile(rf"seq {r['seq']}\b")
             if not any(variant.search(s) and seq.search(s) for s in sources):
                 missing.append(f"{path.name}: {r['variant']} @ {r['seq']}")
+    # and every engine run that timed a step (events.jsonl)
+    for path in sorted((REPO / "bench" / "results").glob("*.events.jsonl")):
+        steps = sum(json.loads(line).get("type") == "step"
+                    for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+        named = any(p["source"].startswith(f"bench/results/{path.name}") for p in POINTS)
+        if steps >= 2 and not named:
+            missing.append(path.name)
     assert not missing, missing
 
 
@@ -308,7 +328,7 @@ def test_the_calibration_table_lists_every_point_and_its_error() -> None:
             for r in check_point(point, superseded=old):
                 lines.append(f"{r.name:<42} {r.measure:<22} measured {r.measured:>9,.1f} "
                              f"estimated {r.estimated:>9,.1f} {r.error:+6.1%}"
-                             + ("  (superseded: not checked)" if old else ""))
+                             + ("  (superseded or open: not checked)" if old else ""))
     print("\n".join(lines))
     assert len(lines) >= sum(len(_live(p)) for p in POINTS)
     assert any("h200-120b-packed-2048" in line for line in lines)

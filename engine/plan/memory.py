@@ -49,9 +49,9 @@ WORKSPACE_GIB = 0.5
 # CPU offload: a step's micro-batches run as passes of up to this many tokens (8 rows of 2048);
 # engine/trainer/offload.py merges them.
 OFFLOAD_PASS_TOKENS = 16384
-# Host memory per process: Python, torch, CUDA libraries, tokenizer (a CPU run: no CUDA libraries).
-# 3.3 GiB: the packed-experts CLI run, whose loader streams the checkpoint onto the GPU (bench/
-# calibration/h200-cli-lora-mxfp4-random20b-chat.json: 3.28 GiB host RSS peak).
+# Host memory per process: Python, torch, CUDA libraries, tokenizer (a CPU run: no CUDA libraries);
+# 3.3 GiB measured: host RSS peak of a packed-experts run, whose load keeps nothing on the host
+# (bench/results/2026-11-29-h200-cli-lora-mxfp4-*.events.jsonl).
 PROCESS_HOST_GIB = 3.3
 CPU_PROCESS_HOST_GIB = 1.5
 # CPU offload keeps bf16 parameters, gradients and both AdamW states (8 B/parameter) in pinned
@@ -59,10 +59,10 @@ CPU_PROCESS_HOST_GIB = 1.5
 # one-rank proxy with the fused CPU AdamW (64.3 GiB host RSS for 7.74B parameters,
 # bench/results/2026-11-29-h200-offload-proxy-8layers.json).
 OFFLOAD_HOST_BYTES_PER_PARAM = 8.4
-# Loading a pretrained checkpoint without FSDP streams it shard by shard: host RSS ~ 0.85 x the
-# MXFP4 checkpoint on top of the process (measured 14.0 and 14.2 GiB for 20b: bench/calibration/
-# h200-osstune-run-lora2048-pretrained.json, h200-cli-lora-1gpu-random20b-chat.json). Packed
-# experts (engine/trainer/mxfp4.py load_packed) stream it shard by shard onto the GPU instead.
+# Loading a pretrained checkpoint without FSDP into bf16 experts (transformers dequantizes the
+# MXFP4 checkpoint): host RSS ~ 0.85 x the MXFP4 checkpoint on top of the process (14.1-14.2 GiB
+# measured for 20b). Packed experts stream each tensor onto the GPU (engine/trainer/mxfp4.py
+# load_packed): nothing is added.
 LOAD_HOST_FRACTION = 0.85
 
 
@@ -105,7 +105,7 @@ def attention_bytes_per_token(s: ModelShapes, dtype_bytes: int = 2,
     output that flex attention keeps, and the output's fp32 copy that the sink rescale keeps
     (engine/trainer/ops/attention.py). 20b LoRA on q/k/v/o: 108.7 KB; measured ~112 KB per
     unchecked layer on 20,480-token rows whose MoE blocks run chunked (bench/calibration/
-    h200-cli-lora-1gpu-random20b-chat.json)."""
+    h200-cli-lora-1gpu-auto20480.json)."""
     b = dtype_bytes
     flex = b * (2 * s.attn_width + 2 * s.kv_width) + 4 * s.attn_width
     return 2 * 4 * s.hidden + lora_input_bytes_per_token(s, lora_targets) + flex
@@ -271,11 +271,10 @@ def host_terms(m: MemoryInputs, on_gpu: bool) -> dict[str, float]:
         share = m.processes_per_node / m.world_size
         terms["offloaded parameters, gradients, AdamW"] = _gib(
             s.total_params() * OFFLOAD_HOST_BYTES_PER_PARAM * share)
-    if m.pretrained and not m.offload and not m.packed_experts:
-        # (offloaded states, 10 B/param, outgrow the load; packed experts load onto the GPU)
+    if m.pretrained and not m.offload:  # (offloaded states, 10 B/param, outgrow the load)
         if m.fsdp:  # rank 0 loads the whole model in the training dtype, then broadcasts
             terms["checkpoint loading (rank 0, whole model)"] = _gib(
                 s.weight_bytes(m.dtype_bytes, False))
-        else:
+        elif not m.packed_experts:
             terms["checkpoint loading"] = _gib(s.mxfp4_checkpoint_bytes()) * LOAD_HOST_FRACTION
     return terms

@@ -62,7 +62,7 @@ CPU_GRAD_NORM_S_PER_PARAM = 2.7e-10
 # Dequantizing packed experts: bf16 bytes written per second, plus a fixed cost per call (one
 # projection's experts of one layer, at each use), fitted together to the packed runs: 20b at
 # 2048/8192/16,384 and 120b at 2048 (bench/calibration/h200-packed-*-run3.json,
-# h200-cli-lora-mxfp4-random20b-chat.json, h200-120b-packed-2048.json). The cost per byte alone
+# h200-cli-lora-mxfp4-2048.json, h200-120b-packed-2048.json). The cost per byte alone
 # cannot fit both models (20b would need ~0.5 TB/s, 120b ~1.5 TB/s).
 DEQUANT_BYTES_PER_S = 2.0e12
 DEQUANT_CALL_S = 0.3e-3
@@ -118,7 +118,7 @@ def speed_terms(i: SpeedInputs) -> dict[str, float]:
     moe_share = s.experts_per_tok * 3 * s.hidden * s.intermediate * s.layers / s.active_params()
     # rows longer than moe_chunk run every MoE block as checkpointed chunks: one more MoE
     # forward in every layer's backward, checkpointed or not (the 20,480-token rows of
-    # bench/calibration/h200-cli-lora-1gpu-random20b-chat.json: no faster than 8192)
+    # bench/calibration/h200-cli-lora-1gpu-auto20480.json: no faster than 8192)
     chunk_pass = 1.0 if i.moe_chunk is not None and i.tokens > i.moe_chunk else 0.0
     matmul_passes = passes + moe_share * chunk_pass
     terms = {"matmuls": scale * US_PER_MATMUL_GFLOP * fwd_gflop * matmul_passes}

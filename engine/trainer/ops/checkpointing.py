@@ -118,13 +118,14 @@ def unchecked_layer_gib(model: nn.Module, tokens: int, compiled: bool = True,
 
 
 def unchecked_for_budget(model: nn.Module, tokens: int, budget_gib: float, peak_gib: float,
-                         moe_chunk: int | None = None) -> int:
+                         moe_chunk: int | None = None, compiled: bool = True) -> int:
     """How many layers can keep their activations within `budget_gib`.
 
-    `peak_gib`: the peak measured for a step with every layer checkpointed (same row length).
+    `peak_gib`: the peak measured for a step with every layer checkpointed (same row length);
+    `compiled`: whether the MoE blocks run compiled (uncompiled ones keep more per token).
     """
     layers = decoder_layers(model)
-    per_layer_gib = unchecked_layer_gib(model, tokens, moe_chunk=moe_chunk)
+    per_layer_gib = unchecked_layer_gib(model, tokens, compiled, moe_chunk)
     spare = max(0.0, budget_gib - peak_gib)
     return min(len(layers), int(spare // per_layer_gib))
 
@@ -139,7 +140,8 @@ def set_unchecked(model: nn.Module, unchecked: int) -> int:
 
 
 def fit_unchecked_to_card(model: nn.Module, tokens: int, cap_gib: float | None = None,
-                          headroom_gib: float = 4.0, moe_chunk: int | None = None) -> int:
+                          headroom_gib: float = 4.0, moe_chunk: int | None = None,
+                          compiled: bool = True) -> int:
     """Call after one fully checkpointed step on CUDA: uncheck as many layers as the card holds.
 
     Uses that step's peak reserved memory on the current device; `cap_gib` lowers the card size
@@ -150,6 +152,6 @@ def fit_unchecked_to_card(model: nn.Module, tokens: int, cap_gib: float | None =
     card = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory / 1024**3
     budget = min(card, cap_gib or card) - headroom_gib
     peak = torch.cuda.max_memory_reserved() / 1024**3
-    unchecked = unchecked_for_budget(model, tokens, budget, peak, moe_chunk)
+    unchecked = unchecked_for_budget(model, tokens, budget, peak, moe_chunk, compiled)
     set_unchecked(model, unchecked)
     return unchecked
