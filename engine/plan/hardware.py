@@ -90,12 +90,19 @@ def free_gib(path: str | os.PathLike[str]) -> float | None:
 
 
 def hf_cache_dir() -> Path:
-    """Where huggingface_hub downloads models (HF_HUB_CACHE, else HF_HOME/hub, else the default)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    xdg = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
+    """Where huggingface_hub downloads models, as it decides: HF_HUB_CACHE, else the older
+    HUGGINGFACE_HUB_CACHE, else HF_HOME/hub, else $XDG_CACHE_HOME (~/.cache)/huggingface/hub."""
+    def env(name: str) -> str | None:
+        value = os.environ.get(name)
+        return os.path.expandvars(value) if value else None
+
+    hub = env("HF_HUB_CACHE") or env("HUGGINGFACE_HUB_CACHE")
+    if hub:
+        return Path(hub).expanduser()
+    home = env("HF_HOME")
+    if home:
+        return Path(home).expanduser() / "hub"
+    xdg = env("XDG_CACHE_HOME") or "~/.cache"
     return Path(xdg).expanduser() / "huggingface" / "hub"
 
 

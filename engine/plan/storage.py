@@ -21,18 +21,24 @@ TOKENIZER_GIB = 0.03  # tokenizer.json + chat template written with every export
 
 
 def weights_cached(model_id: str) -> bool:
-    """True when the HF cache holds every weight file of `model_id` (its index lists them)."""
+    """True when the HF cache holds every weight file of `model_id` whole: each file its index
+    lists is there (an interrupted download leaves a file out: the hub links it into the
+    snapshot only once complete) and together they are at least the index's `total_size`."""
     snapshot = cached_snapshot(model_id)
     if snapshot is None:
         return False
     index = snapshot / "model.safetensors.index.json"
-    if index.is_file():
-        try:
-            files = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            return False
-        return bool(files) and all((snapshot / f).is_file() for f in files)
-    return (snapshot / "model.safetensors").is_file()
+    if not index.is_file():
+        single = snapshot / "model.safetensors"
+        return single.is_file() and single.stat().st_size > 0
+    try:
+        data = json.loads(index.read_text(encoding="utf-8"))
+        files = set(data["weight_map"].values())
+        total = int((data.get("metadata") or {}).get("total_size") or 0)
+        sizes = [(snapshot / f).stat().st_size for f in files]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False  # a file missing (stat fails on it or on a dangling link) or a bad index
+    return bool(files) and all(sizes) and sum(sizes) >= total
 
 
 def cached_models() -> list[str]:
