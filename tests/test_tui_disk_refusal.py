@@ -37,7 +37,7 @@ def h200(cached: bool) -> HardwareProfile:
 
 def small_disk(monkeypatch: pytest.MonkeyPatch, free_gib: float) -> None:
     """The output folder's filesystem has `free_gib` free (what the pre-flight reads)."""
-    monkeypatch.setattr("osstune.engine.plan.preflight.free_gib", lambda _path: free_gib)
+    monkeypatch.setattr("osstune.engine.plan.hardware.free_gib", lambda _path: free_gib)
 
 
 def text(app) -> str:  # noqa: ANN001

@@ -89,6 +89,15 @@ def free_gib(path: str | os.PathLike[str]) -> float | None:
         return None
 
 
+def same_disk(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether two paths (or their nearest existing parents) are on one filesystem; True when
+    that cannot be told (their needs are then added up, the cautious answer)."""
+    try:
+        return os.stat(nearest_existing(a)).st_dev == os.stat(nearest_existing(b)).st_dev
+    except OSError:
+        return True
+
+
 def hf_cache_dir() -> Path:
     """Where huggingface_hub downloads models, as it decides: HF_HUB_CACHE, else the older
     HUGGINGFACE_HUB_CACHE, else HF_HOME/hub, else $XDG_CACHE_HOME (~/.cache)/huggingface/hub."""

@@ -100,14 +100,17 @@ def disk_terms(cfg: RunConfig, shapes: ModelShapes, lora_params: int, dtype_byte
     return terms
 
 
-def merge_terms(cfg: RunConfig, kind: str) -> dict[str, float]:
+def merge_terms(cfg: RunConfig, kind: str, dtype: str = "auto") -> dict[str, float]:
     """Disk `osstune merge-lora` / `merge-sharded-fsdp-weights` write (and, for merge-lora from a
-    hub id not in the cache, download): the merged model in the training dtype."""
+    hub id not in the cache, download): the merged model in the training dtype, or MXFP4 in the
+    hub's layout where merge-lora keeps packed experts packed (`model.experts: mxfp4`, `auto`)."""
     from osstune.engine.plan.shapes import model_shapes
 
     shapes = model_shapes(cfg.model.id, cfg.model.architecture)
     dtype_bytes = 2 if cfg.model.dtype == "bfloat16" else 4
-    terms = {"merged model (safetensors)": shapes.total_params() * dtype_bytes / GIB
+    packed = kind == "lora" and cfg.model.experts == "mxfp4" and dtype == "auto"
+    merged = shapes.mxfp4_checkpoint_bytes() if packed else shapes.total_params() * dtype_bytes
+    terms = {f"merged model ({'MXFP4 ' if packed else ''}safetensors)": merged / GIB
              + TOKENIZER_GIB}
     if kind == "lora":
         download = download_gib(cfg, shapes, [cfg.model.id] if weights_cached(cfg.model.id)
