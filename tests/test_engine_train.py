@@ -240,3 +240,20 @@ def test_lora_checkpoints_are_adapter_sized_as_the_disk_estimate_counts(lora_run
     terms = disk_terms(cfg, shapes, lora_params, 4, total_steps=2, cached=None)
     assert not any("export (safetensors)" in name for name in terms)
     assert terms["adapter export"] * GIB >= _folder_bytes(out / "adapter") * 0.9
+
+
+def test_the_engines_own_preflight_refusal_is_an_event(tmp_path, monkeypatch):
+    """A refusal only the engine finds (the machine changed since the front-end looked) reaches
+    the front-end as a `preflight` error it can offer to force, not as a bare exit code."""
+    from osstune.engine.plan import preflight as preflight_mod
+    from tests.tui_fixtures import cpu_profile
+
+    monkeypatch.setattr(preflight_mod, "probe", lambda *a, **k: cpu_profile())  # no GPU here
+    path = write_config(tmp_path, tiny_config(tmp_path, distributed={"gpus": 1}))
+    assert main(["--config", str(path)]) == EXIT_USER_ERROR
+    events = read_events(tmp_path / "tiny")
+    assert [e["type"] for e in events] == ["error", "run_end"]
+    assert events[0]["kind"] == "preflight" and "--force" in events[0]["hint"]
+    assert events[0]["message"].startswith("distributed.gpus: the config asks for 1 GPU(s)")
+    assert events[1]["status"] == "failed"
+    assert not (tmp_path / "tiny" / "checkpoints").exists()

@@ -147,3 +147,52 @@ def test_snapshot_disk_refusal(snap_compare, tmp_path: Path, monkeypatch: pytest
         await settle(pilot)
 
     assert snap_compare(app, terminal_size=size, run_before=refused)
+
+
+class StaleLauncher(ScriptedLauncher):
+    """The front-end's pre-flight passes (it looked before the machine changed); the first start
+    is the real engine, whose own pre-flight refuses; a forced start is scripted."""
+
+    def __init__(self) -> None:
+        super().__init__(gpus=1)
+        self.engine = None
+
+    def spawn(self, cfg, output_dir: Path, *, resume: bool, force: bool, lock):  # noqa: ANN001, ANN201
+        if force:
+            return super().spawn(cfg, output_dir, resume=resume, force=force, lock=lock)
+        from osstune.engine.session.run_session import EngineLauncher
+
+        self.engine = EngineLauncher().spawn(cfg, output_dir, resume=resume, force=force,
+                                             lock=lock)
+        return self.engine
+
+
+@pytest.mark.slow
+@run_async
+async def test_a_refusal_only_the_engine_finds_is_shown_as_one_and_forced(
+        tmp_path: Path) -> None:
+    from osstune.engine.plan.config import load_config
+
+    # more checkpoints kept than any disk holds: the engine's pre-flight refuses on disk
+    cfg = load_config("tiny-cpu-demo", ["max_steps=100000", "save_steps=1",
+                                        "output.keep_last=100000"])
+    launcher = StaleLauncher()
+    app = OsstuneApp(lambda: h200(cached=False), launcher, tmp_path / "wizard.json")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: app.plan.recommendation is not None)
+        await app.push_screen(TrainingScreen(cfg))
+        screen = app.screen
+        await wait_until(pilot, lambda: launcher.engine is not None and not screen.running,
+                         timeout=120, what="the engine's refusal")
+        await settle(pilot)
+        assert launcher.engine.poll() == 2 and launcher.calls == []
+        error = str(screen.query_one("#run-error").content)
+        assert error.startswith("preflight: disk: ") and "this config needs ~28" in error
+        assert "exited with code" not in error and "f runs it anyway" in error
+        assert_footer_fits(app, "f Run anyway")
+        await pilot.press("f")
+        await wait_until(pilot, launcher.started.is_set, what="the forced start")
+        assert launcher.calls == [(cfg.output.dir, False, True)]
+        await wait_until(pilot, lambda: screen.running)
+        await settle(pilot)
+        assert "f Run anyway" not in screen_lines(app)[-1]
