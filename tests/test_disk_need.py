@@ -169,3 +169,49 @@ def test_merge_lora_download_is_judged_on_the_cache_disk(
     assert result.exit_code == 1
     assert "merging needs ~12.8 GiB (base model download (not in the HF cache) 12.8)" \
         in result.output
+
+
+def verdict_of(profile, preset: str = LORA):  # noqa: ANN001, ANN201
+    from osstune.engine.plan.recommend import recommend
+
+    rec = recommend(profile)
+    return rec, next(v for v in rec.verdicts if v.name == preset)
+
+
+@pytest.mark.parametrize("cache_free,on_output,verdict", [
+    (100, False, "fits"),  # 12.8 GiB download in the cache, 0.2 GiB of adapters at the output
+    (5, False, "does-not-fit"),  # the cache's disk cannot take the download
+    (100, True, "does-not-fit"),  # one disk of 1 GiB: download + adapters do not fit
+    (100, None, "does-not-fit"),  # not known: the cautious sum
+])
+def test_a_profile_with_the_hf_cache_on_another_disk_judges_each_disk(
+        tmp_path: Path, cache_free: float, on_output: bool | None, verdict: str) -> None:
+    data = json.loads(H200.read_text()) | {"disk_free_gib": 1.0, "hf_cache_free_gib": cache_free,
+                                           "hf_cache_on_output_disk": on_output}
+    path = tmp_path / "apart.json"
+    path.write_text(json.dumps(data))
+    rec, lora = verdict_of(load_profile(path))
+    assert lora.verdict == verdict, lora.reasons
+    if on_output is False:
+        assert any(r.startswith("needs ~12.8 GiB free in the HF cache (the model download); "
+                                f"{cache_free} GiB free") for r in lora.reasons), lora.reasons
+        assert any(r.startswith("needs ~0.2 GiB free at ./outputs; 1 GiB free")
+                   for r in lora.reasons), lora.reasons
+    else:
+        assert any(r.startswith("needs ~13.0 GiB free at ./outputs; 1 GiB free")
+                   for r in lora.reasons), lora.reasons
+    if verdict == "fits":
+        assert rec.recommended in (LORA, "gpt-oss-20b-lora-mxfp4")
+
+
+def test_probe_and_doctor_json_record_whether_the_cache_shares_the_output_disk(
+        tmp_path: Path) -> None:
+    profile = hardware.probe(str(tmp_path / "out"), nvml=None)
+    assert profile.hf_cache_on_output_disk is True  # both under tmp_path here
+    saved = json.loads(cli("doctor", "--json", "--output-dir", str(tmp_path / "out")))
+    assert saved["hf_cache_on_output_disk"] is True
+    path = tmp_path / "me.json"
+    path.write_text(json.dumps(saved | {"hf_cache_on_output_disk": "no"}))
+    result = CliRunner().invoke(app, ["presets", "--hardware", str(path)])
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert "hf_cache_on_output_disk" in result.output

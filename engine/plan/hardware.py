@@ -69,6 +69,9 @@ class HardwareProfile:
     gpu_links: list[GpuLink] = field(default_factory=list)
     # Models whose weights are complete in the HF cache (None: not known, e.g. an older file).
     hf_cached_models: list[str] | None = None
+    # Whether the HF cache shares the output folder's filesystem (None: not known). When not,
+    # a download is judged against hf_cache_free_gib, the run's writes against disk_free_gib.
+    hf_cache_on_output_disk: bool | None = None
 
 
 # --- local probe -----------------------------------------------------------------------------
@@ -157,6 +160,7 @@ def probe(output_dir: str = "./outputs", nvml: Any = None) -> HardwareProfile:
         output_dir=str(output_dir),
         gpu_links=links,
         hf_cached_models=cached_models(),
+        hf_cache_on_output_disk=same_disk(output_dir, hf_cache_dir()),
     )
 
 
@@ -273,6 +277,7 @@ def profile_from_dict(data: Any, source: str) -> HardwareProfile:
         output_dir=output_dir or "./outputs",
         gpu_links=_links_from_dict(data, where),
         hf_cached_models=_names(data, "hf_cached_models", where),
+        hf_cache_on_output_disk=_optional(data, "hf_cache_on_output_disk", where, bool),
     )
 
 
