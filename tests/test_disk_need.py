@@ -215,3 +215,25 @@ def test_probe_and_doctor_json_record_whether_the_cache_shares_the_output_disk(
     result = CliRunner().invoke(app, ["presets", "--hardware", str(path)])
     assert result.exit_code == 2 and result.output.count("\n") == 1
     assert "hf_cache_on_output_disk" in result.output
+
+
+def test_a_resume_counts_only_the_checkpoints_not_yet_on_disk(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from osstune.engine.plan.preflight import machine_problems
+
+    cfg = load_preset("gpt-oss-20b-fft-fsdp2")  # keep_last 2: 3 x 116.9 GiB at a save's peak
+    out = tmp_path / "fft"
+    for step in (100, 200):
+        (out / "checkpoints" / f"step-{step:06d}").mkdir(parents=True)
+        (out / "checkpoints" / f"step-{step:06d}" / "COMPLETE").write_text("ok")
+    profile = load_profile(PROFILES / "4xa100-80gb.json")
+    Disks(monkeypatch, cache=200, out=200, shared=True)
+    fresh = machine_problems(cfg, profile, out)
+    assert any(p.startswith("disk: 200 GiB free at ") and "checkpoints (3 x weights + AdamW) "
+               "350.6" in p for p in fresh), fresh
+    resumed = machine_problems(cfg, profile, out, resume=True)  # 1 more + export + download
+    assert not any(p.startswith("disk:") for p in resumed), resumed
+    assert preflight(cfg, out, resume=True, force=False, profile=profile) == []
+    Disks(monkeypatch, cache=100, out=100, shared=True)
+    with pytest.raises(PreflightError, match=r"checkpoints \(1 more x weights \+ AdamW\) 116.9"):
+        preflight(cfg, out, resume=True, force=False, profile=profile)

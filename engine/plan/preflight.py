@@ -15,8 +15,9 @@ from osstune.engine.plan import hardware
 from osstune.engine.plan.config import RunConfig
 from osstune.engine.plan.estimate import estimate
 from osstune.engine.plan.hardware import HardwareProfile, output_dir_problem, probe
+from osstune.engine.plan.storage import resumed_terms
 from osstune.engine.plan.units import fmt_gib
-from osstune.engine.session.run_folder import holds_run
+from osstune.engine.session.run_folder import complete_checkpoints, holds_run
 
 
 class PreflightError(RuntimeError):
@@ -50,7 +51,8 @@ def disk_problems(terms: dict[str, float], output_dir: Path, what: str = "this c
     return problems
 
 
-def machine_problems(cfg: RunConfig, profile: HardwareProfile, output_dir: Path) -> list[str]:
+def machine_problems(cfg: RunConfig, profile: HardwareProfile, output_dir: Path,
+                     resume: bool = False) -> list[str]:
     problems: list[str] = []
     dist = cfg.distributed
     est = estimate(cfg, profile)
@@ -71,7 +73,8 @@ def machine_problems(cfg: RunConfig, profile: HardwareProfile, output_dir: Path)
                     f"config needs ~{fmt_gib(est.card_gib_needed)} per GPU (osstune plan shows "
                     "the terms)")
     if est.ok:
-        problems += disk_problems(est.disk_terms, output_dir)
+        on_disk = len(complete_checkpoints(output_dir)) if resume else 0
+        problems += disk_problems(resumed_terms(est.disk_terms, on_disk), output_dir)
         if profile.ram_gib < est.host_ram_gib:
             why = " (CPU offload)" if dist.cpu_offload else ""
             problems.append(f"host RAM: {fmt_gib(profile.ram_gib)}, this config needs "
@@ -93,7 +96,7 @@ def preflight(cfg: RunConfig, output_dir: Path, *, resume: bool, force: bool,
     """Raise PreflightError unless forced; return the problems that --force waved through."""
     output_dir = Path(output_dir)
     profile = profile or probe(str(output_dir))
-    problems = machine_problems(cfg, profile, output_dir)
+    problems = machine_problems(cfg, profile, output_dir, resume)
     if problems and not force:
         raise PreflightError("; ".join(problems) + " (--force runs anyway)")
     if not resume and not force and existing_run(output_dir):

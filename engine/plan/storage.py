@@ -100,6 +100,22 @@ def disk_terms(cfg: RunConfig, shapes: ModelShapes, lora_params: int, dtype_byte
     return terms
 
 
+def resumed_terms(terms: dict[str, float], on_disk: int) -> dict[str, float]:
+    """`disk_terms` for a resume into a folder that already holds `on_disk` finished checkpoints:
+    they are taken from the free space already, so only the rest of the `keep_last` + 1 (at least
+    the one being written) is still needed."""
+    out: dict[str, float] = {}
+    for name, gib in terms.items():
+        head, sep, kind = name.partition(" x ")
+        if on_disk and name.startswith("checkpoints (") and sep and head[13:].isdigit():
+            count = int(head[13:])
+            more = max(1, count - on_disk)
+            out[f"checkpoints ({more} more x {kind}"] = gib / count * more
+        else:
+            out[name] = gib
+    return out
+
+
 def merge_terms(cfg: RunConfig, kind: str, dtype: str = "auto") -> dict[str, float]:
     """Disk `osstune merge-lora` / `merge-sharded-fsdp-weights` write (and, for merge-lora from a
     hub id not in the cache, download): the merged model in the training dtype, or MXFP4 in the
