@@ -304,6 +304,7 @@ def _start(session: RunSession, resume: bool | str, force: bool) -> None:
 
 def _report(snap: RunSnapshot, target: str, out: Path, served_tp: int) -> None:
     """Exit 0 only for a completed run; otherwise one line saying what happened and what next."""
+    from osstune.engine.session.events import USER_ERROR_KINDS
     from osstune.tui.render.run import serve_hint_lines
 
     end, code = snap.end, snap.exit_code
@@ -316,7 +317,7 @@ def _report(snap: RunSnapshot, target: str, out: Path, served_tp: int) -> None:
                     f"`osstune run {target} --resume` (same --set/--output)",
                     code=output.EXIT_PROBLEM)
     if snap.error is not None:
-        bad_input = snap.error.kind in ("config", "dataset", "tokenizer")  # the engine's exit 2
+        bad_input = code == output.EXIT_USAGE or snap.error.kind in USER_ERROR_KINDS
         output.fail(f"{snap.error.message} (hint: {snap.error.hint})",
                     code=output.EXIT_USAGE if bad_input else output.EXIT_PROBLEM)
     tail = "\n".join(snap.log_lines[-15:])
