@@ -201,6 +201,14 @@ def _cases() -> dict[str, Case]:
             {}, ["--set", "method=full", "--set", "model.experts=mxfp4"],
             "model.experts: mxfp4 keeps the experts packed and frozen, full fine-tuning"),
         "--set unknown experts format": ({}, ["--set", "model.experts=nf4"], "model.experts"),
+        "--set a 400-digit number": ({}, ["--set", "max_steps=" + "9" * 400],
+                                     "training.max_steps: a whole number too large"),
+        "--set a 5000-digit number": ({}, ["--set", "max_steps=" + "9" * 5000],
+                                      "the value for max_steps is not a usable number"),
+        "--set infinity": ({}, ["--set", "training.weight_decay=.inf"],
+                           "training.weight_decay: must be a finite number, got inf"),
+        "--set a huge wrong value": ({}, ["--set", "training.optimizer=" + "x" * 100_000],
+                                     "training.optimizer: Input should be"),
     }
     for kind, (files, extra, expect) in configs.items():
         cases[f"config: {kind} (inspect)"] = Case(
@@ -213,6 +221,8 @@ def _cases() -> dict[str, Case]:
         "YAML nested deep": ("a: " + "[" * DEEP + "\n", "{c.yaml}: not a run config"),
         "YAML unknown key": ("model: {id: x}\nbogus: 1\n", "{c.yaml}: bogus: unknown key"),
         "YAML not UTF-8": (b"model: \xff\n", "{c.yaml}: not UTF-8 text (byte 7)"),
+        "YAML a 5000-digit number": ("training: {max_steps: " + "9" * 5000 + "}\n",
+                                     "{c.yaml}: not a run config: not a usable number"),
     }
     for kind, (text, expect) in yaml_files.items():
         cases[f"config: {kind} (run)"] = Case({"c.yaml": text}, ["run", "{c.yaml}", "--output",
@@ -244,6 +254,15 @@ def _cases() -> dict[str, Case]:
         "a list": ("[]", "expected a JSON object at the top level"),
         "nested deep": ("[" * DEEP, "not a hardware profile (nested too deeply)"),
         "binary": (b"\xff\xfe\x00\x01", "not a text file"),
+        "RAM beyond any machine": (profile(ram_gib=1e308),
+                                   "ram_gib: must be at most 1073741824, got 1e+308"),
+        "a 400-digit CPU count": (profile(cpu_count=10 ** 400),
+                                  "cpu_count: must be at most 1048576, got 1000"),
+        "a huge negative CPU count": (profile(cpu_count=-10 ** 400),
+                                      "cpu_count: expected a whole number >= 1, got -1000"),
+        "a 5000-digit number": (profile(cpu_count="N").replace('"N"', "9" * 5000),
+                                "not a hardware profile (Exceeds the limit (4300 digits)"),
+        "gpus a huge object": (profile(gpus={"x" * 5000: 1}), "gpus: expected a list, got {'xx"),
     }
     for kind, (text, expect) in profiles.items():
         for command in (["presets", "--hardware", "{hw.json}"], ["doctor", "--hardware",
