@@ -172,6 +172,7 @@ def _cases() -> dict[str, Case]:
         "no messages column": ({"d.jsonl": _jsonl({"text": "x"})}, "{d.jsonl}",
                                "{d.jsonl}: no 'messages' or 'conversations' column"),
         "unknown builtin": ({}, "builtin:nothing", "builtin:nothing: unknown builtin dataset"),
+        "a device that never ends": ({}, "/dev/zero", "/dev/zero: not a regular file"),
         "column names with control characters": (
             {"d.jsonl": _jsonl({"a\nb": 1, "\x1bc": 2})}, "{d.jsonl}",
             "(columns: 'a\\nb', '\\x1bc')"),
@@ -180,7 +181,8 @@ def _cases() -> dict[str, Case]:
     }
     for kind, (files, target, expect) in datasets.items():
         cases[f"dataset: {kind}"] = Case(files, ["inspect", target], expect)
-    for kind in ("missing file", "empty file", "folder without data", "unknown builtin"):
+    for kind in ("missing file", "empty file", "folder without data", "unknown builtin",
+                 "a device that never ends"):
         files, target, expect = datasets[kind]
         cases[f"run dataset: {kind}"] = Case(
             files, ["run", "tiny-cpu-demo", "--dataset", target, "--output", "{dir}/out"], expect,
@@ -377,3 +379,17 @@ def test_dataset_refused_by_the_engine_exits_2(tmp_path):
     _check(proc.returncode, proc.stderr, proc.stdout,
            f"{data}: no usable examples (1 row read; skipped by reason: no assistant message: 1)",
            "")
+
+
+@pytest.mark.parametrize("command", ["inspect", "run"])
+def test_a_fifo_as_dataset_is_refused_without_reading_it(tmp_path, command):
+    """Opening a FIFO for reading blocks until a writer comes: it must not even be opened."""
+    fifo = tmp_path / "rows.jsonl"
+    os.mkfifo(fifo)
+    args = ["inspect", str(fifo)] if command == "inspect" else \
+        ["run", "tiny-cpu-demo", "--dataset", str(fifo), "--output", str(tmp_path / "out")]
+    proc = subprocess.run([sys.executable, "-m", "osstune.tui.cli", *args], capture_output=True,
+                          text=True, env={**os.environ, "NO_COLOR": "1"}, timeout=60,
+                          cwd=tmp_path)
+    _check(proc.returncode, proc.stderr, proc.stdout, f"{fifo}: not a regular file", "")
+    assert not (tmp_path / "out").exists()
