@@ -172,6 +172,8 @@ def validate(data: Any, source: str) -> RunConfig:
 
 
 def read_yaml(path: Path) -> Any:
+    if path.exists() and not path.is_file():  # a device or FIFO would be read forever
+        raise ConfigError(f"{path}: not a regular file (expected a YAML run config)")
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:

@@ -273,6 +273,13 @@ def _cases() -> dict[str, Case]:
                          "{dir}/out"]):
             cases[f"profile: {kind} ({command[0] if command[0] != '--hardware' else 'run'})"] = \
                 Case({"hw.json": text}, command, "{hw.json}: " + expect, out_run=True)
+    for command in (["presets", "--hardware", "/dev/zero"],
+                    ["--hardware", "/dev/zero", "run", "tiny-cpu-demo", "--output", "{dir}/out"]):
+        cases[f"profile: a device ({command[0].strip('-')})"] = Case(
+            {}, command, "/dev/zero: not a regular file", out_run=True)
+    cases["config: a folder named .yaml (run)"] = Case(
+        {"c.yaml/x": "x"}, ["run", "{dir}/c.yaml", "--output", "{dir}/out"],
+        "{dir}/c.yaml: not a regular file", out_run=True)
     cases["profile: missing file (presets)"] = Case(
         {}, ["presets", "--hardware", "{dir}/none.json"], "{dir}/none.json: cannot read")
     return cases
@@ -381,13 +388,21 @@ def test_dataset_refused_by_the_engine_exits_2(tmp_path):
            "")
 
 
-@pytest.mark.parametrize("command", ["inspect", "run"])
-def test_a_fifo_as_dataset_is_refused_without_reading_it(tmp_path, command):
+FIFO_COMMANDS = {
+    "inspect": ["inspect", "{fifo}"],
+    "run": ["run", "tiny-cpu-demo", "--dataset", "{fifo}", "--output", "{out}"],
+    "run config": ["run", "{fifo}", "--output", "{out}"],
+    "hardware": ["--hardware", "{fifo}", "presets"],
+}
+
+
+@pytest.mark.parametrize("command", list(FIFO_COMMANDS))
+def test_a_fifo_is_refused_without_reading_it(tmp_path, command):
     """Opening a FIFO for reading blocks until a writer comes: it must not even be opened."""
-    fifo = tmp_path / "rows.jsonl"
+    fifo = tmp_path / ("c.yaml" if command == "run config" else "rows.jsonl")
     os.mkfifo(fifo)
-    args = ["inspect", str(fifo)] if command == "inspect" else \
-        ["run", "tiny-cpu-demo", "--dataset", str(fifo), "--output", str(tmp_path / "out")]
+    args = [a.replace("{fifo}", str(fifo)).replace("{out}", str(tmp_path / "out"))
+            for a in FIFO_COMMANDS[command]]
     proc = subprocess.run([sys.executable, "-m", "osstune.tui.cli", *args], capture_output=True,
                           text=True, env={**os.environ, "NO_COLOR": "1"}, timeout=60,
                           cwd=tmp_path)
