@@ -288,8 +288,9 @@ def _names(data: dict[str, Any], key: str, where: str) -> list[str] | None:
 
 def load_profile(path: str | os.PathLike[str]) -> HardwareProfile:
     """Read a hardware profile JSON file; HardwareProfileError names the file and the field."""
-    if Path(path).exists() and not Path(path).is_file():  # a folder, a device, a FIFO
-        raise HardwareProfileError(f"{path}: not a regular file (expected JSON)")
+    if Path(path).exists() and not (Path(path).is_file() or Path(path).is_dir()):
+        # a device or a FIFO: reading it would never end (a folder fails to open below)
+        raise HardwareProfileError(f"{path}: cannot read: not a regular file (expected JSON)")
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as e:

@@ -276,7 +276,7 @@ def _cases() -> dict[str, Case]:
     for command in (["presets", "--hardware", "/dev/zero"],
                     ["--hardware", "/dev/zero", "run", "tiny-cpu-demo", "--output", "{dir}/out"]):
         cases[f"profile: a device ({command[0].strip('-')})"] = Case(
-            {}, command, "/dev/zero: not a regular file", out_run=True)
+            {}, command, "/dev/zero: cannot read: not a regular file", out_run=True)
     cases["config: a folder named .yaml (run)"] = Case(
         {"c.yaml/x": "x"}, ["run", "{dir}/c.yaml", "--output", "{dir}/out"],
         "{dir}/c.yaml: not a regular file", out_run=True)
@@ -406,5 +406,5 @@ def test_a_fifo_is_refused_without_reading_it(tmp_path, command):
     proc = subprocess.run([sys.executable, "-m", "osstune.tui.cli", *args], capture_output=True,
                           text=True, env={**os.environ, "NO_COLOR": "1"}, timeout=60,
                           cwd=tmp_path)
-    _check(proc.returncode, proc.stderr, proc.stdout, f"{fifo}: not a regular file", "")
+    _check(proc.returncode, proc.stderr, proc.stdout, "not a regular file", f"{fifo}: ")
     assert not (tmp_path / "out").exists()
