@@ -210,3 +210,45 @@ async def test_the_wizard_follows_a_detached_run_and_leaves_it_running(
         while owner_of(out) is not None and time.monotonic() < deadline:
             time.sleep(0.2)
     _assert_stopped_with_a_checkpoint(out)
+
+
+def test_a_closed_attach_terminal_leaves_the_detached_run_running(tmp_path: Path) -> None:
+    """`attach` then SIGTERM, or its terminal closed (SIGHUP): attach leaves (exit 0, saying
+    so); the detached run goes on - it must not depend on the SSH session that watched it."""
+    out = tmp_path / "bg"
+    sets = [a for o in LONG for a in ("--set", o)]
+    started = subprocess.run(
+        [sys.executable, "-m", "osstune.tui.cli", "run", "tiny-cpu-demo", *sets, "--output",
+         str(out), "--detach"], cwd=REPO, env=engine_env(), capture_output=True, text=True,
+        timeout=120)
+    assert started.returncode == 0, started.stderr
+    holder = owner_of(out)
+    assert holder is not None
+    try:
+        wait_for_event(out, "step")
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            watcher = subprocess.Popen(
+                [sys.executable, "-m", "osstune.tui.cli", "attach", str(out)], cwd=REPO,
+                env=engine_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            seen = [watcher.stdout.readline() for _ in range(2)]  # its header, then a step
+            assert seen[0].startswith(f"osstune attach {out}: following") and \
+                seen[1].startswith("step "), seen
+            if signum == signal.SIGHUP:  # the terminal is gone
+                watcher.stdout.close()
+                watcher.send_signal(signum)
+                assert watcher.wait(timeout=60) == 0
+                watcher.stderr.close()
+            else:
+                watcher.send_signal(signum)
+                _, stderr = watcher.communicate(timeout=60)
+                assert watcher.returncode == 0, stderr
+                assert f"the run goes on (osstune attach {out})" in stderr
+            assert owner_of(out) == holder, signum.name  # the same engine, still running
+        assert "SIGINT" not in (out / ENGINE_LOG).read_text()
+    finally:
+        if owner_of(out) is not None:
+            os.kill(holder.pid, signal.SIGINT)
+        deadline = time.monotonic() + 240
+        while owner_of(out) is not None and time.monotonic() < deadline:
+            time.sleep(0.2)
+    _assert_stopped_with_a_checkpoint(out)
