@@ -182,20 +182,34 @@ def profile_to_dict(p: HardwareProfile) -> dict[str, Any]:
     return asdict(p)
 
 
-def _number(data: dict[str, Any], key: str, where: str, *, required: bool, positive: bool = False
-            ) -> float | None:
+# No machine has more (1 EiB of memory or disk): a larger figure is a typo, not a machine.
+MOST_GIB = float(1 << 30)
+MOST_CPUS = 1 << 20
+
+
+def _shown(value: object) -> str:
+    """`value` for an error line: its repr, cut short (a profile may hold anything, any size)."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}... ({len(text):,} characters)"
+
+
+def _number(data: dict[str, Any], key: str, where: str, *, required: bool, positive: bool = False,
+            most: float = MOST_GIB) -> float | None:
     if key not in data or data[key] is None:
         if required:
             raise HardwareProfileError(f"{where}{key}: missing (a number is required)")
         return None
     value = data[key]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise HardwareProfileError(f"{where}{key}: expected a number, got {value!r}")
-    if not math.isfinite(value):  # JSON readers accept NaN and Infinity
-        raise HardwareProfileError(f"{where}{key}: must be a finite number, got {value!r}")
+        raise HardwareProfileError(f"{where}{key}: expected a number, got {_shown(value)}")
+    if isinstance(value, float) and not math.isfinite(value):  # JSON accepts NaN and Infinity
+        raise HardwareProfileError(f"{where}{key}: must be a finite number, got {_shown(value)}")
     if value < 0 or (positive and value == 0):
         bound = "greater than 0" if positive else "0 or more"
-        raise HardwareProfileError(f"{where}{key}: must be {bound}, got {value!r}")
+        raise HardwareProfileError(f"{where}{key}: must be {bound}, got {_shown(value)}")
+    if value > most:
+        raise HardwareProfileError(f"{where}{key}: must be at most {most:.0f}, got "
+                                   f"{_shown(value)}")
     return float(value)
 
 
@@ -205,14 +219,14 @@ def _optional(data: dict[str, Any], key: str, where: str, kind: type) -> Any:
         return None
     is_bool = isinstance(value, bool)
     if not isinstance(value, kind) or (is_bool and kind is not bool):
-        raise HardwareProfileError(f"{where}{key}: expected {kind.__name__}, got {value!r}")
+        raise HardwareProfileError(f"{where}{key}: expected {kind.__name__}, got {_shown(value)}")
     return value
 
 
 def _gpu_from_dict(item: Any, i: int, where: str) -> GpuInfo:
     at = f"{where}gpus[{i}]"
     if not isinstance(item, dict):
-        raise HardwareProfileError(f"{at}: expected an object, got {item!r}")
+        raise HardwareProfileError(f"{at}: expected an object, got {_shown(item)}")
     at += "."
     index = _optional(item, "index", at, int)
     name = _optional(item, "name", at, str)
@@ -222,7 +236,7 @@ def _gpu_from_dict(item: Any, i: int, where: str) -> GpuInfo:
         memory_total_gib=_number(item, "memory_total_gib", at, required=True, positive=True) or 0.0,
         memory_free_gib=_number(item, "memory_free_gib", at, required=False),
         memory_used_gib=_number(item, "memory_used_gib", at, required=False),
-        utilization_pct=_number(item, "utilization_pct", at, required=False),
+        utilization_pct=_number(item, "utilization_pct", at, required=False, most=100),
         compute_capability=_optional(item, "compute_capability", at, str),
         nvlink=_optional(item, "nvlink", at, bool),
     )
@@ -231,12 +245,12 @@ def _gpu_from_dict(item: Any, i: int, where: str) -> GpuInfo:
 def _links_from_dict(data: dict[str, Any], where: str) -> list[GpuLink]:
     links = data.get("gpu_links") or []
     if not isinstance(links, list):
-        raise HardwareProfileError(f"{where}gpu_links: expected a list, got {links!r}")
+        raise HardwareProfileError(f"{where}gpu_links: expected a list, got {_shown(links)}")
     out = []
     for i, item in enumerate(links):
         at = f"{where}gpu_links[{i}]"
         if not isinstance(item, dict):
-            raise HardwareProfileError(f"{at}: expected an object, got {item!r}")
+            raise HardwareProfileError(f"{at}: expected an object, got {_shown(item)}")
         at += "."
         ends = [_optional(item, key, at, int) for key in ("gpu_a", "gpu_b")]
         if None in ends:
@@ -254,11 +268,14 @@ def profile_from_dict(data: Any, source: str) -> HardwareProfile:
     if gpus is None:
         raise HardwareProfileError(f"{where}gpus: missing (a list, [] for a machine without GPUs)")
     if not isinstance(gpus, list):
-        raise HardwareProfileError(f"{where}gpus: expected a list, got {gpus!r}")
+        raise HardwareProfileError(f"{where}gpus: expected a list, got {_shown(gpus)}")
     cpu_count = data.get("cpu_count")
     if isinstance(cpu_count, bool) or not isinstance(cpu_count, int) or cpu_count < 1:
         problem = ("missing" if cpu_count is None else
-                   f"expected a whole number >= 1, got {cpu_count!r}")
+                   f"expected a whole number >= 1, got {_shown(cpu_count)}")
+        raise HardwareProfileError(f"{where}cpu_count: {problem}")
+    if cpu_count > MOST_CPUS:
+        problem = f"must be at most {MOST_CPUS}, got {_shown(cpu_count)}"
         raise HardwareProfileError(f"{where}cpu_count: {problem}")
     output_dir = _optional(data, "output_dir", where, str)
     gpu_list = [_gpu_from_dict(item, i, where) for i, item in enumerate(gpus)]
@@ -285,12 +302,16 @@ def _names(data: dict[str, Any], key: str, where: str) -> list[str] | None:
     value = data.get(key)
     if value is not None and not (isinstance(value, list)
                                   and all(isinstance(v, str) for v in value)):
-        raise HardwareProfileError(f"{where}{key}: expected a list of model ids, got {value!r}")
+        raise HardwareProfileError(f"{where}{key}: expected a list of model ids, got "
+                                   f"{_shown(value)}")
     return value
 
 
 def load_profile(path: str | os.PathLike[str]) -> HardwareProfile:
     """Read a hardware profile JSON file; HardwareProfileError names the file and the field."""
+    if Path(path).exists() and not (Path(path).is_file() or Path(path).is_dir()):
+        # a device or a FIFO: reading it would never end (a folder fails to open below)
+        raise HardwareProfileError(f"{path}: cannot read: not a regular file (expected JSON)")
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
@@ -304,4 +325,7 @@ def load_profile(path: str | os.PathLike[str]) -> HardwareProfile:
             f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
     except RecursionError:
         raise HardwareProfileError(f"{path}: not a hardware profile (nested too deeply)") from None
+    except ValueError as e:  # a number of more than 4300 digits
+        raise HardwareProfileError(f"{path}: not a hardware profile ({str(e).split(':')[0]})"
+                                   ) from None
     return profile_from_dict(data, str(path))
