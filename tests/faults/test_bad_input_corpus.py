@@ -172,6 +172,7 @@ def _cases() -> dict[str, Case]:
         "no messages column": ({"d.jsonl": _jsonl({"text": "x"})}, "{d.jsonl}",
                                "{d.jsonl}: no 'messages' or 'conversations' column"),
         "unknown builtin": ({}, "builtin:nothing", "builtin:nothing: unknown builtin dataset"),
+        "a device that never ends": ({}, "/dev/zero", "/dev/zero: not a regular file"),
         "column names with control characters": (
             {"d.jsonl": _jsonl({"a\nb": 1, "\x1bc": 2})}, "{d.jsonl}",
             "(columns: 'a\\nb', '\\x1bc')"),
@@ -180,7 +181,8 @@ def _cases() -> dict[str, Case]:
     }
     for kind, (files, target, expect) in datasets.items():
         cases[f"dataset: {kind}"] = Case(files, ["inspect", target], expect)
-    for kind in ("missing file", "empty file", "folder without data", "unknown builtin"):
+    for kind in ("missing file", "empty file", "folder without data", "unknown builtin",
+                 "a device that never ends"):
         files, target, expect = datasets[kind]
         cases[f"run dataset: {kind}"] = Case(
             files, ["run", "tiny-cpu-demo", "--dataset", target, "--output", "{dir}/out"], expect,
@@ -201,6 +203,14 @@ def _cases() -> dict[str, Case]:
             {}, ["--set", "method=full", "--set", "model.experts=mxfp4"],
             "model.experts: mxfp4 keeps the experts packed and frozen, full fine-tuning"),
         "--set unknown experts format": ({}, ["--set", "model.experts=nf4"], "model.experts"),
+        "--set a 400-digit number": ({}, ["--set", "max_steps=" + "9" * 400],
+                                     "training.max_steps: a whole number too large"),
+        "--set a 5000-digit number": ({}, ["--set", "max_steps=" + "9" * 5000],
+                                      "the value for max_steps is not a usable number"),
+        "--set infinity": ({}, ["--set", "training.weight_decay=.inf"],
+                           "training.weight_decay: must be a finite number, got inf"),
+        "--set a huge wrong value": ({}, ["--set", "training.optimizer=" + "x" * 100_000],
+                                     "training.optimizer: Input should be"),
     }
     for kind, (files, extra, expect) in configs.items():
         cases[f"config: {kind} (inspect)"] = Case(
@@ -213,6 +223,8 @@ def _cases() -> dict[str, Case]:
         "YAML nested deep": ("a: " + "[" * DEEP + "\n", "{c.yaml}: not a run config"),
         "YAML unknown key": ("model: {id: x}\nbogus: 1\n", "{c.yaml}: bogus: unknown key"),
         "YAML not UTF-8": (b"model: \xff\n", "{c.yaml}: not UTF-8 text (byte 7)"),
+        "YAML a 5000-digit number": ("training: {max_steps: " + "9" * 5000 + "}\n",
+                                     "{c.yaml}: not a run config: not a usable number"),
     }
     for kind, (text, expect) in yaml_files.items():
         cases[f"config: {kind} (run)"] = Case({"c.yaml": text}, ["run", "{c.yaml}", "--output",
@@ -244,6 +256,15 @@ def _cases() -> dict[str, Case]:
         "a list": ("[]", "expected a JSON object at the top level"),
         "nested deep": ("[" * DEEP, "not a hardware profile (nested too deeply)"),
         "binary": (b"\xff\xfe\x00\x01", "not a text file"),
+        "RAM beyond any machine": (profile(ram_gib=1e308),
+                                   "ram_gib: must be at most 1073741824, got 1e+308"),
+        "a 400-digit CPU count": (profile(cpu_count=10 ** 400),
+                                  "cpu_count: must be at most 1048576, got 1000"),
+        "a huge negative CPU count": (profile(cpu_count=-10 ** 400),
+                                      "cpu_count: expected a whole number >= 1, got -1000"),
+        "a 5000-digit number": (profile(cpu_count="N").replace('"N"', "9" * 5000),
+                                "not a hardware profile (Exceeds the limit (4300 digits)"),
+        "gpus a huge object": (profile(gpus={"x" * 5000: 1}), "gpus: expected a list, got {'xx"),
     }
     for kind, (text, expect) in profiles.items():
         for command in (["presets", "--hardware", "{hw.json}"], ["doctor", "--hardware",
@@ -252,6 +273,13 @@ def _cases() -> dict[str, Case]:
                          "{dir}/out"]):
             cases[f"profile: {kind} ({command[0] if command[0] != '--hardware' else 'run'})"] = \
                 Case({"hw.json": text}, command, "{hw.json}: " + expect, out_run=True)
+    for command in (["presets", "--hardware", "/dev/zero"],
+                    ["--hardware", "/dev/zero", "run", "tiny-cpu-demo", "--output", "{dir}/out"]):
+        cases[f"profile: a device ({command[0].strip('-')})"] = Case(
+            {}, command, "/dev/zero: cannot read: not a regular file", out_run=True)
+    cases["config: a folder named .yaml (run)"] = Case(
+        {"c.yaml/x": "x"}, ["run", "{dir}/c.yaml", "--output", "{dir}/out"],
+        "{dir}/c.yaml: not a regular file", out_run=True)
     cases["profile: missing file (presets)"] = Case(
         {}, ["presets", "--hardware", "{dir}/none.json"], "{dir}/none.json: cannot read")
     return cases
@@ -358,3 +386,25 @@ def test_dataset_refused_by_the_engine_exits_2(tmp_path):
     _check(proc.returncode, proc.stderr, proc.stdout,
            f"{data}: no usable examples (1 row read; skipped by reason: no assistant message: 1)",
            "")
+
+
+FIFO_COMMANDS = {
+    "inspect": ["inspect", "{fifo}"],
+    "run": ["run", "tiny-cpu-demo", "--dataset", "{fifo}", "--output", "{out}"],
+    "run config": ["run", "{fifo}", "--output", "{out}"],
+    "hardware": ["--hardware", "{fifo}", "presets"],
+}
+
+
+@pytest.mark.parametrize("command", list(FIFO_COMMANDS))
+def test_a_fifo_is_refused_without_reading_it(tmp_path, command):
+    """Opening a FIFO for reading blocks until a writer comes: it must not even be opened."""
+    fifo = tmp_path / ("c.yaml" if command == "run config" else "rows.jsonl")
+    os.mkfifo(fifo)
+    args = [a.replace("{fifo}", str(fifo)).replace("{out}", str(tmp_path / "out"))
+            for a in FIFO_COMMANDS[command]]
+    proc = subprocess.run([sys.executable, "-m", "osstune.tui.cli", *args], capture_output=True,
+                          text=True, env={**os.environ, "NO_COLOR": "1"}, timeout=60,
+                          cwd=tmp_path)
+    _check(proc.returncode, proc.stderr, proc.stdout, "not a regular file", f"{fifo}: ")
+    assert not (tmp_path / "out").exists()
