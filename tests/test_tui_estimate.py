@@ -26,7 +26,7 @@ async def test_preset_screen_shows_each_estimate_against_the_card(tmp_path: Path
         await to_presets(pilot)
         table = app.screen.query_one("#presets")
         row = [str(cell) for cell in table.get_row("gpt-oss-20b-lora-1gpu")]
-        assert "75/80 GiB" in row[4] and "█" in row[4]  # pack_len auto: 12,288-token rows
+        assert "74/80 GiB" in row[4] and "█" in row[4]  # pack_len auto: 16,384-token rows
         assert str(table.get_row("tiny-cpu-demo")[4]) == "CPU"
         verdict = next(v for v in app.plan.recommendation.verdicts
                        if v.name == "gpt-oss-20b-lora-1gpu")

@@ -16,8 +16,11 @@ spare memory goes to unchecked layers afterwards, and whole layers fitting or no
 do not make the choice jump back and forth between nearby card sizes (a larger card never gets
 shorter rows):
 
-1. candidates: `sequence_len`, then lengths ~19 % apart (4 per doubling) rounded up to
-   `GRANULE`, up to `MAX_PACK_LEN`;
+1. candidates: `sequence_len`, then the powers of two above it, up to `MAX_PACK_LEN`: rows of
+   those lengths were measured to start promptly (2048 to 131,072 tokens), while the first step
+   at 12,288 and 14,336 tokens stalled for minutes compiling the attention mask on an H200
+   (bench/results/2026-11-29-h200-pack12288-mask-compile-stall.json; the engine now builds such
+   masks eagerly, but no run has measured those lengths since);
 2. memory: the all-checkpointed peak at that length plus the CUDA context must stay within
    `MEMORY_FRACTION` of the card as `sizing_card_gib` sees it (its total less a reserve, or its
    free memory when less: one rule for the plan and the engine);
@@ -67,29 +70,23 @@ def round_up(n: float, granule: int = GRANULE) -> int:
 
 
 def candidates(sequence_len: int, limit: int = MAX_PACK_LEN) -> list[int]:
-    """sequence_len, then ~4 lengths per doubling rounded up to GRANULE, up to `limit`."""
-    out, k = [sequence_len], 1
-    while True:
-        n = round_up(sequence_len * 2 ** (k / 4))
-        if n > limit:
-            return out
-        if n > out[-1]:
-            out.append(n)
-        k += 1
+    """sequence_len, then the powers of two above it, up to `limit`."""
+    out, n = [sequence_len], 1 << max(sequence_len, 1).bit_length()
+    while n <= limit:
+        out.append(n)
+        n *= 2
+    return out
 
 
 def _largest_fitting(sequence_len: int, fits: Callable[[int], bool], limit: int) -> int | None:
-    """The longest multiple of GRANULE (or sequence_len itself) up to `limit` that fits."""
+    """The longest candidate (sequence_len or a power of two above it) up to `limit` that fits."""
     if not fits(sequence_len):
         return None
-    lo, hi = sequence_len // GRANULE + 1, limit // GRANULE  # multiples of GRANULE above seq
     best = sequence_len
-    while lo <= hi:
-        mid = (lo + hi) // 2
-        if mid * GRANULE > sequence_len and fits(mid * GRANULE):
-            best, lo = mid * GRANULE, mid + 1
-        else:
-            hi = mid - 1
+    for n in candidates(sequence_len, limit)[1:]:  # memory grows with the length
+        if not fits(n):
+            break
+        best = n
     return best
 
 
@@ -117,7 +114,7 @@ def choose(sequence_len: int, fits: Callable[[int], bool], speed: Callable[[int]
         than = "the fastest that fits" if pick == fastest else \
             f"within {1 - KNEE:.0%} of the fastest that fits ({fastest:,}: ~{best:,.0f} tok/s)"
         return PackLen(pick, "speed knee", f"auto: speed knee, {est}, {than}")
-    reach = max(sequence_len, limit // GRANULE * GRANULE)  # the longest candidate allowed
+    reach = candidates(sequence_len, limit)[-1]  # the longest candidate allowed
     if dataset_cap is not None and top == reach and limit < MAX_PACK_LEN:
         return PackLen(pick, "dataset", f"auto: the longest row the dataset fills "
                        f"{MIN_STEPS_PER_EPOCH} optimizer steps per epoch with, {est}")
