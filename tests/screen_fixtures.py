@@ -1,0 +1,78 @@
+"""The wizard screens' Pilot helpers: an app on a fixed profile with a scripted engine, the text a
+widget shows, and the walks to the dataset, review and training screens (tests/tui_fixtures.py holds
+the fakes they use)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from textual.widgets import Input
+from tui_fixtures import ScriptedLauncher, cpu_profile, screen_name, to_presets, wait_until
+
+from osstune.engine.plan.config import load_config
+from osstune.tui.app import OsstuneApp
+from osstune.tui.screens.training import TrainingScreen
+
+SIZE = (100, 30)
+
+
+@pytest.fixture(autouse=True)
+def quiet_and_isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # relative output dirs land here and print the same every time
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def make_app(tmp_path: Path, profile=None, launcher=None) -> OsstuneApp:  # noqa: ANN001
+    profile = profile or cpu_profile()
+    return OsstuneApp(lambda: profile, launcher or ScriptedLauncher(), tmp_path / "wizard.json")
+
+
+def text_of(screen, selector: str) -> str:  # noqa: ANN001
+    """The text a widget shows (a Static's content: Text, or a renderable such as SoftWrap)."""
+    widget = screen.query_one(selector)
+    content = getattr(widget, "content", None)
+    return str(content) if content is not None else str(widget.render())
+
+
+def steady(app) -> None:  # noqa: ANN001
+    """No blinking cursors: a snapshot must not depend on when in the blink it was taken."""
+    for field in app.screen.query(Input):
+        field.cursor_blink = False
+
+
+async def to_dataset(pilot) -> None:  # noqa: ANN001
+    await to_presets(pilot)
+    await pilot.press("enter")
+    screen = pilot.app.screen
+    await wait_until(pilot, lambda: screen.preview is not None or "cannot" in text_of(
+        screen, "#example-header"), what="the dataset preview")
+    assert screen.preview is not None, text_of(screen, "#example-header")
+
+
+async def to_review(pilot) -> None:  # noqa: ANN001
+    await to_dataset(pilot)
+    await pilot.press("ctrl+n")
+    await wait_until(pilot, lambda: screen_name(pilot.app) == "ReviewScreen")
+
+
+async def scripted_training(pilot, launcher: ScriptedLauncher, preset: str, steps: int) -> None:  # noqa: ANN001
+    app = pilot.app
+    await wait_until(pilot, lambda: app.plan.recommendation is not None)
+    app.plan.choose_preset(preset)
+    await app.push_screen(TrainingScreen(load_config(preset)))
+    await wait_until(pilot, launcher.started.is_set, what="the launch")
+    process = launcher.process
+    process.run_start(total=100)
+    for step in range(1, steps + 1):
+        process.step(step, 100, loss=2.0 + 1.0 / step + (step % 5) / 20)
+    await wait_until(pilot, lambda: app.screen.snapshot.step == steps, what="the last step")
+
+
+def finished_run(output_dir: str) -> None:
+    """A folder that holds a run: events and a finished checkpoint (one with events only, a
+    run that failed before its first save, does not hold it)."""
+    done = Path(output_dir, "checkpoints", "step-000002")
+    done.mkdir(parents=True)
+    (done / "COMPLETE").write_text("ok\n")
+    Path(output_dir, "events.jsonl").write_text("")
