@@ -137,7 +137,7 @@ def _inspect_fail(name: str) -> list[str]:
     return ["inspect", "{" + name + "}", "--set", "dataset.invalid_rows=fail"]
 
 
-def _cases() -> dict[str, Case]:
+def _row_cases() -> dict[str, Case]:
     cases: dict[str, Case] = {}
     for kind, (row, expect) in BAD_ROWS.items():
         cases[f"row: {kind}"] = Case({"d.jsonl": _jsonl(GOOD_ROW, row)}, _inspect_fail("d.jsonl"),
@@ -149,6 +149,11 @@ def _cases() -> dict[str, Case]:
         good = {"instruction": "q", "input": "", "output": "a"}
         cases[f"row: {kind}"] = Case({"d.jsonl": _jsonl(good, row)}, _inspect_fail("d.jsonl"),
                                      expect, where="{d.jsonl}: row 2: ")
+    return cases
+
+
+def _dataset_cases() -> dict[str, Case]:
+    cases: dict[str, Case] = {}
     parquet_dir = {"mix/a.jsonl": _jsonl(GOOD_ROW), "mix/b.parquet": b"PAR1"}
     datasets: dict[str, tuple[dict[str, str | bytes], str, str]] = {
         "missing file": ({}, "{dir}/none.jsonl", "{dir}/none.jsonl: no such file or folder"),
@@ -185,7 +190,11 @@ def _cases() -> dict[str, Case]:
         cases[f"run dataset: {kind}"] = Case(
             files, ["run", "tiny-cpu-demo", "--dataset", target, "--output", "{dir}/out"], expect,
             out_run=True)
+    return cases
 
+
+def _config_cases() -> dict[str, Case]:
+    cases: dict[str, Case] = {}
     configs: dict[str, tuple[dict[str, str | bytes], list[str], str]] = {
         "--set unclosed list": ({}, ["--set", "max_steps=[1"],
                                 "--set 'max_steps=[1': the value for max_steps is not valid YAML"),
@@ -225,11 +234,17 @@ def _cases() -> dict[str, Case]:
                                                "{dir}/none.yaml: no such config file")
     cases["config: unknown preset (run)"] = Case({}, ["run", "gpt-oss-7b"],
                                                  "unknown preset 'gpt-oss-7b'")
+    return cases
 
-    def profile(**change: object) -> str:
-        data = {**GOOD_PROFILE, **change}
-        return json.dumps({k: v for k, v in data.items() if v is not None})
 
+def _profile(**change: object) -> str:
+    data = {**GOOD_PROFILE, **change}
+    return json.dumps({k: v for k, v in data.items() if v is not None})
+
+
+def _profile_cases() -> dict[str, Case]:
+    cases: dict[str, Case] = {}
+    profile = _profile
     profiles: dict[str, tuple[str | bytes, str]] = {
         "NaN RAM": (profile(ram_gib=float("nan")), "ram_gib: must be a finite number, got nan"),
         "infinite disk": (profile(disk_free_gib=float("inf")), "disk_free_gib: must be a finite"),
@@ -255,6 +270,10 @@ def _cases() -> dict[str, Case]:
     cases["profile: missing file (presets)"] = Case(
         {}, ["presets", "--hardware", "{dir}/none.json"], "{dir}/none.json: cannot read")
     return cases
+
+
+def _cases() -> dict[str, Case]:
+    return {**_row_cases(), **_dataset_cases(), **_config_cases(), **_profile_cases()}
 
 
 CASES = _cases()
