@@ -57,6 +57,23 @@ def test_panel_renders_the_folded_snapshot():
     assert "rank 1" in text and "1:02:05" in text and "[engine] step 3/40" in text
 
 
+CPU_STEP = {**STEP, "gpus": [{"rank": 0, "device_mem_reserved_gib": 0.0, "mem_allocated_gib": 0.0,
+                               "mem_active_gib": 0.0}]}  # a CPU rank reports zeros (metrics.py)
+
+
+def test_a_cpu_run_shows_no_gpu_figure_in_the_line_or_the_panel():
+    assert event_line(parse_event(CPU_STEP)) == ("step 3/40 loss 2.3457 lr 0.0002 4432 tok/s "
+                                                 "eta 1:02:05")
+    fold = RunFold()
+    fold.apply([_event("run_start", total_steps=40, model={}, world_size=1, config={},
+                       gpus=[{"rank": 0, "name": "cpu", "memory_total_gib": 0.0}], dataset={})])
+    assert "rank 0" in _panel_text(fold.snapshot())
+    assert "no device memory (CPU)" in _panel_text(fold.snapshot())  # also before the first step
+    fold.apply([parse_event(CPU_STEP)])
+    text = _panel_text(fold.snapshot())
+    assert "no device memory (CPU)" in text and "GiB" not in text
+
+
 def test_durations():
     assert fmt_duration(None) == "-"
     assert fmt_duration(59.6) == "1:00"

@@ -24,7 +24,7 @@ from osstune.engine.session.events import (
 if TYPE_CHECKING:
     from rich.text import Text
 
-    from osstune.engine.session.fold import RunSnapshot
+    from osstune.engine.session.fold import GpuMemory, RunSnapshot
 
 LOG_TAIL = 6
 NOTES_SHOWN = 3
@@ -51,7 +51,11 @@ def fmt_tokens_per_s(rate: float | None) -> str:
     return "-" if rate is None else f"{rate:,.0f}"
 
 
-def gpu_summary(gpus: list[StepGpu]) -> str:
+def gpu_summary(gpus: list[StepGpu]) -> str | None:
+    """'r0:41.9GiB r1:26.5GiB'; None for a CPU run, whose ranks report no device memory (every
+    figure 0, engine/trainer/metrics.py)."""
+    if not any(g.device_mem_reserved_gib or g.mem_allocated_gib or g.mem_active_gib for g in gpus):
+        return None
     return " ".join(f"r{g.rank}:{g.device_mem_reserved_gib:.1f}GiB" for g in gpus)
 
 
@@ -103,9 +107,10 @@ def event_line(event: AnyEvent) -> str | None:
     if isinstance(event, Eval):
         return f"eval step {event.step}: loss {event.loss:.4f}"
     if isinstance(event, Step):
+        mem = gpu_summary(event.gpus)
         return (f"step {event.step}/{event.total_steps} loss {event.loss:.4f} "
                 f"lr {event.lr:.3g} {event.tokens_per_s:.0f} tok/s "
-                f"mem {gpu_summary(event.gpus)} eta {fmt_duration(event.eta_s)}")
+                + (f"mem {mem} " if mem else "") + f"eta {fmt_duration(event.eta_s)}")
     if isinstance(event, Checkpoint):
         return f"checkpoint step {event.step}: {event.path}"
     if isinstance(event, WarningEvent):
@@ -143,8 +148,7 @@ def run_panel(name: str, snap: RunSnapshot, log_tail: int = LOG_TAIL) -> Any:
     if snap.pack_len:
         grid.add_row("rows", Text(snap.pack_len))
     for g in snap.gpus:
-        grid.add_row(f"rank {g.rank}", "waiting for the first step" if g.reserved_gib is None
-                     else f"{g.reserved_gib:.2f} GiB reserved (peak since last step)")
+        grid.add_row(f"rank {g.rank}", gpu_memory_text(g))
     if snap.dataset and (skipped := skipped_rows_line(snap.dataset)):
         grid.add_row("data", Text(skipped))  # file text, never Rich markup
     # The error itself is not repeated here: `osstune run` reports it once, when the panel closes.
@@ -154,6 +158,16 @@ def run_panel(name: str, snap: RunSnapshot, log_tail: int = LOG_TAIL) -> Any:
     for line in snap.log_lines[-log_tail:]:
         grid.add_row("log", Text(line, no_wrap=True, overflow="ellipsis"))
     return Panel(grid, title=f"osstune run {name}", subtitle=panel_hint(snap))
+
+
+def gpu_memory_text(gpu: GpuMemory) -> str:
+    """One rank's memory for the panel; a CPU rank (run_start says 0 GiB of device memory) has
+    no GPU figure, as the wizard's memory panel says."""
+    if gpu.total_gib == 0:
+        return "no device memory (CPU)"
+    if gpu.reserved_gib is None:
+        return "waiting for the first step"
+    return f"{gpu.reserved_gib:.2f} GiB reserved (peak since last step)"
 
 
 STOP_HINT = "Ctrl-C: stop and save"
