@@ -10,9 +10,9 @@ from osstune.tui.render.run import (
     STOP_HINT,
     STOPPING_HINT,
     event_line,
-    fmt_duration,
     run_panel,
     skipped_rows_line,
+    stats_line,
 )
 
 STEP = {"v": 1, "type": "step", "time": 1.0, "step": 3, "total_steps": 40, "epoch": 0.3,
@@ -74,10 +74,13 @@ def test_a_cpu_run_shows_no_gpu_figure_in_the_line_or_the_panel():
     assert "no device memory (CPU)" in text and "GiB" not in text
 
 
-def test_durations():
-    assert fmt_duration(None) == "-"
-    assert fmt_duration(59.6) == "1:00"
-    assert fmt_duration(3725) == "1:02:05"
+def test_the_clock_reads_to_the_second_in_the_line_the_panel_and_the_stats():
+    fold = RunFold()
+    fold.apply([parse_event({**STEP, "elapsed_s": 59.6})])
+    snap = fold.snapshot()
+    assert event_line(parse_event(STEP)).endswith("eta 1:02:05")
+    assert "1:02:05" in _panel_text(snap)
+    assert "elapsed 1:00  ETA 1:02:05" in stats_line(snap).plain
 
 
 def test_the_packed_row_length_and_why_reach_the_line_and_the_panel():

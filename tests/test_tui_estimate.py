@@ -6,8 +6,8 @@ import time
 from pathlib import Path
 
 import pytest
-from test_tui_screens import make_app, text_of, to_dataset, to_presets
-from tui_fixtures import h100_profile, run_async, screen_name, wait_until
+from screen_fixtures import make_app, text_of, to_dataset
+from tui_fixtures import h100_profile, run_async, screen_name, to_presets, wait_until
 
 from osstune.engine.plan.config import load_config
 from osstune.tui.screens.preset import details

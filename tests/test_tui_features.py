@@ -6,8 +6,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from test_tui_screens import SIZE, make_app, scripted_training, to_presets
-from tui_fixtures import ScriptedLauncher, h100_profile, run_async, screen_name, wait_until
+from screen_fixtures import SIZE, make_app, scripted_training
+from tui_fixtures import (
+    ScriptedLauncher,
+    h100_profile,
+    run_async,
+    screen_name,
+    to_presets,
+    wait_until,
+)
 
 
 @run_async

@@ -8,14 +8,12 @@ import typer
 
 from osstune.tui import output
 from osstune.tui.commands.doctor import resolve_profile
+from osstune.tui.render.verdict import verdict_style
 
 if TYPE_CHECKING:
     from osstune.engine.plan.config import RunConfig
     from osstune.engine.plan.hardware import HardwareProfile
     from osstune.engine.plan.recommend import PresetVerdict
-
-VERDICT_STYLE = {"fits": "bold green", "tight": "bold yellow", "does-not-fit": "bold red"}
-
 
 def verdict_to_dict(v: PresetVerdict) -> dict[str, Any]:
     return {
@@ -164,8 +162,8 @@ def presets(
     rows: list[list[output.Cell]] = []
     for v in verdicts:
         label = v.verdict + ("\nrecommended" if v.recommended else "")
-        rows.append([(v.name, "bold" if v.recommended else ""), (label, VERDICT_STYLE[v.verdict]),
-                     "\n".join(v.reasons)])
+        rows.append([(v.name, "bold" if v.recommended else ""),
+                     (label, verdict_style(v.verdict, bold=True)), "\n".join(v.reasons)])
     output.print_table(["Preset", "Verdict", "Why"], rows, lines=True)
     if rec is not None:
         output.print_line(rec.summary)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from osstune.engine.plan.units import plural
+from osstune.engine.plan.units import fmt_clock, plural
 from osstune.engine.session.events import (
     AnyEvent,
     Checkpoint,
@@ -28,15 +28,6 @@ if TYPE_CHECKING:
 
 LOG_TAIL = 6
 NOTES_SHOWN = 3
-
-
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(round(max(seconds, 0)))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
 def fmt_loss(loss: float | None) -> str:
@@ -110,7 +101,7 @@ def event_line(event: AnyEvent) -> str | None:
         mem = gpu_summary(event.gpus)
         return (f"step {event.step}/{event.total_steps} loss {event.loss:.4f} "
                 f"lr {event.lr:.3g} {event.tokens_per_s:.0f} tok/s "
-                + (f"mem {mem} " if mem else "") + f"eta {fmt_duration(event.eta_s)}")
+                + (f"mem {mem} " if mem else "") + f"eta {fmt_clock(event.eta_s)}")
     if isinstance(event, Checkpoint):
         return f"checkpoint step {event.step}: {event.path}"
     if isinstance(event, WarningEvent):
@@ -144,7 +135,7 @@ def run_panel(name: str, snap: RunSnapshot, log_tail: int = LOG_TAIL) -> Any:
         grid.add_row("eval loss", fmt_loss(snap.eval_loss))
     grid.add_row("lr", fmt_lr(snap.lr))
     grid.add_row("tokens/s", fmt_tokens_per_s(snap.tokens_per_s))
-    grid.add_row("ETA", fmt_duration(snap.eta_s))
+    grid.add_row("ETA", fmt_clock(snap.eta_s))
     if snap.pack_len:
         grid.add_row("rows", Text(snap.pack_len))
     for g in snap.gpus:
@@ -195,8 +186,8 @@ def stats_line(snap: RunSnapshot) -> Text:
         parts += [("  tok/s ", "dim"), fmt_tokens_per_s(snap.tokens_per_s)]
     if snap.epoch is not None:
         parts += [("  epoch ", "dim"), f"{snap.epoch:.2f}"]
-    parts += [("  elapsed ", "dim"), fmt_duration(snap.elapsed_s),
-              ("  ETA ", "dim"), fmt_duration(snap.eta_s)]
+    parts += [("  elapsed ", "dim"), fmt_clock(snap.elapsed_s),
+              ("  ETA ", "dim"), fmt_clock(snap.eta_s)]
     return Text.assemble(*parts)
 
 
