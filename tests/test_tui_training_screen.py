@@ -66,6 +66,8 @@ async def test_training_crash_shows_error_hint_and_log(tmp_path: Path) -> None:
         error = text_of(screen, "#run-error")
         assert "out_of_memory: CUDA out of memory at step 3" in error
         assert "hint: lower training.sequence_len" in error
+        notes = text_of(screen, "#run-notes")  # the error once: in its box, not again as a note
+        assert "run failed" in notes and "CUDA out of memory" not in notes
         assert "torch.OutOfMemoryError: CUDA out of memory" in screen.query_one(LogTail).lines
         assert "failed (exit code 1)" in text_of(screen, "#run-title")
         await pilot.press("k")  # not running: kill is not offered

@@ -16,7 +16,8 @@ def test_fmt_gib(value, text):
 
 
 def test_durations_estimated_and_on_the_clock():
-    assert [fmt_duration(s) for s in (None, 5, 59 * 60 + 10, 3725, 47 * 3600 + 1800, 60 * 3600)] == [
+    seconds = (None, 5, 59 * 60 + 10, 3725, 47 * 3600 + 1800, 60 * 3600)
+    assert [fmt_duration(s) for s in seconds] == [
         "-", "1 min", "59 min", "1 h 02 min", "47 h 30 min", "2.5 days"]
     assert [fmt_clock(s) for s in (None, -3, 59.6, 3725)] == ["-", "0:00", "1:00", "1:02:05"]
 

@@ -20,6 +20,7 @@ from osstune.engine.session.events import (
     StepGpu,
     WarningEvent,
 )
+from osstune.engine.session.fold import error_note
 
 if TYPE_CHECKING:
     from rich.text import Text
@@ -121,8 +122,6 @@ def run_panel(name: str, snap: RunSnapshot, log_tail: int = LOG_TAIL) -> Any:
     from rich.table import Table
     from rich.text import Text
 
-    from osstune.engine.session.fold import error_note
-
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
@@ -142,9 +141,7 @@ def run_panel(name: str, snap: RunSnapshot, log_tail: int = LOG_TAIL) -> Any:
         grid.add_row(f"rank {g.rank}", gpu_memory_text(g))
     if snap.dataset and (skipped := skipped_rows_line(snap.dataset)):
         grid.add_row("data", Text(skipped))  # file text, never Rich markup
-    # The error itself is not repeated here: `osstune run` reports it once, when the panel closes.
-    error = error_note(snap.error) if snap.error is not None else None
-    for note in [n for n in snap.notes if n != error][-NOTES_SHOWN:]:  # never Rich markup
+    for note in notes_to_show(snap):  # never Rich markup
         grid.add_row("", Text(note))
     for line in snap.log_lines[-log_tail:]:
         grid.add_row("log", Text(line, no_wrap=True, overflow="ellipsis"))
@@ -159,6 +156,13 @@ def gpu_memory_text(gpu: GpuMemory) -> str:
     if gpu.reserved_gib is None:
         return "waiting for the first step"
     return f"{gpu.reserved_gib:.2f} GiB reserved (peak since last step)"
+
+
+def notes_to_show(snap: RunSnapshot, count: int = NOTES_SHOWN) -> list[str]:
+    """The latest notes (checkpoints, warnings, the end), without the error's own note: the error
+    is shown once, by itself (`osstune run`'s final report, the wizard's error box)."""
+    error = error_note(snap.error) if snap.error is not None else None
+    return [n for n in snap.notes if n != error][-count:]
 
 
 STOP_HINT = "Ctrl-C: stop and save"
