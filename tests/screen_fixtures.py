@@ -4,15 +4,24 @@ the fakes they use)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from textual.widgets import Input
-from tui_fixtures import ScriptedLauncher, cpu_profile, screen_name, to_presets, wait_until
+from tui_fixtures import (
+    ScriptedLauncher,
+    cpu_profile,
+    h100_profile,
+    open_training,
+    screen_name,
+    to_presets,
+    wait_until,
+)
 
-from osstune.engine.plan.config import load_config
 from osstune.tui.app import OsstuneApp
-from osstune.tui.screens.training import TrainingScreen
 
 SIZE = (100, 30)
 
@@ -23,9 +32,10 @@ def quiet_and_isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
-def make_app(tmp_path: Path, profile=None, launcher=None) -> OsstuneApp:  # noqa: ANN001
+def make_app(tmp_path: Path, profile=None, launcher=None, **kw) -> OsstuneApp:  # noqa: ANN001, ANN003
     profile = profile or cpu_profile()
-    return OsstuneApp(lambda: profile, launcher or ScriptedLauncher(), tmp_path / "wizard.json")
+    return OsstuneApp(lambda: profile, launcher or ScriptedLauncher(), tmp_path / "wizard.json",
+                      **kw)
 
 
 def text_of(screen, selector: str) -> str:  # noqa: ANN001
@@ -57,16 +67,32 @@ async def to_review(pilot) -> None:  # noqa: ANN001
 
 
 async def scripted_training(pilot, launcher: ScriptedLauncher, preset: str, steps: int) -> None:  # noqa: ANN001
+    """The Training screen for `preset` on the scripted engine, `steps` steps into 100."""
     app = pilot.app
-    await wait_until(pilot, lambda: app.plan.recommendation is not None)
-    app.plan.choose_preset(preset)
-    await app.push_screen(TrainingScreen(load_config(preset)))
+    await open_training(pilot, preset)
     await wait_until(pilot, launcher.started.is_set, what="the launch")
     process = launcher.process
     process.run_start(total=100)
     for step in range(1, steps + 1):
         process.step(step, 100, loss=2.0 + 1.0 / step + (step % 5) / 20)
     await wait_until(pilot, lambda: app.screen.snapshot.step == steps, what="the last step")
+
+
+@asynccontextmanager
+async def scripted_run(tmp_path: Path, preset: str, steps: int, gpus: int = 1,
+                       size: tuple[int, int] = SIZE, via_presets: bool = False,
+                       launcher: ScriptedLauncher | None = None) -> AsyncIterator[tuple[Any, Any]]:
+    """The wizard on `gpus` H100s and the scripted engine, `steps` steps into a run of `preset`
+    (through the Preset screen when `via_presets`): yields (pilot, launcher)."""
+    launcher = launcher or ScriptedLauncher(gpus=gpus)
+    app = make_app(tmp_path, h100_profile(gpus), launcher)
+    async with app.run_test(size=size) as pilot:
+        if via_presets:
+            await to_presets(pilot)
+        await scripted_training(pilot, launcher, preset, steps)
+        await pilot.pause()
+        await pilot.pause()
+        yield pilot, launcher
 
 
 def finished_run(output_dir: str) -> None:

@@ -8,10 +8,10 @@ import re
 from pathlib import Path
 
 import pytest
+import screen_fixtures
+from screen_fixtures import make_app, quiet_and_isolated, scripted_run  # noqa: F401 (autouse)
 from textual.widgets._footer import FooterKey
 from tui_fixtures import (
-    ScriptedLauncher,
-    cpu_profile,
     h100_profile,
     run_async,
     screen_name,
@@ -19,25 +19,11 @@ from tui_fixtures import (
     wait_until,
 )
 
-from osstune.engine.plan.config import dump_config, load_config
-from osstune.tui.app import OsstuneApp
+from osstune.engine.plan.config import dump_config
 from osstune.tui.render.chart import AXIS_WIDTH, EVAL_MARK
-from osstune.tui.screens.training import TrainingScreen
 from osstune.tui.widgets.loss_chart import LossChart
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 36), id="120x36")]
-
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
-def make_app(tmp_path: Path, profile=None, launcher=None, **kw) -> OsstuneApp:  # noqa: ANN001, ANN003
-    profile = profile or cpu_profile()
-    return OsstuneApp(lambda: profile, launcher or ScriptedLauncher(), tmp_path / "wizard.json",
-                      **kw)
 
 
 def screen_lines(app) -> list[str]:  # noqa: ANN001
@@ -62,23 +48,7 @@ async def settle(pilot) -> None:  # noqa: ANN001
 
 
 async def to_dataset(pilot) -> None:  # noqa: ANN001
-    await to_presets(pilot)
-    await pilot.press("enter")
-    screen = pilot.app.screen
-    await wait_until(pilot, lambda: screen.preview is not None, what="the dataset preview")
-    await settle(pilot)
-
-
-async def start_training(pilot, launcher: ScriptedLauncher, preset: str, steps: int) -> None:  # noqa: ANN001
-    app = pilot.app
-    await wait_until(pilot, lambda: app.plan.recommendation is not None)
-    app.plan.choose_preset(preset)
-    await app.push_screen(TrainingScreen(load_config(preset)))
-    await wait_until(pilot, launcher.started.is_set, what="the launch")
-    launcher.process.run_start(total=100)
-    for step in range(1, steps + 1):
-        launcher.process.step(step, 100, loss=2.0 + 1.0 / step)
-    await wait_until(pilot, lambda: app.screen.snapshot.step == steps, what="the last step")
+    await screen_fixtures.to_dataset(pilot)
     await settle(pilot)
 
 
@@ -111,10 +81,9 @@ async def test_every_screen_shows_its_primary_binding(tmp_path: Path, size) -> N
 @pytest.mark.parametrize("size", SIZES)
 @run_async
 async def test_training_and_done_footers_fit(tmp_path: Path, size) -> None:  # noqa: ANN001
-    launcher = ScriptedLauncher(gpus=8)
-    app = make_app(tmp_path, h100_profile(8), launcher)
-    async with app.run_test(size=size) as pilot:
-        await start_training(pilot, launcher, "gpt-oss-120b-fft-fsdp2-offload", steps=3)
+    async with scripted_run(tmp_path, "gpt-oss-120b-fft-fsdp2-offload", steps=3, gpus=8,
+                            size=size) as (pilot, launcher):
+        app = pilot.app
         assert_footer_fits(app, "s Stop+save")
         assert "running" in screen_lines(app)[1]  # the status is the first thing on the title
         assert "H100" in "\n".join(screen_lines(app)) or size[0] < 100  # names when there is room
@@ -252,10 +221,9 @@ async def test_token_preview_wraps_between_tokens(tmp_path: Path, size) -> None:
 @pytest.mark.parametrize("steps", [3, 22, 300])
 @run_async
 async def test_loss_chart_spans_its_width(tmp_path: Path, size, steps: int) -> None:  # noqa: ANN001
-    launcher = ScriptedLauncher(gpus=1)
-    app = make_app(tmp_path, h100_profile(1), launcher)
-    async with app.run_test(size=size) as pilot:
-        await start_training(pilot, launcher, "gpt-oss-20b-lora-1gpu", steps=steps)
+    async with scripted_run(tmp_path, "gpt-oss-20b-lora-1gpu", steps=steps,
+                            size=size) as (pilot, launcher):
+        app = pilot.app
         launcher.process.writer.emit("eval", step=steps, loss=4.0, trained_tokens=10)
         chart = app.screen.query_one(LossChart)
         await wait_until(pilot, lambda: bool(chart.eval_history), what="the eval point")

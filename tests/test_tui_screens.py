@@ -23,13 +23,13 @@ from screen_fixtures import (
 from tui_fixtures import (
     ScriptedLauncher,
     h100_profile,
+    open_training,
     screen_name,
     to_presets,
     wait_until,
 )
 
 from osstune.engine.plan.config import load_config
-from osstune.tui.screens.training import TrainingScreen
 
 SNAPSHOT_SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 36), id="120x36")]
 
@@ -105,9 +105,7 @@ def test_snapshot_resume_dialog(snap_compare, tmp_path: Path, size) -> None:  # 
 
     async def existing_output(pilot) -> None:  # noqa: ANN001
         finished_run(cfg.output.dir)
-        await wait_until(pilot, lambda: pilot.app.plan.recommendation is not None)
-        pilot.app.plan.choose_preset("tiny-cpu-demo")
-        await pilot.app.push_screen(TrainingScreen(cfg))
+        await open_training(pilot, "tiny-cpu-demo", cfg)
         await wait_until(pilot, lambda: screen_name(pilot.app) == "ResumeDialog")
 
     assert snap_compare(make_app(tmp_path), terminal_size=size, run_before=existing_output)

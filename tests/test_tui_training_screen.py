@@ -10,17 +10,17 @@ from screen_fixtures import (
     finished_run,
     make_app,
     quiet_and_isolated,  # noqa: F401 (autouse)
-    scripted_training,
+    scripted_run,
     text_of,
 )
 from tui_fixtures import (
     ScriptedLauncher,
     cpu_profile,
     h100_profile,
+    open_training,
     run_async,
     screen_name,
     step_event,
-    to_presets,
     wait_until,
 )
 
@@ -33,10 +33,9 @@ from osstune.tui.widgets.memory_panel import MemoryPanel
 
 @run_async
 async def test_training_stop_then_resume(tmp_path: Path) -> None:
-    launcher = ScriptedLauncher(gpus=2)
-    app = make_app(tmp_path, h100_profile(2), launcher)
-    async with app.run_test(size=SIZE) as pilot:
-        await scripted_training(pilot, launcher, "gpt-oss-20b-fft-fsdp2-offload", steps=5)
+    async with scripted_run(tmp_path, "gpt-oss-20b-fft-fsdp2-offload", steps=5,
+                            gpus=2) as (pilot, launcher):
+        app = pilot.app
         screen = app.screen
         assert len(screen.query_one(LossChart).history) == 5
         assert [g.rank for g in screen.query_one(MemoryPanel).gpus] == [0, 1]
@@ -52,10 +51,8 @@ async def test_training_stop_then_resume(tmp_path: Path) -> None:
 
 @run_async
 async def test_training_crash_shows_error_hint_and_log(tmp_path: Path) -> None:
-    launcher = ScriptedLauncher(gpus=1)
-    app = make_app(tmp_path, h100_profile(1), launcher)
-    async with app.run_test(size=SIZE) as pilot:
-        await scripted_training(pilot, launcher, "gpt-oss-20b-lora-1gpu", steps=2)
+    async with scripted_run(tmp_path, "gpt-oss-20b-lora-1gpu", steps=2) as (pilot, launcher):
+        app = pilot.app
         process = launcher.process
         process.stderr.append("torch.OutOfMemoryError: CUDA out of memory")
         process.writer.emit("error", kind="out_of_memory", message="CUDA out of memory at step 3",
@@ -76,10 +73,8 @@ async def test_training_crash_shows_error_hint_and_log(tmp_path: Path) -> None:
 
 @run_async
 async def test_kill_needs_a_second_press(tmp_path: Path) -> None:
-    launcher = ScriptedLauncher(gpus=1)
-    app = make_app(tmp_path, h100_profile(1), launcher)
-    async with app.run_test(size=SIZE) as pilot:
-        await scripted_training(pilot, launcher, "gpt-oss-20b-lora-1gpu", steps=1)
+    async with scripted_run(tmp_path, "gpt-oss-20b-lora-1gpu", steps=1) as (pilot, launcher):
+        app = pilot.app
         await pilot.press("k")
         assert not launcher.process.killed
         await pilot.press("k")
@@ -95,9 +90,7 @@ async def test_existing_output_offers_resume(tmp_path: Path) -> None:
     finished_run(cfg.output.dir)
     app = make_app(tmp_path, launcher=launcher)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: app.plan.recommendation is not None)
-        app.plan.choose_preset("tiny-cpu-demo")
-        await app.push_screen(TrainingScreen(cfg))
+        await open_training(pilot, "tiny-cpu-demo", cfg)
         await wait_until(pilot, lambda: screen_name(app) == "ResumeDialog")
         await pilot.press("escape")  # back: nothing launched, nothing touched
         await wait_until(pilot, lambda: screen_name(app) == "HardwareScreen")
@@ -111,10 +104,8 @@ async def test_existing_output_offers_resume(tmp_path: Path) -> None:
 
 @run_async
 async def test_progress_messages_coalesce_into_few_repaints(tmp_path: Path) -> None:
-    launcher = ScriptedLauncher(gpus=1)
-    app = make_app(tmp_path, h100_profile(1), launcher)
-    async with app.run_test(size=SIZE) as pilot:
-        await scripted_training(pilot, launcher, "gpt-oss-20b-lora-1gpu", steps=1)
+    async with scripted_run(tmp_path, "gpt-oss-20b-lora-1gpu", steps=1) as (pilot, launcher):
+        app = pilot.app
         screen = app.screen
         session = screen.session
         calls = []
@@ -128,10 +119,7 @@ async def test_progress_messages_coalesce_into_few_repaints(tmp_path: Path) -> N
 
 @run_async
 async def test_quitting_mid_run_stops_the_engine_gracefully(tmp_path: Path) -> None:
-    launcher = ScriptedLauncher(gpus=1)
-    app = make_app(tmp_path, h100_profile(1), launcher)
-    async with app.run_test(size=SIZE) as pilot:
-        await scripted_training(pilot, launcher, "gpt-oss-20b-lora-1gpu", steps=1)
+    async with scripted_run(tmp_path, "gpt-oss-20b-lora-1gpu", steps=1) as (pilot, launcher):
         await pilot.press("ctrl+q")
     assert launcher.process.stopped.is_set() and not launcher.process.killed
     assert launcher.process.stop_calls == 1  # a second SIGINT would make the engine abort
@@ -139,10 +127,8 @@ async def test_quitting_mid_run_stops_the_engine_gracefully(tmp_path: Path) -> N
 
 @run_async
 async def test_a_source_that_breaks_stops_the_engine_and_says_why(tmp_path: Path) -> None:
-    launcher = ScriptedLauncher(gpus=1)
-    app = make_app(tmp_path, h100_profile(1), launcher)
-    async with app.run_test(size=SIZE) as pilot:
-        await scripted_training(pilot, launcher, "gpt-oss-20b-lora-1gpu", steps=1)
+    async with scripted_run(tmp_path, "gpt-oss-20b-lora-1gpu", steps=1) as (pilot, launcher):
+        app = pilot.app
         screen = app.screen
 
         def unreadable() -> list:
@@ -165,9 +151,7 @@ async def test_a_launch_that_fails_says_why_and_allows_going_back(tmp_path: Path
 
     app = make_app(tmp_path, launcher=launcher)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: app.plan.recommendation is not None)
-        app.plan.choose_preset("tiny-cpu-demo")
-        await app.push_screen(TrainingScreen(load_config("tiny-cpu-demo")))
+        await open_training(pilot, "tiny-cpu-demo")
         screen = app.screen
         await wait_until(pilot, lambda: "cannot start" in text_of(screen, "#run-error"))
         assert "./outputs/tiny-cpu-demo: cannot create the output directory" in text_of(
@@ -179,10 +163,10 @@ async def test_a_launch_that_fails_says_why_and_allows_going_back(tmp_path: Path
 
 @run_async
 async def test_stopping_status_holds_until_the_engine_ends(tmp_path: Path) -> None:
-    launcher = ScriptedLauncher(gpus=1, finish_on_stop=False)
-    app = make_app(tmp_path, h100_profile(1), launcher)
-    async with app.run_test(size=SIZE) as pilot:
-        await scripted_training(pilot, launcher, "gpt-oss-20b-lora-1gpu", steps=1)
+    slow_stop = ScriptedLauncher(gpus=1, finish_on_stop=False)
+    async with scripted_run(tmp_path, "gpt-oss-20b-lora-1gpu", steps=1,
+                            launcher=slow_stop) as (pilot, launcher):
+        app = pilot.app
         screen = app.screen
         await pilot.press("s")
         launcher.process.step(2, 100)  # the engine finishes the step it was in
@@ -215,9 +199,7 @@ async def test_a_preflight_refusal_can_be_overridden(tmp_path: Path) -> None:
     launcher = ScriptedLauncher(gpus=1)
     app = make_app(tmp_path, h100_profile(1), launcher)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: app.plan.recommendation is not None)
-        app.plan.choose_preset("gpt-oss-20b-lora-1gpu")
-        await app.push_screen(TrainingScreen(load_config("gpt-oss-20b-lora-1gpu")))
+        await open_training(pilot, "gpt-oss-20b-lora-1gpu")
         await wait_until(pilot, launcher.started.is_set)
         screen = app.screen
         await pilot.press("f")  # nothing to override yet
@@ -235,11 +217,9 @@ async def test_a_preflight_refusal_can_be_overridden(tmp_path: Path) -> None:
 
 @run_async
 async def test_done_offers_a_new_run_from_the_top(tmp_path: Path) -> None:
-    launcher = ScriptedLauncher(gpus=1)
-    app = make_app(tmp_path, h100_profile(1), launcher)
-    async with app.run_test(size=SIZE) as pilot:
-        await to_presets(pilot)
-        await scripted_training(pilot, launcher, "gpt-oss-20b-lora-1gpu", steps=2)
+    async with scripted_run(tmp_path, "gpt-oss-20b-lora-1gpu", steps=2,
+                            via_presets=True) as (pilot, launcher):
+        app = pilot.app
         launcher.process.finish()
         await wait_until(pilot, lambda: not app.screen.running)
         await pilot.press("enter")
@@ -262,9 +242,7 @@ async def test_a_refusal_found_before_the_engine_starts_is_forced_with_f(tmp_pat
     launcher = ScriptedLauncher(gpus=1, preflight=preflight)  # the real pre-flight, no GPU here
     app = make_app(tmp_path, cpu_profile(), launcher)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: app.plan.recommendation is not None)
-        app.plan.choose_preset("gpt-oss-20b-lora-1gpu")
-        await app.push_screen(TrainingScreen(load_config("gpt-oss-20b-lora-1gpu")))
+        await open_training(pilot, "gpt-oss-20b-lora-1gpu")
         screen = app.screen
         await wait_until(pilot, lambda: screen.session is not None and not screen.running,
                          what="the refusal")
@@ -290,9 +268,7 @@ async def test_memory_panel_knows_a_gpu_run_before_its_first_step(tmp_path: Path
     launcher = ScriptedLauncher(gpus=1)
     app = make_app(tmp_path, h100_profile(1), launcher)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: app.plan.recommendation is not None)
-        app.plan.choose_preset("gpt-oss-20b-lora-1gpu")
-        await app.push_screen(TrainingScreen(load_config("gpt-oss-20b-lora-1gpu")))
+        await open_training(pilot, "gpt-oss-20b-lora-1gpu")
         await wait_until(pilot, launcher.started.is_set)
         panel = app.screen.query_one(MemoryPanel)
         assert [g.rank for g in panel.gpus] == [0]
