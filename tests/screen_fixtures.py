@@ -69,8 +69,7 @@ async def to_review(pilot) -> None:  # noqa: ANN001
 async def scripted_training(pilot, launcher: ScriptedLauncher, preset: str, steps: int) -> None:  # noqa: ANN001
     """The Training screen for `preset` on the scripted engine, `steps` steps into 100."""
     app = pilot.app
-    await open_training(pilot, preset)
-    await wait_until(pilot, launcher.started.is_set, what="the launch")
+    await open_training(pilot, preset, launcher=launcher)
     process = launcher.process
     process.run_start(total=100)
     for step in range(1, steps + 1):
@@ -93,6 +92,14 @@ async def scripted_run(tmp_path: Path, preset: str, steps: int, gpus: int = 1,
         await pilot.pause()
         await pilot.pause()
         yield pilot, launcher
+
+
+async def finish_to_done(pilot, launcher: ScriptedLauncher) -> None:  # noqa: ANN001
+    """The scripted run completes; Enter leads on to the Done screen."""
+    launcher.process.finish()
+    await wait_until(pilot, lambda: not pilot.app.screen.running, what="the end of the run")
+    await pilot.press("enter")
+    await wait_until(pilot, lambda: screen_name(pilot.app) == "DoneScreen")
 
 
 def finished_run(output_dir: str) -> None:

@@ -126,31 +126,30 @@ def _modules(folder: str) -> list[str]:
     return names
 
 
-def test_core_modules_load_no_torch_stack_when_imported() -> None:
-    modules = [m for folder in CORE for m in _modules(folder)]
+def loaded_after_importing(modules: list[str], watched: str) -> list[str]:
+    """In a fresh interpreter, import `modules`; the loaded modules for which `watched` (a Python
+    expression over `m`, the module name) holds."""
     code = ("import importlib, json, sys\n"
             f"for m in {modules!r}: importlib.import_module(m)\n"
-            "print(json.dumps(sorted({m for m in sys.modules if m.split('.')[0] in "
-            "('torch', 'transformers', 'peft', 'textual', 'rich', 'typer')} | "
-            "{m for m in sys.modules"
-            " if m.startswith(('osstune.tui', 'osstune.engine.trainer'))})))")
+            f"print(json.dumps(sorted(m for m in sys.modules if {watched})))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_core_modules_load_no_torch_stack_when_imported() -> None:
+    modules = [m for folder in CORE for m in _modules(folder)]
+    assert loaded_after_importing(modules, (
+        "m.split('.')[0] in ('torch', 'transformers', 'peft', 'textual', 'rich', 'typer') "
+        "or m.startswith(('osstune.tui', 'osstune.engine.trainer'))")) == []
 
 
 def test_front_end_modules_load_no_torch_stack_when_imported() -> None:
     """The wizard and the CLI import every module of tui/ and still have no torch in memory."""
-    modules = _modules("tui")
-    code = ("import importlib, json, sys\n"
-            f"for m in {modules!r}: importlib.import_module(m)\n"
-            "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('torch', 'peft', 'accelerate') or m.startswith('osstune.engine.trainer'))))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
+    assert loaded_after_importing(_modules("tui"), (
+        "m.split('.')[0] in ('torch', 'peft', 'accelerate') "
+        "or m.startswith('osstune.engine.trainer')")) == []
 
 
 def test_every_package_folder_is_installed_under_osstune() -> None:

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from screen_fixtures import scripted_run
+from screen_fixtures import finish_to_done, scripted_run
 from tui_fixtures import (
     run_async,
-    screen_name,
     wait_until,
 )
 
@@ -37,10 +36,7 @@ async def test_done_screen_c_offers_chat(tmp_path: Path, monkeypatch) -> None:
     async with scripted_run(tmp_path, "gpt-oss-20b-lora-1gpu", steps=2,
                             via_presets=True) as (pilot, launcher):
         app = pilot.app
-        launcher.process.finish()
-        await wait_until(pilot, lambda: not app.screen.running)
-        await pilot.press("enter")
-        await wait_until(pilot, lambda: screen_name(app) == "DoneScreen")
+        await finish_to_done(pilot, launcher)
         body = str(app.screen.query_one("#done-body").render())
         assert "$ osstune chat ./outputs/gpt-oss-20b-lora" in body
         monkeypatch.setattr(app.screen, "notify", lambda message, **kw: shown.append(message))

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from screen_fixtures import make_app, scripted_run
+from screen_fixtures import finish_to_done, make_app, scripted_run
 from test_tui_fit import SIZES, assert_footer_fits, screen_lines, settle
 from textual.widgets import DataTable
 from tui_fixtures import (
@@ -131,8 +131,7 @@ async def test_a_probed_plan_is_preflighted_with_its_own_profile(tmp_path: Path)
         await wait_until(pilot, lambda: app.plan.recommendation is not None)
         assert "a run starts on this machine" not in str(
             app.screen.query_one("#recommendation").content)
-        await open_training(pilot, "tiny-cpu-demo")
-        await wait_until(pilot, launcher.started.is_set)
+        await open_training(pilot, "tiny-cpu-demo", launcher=launcher)
         assert launcher.profiles == [profile]  # no second probe: the plan's is this machine's
 
 
@@ -189,10 +188,7 @@ async def test_done_offers_chat_with_the_result(tmp_path: Path, monkeypatch, siz
     async with scripted_run(tmp_path, "gpt-oss-20b-lora-1gpu", steps=2,
                             size=size) as (pilot, launcher):
         app = pilot.app
-        launcher.process.finish()
-        await wait_until(pilot, lambda: not app.screen.running)
-        await pilot.press("enter")
-        await wait_until(pilot, lambda: screen_name(app) == "DoneScreen")
+        await finish_to_done(pilot, launcher)
         await settle(pilot)
         assert "$ osstune chat ./outputs/gpt-oss-20b-lora" in "\n".join(screen_lines(app))
         assert_footer_fits(app, "c Chat with it")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from screen_fixtures import (
     SIZE,
+    finish_to_done,
     finished_run,
     make_app,
     quiet_and_isolated,  # noqa: F401 (autouse)
@@ -199,8 +200,7 @@ async def test_a_preflight_refusal_can_be_overridden(tmp_path: Path) -> None:
     launcher = ScriptedLauncher(gpus=1)
     app = make_app(tmp_path, h100_profile(1), launcher)
     async with app.run_test(size=SIZE) as pilot:
-        await open_training(pilot, "gpt-oss-20b-lora-1gpu")
-        await wait_until(pilot, launcher.started.is_set)
+        await open_training(pilot, "gpt-oss-20b-lora-1gpu", launcher=launcher)
         screen = app.screen
         await pilot.press("f")  # nothing to override yet
         assert len(launcher.calls) == 1
@@ -220,10 +220,7 @@ async def test_done_offers_a_new_run_from_the_top(tmp_path: Path) -> None:
     async with scripted_run(tmp_path, "gpt-oss-20b-lora-1gpu", steps=2,
                             via_presets=True) as (pilot, launcher):
         app = pilot.app
-        launcher.process.finish()
-        await wait_until(pilot, lambda: not app.screen.running)
-        await pilot.press("enter")
-        await wait_until(pilot, lambda: screen_name(app) == "DoneScreen")
+        await finish_to_done(pilot, launcher)
         await pilot.press("n")
         await wait_until(pilot, lambda: screen_name(app) == "HardwareScreen")
         assert len(app.screen_stack) == 2
@@ -268,8 +265,7 @@ async def test_memory_panel_knows_a_gpu_run_before_its_first_step(tmp_path: Path
     launcher = ScriptedLauncher(gpus=1)
     app = make_app(tmp_path, h100_profile(1), launcher)
     async with app.run_test(size=SIZE) as pilot:
-        await open_training(pilot, "gpt-oss-20b-lora-1gpu")
-        await wait_until(pilot, launcher.started.is_set)
+        await open_training(pilot, "gpt-oss-20b-lora-1gpu", launcher=launcher)
         panel = app.screen.query_one(MemoryPanel)
         assert [g.rank for g in panel.gpus] == [0]
         assert "waiting for the first step" in str(panel.render())

@@ -9,17 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from osstune.engine.plan.units import fmt_clock, plural
-from osstune.engine.session.events import (
-    AnyEvent,
-    Checkpoint,
-    ErrorEvent,
-    Eval,
-    RunEnd,
-    RunStart,
-    Step,
-    StepGpu,
-    WarningEvent,
-)
+from osstune.engine.session import events as ev
 from osstune.engine.session.fold import error_note
 
 if TYPE_CHECKING:
@@ -43,7 +33,7 @@ def fmt_tokens_per_s(rate: float | None) -> str:
     return "-" if rate is None else f"{rate:,.0f}"
 
 
-def gpu_summary(gpus: list[StepGpu]) -> str | None:
+def gpu_summary(gpus: list[ev.StepGpu]) -> str | None:
     """'r0:41.9GiB r1:26.5GiB'; None for a CPU run, whose ranks report no device memory (every
     figure 0, engine/trainer/metrics.py)."""
     if not any(g.device_mem_reserved_gib or g.mem_allocated_gib or g.mem_active_gib for g in gpus):
@@ -88,28 +78,28 @@ def pack_len_lines(pack_len: dict[str, Any] | None) -> list[str]:
     return [f"  rows: pack_len {pack_len['detail']}"] if pack_len else []
 
 
-def event_line(event: AnyEvent) -> str | None:
+def event_line(event: ev.AnyEvent) -> str | None:
     """The plain-text line for one event (None for events that have no line)."""
-    if isinstance(event, RunStart):
+    if isinstance(event, ev.RunStart):
         skipped = skipped_rows_line(event.dataset)
         return "\n".join([f"run_start: {event.model.get('id')} ({event.model.get('init')}), "
                           f"world size {event.world_size}, {plural(event.total_steps, 'step')}",
                           *pack_len_lines(event.pack_len), *dataset_lines(event.dataset),
                           *([f"  {skipped}"] if skipped else [])])
-    if isinstance(event, Eval):
+    if isinstance(event, ev.Eval):
         return f"eval step {event.step}: loss {event.loss:.4f}"
-    if isinstance(event, Step):
+    if isinstance(event, ev.Step):
         mem = gpu_summary(event.gpus)
         return (f"step {event.step}/{event.total_steps} loss {event.loss:.4f} "
                 f"lr {event.lr:.3g} {event.tokens_per_s:.0f} tok/s "
                 + (f"mem {mem} " if mem else "") + f"eta {fmt_clock(event.eta_s)}")
-    if isinstance(event, Checkpoint):
+    if isinstance(event, ev.Checkpoint):
         return f"checkpoint step {event.step}: {event.path}"
-    if isinstance(event, WarningEvent):
+    if isinstance(event, ev.WarningEvent):
         return f"warning: {event.message}"
-    if isinstance(event, ErrorEvent):
+    if isinstance(event, ev.ErrorEvent):
         return f"error ({event.kind}): {event.message}\n  hint: {event.hint}"
-    if isinstance(event, RunEnd):
+    if isinstance(event, ev.RunEnd):
         outs = ", ".join(f"{k}={v}" for k, v in event.outputs.items())
         return f"run_end: {event.status}" + (f" ({outs})" if outs else "")
     return None
