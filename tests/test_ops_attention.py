@@ -145,3 +145,27 @@ def _plan(checkpointing: bool = True, unchecked_layers: int = 0,
     return LeverPlan(checkpointing=checkpointing, unchecked_layers=unchecked_layers,
                      fit_unchecked=False, compile=None, moe_chunk_tokens=None, attention=True,
                      expert_lora=expert_lora)
+
+
+@pytest.mark.parametrize(("batch", "seq", "compiled"), [
+    (1, 2048, True), (1, 8192, True), (1, 16_384, True), (1, 131_072, True),  # 2^k blocks
+    (1, 12_288, False), (1, 14_336, False), (2, 10_240, False),  # stalled compiling on an H200
+    (1, 20_480, True), (2, 12_288, True),  # too big to build densely: compiled (20,480 ran)
+    (1, 1000, True),  # ceil(1000 / 128) = 8 blocks: a power of two
+])
+def test_mask_build_is_compiled_only_where_it_is_known_to_compile_quickly(batch, seq, compiled):
+    assert attention.compiled_mask_build(batch, seq, is_cuda=True) is compiled
+    assert attention.compiled_mask_build(batch, seq, is_cuda=False) is False
+
+
+def test_eager_mask_at_a_96_block_length_matches_the_reference_mask():
+    seq = 96 * attention.MASK_BLOCK
+    position_ids = torch.cat([torch.arange(5000), torch.arange(seq - 5000)])[None]
+    config = type("C", (), {"layer_types": ["full_attention"], "sliding_window": 128})()
+    mask = attention.block_masks(config, position_ids)["full_attention"]  # CPU: eager
+    documents = attention.document_ids(position_ids)[0]
+    q = torch.arange(0, seq, 997)
+    dense = mask.mask_mod(torch.tensor(0), torch.tensor(0), q[:, None], q[None, :])
+    expected = (q[:, None] >= q[None, :]) & (documents[q][:, None] == documents[q][None, :])
+    assert torch.equal(dense, expected)
+    assert mask.shape[-2:] == (seq, seq)

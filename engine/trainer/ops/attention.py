@@ -82,17 +82,41 @@ def mask_mod(documents: torch.Tensor | None, sliding_window: int | None,
     return causal_document
 
 
+MASK_BLOCK = 128  # flex attention's default block size
+# Eager mask building holds a dense B x S x S mask (and its int32 document lookups) for a moment:
+# up to 2^28 elements (~1 GiB of int32) it is built that way where compiling it can stall.
+EAGER_MASK_MAX_ELEMENTS = 1 << 28
+
+
+def compiled_mask_build(batch: int, seq: int, is_cuda: bool) -> bool:
+    """Whether `create_block_mask` is compiled (CUDA) or built eagerly (CPU, some lengths).
+
+    Compiling it sorts the KV blocks of each query block; with torch 2.11 on an H200 that compile
+    did not finish in minutes at 12,288- and 14,336-token rows (96 and 112 blocks), while rows
+    whose block count is a power of two (2048 to 131,072 tokens) compiled in seconds
+    (bench/results/2026-11-29-h200-pack12288-mask-compile-stall.json; pytorch/pytorch#182060).
+    Other lengths are built eagerly while the dense mask stays small.
+    """
+    if not is_cuda:
+        return False
+    blocks = -(-seq // MASK_BLOCK)
+    power_of_two = blocks & (blocks - 1) == 0
+    return power_of_two or batch * seq * seq > EAGER_MASK_MAX_ELEMENTS
+
+
 def block_masks(config: Any, position_ids: torch.Tensor, compile_mask: bool | None = None,
                 ) -> dict[str, BlockMask]:
     """One BlockMask per GPT-OSS layer type, ready to pass as `attention_mask=` to GptOssModel.
 
-    `compile_mask` (default: on CUDA) builds the block structure without a dense S x S mask.
+    `compile_mask` (default: `compiled_mask_build`) builds the block structure without a dense
+    S x S mask.
     """
     batch, seq = position_ids.shape
     # a host sync, once per step: a row holding a single example needs no document lookups
     packed = bool((position_ids[:, 1:] == 0).any())
     documents = document_ids(position_ids) if packed else None
-    compile_mask = position_ids.is_cuda if compile_mask is None else compile_mask
+    if compile_mask is None:
+        compile_mask = compiled_mask_build(batch, seq, position_ids.is_cuda)
     masks: dict[str, BlockMask] = {}
     for layer_type in set(config.layer_types):
         window = config.sliding_window if layer_type == SLIDING else None
