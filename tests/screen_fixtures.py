@@ -78,17 +78,21 @@ async def scripted_training(pilot, launcher: ScriptedLauncher, preset: str, step
 
 
 @asynccontextmanager
-async def scripted_run(tmp_path: Path, preset: str, steps: int, gpus: int = 1,
+async def scripted_run(tmp_path: Path, preset: str, steps: int | None, gpus: int = 1,
                        size: tuple[int, int] = SIZE, via_presets: bool = False,
                        launcher: ScriptedLauncher | None = None) -> AsyncIterator[tuple[Any, Any]]:
     """The wizard on `gpus` H100s and the scripted engine, `steps` steps into a run of `preset`
-    (through the Preset screen when `via_presets`): yields (pilot, launcher)."""
+    (through the Preset screen when `via_presets`; steps None: launched, nothing written yet):
+    yields (pilot, launcher)."""
     launcher = launcher or ScriptedLauncher(gpus=gpus)
     app = make_app(tmp_path, h100_profile(gpus), launcher)
     async with app.run_test(size=size) as pilot:
         if via_presets:
             await to_presets(pilot)
-        await scripted_training(pilot, launcher, preset, steps)
+        if steps is None:
+            await open_training(pilot, preset, launcher=launcher)
+        else:
+            await scripted_training(pilot, launcher, preset, steps)
         await pilot.pause()
         await pilot.pause()
         yield pilot, launcher

@@ -47,6 +47,13 @@ async def settle(pilot) -> None:  # noqa: ANN001
     await pilot.pause()
 
 
+async def footer_once(pilot, ready, primary: str) -> None:  # noqa: ANN001
+    """Once `ready()` holds and the screen has painted, `primary` is whole on its footer."""
+    await wait_until(pilot, ready)
+    await settle(pilot)
+    assert_footer_fits(pilot.app, primary)
+
+
 async def to_dataset(pilot) -> None:  # noqa: ANN001
     await screen_fixtures.to_dataset(pilot)
     await settle(pilot)
@@ -60,22 +67,15 @@ async def to_dataset(pilot) -> None:  # noqa: ANN001
 async def test_every_screen_shows_its_primary_binding(tmp_path: Path, size) -> None:  # noqa: ANN001
     app = make_app(tmp_path)
     async with app.run_test(size=size) as pilot:
-        await wait_until(pilot, lambda: app.plan.recommendation is not None)
-        await settle(pilot)
-        assert_footer_fits(app, "⏎ Next: presets")
+        await footer_once(pilot, lambda: app.plan.recommendation is not None, "⏎ Next: presets")
         await to_presets(pilot)
-        await settle(pilot)
-        assert_footer_fits(app, "⏎ Choose")
+        await footer_once(pilot, lambda: True, "⏎ Choose")
         text = "\n".join(screen_lines(app))
         assert "disk" in text and "tiny-cpu-demo" in text  # every table column is in view
         await pilot.press("enter")
-        await wait_until(pilot, lambda: app.screen.preview is not None)
-        await settle(pilot)
-        assert_footer_fits(app, "^n Next: review")
+        await footer_once(pilot, lambda: app.screen.preview is not None, "^n Next: review")
         await pilot.press("ctrl+n")
-        await wait_until(pilot, lambda: screen_name(app) == "ReviewScreen")
-        await settle(pilot)
-        assert_footer_fits(app, "^n Start training")
+        await footer_once(pilot, lambda: screen_name(app) == "ReviewScreen", "^n Start training")
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -88,14 +88,10 @@ async def test_training_and_done_footers_fit(tmp_path: Path, size) -> None:  # n
         assert "running" in screen_lines(app)[1]  # the status is the first thing on the title
         assert "H100" in "\n".join(screen_lines(app)) or size[0] < 100  # names when there is room
         launcher.process.finish()
-        await wait_until(pilot, lambda: not app.screen.running)
-        await settle(pilot)
-        assert_footer_fits(app, "⏎ Done")
+        await footer_once(pilot, lambda: not app.screen.running, "⏎ Done")
         assert "completed (exit code 0)" in screen_lines(app)[1]
         await pilot.press("enter")
-        await wait_until(pilot, lambda: screen_name(app) == "DoneScreen")
-        await settle(pilot)
-        assert_footer_fits(app, "c Chat with it")
+        await footer_once(pilot, lambda: screen_name(app) == "DoneScreen", "c Chat with it")
 
 
 @pytest.mark.parametrize("size", SIZES)

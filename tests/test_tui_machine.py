@@ -7,19 +7,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from screen_fixtures import finish_to_done, make_app, scripted_run
-from test_tui_fit import SIZES, assert_footer_fits, screen_lines, settle
-from textual.widgets import DataTable
-from tui_fixtures import (
+from screen_fixtures import (  # the tui_fixtures helpers they build on, too
     ScriptedLauncher,
     cpu_profile,
+    finish_to_done,
     h100_profile,
+    make_app,
     open_training,
-    run_async,
     screen_name,
+    scripted_run,
     to_presets,
     wait_until,
 )
+from test_tui_fit import SIZES, assert_footer_fits, screen_lines, settle
+from textual.widgets import DataTable
+from tui_fixtures import run_async
 
 from osstune.tui.app import OsstuneApp
 from osstune.tui.settings import Settings, machine_key

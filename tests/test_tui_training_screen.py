@@ -17,7 +17,6 @@ from screen_fixtures import (
 from tui_fixtures import (
     ScriptedLauncher,
     cpu_profile,
-    h100_profile,
     open_training,
     run_async,
     screen_name,
@@ -197,10 +196,8 @@ def test_done_commands_follow_the_method() -> None:
 
 @run_async
 async def test_a_preflight_refusal_can_be_overridden(tmp_path: Path) -> None:
-    launcher = ScriptedLauncher(gpus=1)
-    app = make_app(tmp_path, h100_profile(1), launcher)
-    async with app.run_test(size=SIZE) as pilot:
-        await open_training(pilot, "gpt-oss-20b-lora-1gpu", launcher=launcher)
+    async with scripted_run(tmp_path, "gpt-oss-20b-lora-1gpu", steps=None) as (pilot, launcher):
+        app = pilot.app
         screen = app.screen
         await pilot.press("f")  # nothing to override yet
         assert len(launcher.calls) == 1
@@ -262,10 +259,8 @@ async def test_a_refusal_found_before_the_engine_starts_is_forced_with_f(tmp_pat
 
 @run_async
 async def test_memory_panel_knows_a_gpu_run_before_its_first_step(tmp_path: Path) -> None:
-    launcher = ScriptedLauncher(gpus=1)
-    app = make_app(tmp_path, h100_profile(1), launcher)
-    async with app.run_test(size=SIZE) as pilot:
-        await open_training(pilot, "gpt-oss-20b-lora-1gpu", launcher=launcher)
+    async with scripted_run(tmp_path, "gpt-oss-20b-lora-1gpu", steps=None) as (pilot, launcher):
+        app = pilot.app
         panel = app.screen.query_one(MemoryPanel)
         assert [g.rank for g in panel.gpus] == [0]
         assert "waiting for the first step" in str(panel.render())
