@@ -55,8 +55,9 @@ async def to_dataset(pilot) -> None:  # noqa: ANN001
     await to_presets(pilot)
     await pilot.press("enter")
     screen = pilot.app.screen
+    # the first preview loads the tokenizer in a worker: slow on a loaded 2-core machine
     await wait_until(pilot, lambda: screen.preview is not None or "cannot" in text_of(
-        screen, "#example-header"), what="the dataset preview")
+        screen, "#example-header"), timeout=90, what="the dataset preview")
     assert screen.preview is not None, text_of(screen, "#example-header")
 
 
