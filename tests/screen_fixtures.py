@@ -61,10 +61,12 @@ async def to_dataset(pilot) -> None:  # noqa: ANN001
     assert screen.preview is not None, text_of(screen, "#example-header")
 
 
-async def to_review(pilot) -> None:  # noqa: ANN001
+async def to_review(pilot):  # noqa: ANN001, ANN201
+    """From the start to the Review screen (through a dataset preview); returns the screen."""
     await to_dataset(pilot)
     await pilot.press("ctrl+n")
     await wait_until(pilot, lambda: screen_name(pilot.app) == "ReviewScreen")
+    return pilot.app.screen
 
 
 async def scripted_training(pilot, launcher: ScriptedLauncher, preset: str, steps: int) -> None:  # noqa: ANN001

@@ -63,8 +63,7 @@ async def test_review_shows_errors_inline_and_blocks_start(tmp_path: Path) -> No
 async def test_review_saves_and_never_overwrites(tmp_path: Path) -> None:
     app = make_app(tmp_path)
     async with app.run_test(size=SIZE) as pilot:
-        await to_review(pilot)
-        screen = app.screen
+        screen = await to_review(pilot)
         screen.query_one("#f-training-sequence_len").value = "256"
         await pilot.pause()
         await pilot.press("ctrl+s")
