@@ -19,6 +19,14 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
+async def edited(pilot, fields: dict[str, str]) -> str:  # noqa: ANN001
+    """The Review screen's estimate after typing `fields` ('training-pack_len' -> '8192')."""
+    for name, value in fields.items():
+        pilot.app.screen.query_one(f"#f-{name}").value = value
+    await pilot.pause()
+    return text_of(pilot.app.screen, "#review-estimate")
+
+
 @run_async
 async def test_preset_screen_shows_each_estimate_against_the_card(tmp_path: Path) -> None:
     app = make_app(tmp_path, h100_profile(1))
@@ -52,13 +60,10 @@ async def test_review_rejudges_every_edit_with_terms_one_key_away(tmp_path: Path
         assert " min for " in shown or " h " in shown
         # pack_len: auto on the sample's 36 short chats: the data, not the card, bounds the rows
         assert "rows 2,048 tokens (auto: the longest row the dataset fills" in shown
-        screen.query_one("#f-training-pack_len").value = "8192"
-        await pilot.pause()
-        assert "rows 8,192 tokens (training.pack_len)" in text_of(screen, "#review-estimate")
-        screen.query_one("#f-training-pack_len").value = "auto"
-        screen.query_one("#f-training-sequence_len").value = "262144"
-        await pilot.pause()
-        shown = text_of(screen, "#review-estimate")
+        shown = await edited(pilot, {"training-pack_len": "8192"})
+        assert "rows 8,192 tokens (training.pack_len)" in shown
+        shown = await edited(pilot, {"training-pack_len": "auto",
+                                     "training-sequence_len": "262144"})
         assert "estimate: does-not-fit" in shown
         await pilot.press("ctrl+e")
         await pilot.pause()
@@ -70,11 +75,8 @@ async def test_review_rejudges_every_edit_with_terms_one_key_away(tmp_path: Path
         screen._estimate(load_config("gpt-oss-20b-lora-1gpu", ["sequence_len=8192"]))
         assert time.process_time() - started < 0.15
         # A LoRA run on 4 GPUs breaks a schema rule (LoRA runs one process): no estimate until fixed
-        screen.query_one("#f-distributed-gpus").value = "4"
-        await pilot.pause()
-        assert "after the errors are fixed" in text_of(screen, "#review-estimate")
-        screen.query_one("#f-training-sequence_len").value = "2048"
-        screen.query_one("#f-distributed-gpus").value = "1"
-        await pilot.pause()
-        assert "estimate: fits" in text_of(screen, "#review-estimate")
+        shown = await edited(pilot, {"distributed-gpus": "4"})
+        assert "after the errors are fixed" in shown
+        shown = await edited(pilot, {"training-sequence_len": "2048", "distributed-gpus": "1"})
+        assert "estimate: fits" in shown
 

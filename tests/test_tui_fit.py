@@ -130,11 +130,8 @@ async def test_the_preset_table_follows_a_resized_terminal(tmp_path: Path) -> No
 async def test_review_yaml_loses_no_line(tmp_path: Path, size) -> None:  # noqa: ANN001
     app = make_app(tmp_path)
     async with app.run_test(size=size) as pilot:
-        await to_dataset(pilot)
-        await pilot.press("ctrl+n")
-        await wait_until(pilot, lambda: screen_name(app) == "ReviewScreen")
+        screen = await screen_fixtures.to_review(pilot)
         await settle(pilot)
-        screen = app.screen
         pane, scroll = screen.query_one("#review-yaml"), screen.query_one("#review-yaml-scroll")
         source = dump_config(app.plan.config())
         area = scroll.content_region
