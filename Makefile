@@ -26,13 +26,13 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
 # CI runs the quick fault-injection cases; `make faults` runs all of tests/faults (real tmpfs
-# disks, kill -9, resumed runs: several minutes).
+# disks, kill -9, signals, resumed runs: several minutes) and the signal/ownership tests beside it.
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q -n auto -m "not (faults and slow)"
 
 faults: $(VENV)/.installed
-	$(PY) -m pytest -q -n auto tests/faults
+	$(PY) -m pytest -q -n auto tests/faults tests/test_run_signals.py tests/test_run_ownership.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info outputs

@@ -19,9 +19,11 @@ from osstune.engine.plan.flops import train_flops_per_token  # pip install --no-
 GIB = 1024**3
 
 
-def engine_overrides(variant: Variant, seq: int, unchecked: int | None) -> dict[str, Any] | None:
+def engine_overrides(variant: Variant, seq: int, unchecked: int | None, size: str = "20b"
+                     ) -> dict[str, Any] | None:
     """What repeats this measurement through the engine (bench/calibration points): the LoRA
-    preset with these `--set` items, and which figures compare. None: not an engine setting."""
+    preset of the model `size` with these `--set` items, and which figures compare. None: not an
+    engine setting."""
     if variant.offload or variant.expert_lora or (variant.unchecked < 0 and unchecked is None):
         return None
     attn = {"osstune": "auto"}.get(variant.attn, variant.attn)
@@ -36,7 +38,11 @@ def engine_overrides(variant: Variant, seq: int, unchecked: int | None) -> dict[
     # default allocator change memory, not speed.
     same_memory = variant.loss == "chunked" and variant.expandable
     measures = ["tokens_per_s"] + (["peak_mem_gib_per_gpu"] if same_memory else [])
-    preset = "gpt-oss-20b-lora-mxfp4" if variant.packed else "gpt-oss-20b-lora-1gpu"
+    if size == "120b":  # the one 120b LoRA preset keeps its experts packed
+        preset = "gpt-oss-120b-lora-mxfp4"
+        items += [] if variant.packed else ["model.experts=bf16"]
+    else:
+        preset = "gpt-oss-20b-lora-mxfp4" if variant.packed else "gpt-oss-20b-lora-1gpu"
     return {"preset": preset, "set": items, "measures": measures}
 
 
@@ -150,7 +156,8 @@ def measure(name: str, variant: Variant, seq: int, warmup: int, steps: int,
             if index == 0 and variant.unchecked < 0 and device.type == "cuda":
                 from osstune.engine.trainer.ops.checkpointing import fit_unchecked_to_card
 
-                result["unchecked_layers"] = fit_unchecked_to_card(model, seq, cap_gib)
+                result["unchecked_layers"] = fit_unchecked_to_card(
+                    model, seq, cap_gib, moe_chunk=variant.moe_chunk or None)
         result["warmup_s"] = round(time.perf_counter() - t0, 1)
         result.update(timed_steps(step, steps, seq))
         from osstune.engine.trainer.metrics import peak_flops
@@ -165,7 +172,7 @@ def measure(name: str, variant: Variant, seq: int, warmup: int, steps: int,
         result.update(status="error", error=f"{type(exc).__name__}: {exc}"[:600])
     if device.type == "cuda":
         _record_peaks(result)
-    result["engine"] = engine_overrides(variant, seq, result.get("unchecked_layers"))
+    result["engine"] = engine_overrides(variant, seq, result.get("unchecked_layers"), size)
     result["wall_s"] = round(time.perf_counter() - started, 1)
     return result
 

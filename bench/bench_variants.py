@@ -66,6 +66,8 @@ VARIANTS: dict[str, Variant] = {
     "lever-lean+compile-layer": Variant(**{**asdict(LEAN), "compile": "layer"}),
     "lever-osstune+compile-layer": Variant(**{**asdict(OSSTUNE), "compile": "layer"}),
     "osstune-offload": Variant(**{**asdict(OSSTUNE), "offload": True}),
+    # unchecked layers on rows past the MoE chunk (chunk_moe checkpoints their MoE blocks too)
+    "lever-chunked+unchecked6": Variant(**{**asdict(LEAN), "compile": None, "unchecked": 6}),
     "packed-lean": Variant(**{**asdict(LEAN), "packed": True}),
     "packed-lean-eager": Variant(**{**asdict(LEAN), "packed": True, "compile": None}),
     "packed-lean+expert-lora": Variant(**{**asdict(LEAN), "packed": True, "expert_lora": True}),

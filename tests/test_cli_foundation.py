@@ -331,7 +331,7 @@ def test_presets_judge_the_effective_config() -> None:
     long = json.loads(invoke("presets", "gpt-oss-20b-lora-1gpu", "--hardware", profile, "--json",
                              "--set", "sequence_len=32768").stdout)
     assert long[0]["verdict"] == "does-not-fit"
-    assert long[0]["requirements"]["peak_mem_gib_per_gpu"] > 50
+    assert long[0]["requirements"]["peak_mem_gib_per_gpu"] > 48.0  # the card
 
 
 def test_plan_json_has_the_documented_keys() -> None:

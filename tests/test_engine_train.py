@@ -211,3 +211,51 @@ def test_merge_checks_its_disk_need_first(tmp_path, monkeypatch):
     assert result.output.count("\n") == 1
     assert "disk: 0.0 GiB free at " in result.output
     assert "merging needs ~0.1 GiB (merged model (safetensors) 0.1)" in result.output
+
+
+def _folder_bytes(path):
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+@pytest.mark.slow
+def test_lora_checkpoints_are_adapter_sized_as_the_disk_estimate_counts(lora_run):
+    """Issue 17: a LoRA checkpoint holds the adapter and its AdamW states, not the model."""
+    from osstune.engine.plan.config import load_config
+    from osstune.engine.plan.shapes import model_shapes
+    from osstune.engine.plan.storage import GIB, checkpoint_gib, disk_terms
+
+    proc, out, path = lora_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cfg = load_config(str(path))
+    shapes = model_shapes(cfg.model.id, cfg.model.architecture)
+    lora_params = shapes.lora_params(cfg.lora.r, cfg.lora.target_modules,
+                                     cfg.lora.target_parameters)
+    start = next(e for e in read_events(out) if e["type"] == "run_start")
+    assert lora_params == start["model"]["trainable_params"]  # the estimate's count is the run's
+    per_checkpoint = checkpoint_gib(cfg, shapes, lora_params, 4) * GIB
+    full = shapes.total_params() * 4 * 3  # what a full fine-tune's checkpoint would hold
+    for ckpt in sorted((out / "checkpoints").iterdir()):
+        size = _folder_bytes(ckpt)
+        # fp32 adapter + 2 AdamW states, plus a fixed ~100 KB of metadata, RNG and trainer state
+        assert per_checkpoint <= size <= per_checkpoint + 150_000, (ckpt, size, per_checkpoint)
+        assert size < full / 100
+    terms = disk_terms(cfg, shapes, lora_params, 4, total_steps=2, cached=None)
+    assert not any("export (safetensors)" in name for name in terms)
+    assert terms["adapter export"] * GIB >= _folder_bytes(out / "adapter") * 0.9
+
+
+def test_the_engines_own_preflight_refusal_is_an_event(tmp_path, monkeypatch):
+    """A refusal only the engine finds (the machine changed since the front-end looked) reaches
+    the front-end as a `preflight` error it can offer to force, not as a bare exit code."""
+    from osstune.engine.plan import preflight as preflight_mod
+    from tests.tui_fixtures import cpu_profile
+
+    monkeypatch.setattr(preflight_mod, "probe", lambda *a, **k: cpu_profile())  # no GPU here
+    path = write_config(tmp_path, tiny_config(tmp_path, distributed={"gpus": 1}))
+    assert main(["--config", str(path)]) == EXIT_USER_ERROR
+    events = read_events(tmp_path / "tiny")
+    assert [e["type"] for e in events] == ["error", "run_end"]
+    assert events[0]["kind"] == "preflight" and "--force" in events[0]["hint"]
+    assert events[0]["message"].startswith("distributed.gpus: the config asks for 1 GPU(s)")
+    assert events[1]["status"] == "failed"
+    assert not (tmp_path / "tiny" / "checkpoints").exists()

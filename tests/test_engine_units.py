@@ -242,10 +242,10 @@ def test_a_step_left_mid_publish_counts_as_resumable(tmp_path):
 
 
 def test_preflight_judges_the_estimate_of_the_config(tmp_path):
-    # 20b FFT + offload: ~172 GiB of host RAM (estimate), whatever the requirements block says
+    # 20b FFT + offload: ~170 GiB of host RAM (estimate), whatever the requirements block says
     cfg = load_config("gpt-oss-20b-fft-fsdp2-offload", ["model.init=random"])
     cfg.requirements = None
-    with pytest.raises(PreflightError, match=r"host RAM: 64 GiB, this config needs ~172 GiB "
+    with pytest.raises(PreflightError, match=r"host RAM: 64 GiB, this config needs ~170 GiB "
                                              r"\(CPU offload\)"):
         preflight(cfg, tmp_path / "o", resume=False, force=False, profile=_profile(tmp_path, 2))
     # the GPU memory of the edited config: 131,072-token LoRA rows do not fit an 80 GB card

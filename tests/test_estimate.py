@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import time
 from pathlib import Path
 
@@ -18,7 +19,17 @@ from osstune.engine.plan.calibration import (
 from osstune.engine.plan.config import load_config, load_preset
 from osstune.engine.plan.estimate import DatasetFacts, estimate
 from osstune.engine.plan.hardware import GpuInfo, load_profile, probe, profile_to_dict
-from osstune.engine.plan.memory import MemoryInputs, gpu_terms, unchecked_extra_bytes_per_token
+from osstune.engine.plan.memory import (
+    DEQUANTIZED,
+    GRAD_BYTES_PER_HIDDEN,
+    LM_HEAD_GRAD,
+    MemoryInputs,
+    activation_terms,
+    attention_bytes_per_token,
+    gpu_terms,
+    moe_bytes_per_token,
+    unchecked_extra_bytes_per_token,
+)
 from osstune.engine.plan.shapes import model_shapes
 from osstune.engine.plan.storage import cached_models
 
@@ -45,6 +56,19 @@ def test_calibration_points_cover_the_measurements() -> None:
     for point in POINTS:
         source = point["source"].split(" ")[0].rstrip(",")
         assert source.startswith("issue") or (REPO / source).is_file(), point["name"]
+
+
+def test_open_points_are_few_named_and_on_the_safe_side() -> None:
+    # A measurement of the current code the estimator does not model yet: listed here by name
+    # (a new one must be added on purpose), its memory over-, never under-estimated
+    # (none left: h200-cli-lora-1gpu-auto20480 was one until the chunked-MoE terms modelled it)
+    gaps = {p["name"]: p for p in POINTS if p.get("open")}
+    assert set(gaps) == set()
+    for point in gaps.values():
+        assert len(point["open"]["why"]) > 80
+        for r in check_point(point, superseded=True):
+            if r.measure == "peak_mem_gib_per_gpu":
+                assert r.error > 0, r
 
 
 def test_superseded_points_stay_named_and_out_of_the_fit() -> None:
@@ -130,8 +154,14 @@ def test_unchecked_auto_fills_the_card_and_reports_the_floor() -> None:
 
 def test_unchecked_layer_term_matches_the_measured_delta() -> None:
     # 21 layers unchecked at 8192 tokens: +27.7 GiB allocated (70.35 - 42.64, bench run 2)
-    per_token = unchecked_extra_bytes_per_token(model_shapes("openai/gpt-oss-20b", {}))
+    s, lora = model_shapes("openai/gpt-oss-20b", {}), ("q_proj", "k_proj", "v_proj", "o_proj")
+    per_token = unchecked_extra_bytes_per_token(s, lora_targets=lora)
     assert 21 * 8192 * per_token / 1024**3 == pytest.approx(27.7, rel=0.03)
+    # 24 layers unchecked at 20,480 tokens, MoE blocks chunked (only their input kept): 95.81
+    # GiB reserved after a fully checkpointed first step at 47.87 (the H200 CLI run, issue 13)
+    chunked = unchecked_extra_bytes_per_token(s, lora_targets=lora, chunked=True)
+    assert 24 * 20480 * chunked / 1024**3 == pytest.approx(95.81 - 47.87, rel=0.05)
+    assert chunked < 0.7 * per_token
 
 
 def test_packed_experts_keep_the_weights_small() -> None:
@@ -142,8 +172,39 @@ def test_packed_experts_keep_the_weights_small() -> None:
     bf16 = sum(gpu_terms(MemoryInputs(packed_experts=False, **common), 0).values())
     packed = gpu_terms(MemoryInputs(packed_experts=True, **common), 0)
     assert packed["weights"] == pytest.approx(13.76e9 / 1024**3, rel=0.01)
-    assert packed["dequantized experts (one layer)"] == pytest.approx(1.48, rel=0.01)
     assert sum(packed.values()) < bf16 - 20
+    # At 2048 tokens the loss chunk's phase is the larger one: no dequantized weights in it
+    assert "loss chunk (fp32 logits + grad)" in packed and DEQUANTIZED not in packed
+    # At 8192 a layer's backward is: one projection dequantized at a time, the larger (gate_up,
+    # 32 experts x 5760 x 2880 bf16), never both
+    long = gpu_terms(MemoryInputs(packed_experts=True, **{**common, "tokens": 8192,
+                                                          "compiled": False}), 0)
+    assert long[DEQUANTIZED] == pytest.approx(32 * 5760 * 2880 * 2 / 1024**3, rel=1e-6)
+    assert "loss chunk (fp32 logits + grad)" not in long
+    assert sum(long.values()) > sum(packed.values())
+
+
+def test_the_peak_is_the_larger_of_the_loss_and_the_layer_backward() -> None:
+    s = model_shapes("openai/gpt-oss-20b", {})
+    base = MemoryInputs(shapes=s, dtype_bytes=2, packed_experts=False, lora_params=3_981_312,
+                        fsdp=False, offload=False, world_size=1, tokens=2048, checkpointing=True,
+                        compiled=True, moe_chunk=16384, pretrained=False, processes_per_node=1,
+                        lora_targets=("q_proj", "k_proj", "v_proj", "o_proj"))
+    attn, moe = attention_bytes_per_token(s, 2, base.lora_targets), moe_bytes_per_token(s)
+    for tokens in (1024, 2048, 4096, 8192, 65536):
+        terms = activation_terms(dataclasses.replace(base, tokens=tokens), 0)
+        grads = tokens * GRAD_BYTES_PER_HIDDEN * 2880
+        loss = grads + min(tokens, 1024) * 201088 * 8
+        layer = grads + tokens * attn + min(tokens, 16384) * moe
+        held = 24 * tokens * 2 * 2880
+        assert sum(terms.values()) == pytest.approx((held + max(loss, layer)) / 1024**3 + 0.5)
+        assert ("loss chunk (fp32 logits + grad)" in terms) == (loss >= layer), tokens
+        assert ("recompute of one layer" in terms) == (layer > loss), tokens
+    short, long = (activation_terms(dataclasses.replace(base, tokens=n), 0) for n in (2048, 16384))
+    assert "loss chunk (fp32 logits + grad)" in short and "recompute of one layer" in long
+    # a full fine-tune's loss phase holds lm_head's fp32 gradient (the chunked loss trains it)
+    full = activation_terms(dataclasses.replace(base, lora_params=0), 0)
+    assert full[LM_HEAD_GRAD] == pytest.approx(201088 * 2880 * 10 / 1024**3, rel=1e-6)
 
 
 def test_disk_counts_what_the_run_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -210,7 +271,8 @@ def test_a_point_from_engine_events() -> None:
     path = REPO / "bench/results/2026-11-28-h100-engine-lora8192-levers-on.events.jsonl"
     point = point_from_events(path, "new", LORA, ["model.init=random"])
     assert point["measured"]["peak_mem_gib_per_gpu"] == pytest.approx(70.34, abs=0.01)
-    assert point["measured"]["tokens_per_s"] == pytest.approx(9419.0, abs=0.1)
+    # the median of steps 2-4 (the stored point has their mean, 9,419)
+    assert point["measured"]["tokens_per_s"] == pytest.approx(9563.2, abs=0.1)
     assert point["hardware"] == {"gpu": "NVIDIA H100 80GB HBM3", "memory_total_gib": 79.18,
                                  "gpus": 1}
     assert point["dataset"]["packing_efficiency"] == pytest.approx(0.5835, abs=1e-3)
@@ -226,3 +288,47 @@ def test_suggestions_for_more_gpus_and_offload() -> None:
     assert [s.changes for s in found] == [["distributed.cpu_offload=true"],
                                           ["distributed.gpus=8"]]
     assert all(s.verdict in ("fits", "tight") and s.peak_mem_gib_per_gpu < 50 for s in found)
+
+
+def test_every_measurement_in_bench_results_is_a_calibration_point() -> None:
+    """Each measurement that trained (status ok) in bench/results/*.json is named by a point's
+    source (file + variant + seq): adding a measurement is adding a point."""
+    def measured(node: object) -> list[dict]:
+        if isinstance(node, dict):
+            own = [node] if node.get("status") == "ok" and "variant" in node and "seq" in node \
+                and (node.get("tokens_per_s") or node.get("peak_reserved_gib")) else []
+            return own + [r for v in node.values() for r in measured(v)]
+        if isinstance(node, list):
+            return [r for v in node for r in measured(v)]
+        return []
+
+    missing = []
+    for path in sorted((REPO / "bench" / "results").glob("*.json")):
+        rel = f"bench/results/{path.name}"
+        sources = [p["source"] for p in POINTS if p["source"].startswith(rel)]
+        for r in measured(json.loads(path.read_text(encoding="utf-8"))):
+            variant = re.compile(rf"variant {re.escape(r['variant'])}[,:;)]")
+            seq = re.compile(rf"seq {r['seq']}\b")
+            if not any(variant.search(s) and seq.search(s) for s in sources):
+                missing.append(f"{path.name}: {r['variant']} @ {r['seq']}")
+    # and every engine run that timed a step (events.jsonl)
+    for path in sorted((REPO / "bench" / "results").glob("*.events.jsonl")):
+        steps = sum(json.loads(line).get("type") == "step"
+                    for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+        named = any(p["source"].startswith(f"bench/results/{path.name}") for p in POINTS)
+        if steps >= 2 and not named:
+            missing.append(path.name)
+    assert not missing, missing
+
+
+def test_the_calibration_table_lists_every_point_and_its_error() -> None:
+    lines = []
+    for point in POINTS:
+        for old in (False, True):
+            for r in check_point(point, superseded=old):
+                lines.append(f"{r.name:<42} {r.measure:<22} measured {r.measured:>9,.1f} "
+                             f"estimated {r.estimated:>9,.1f} {r.error:+6.1%}"
+                             + ("  (superseded or open: not checked)" if old else ""))
+    print("\n".join(lines))
+    assert len(lines) >= sum(len(_live(p)) for p in POINTS)
+    assert any("h200-120b-packed-2048" in line for line in lines)

@@ -79,6 +79,11 @@ def test_results_carry_what_a_calibration_point_needs(bench, tmp_path):
     packed = bench.engine_overrides(bench.VARIANTS["packed-24gb"], 8192, None)
     assert packed["preset"] == "gpt-oss-20b-lora-mxfp4" and "training.compile=off" in packed["set"]
     assert bench.engine_overrides(bench.VARIANTS["packed-24gb+expert-lora"], 8192, None) is None
+    big = bench.engine_overrides(bench.VARIANTS["packed-lean-eager"], 8192, None, "120b")
+    assert big["preset"] == "gpt-oss-120b-lora-mxfp4" and "model.experts=bf16" not in big["set"]
+    big_bf16 = bench.engine_overrides(bench.VARIANTS["osstune-lean"], 2048, None, "120b")
+    assert big_bf16["preset"] == "gpt-oss-120b-lora-mxfp4" and "model.experts=bf16" in \
+        big_bf16["set"]
     result = {"variant": "osstune-lean", "seq": 8192, "status": "ok", "device": "NVIDIA H200",
               "card_gib": 139.8, "memory_cap_gib": 79.1, "tokens_per_s": 11701.9,
               "peak_reserved_gib": 42.68, "engine": lean}

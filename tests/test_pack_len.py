@@ -200,7 +200,8 @@ def test_engine_packs_at_the_resolved_length_for_the_free_memory(tmp_path, monke
                                                    "micro_batch_size": 1,
                                                    "gradient_accumulation_steps": 1},
                                distributed={"gpus": 1}, dataset={"path": str(data)}), "tiny")
-    monkeypatch.setattr(batches, "card_free_gib", lambda rt: (70.0, "NVIDIA H100 80GB HBM3"))
+    monkeypatch.setattr(batches, "card_memory_gib",
+                        lambda rt: (79.2, 70.0, "NVIDIA H100 80GB HBM3"))
     rows, _val, stats, _tok = batches.training_rows(cfg, RT)
     chosen = PackLen.from_dict(stats["pack_len"])
     assert chosen.length > 512 and chosen.reason == "dataset"  # a tiny model: the data bounds it
@@ -255,3 +256,58 @@ def test_a_packed_length_that_does_not_fit_suggests_rows_of_sequence_len() -> No
     cfg = load_config(LORA, ["pack_len=131072"])
     found = suggestions(cfg, load_profile(H100))
     assert found and found[0].changes == ["training.pack_len=null"]
+
+
+# ------------------------------------------------------- plan and engine: one rule, one choice
+
+H200 = REPO / "tests" / "profiles" / "1xh200-141gb-disk51.json"
+
+
+def _chat_rows(path: Path, rows: int) -> Path:
+    """bench/chat_rows.py's synthetic chats (the H200 CLI runs' dataset), `rows` of them."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("chat_rows", REPO / "bench" / "chat_rows.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.write_rows(path, rows)
+    return path
+
+
+def test_plan_with_a_dataset_and_the_engine_choose_the_same_pack_len(tmp_path, monkeypatch
+                                                                     ) -> None:
+    data = _chat_rows(tmp_path / "chat.jsonl", 60)
+    sets = ["model.tokenizer=builtin:gpt-oss-offline", "training.gradient_accumulation_steps=2"]
+    out = _cli("plan", LORA, *[a for s in sets for a in ("--set", s)], "--dataset", str(data),
+               "--hardware", str(H200), "--json")
+    assert out.exit_code == 0, out.stderr
+    planned = json.loads(out.stdout)
+    # the plan read the dataset: its statistics, not "rows full of real tokens"
+    assert not any("no dataset statistics" in a for a in planned["assumptions"])
+    blind = json.loads(_cli("plan", LORA, *[a for s in sets for a in ("--set", s)],
+                            "--hardware", str(H200), "--json").stdout)
+    assert any("no dataset statistics" in a for a in blind["assumptions"])
+    assert planned["train_tokens"] != blind["train_tokens"]
+    # the engine on an idle H200 (free: the total less its context) chooses the same length
+    cfg = load_config(LORA, [*sets, f"dataset.path={data}"])
+    monkeypatch.setattr(batches, "card_memory_gib", lambda rt: (139.8, 139.3, "NVIDIA H200"))
+    _rows, _val, stats, _tok = batches.training_rows(cfg, RT)
+    assert stats["pack_len"]["length"] == planned["pack_len"]
+    assert stats["pack_len"]["why"] == planned["pack_len_reason"]
+
+
+@pytest.mark.parametrize("free", [None, 139.3, 100.0, 60.0, 30.0])
+def test_plan_and_engine_size_rows_by_one_rule(free: float | None, monkeypatch) -> None:
+    """The plan sizes for the profile's card (its free memory when the profile has it), the
+    engine for the card it starts on: the same total and free memory give the same length."""
+    cfg = load_config(LORA, ["training.gradient_accumulation_steps=2"])
+    profile = load_profile(H200)
+    profile.gpus[0].memory_free_gib = free
+    stats = dataclasses.make_dataclass("S", ["tokens_total", "examples"])(502_640, 600)
+    planned = pack_len_on(cfg, profile, DatasetFacts(502_640, 600))
+    monkeypatch.setattr(batches, "card_memory_gib",
+                        lambda rt: (139.8, 139.8 - 0.5 if free is None else free, "NVIDIA H200"))
+    assert batches.resolve_pack_len(cfg, RT, stats, None) == planned
+    if free is not None and free < 60:  # a busy card: shorter rows than an idle one
+        idle = pack_len_on(cfg, load_profile(H200), DatasetFacts(502_640, 600))
+        assert planned.length < idle.length

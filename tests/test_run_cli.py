@@ -164,6 +164,30 @@ def test_demo_disk_figures_match_the_readme(demo_run):
     assert size(out) < requirements.disk_gib * 1024**3
 
 
+def test_disk_estimate_is_what_the_demo_writes(demo_run):
+    """Issue 17: the estimate's checkpoint and export terms are the sizes a full run writes (the
+    checkpoint: weights + both AdamW states), and the whole run stays within the estimate."""
+    from osstune.engine.plan.estimate import estimate
+
+    proc, out = demo_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    def size(path):
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+    est = estimate(load_config("tiny-cpu-demo", OVERRIDES))
+    (name, total), = [(n, v) for n, v in est.disk_terms.items() if n.startswith("checkpoints")]
+    count = int(name.split("(")[1].split(" x ")[0])
+    assert name == f"checkpoints ({count} x weights + AdamW)"
+    checkpoints = sorted((out / "checkpoints").iterdir())
+    assert 1 <= len(checkpoints) <= count  # keep_last + 1 at the peak of a save
+    for ckpt in checkpoints:
+        assert size(ckpt) == pytest.approx(total / count * 1024**3, rel=0.02)
+    assert size(out / "export") == pytest.approx(est.disk_terms["export (safetensors)"]
+                                                 * 1024**3, rel=0.05)
+    assert size(out) <= est.disk_gib * 1024**3
+
+
 def _cli(args: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "osstune.tui.cli", *args], cwd=REPO,
                           env=engine_env(), capture_output=True, text=True, timeout=300)

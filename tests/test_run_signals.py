@@ -18,6 +18,7 @@ from term_fixtures import Screen, read_until, spawn_on_pty
 from tui_fixtures import cpu_profile, run_async, wait_until
 
 from osstune.engine.plan.config import load_config
+from osstune.engine.session.events import read_events
 from osstune.engine.session.launch import ENGINE_LOG
 from osstune.engine.session.lock import owner_of
 from osstune.engine.session.run_session import EngineLauncher
@@ -170,3 +171,84 @@ def test_ctrl_c_under_the_live_panel_leaves_one_clean_panel(tmp_path: Path) -> N
     assert any("status    stopped" in line for line in lines)
     assert not any("Ctrl-C" in line or "^C" in line for line in lines), "\n".join(lines)
     assert "run stopped at step" in "\n".join(lines)  # the report, after the panel
+
+
+@run_async
+async def test_the_wizard_follows_a_detached_run_and_leaves_it_running(
+        tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """A run started with --detach: the wizard's Training screen for its folder attaches to it
+    (no second engine); quitting the wizard leaves the run going, as `attach` without Ctrl-C."""
+    out = tmp_path / "bg"
+    sets = [a for o in LONG for a in ("--set", o)]
+    started = subprocess.run(
+        [sys.executable, "-m", "osstune.tui.cli", "run", "tiny-cpu-demo", *sets, "--output",
+         str(out), "--detach"], cwd=REPO, env=engine_env(), capture_output=True, text=True,
+        timeout=120)
+    assert started.returncode == 0, started.stderr
+    holder = owner_of(out)
+    assert holder is not None
+    try:
+        monkeypatch.chdir(tmp_path)
+        cfg = load_config("tiny-cpu-demo", [*LONG, f"output.dir={out}"])
+        profile = cpu_profile()
+        app = OsstuneApp(lambda: profile, EngineLauncher(), tmp_path / "wizard.json")
+        async with app.run_test(size=(100, 30)) as pilot:
+            await wait_until(pilot, lambda: app.plan.recommendation is not None)
+            await app.push_screen(TrainingScreen(cfg))
+            screen = app.screen
+            await wait_until(pilot, lambda: screen.attached and screen.snapshot.step >= 1,
+                             timeout=180, what="a step of the live run")
+            await pilot.press("ctrl+q")
+        time.sleep(1.0)
+        assert owner_of(out) == holder  # the same engine, still running: nobody stopped it
+        assert "SIGINT" not in (out / ENGINE_LOG).read_text()
+        assert [e["type"] for e in read_events(out)].count("run_start") == 1
+    finally:
+        if owner_of(out) is not None:
+            os.kill(holder.pid, signal.SIGINT)
+        deadline = time.monotonic() + 240
+        while owner_of(out) is not None and time.monotonic() < deadline:
+            time.sleep(0.2)
+    _assert_stopped_with_a_checkpoint(out)
+
+
+def test_a_closed_attach_terminal_leaves_the_detached_run_running(tmp_path: Path) -> None:
+    """`attach` then SIGTERM, or its terminal closed (SIGHUP): attach leaves (exit 0, saying
+    so); the detached run goes on - it must not depend on the SSH session that watched it."""
+    out = tmp_path / "bg"
+    sets = [a for o in LONG for a in ("--set", o)]
+    started = subprocess.run(
+        [sys.executable, "-m", "osstune.tui.cli", "run", "tiny-cpu-demo", *sets, "--output",
+         str(out), "--detach"], cwd=REPO, env=engine_env(), capture_output=True, text=True,
+        timeout=120)
+    assert started.returncode == 0, started.stderr
+    holder = owner_of(out)
+    assert holder is not None
+    try:
+        wait_for_event(out, "step")
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            watcher = subprocess.Popen(
+                [sys.executable, "-m", "osstune.tui.cli", "attach", str(out)], cwd=REPO,
+                env=engine_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            seen = [watcher.stdout.readline() for _ in range(2)]  # its header, then a step
+            assert seen[0].startswith(f"osstune attach {out}: following") and \
+                seen[1].startswith("step "), seen
+            if signum == signal.SIGHUP:  # the terminal is gone
+                watcher.stdout.close()
+                watcher.send_signal(signum)
+                assert watcher.wait(timeout=60) == 0
+                watcher.stderr.close()
+            else:
+                watcher.send_signal(signum)
+                _, stderr = watcher.communicate(timeout=60)
+                assert watcher.returncode == 0, stderr
+                assert f"the run goes on (osstune attach {out})" in stderr
+            assert owner_of(out) == holder, signum.name  # the same engine, still running
+        assert "SIGINT" not in (out / ENGINE_LOG).read_text()
+    finally:
+        if owner_of(out) is not None:
+            os.kill(holder.pid, signal.SIGINT)
+        deadline = time.monotonic() + 240
+        while owner_of(out) is not None and time.monotonic() < deadline:
+            time.sleep(0.2)
+    _assert_stopped_with_a_checkpoint(out)

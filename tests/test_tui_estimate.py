@@ -19,7 +19,7 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
-async def edited(pilot, fields: dict[str, str]) -> str:  # noqa: ANN001
+async def estimate_after(pilot, fields: dict[str, str]) -> str:  # noqa: ANN001
     """The Review screen's estimate after typing `fields` ('training-pack_len' -> '8192')."""
     for name, value in fields.items():
         pilot.app.screen.query_one(f"#f-{name}").value = value
@@ -34,7 +34,7 @@ async def test_preset_screen_shows_each_estimate_against_the_card(tmp_path: Path
         await to_presets(pilot)
         table = app.screen.query_one("#presets")
         row = [str(cell) for cell in table.get_row("gpt-oss-20b-lora-1gpu")]
-        assert "70/80 GiB" in row[4] and "█" in row[4]  # pack_len auto: 7,168-token rows
+        assert "75/80 GiB" in row[4] and "█" in row[4]  # pack_len auto: 12,288-token rows
         assert str(table.get_row("tiny-cpu-demo")[4]) == "CPU"
         verdict = next(v for v in app.plan.recommendation.verdicts
                        if v.name == "gpt-oss-20b-lora-1gpu")
@@ -60,10 +60,25 @@ async def test_review_rejudges_every_edit_with_terms_one_key_away(tmp_path: Path
         assert " min for " in shown or " h " in shown
         # pack_len: auto on the sample's 36 short chats: the data, not the card, bounds the rows
         assert "rows 2,048 tokens (auto: the longest row the dataset fills" in shown
-        shown = await edited(pilot, {"training-pack_len": "8192"})
-        assert "rows 8,192 tokens (training.pack_len)" in shown
-        shown = await edited(pilot, {"training-pack_len": "auto",
-                                     "training-sequence_len": "262144"})
+        assert "rows 8,192 tokens (training.pack_len)" in await estimate_after(
+            pilot, {"training-pack_len": "8192"})
+        # micro-batch and LoRA rank re-judge too: the terms (ctrl+e) follow each edit
+        await pilot.press("ctrl+e")
+        await pilot.pause()
+        before = screen.current_estimate
+        await estimate_after(pilot, {"training-micro_batch_size": "4"})
+        batch = screen.current_estimate
+        assert batch.min_peak_mem_gib_per_gpu > before.min_peak_mem_gib_per_gpu
+        assert "backward gradient buffers" in text_of(screen, "#review-yaml")
+        await estimate_after(pilot, {"training-micro_batch_size": "1", "lora-r": "512"})
+        rank = screen.current_estimate.gpu_terms["adapters + gradients + AdamW"]
+        assert rank > 30 * before.gpu_terms["adapters + gradients + AdamW"]
+        assert f"{rank:.2f}" in text_of(screen, "#review-yaml")
+        screen.query_one("#f-lora-r").value = "8"
+        await pilot.press("ctrl+e")
+        await pilot.pause()
+        shown = await estimate_after(pilot, {"training-pack_len": "auto",
+                                             "training-sequence_len": "262144"})
         assert "estimate: does-not-fit" in shown
         await pilot.press("ctrl+e")
         await pilot.pause()
@@ -71,12 +86,18 @@ async def test_review_rejudges_every_edit_with_terms_one_key_away(tmp_path: Path
         assert "weights" in terms and "checkpointed layer inputs" in terms
         # Re-judging is cheap enough to run on every keystroke: CPU time, not wall time (a loaded
         # CI machine stretches wall time, not the work done)
-        started = time.process_time()
-        screen._estimate(load_config("gpt-oss-20b-lora-1gpu", ["sequence_len=8192"]))
-        assert time.process_time() - started < 0.15
+        # (the target: < 50 ms per edit; the median of 5, pack_len auto resolved each time)
+        edited = load_config("gpt-oss-20b-lora-1gpu", ["sequence_len=8192"])
+        spent = []
+        for _ in range(5):
+            started = time.process_time()
+            screen._estimate(edited)
+            spent.append(time.process_time() - started)
+        assert sorted(spent)[2] < 0.05, spent
         # A LoRA run on 4 GPUs breaks a schema rule (LoRA runs one process): no estimate until fixed
-        shown = await edited(pilot, {"distributed-gpus": "4"})
+        shown = await estimate_after(pilot, {"distributed-gpus": "4"})
         assert "after the errors are fixed" in shown
-        shown = await edited(pilot, {"training-sequence_len": "2048", "distributed-gpus": "1"})
+        shown = await estimate_after(pilot, {"training-sequence_len": "2048",
+                                             "distributed-gpus": "1"})
         assert "estimate: fits" in shown
 

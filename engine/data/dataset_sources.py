@@ -137,6 +137,8 @@ def _local_files(path: Path) -> list[Path]:
         if len(kinds) > 1:
             raise DatasetError(f"{path}: folder mixes Parquet and JSON files; point at one kind")
         return files
+    if not path.is_file():  # /dev/zero, a FIFO: reading one would never end
+        raise DatasetError(f"{path}: not a regular file (a device, pipe or socket is no dataset)")
     return [path]
 
 

@@ -7,6 +7,7 @@ No torch import here: the CLI and the wizard validate configs before any engine 
 from __future__ import annotations
 
 import copy
+import math
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -65,15 +66,16 @@ def _format_errors(err: ValidationError, source: str) -> str:
             # A whole section as "input" (model-level checks) would flood the one-line error.
             if e.get("input") is not None and e["type"] != "missing" and e["loc"] and not \
                     isinstance(e["input"], (dict, list)):
-                msg += f" (got {e['input']!r})"
+                msg += f" (got {shown(e['input'])})"
         lines.append(f"{source}: {key}: {msg}" if key else f"{source}: {msg}")
     return "\n".join(lines)
 
 
-def shown(item: str, limit: int = 80) -> str:
-    """An override as quoted in messages: repr, cut to `limit` characters (it may be huge)."""
+def shown(item: object, limit: int = 80) -> str:
+    """An override (or a value) as quoted in messages: repr, cut to `limit` characters (it may
+    be huge)."""
     text = repr(item)
-    return text if len(text) <= limit else text[: limit - 4] + "...'"
+    return text if len(text) <= limit else text[: limit - 4] + "..." + text[-1]
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -91,7 +93,35 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     except RecursionError:
         raise ConfigError(f"--set {item_text}: the value for {key.strip()} is nested too "
                           "deeply") from None
+    except ValueError as e:  # an integer of more than 4300 digits
+        raise ConfigError(f"--set {item_text}: the value for {key.strip()} is "
+                          f"{_too_long(e)}") from None
     return key.strip().split("."), value
+
+
+# The largest whole number a config may hold (int64): larger ones overflow every estimate.
+MOST_INT = (1 << 63) - 1
+
+
+def _too_long(e: ValueError) -> str:
+    return f"not a usable number ({str(e).split(':')[0]})"
+
+
+def _unusable_number(data: Any) -> tuple[str, str] | None:
+    """(dotted key, problem) of the first number in `data` no run can use: a whole number
+    beyond MOST_INT, NaN or infinity (YAML reads `.nan` and `.inf`)."""
+    todo: list[tuple[str, Any]] = [("", data)]
+    while todo:
+        key, node = todo.pop()
+        if isinstance(node, dict):
+            todo.extend((f"{key}.{k}" if key else str(k), v) for k, v in node.items())
+        elif isinstance(node, list):
+            todo.extend((f"{key}[{i}]", v) for i, v in enumerate(node))
+        elif isinstance(node, int) and not isinstance(node, bool) and abs(node) > MOST_INT:
+            return key or "(top level)", f"a whole number too large (at most {MOST_INT})"
+        elif isinstance(node, float) and not math.isfinite(node):
+            return key or "(top level)", f"must be a finite number, got {node}"
+    return None
 
 
 # Short keys that users reach for: `--set max_steps=30` means training.max_steps.
@@ -134,6 +164,8 @@ def validate(data: Any, source: str) -> RunConfig:
     if not isinstance(data, dict):
         got = type(data).__name__
         raise ConfigError(f"{source}: expected a mapping at the top level, got {got}")
+    if (unusable := _unusable_number(data)) is not None:
+        raise ConfigError(f"{source}: {unusable[0]}: {unusable[1]}")
     try:
         return RunConfig.model_validate(data)
     except ValidationError as e:
@@ -141,6 +173,8 @@ def validate(data: Any, source: str) -> RunConfig:
 
 
 def read_yaml(path: Path) -> Any:
+    if path.exists() and not path.is_file():  # a device or FIFO would be read forever
+        raise ConfigError(f"{path}: not a regular file (expected a YAML run config)")
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
@@ -153,6 +187,8 @@ def read_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}: not valid YAML{_yaml_where(e)}") from None
     except RecursionError:
         raise ConfigError(f"{path}: not a run config (nested too deeply)") from None
+    except ValueError as e:
+        raise ConfigError(f"{path}: not a run config: {_too_long(e)}") from None
 
 
 def _yaml_where(e: yaml.YAMLError, with_mark: bool = True) -> str:

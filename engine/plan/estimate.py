@@ -32,6 +32,10 @@ from osstune.engine.plan.shapes import ModelShapes, ShapeError, model_shapes
 from osstune.engine.plan.speed import SpeedInputs, positions_per_s, speed_terms
 from osstune.engine.plan.storage import disk_terms
 
+# `pack_len: auto` sizes rows for the card's total less this (the CUDA context and the driver's
+# share, which an idle card's free memory already lacks: ~0.5 GiB on an H200), or for its free
+# memory when other processes hold more: one rule for the plan and the engine (sizing_card_gib).
+CARD_RESERVE_GIB = 1.0
 AUTO_HEADROOM_GIB = 4.0  # engine/trainer/ops/checkpointing.py fit_unchecked_to_card
 CUDA_CONTEXT_GIB = 0.7   # CUDA context and NCCL outside the caching allocator
 
@@ -79,9 +83,13 @@ def _round_terms(terms: dict[str, float]) -> dict[str, float]:
 
 def _compiled(cfg: RunConfig, on_gpu: bool) -> bool:
     t, d = cfg.training, cfg.distributed
-    if t.compile == "auto":
-        return on_gpu and not d.fsdp and d.world_size == 1
+    if t.compile == "auto":  # engine/trainer/levers.py: packed experts run uncompiled
+        return on_gpu and not d.fsdp and d.world_size == 1 and not _packed(cfg)
     return t.compile != "off" and on_gpu
+
+
+def _packed(cfg: RunConfig) -> bool:
+    return getattr(cfg.model, "experts", "bf16") == "mxfp4"
 
 
 def _attention(cfg: RunConfig) -> str:
@@ -95,7 +103,7 @@ def memory_inputs(cfg: RunConfig, shapes: ModelShapes, on_gpu: bool, row_len: in
     lora = cfg.method == "lora"
     return MemoryInputs(
         shapes=shapes, dtype_bytes=2 if cfg.model.dtype == "bfloat16" else 4,
-        packed_experts=getattr(cfg.model, "experts", "bf16") == "mxfp4",
+        packed_experts=_packed(cfg),
         lora_params=shapes.lora_params(cfg.lora.r, cfg.lora.target_modules,
                                        cfg.lora.target_parameters) if lora else 0,
         fsdp=d.fsdp, offload=d.cpu_offload, world_size=d.world_size,
@@ -107,6 +115,7 @@ def memory_inputs(cfg: RunConfig, shapes: ModelShapes, on_gpu: bool, row_len: in
         pass_tokens=offload_pass_tokens(t.micro_batch_size * t.sequence_len,
                                         t.gradient_accumulation_steps)
         if d.cpu_offload else None,
+        lora_targets=tuple(cfg.lora.target_modules) if lora else None,
     )
 
 
@@ -153,7 +162,8 @@ def _speed(cfg: RunConfig, m: MemoryInputs, unchecked: int, gpu_name: str | None
 def pack_len_for(cfg: RunConfig, card_gib: float | None, gpu_name: str | None = None,
                  facts: DatasetFacts | None = None) -> PackLen:
     """The packed row length of `cfg` (`pack_len: auto` sized by engine/plan/packlen.py for a
-    card of `card_gib`: its size when planning, its free memory when the engine starts)."""
+    card of `card_gib`: `sizing_card_gib` of its total and free memory, for the plan and the
+    engine alike)."""
     t, d = cfg.training, cfg.distributed
     if not cfg.dataset.packing:
         return PackLen(t.sequence_len, "packing off", "packing off: one example per row")
@@ -178,24 +188,43 @@ def pack_len_for(cfg: RunConfig, card_gib: float | None, gpu_name: str | None = 
     def floor(n: int) -> float:  # bisection and speed ask for the same lengths
         return sum(gpu_terms(inputs(n), all_checked).values())
 
-    def speed(n: int) -> float:
+    def speed(n: int) -> float:  # `unchecked_layers: auto` at its floor (no card: 0 layers), so
+        # the speeds, and the length chosen, do not hinge on whole layers fitting the spare memory:
+        # the length only grows with the card (tests/test_pack_len_monotone.py)
         m = inputs(n)
-        unchecked = _unchecked(cfg, m, floor(n), card_gib, [])
+        unchecked = _unchecked(cfg, m, floor(n), None, [])
         return positions_per_s(_speed(cfg, m, unchecked, gpu_name, facts))
 
     budget = card_gib * MEMORY_FRACTION - CUDA_CONTEXT_GIB
     rows_per_step = t.micro_batch_size * t.gradient_accumulation_steps * d.world_size
+    auto = t.gradient_checkpointing and t.unchecked_layers == "auto"
     return choose(t.sequence_len, lambda n: floor(n) <= budget, speed,
-                  dataset_cap(facts.tokens_total if facts else None, rows_per_step))
+                  dataset_cap(facts.tokens_total if facts else None, rows_per_step),
+                  " with every layer checkpointed" if auto else "")
+
+
+def sizing_card_gib(total_gib: float | None, free_gib: float | None = None) -> float | None:
+    """The memory `pack_len: auto` sizes rows for, the same rule for `osstune plan` (the
+    profile's cards) and the engine (the card it starts on: engine/trainer/batches.py): the
+    card's total less CARD_RESERVE_GIB, or its free memory when that is less."""
+    if total_gib is None:
+        return None
+    usable = total_gib - CARD_RESERVE_GIB
+    return usable if free_gib is None else min(usable, free_gib)
 
 
 def pack_len_on(cfg: RunConfig, hardware: HardwareProfile | None,
                 facts: DatasetFacts | None = None, memory_cap_gib: float | None = None
                 ) -> PackLen:
-    """`pack_len_for` on the smallest of the cards the run uses (planning: the profile's)."""
+    """`pack_len_for` on the smallest of the cards the run uses (planning: the profile's, with
+    their free memory when the profile has it)."""
     card = _card_gib(hardware, cfg.distributed.gpus, memory_cap_gib)
+    free = None
+    if hardware and card is not None:
+        known = [g.memory_free_gib for g in hardware.gpus if g.memory_free_gib is not None]
+        free = min(known) if known and len(known) == len(hardware.gpus) else None
     gpu = hardware.gpus[0].name if hardware and hardware.gpus else None
-    return pack_len_for(cfg, card, gpu, facts)
+    return pack_len_for(cfg, sizing_card_gib(card, free), gpu, facts)
 
 
 def _gpu_name(hardware: HardwareProfile | None, notes: list[str]) -> str | None:

@@ -69,6 +69,9 @@ class HardwareProfile:
     gpu_links: list[GpuLink] = field(default_factory=list)
     # Models whose weights are complete in the HF cache (None: not known, e.g. an older file).
     hf_cached_models: list[str] | None = None
+    # Whether the HF cache shares the output folder's filesystem (None: not known). When not,
+    # a download is judged against hf_cache_free_gib, the run's writes against disk_free_gib.
+    hf_cache_on_output_disk: bool | None = None
 
 
 # --- local probe -----------------------------------------------------------------------------
@@ -89,13 +92,29 @@ def free_gib(path: str | os.PathLike[str]) -> float | None:
         return None
 
 
+def same_disk(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether two paths (or their nearest existing parents) are on one filesystem; True when
+    that cannot be told (their needs are then added up, the cautious answer)."""
+    try:
+        return os.stat(nearest_existing(a)).st_dev == os.stat(nearest_existing(b)).st_dev
+    except OSError:
+        return True
+
+
 def hf_cache_dir() -> Path:
-    """Where huggingface_hub downloads models (HF_HUB_CACHE, else HF_HOME/hub, else the default)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    xdg = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
+    """Where huggingface_hub downloads models, as it decides: HF_HUB_CACHE, else the older
+    HUGGINGFACE_HUB_CACHE, else HF_HOME/hub, else $XDG_CACHE_HOME (~/.cache)/huggingface/hub."""
+    def env(name: str) -> str | None:
+        value = os.environ.get(name)
+        return os.path.expandvars(value) if value else None
+
+    hub = env("HF_HUB_CACHE") or env("HUGGINGFACE_HUB_CACHE")
+    if hub:
+        return Path(hub).expanduser()
+    home = env("HF_HOME")
+    if home:
+        return Path(home).expanduser() / "hub"
+    xdg = env("XDG_CACHE_HOME") or "~/.cache"
     return Path(xdg).expanduser() / "huggingface" / "hub"
 
 
@@ -141,6 +160,7 @@ def probe(output_dir: str = "./outputs", nvml: Any = None) -> HardwareProfile:
         output_dir=str(output_dir),
         gpu_links=links,
         hf_cached_models=cached_models(),
+        hf_cache_on_output_disk=same_disk(output_dir, hf_cache_dir()),
     )
 
 
@@ -162,20 +182,34 @@ def profile_to_dict(p: HardwareProfile) -> dict[str, Any]:
     return asdict(p)
 
 
-def _number(data: dict[str, Any], key: str, where: str, *, required: bool, positive: bool = False
-            ) -> float | None:
+# No machine has more (1 EiB of memory or disk): a larger figure is a typo, not a machine.
+MOST_GIB = float(1 << 30)
+MOST_CPUS = 1 << 20
+
+
+def _shown(value: object) -> str:
+    """`value` for an error line: its repr, cut short (a profile may hold anything, any size)."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}... ({len(text):,} characters)"
+
+
+def _number(data: dict[str, Any], key: str, where: str, *, required: bool, positive: bool = False,
+            most: float = MOST_GIB) -> float | None:
     if key not in data or data[key] is None:
         if required:
             raise HardwareProfileError(f"{where}{key}: missing (a number is required)")
         return None
     value = data[key]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise HardwareProfileError(f"{where}{key}: expected a number, got {value!r}")
-    if not math.isfinite(value):  # JSON readers accept NaN and Infinity
-        raise HardwareProfileError(f"{where}{key}: must be a finite number, got {value!r}")
+        raise HardwareProfileError(f"{where}{key}: expected a number, got {_shown(value)}")
+    if isinstance(value, float) and not math.isfinite(value):  # JSON accepts NaN and Infinity
+        raise HardwareProfileError(f"{where}{key}: must be a finite number, got {_shown(value)}")
     if value < 0 or (positive and value == 0):
         bound = "greater than 0" if positive else "0 or more"
-        raise HardwareProfileError(f"{where}{key}: must be {bound}, got {value!r}")
+        raise HardwareProfileError(f"{where}{key}: must be {bound}, got {_shown(value)}")
+    if value > most:
+        raise HardwareProfileError(f"{where}{key}: must be at most {most:.0f}, got "
+                                   f"{_shown(value)}")
     return float(value)
 
 
@@ -185,14 +219,14 @@ def _optional(data: dict[str, Any], key: str, where: str, kind: type) -> Any:
         return None
     is_bool = isinstance(value, bool)
     if not isinstance(value, kind) or (is_bool and kind is not bool):
-        raise HardwareProfileError(f"{where}{key}: expected {kind.__name__}, got {value!r}")
+        raise HardwareProfileError(f"{where}{key}: expected {kind.__name__}, got {_shown(value)}")
     return value
 
 
 def _gpu_from_dict(item: Any, i: int, where: str) -> GpuInfo:
     at = f"{where}gpus[{i}]"
     if not isinstance(item, dict):
-        raise HardwareProfileError(f"{at}: expected an object, got {item!r}")
+        raise HardwareProfileError(f"{at}: expected an object, got {_shown(item)}")
     at += "."
     index = _optional(item, "index", at, int)
     name = _optional(item, "name", at, str)
@@ -202,7 +236,7 @@ def _gpu_from_dict(item: Any, i: int, where: str) -> GpuInfo:
         memory_total_gib=_number(item, "memory_total_gib", at, required=True, positive=True) or 0.0,
         memory_free_gib=_number(item, "memory_free_gib", at, required=False),
         memory_used_gib=_number(item, "memory_used_gib", at, required=False),
-        utilization_pct=_number(item, "utilization_pct", at, required=False),
+        utilization_pct=_number(item, "utilization_pct", at, required=False, most=100),
         compute_capability=_optional(item, "compute_capability", at, str),
         nvlink=_optional(item, "nvlink", at, bool),
     )
@@ -211,12 +245,12 @@ def _gpu_from_dict(item: Any, i: int, where: str) -> GpuInfo:
 def _links_from_dict(data: dict[str, Any], where: str) -> list[GpuLink]:
     links = data.get("gpu_links") or []
     if not isinstance(links, list):
-        raise HardwareProfileError(f"{where}gpu_links: expected a list, got {links!r}")
+        raise HardwareProfileError(f"{where}gpu_links: expected a list, got {_shown(links)}")
     out = []
     for i, item in enumerate(links):
         at = f"{where}gpu_links[{i}]"
         if not isinstance(item, dict):
-            raise HardwareProfileError(f"{at}: expected an object, got {item!r}")
+            raise HardwareProfileError(f"{at}: expected an object, got {_shown(item)}")
         at += "."
         ends = [_optional(item, key, at, int) for key in ("gpu_a", "gpu_b")]
         if None in ends:
@@ -234,11 +268,14 @@ def profile_from_dict(data: Any, source: str) -> HardwareProfile:
     if gpus is None:
         raise HardwareProfileError(f"{where}gpus: missing (a list, [] for a machine without GPUs)")
     if not isinstance(gpus, list):
-        raise HardwareProfileError(f"{where}gpus: expected a list, got {gpus!r}")
+        raise HardwareProfileError(f"{where}gpus: expected a list, got {_shown(gpus)}")
     cpu_count = data.get("cpu_count")
     if isinstance(cpu_count, bool) or not isinstance(cpu_count, int) or cpu_count < 1:
         problem = ("missing" if cpu_count is None else
-                   f"expected a whole number >= 1, got {cpu_count!r}")
+                   f"expected a whole number >= 1, got {_shown(cpu_count)}")
+        raise HardwareProfileError(f"{where}cpu_count: {problem}")
+    if cpu_count > MOST_CPUS:
+        problem = f"must be at most {MOST_CPUS}, got {_shown(cpu_count)}"
         raise HardwareProfileError(f"{where}cpu_count: {problem}")
     output_dir = _optional(data, "output_dir", where, str)
     gpu_list = [_gpu_from_dict(item, i, where) for i, item in enumerate(gpus)]
@@ -257,6 +294,7 @@ def profile_from_dict(data: Any, source: str) -> HardwareProfile:
         output_dir=output_dir or "./outputs",
         gpu_links=_links_from_dict(data, where),
         hf_cached_models=_names(data, "hf_cached_models", where),
+        hf_cache_on_output_disk=_optional(data, "hf_cache_on_output_disk", where, bool),
     )
 
 
@@ -264,12 +302,16 @@ def _names(data: dict[str, Any], key: str, where: str) -> list[str] | None:
     value = data.get(key)
     if value is not None and not (isinstance(value, list)
                                   and all(isinstance(v, str) for v in value)):
-        raise HardwareProfileError(f"{where}{key}: expected a list of model ids, got {value!r}")
+        raise HardwareProfileError(f"{where}{key}: expected a list of model ids, got "
+                                   f"{_shown(value)}")
     return value
 
 
 def load_profile(path: str | os.PathLike[str]) -> HardwareProfile:
     """Read a hardware profile JSON file; HardwareProfileError names the file and the field."""
+    if Path(path).exists() and not (Path(path).is_file() or Path(path).is_dir()):
+        # a device or a FIFO: reading it would never end (a folder fails to open below)
+        raise HardwareProfileError(f"{path}: cannot read: not a regular file (expected JSON)")
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
@@ -283,4 +325,7 @@ def load_profile(path: str | os.PathLike[str]) -> HardwareProfile:
             f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
     except RecursionError:
         raise HardwareProfileError(f"{path}: not a hardware profile (nested too deeply)") from None
+    except ValueError as e:  # a number of more than 4300 digits
+        raise HardwareProfileError(f"{path}: not a hardware profile ({str(e).split(':')[0]})"
+                                   ) from None
     return profile_from_dict(data, str(path))

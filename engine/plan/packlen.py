@@ -10,12 +10,17 @@ tokens, while attention stays within each example (README, performance section: 
 of short chat ~8,000-10,300 real tok/s, 8192-token rows ~16,800, one H200;
 bench/calibration/h200-osstune-run-lora2048.json, h200-osstune-run-lora8192-long.json). The gain
 flattens, and on one card a longer row leaves less room for unchecked layers (more recompute), so
-the rule takes the *shortest* length within `KNEE` of the fastest one that fits, not the longest:
+the rule takes the *shortest* length within `KNEE` of the fastest one that fits, not the longest.
+With `unchecked_layers: auto` the speeds are those of every layer checkpointed (the floor): the
+spare memory goes to unchecked layers afterwards, and whole layers fitting or not at each length
+do not make the choice jump back and forth between nearby card sizes (a larger card never gets
+shorter rows):
 
 1. candidates: `sequence_len`, then lengths ~19 % apart (4 per doubling) rounded up to
    `GRANULE`, up to `MAX_PACK_LEN`;
 2. memory: the all-checkpointed peak at that length plus the CUDA context must stay within
-   `MEMORY_FRACTION` of the card (its free memory when the engine starts);
+   `MEMORY_FRACTION` of the card as `sizing_card_gib` sees it (its total less a reserve, or its
+   free memory when less: one rule for the plan and the engine);
 3. dataset: at most the length that still gives `MIN_STEPS_PER_EPOCH` optimizer steps of full
    rows per epoch;
 4. speed: among the lengths left, the shortest whose estimated tokens/s is within `KNEE` of the
@@ -89,11 +94,12 @@ def _largest_fitting(sequence_len: int, fits: Callable[[int], bool], limit: int)
 
 
 def choose(sequence_len: int, fits: Callable[[int], bool], speed: Callable[[int], float],
-           dataset_cap: int | None) -> PackLen:
+           dataset_cap: int | None, basis: str = "") -> PackLen:
     """The packed row length for `pack_len: auto` (the rule in the module docstring).
 
     `fits(L)`: the run's memory floor at rows of L fits the card with headroom; `speed(L)`: its
-    estimated tokens/s; `dataset_cap`: the longest row the dataset fills (None: not known).
+    estimated tokens/s; `dataset_cap`: the longest row the dataset fills (None: not known);
+    `basis`: what the speeds assume, said after them (e.g. " with every layer checkpointed").
     """
     limit = MAX_PACK_LEN if dataset_cap is None else max(sequence_len,
                                                          min(MAX_PACK_LEN, dataset_cap))
@@ -106,7 +112,7 @@ def choose(sequence_len: int, fits: Callable[[int], bool], speed: Callable[[int]
     best = max(speeds.values())
     fastest = min(n for n, v in speeds.items() if v == best)
     pick = min(n for n in grid if speeds[n] >= KNEE * best)
-    est = f"~{speeds[pick]:,.0f} tok/s estimated"
+    est = f"~{speeds[pick]:,.0f} tok/s estimated{basis}"
     if pick < top:
         than = "the fastest that fits" if pick == fastest else \
             f"within {1 - KNEE:.0%} of the fastest that fits ({fastest:,}: ~{best:,.0f} tok/s)"

@@ -12,11 +12,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from osstune.engine.plan import hardware
 from osstune.engine.plan.config import RunConfig
 from osstune.engine.plan.estimate import estimate
-from osstune.engine.plan.hardware import HardwareProfile, free_gib, output_dir_problem, probe
+from osstune.engine.plan.hardware import HardwareProfile, output_dir_problem, probe
+from osstune.engine.plan.storage import resumed_terms
 from osstune.engine.plan.units import fmt_gib
-from osstune.engine.session.run_folder import holds_run
+from osstune.engine.session.run_folder import complete_checkpoints, holds_run
 
 
 class PreflightError(RuntimeError):
@@ -31,7 +33,27 @@ def _terms(terms: dict[str, float]) -> str:
     return ", ".join(f"{name} {value:.1f}" for name, value in terms.items() if value >= 0.05)
 
 
-def machine_problems(cfg: RunConfig, profile: HardwareProfile, output_dir: Path) -> list[str]:
+def disk_problems(terms: dict[str, float], output_dir: Path, what: str = "this config"
+                  ) -> list[str]:
+    """Each disk the terms land on against its free space: downloads go to the HF cache, the
+    rest to `output_dir` (one check, of their sum, when both are on one filesystem)."""
+    cache = hardware.hf_cache_dir()
+    download = {name: gib for name, gib in terms.items() if "download" in name}
+    groups = [(output_dir, terms)]
+    if download and not hardware.same_disk(output_dir, cache):
+        groups = [(cache, download),
+                  (output_dir, {n: g for n, g in terms.items() if n not in download})]
+    problems = []
+    for where, part in groups:
+        need, free = sum(part.values()), hardware.free_gib(where)
+        if free is not None and need and free < need:
+            problems.append(f"disk: {fmt_gib(free)} free at {where}, {what} needs "
+                            f"~{fmt_gib(need)} ({_terms(part)})")
+    return problems
+
+
+def machine_problems(cfg: RunConfig, profile: HardwareProfile, output_dir: Path,
+                     resume: bool = False) -> list[str]:
     problems: list[str] = []
     dist = cfg.distributed
     est = estimate(cfg, profile)
@@ -52,10 +74,8 @@ def machine_problems(cfg: RunConfig, profile: HardwareProfile, output_dir: Path)
                     f"config needs ~{fmt_gib(est.card_gib_needed)} per GPU (osstune plan shows "
                     "the terms)")
     if est.ok:
-        free = free_gib(output_dir)
-        if free is not None and est.disk_gib and free < est.disk_gib:
-            problems.append(f"disk: {fmt_gib(free)} free at {output_dir}, this config needs "
-                            f"~{fmt_gib(est.disk_gib)} ({_terms(est.disk_terms)})")
+        on_disk = len(complete_checkpoints(output_dir)) if resume else 0
+        problems += disk_problems(resumed_terms(est.disk_terms, on_disk), output_dir)
         if profile.ram_gib < est.host_ram_gib:
             why = " (CPU offload)" if dist.cpu_offload else ""
             problems.append(f"host RAM: {fmt_gib(profile.ram_gib)}, this config needs "
@@ -77,7 +97,7 @@ def preflight(cfg: RunConfig, output_dir: Path, *, resume: bool, force: bool,
     """Raise PreflightError unless forced; return the problems that --force waved through."""
     output_dir = Path(output_dir)
     profile = profile or probe(str(output_dir))
-    problems = machine_problems(cfg, profile, output_dir)
+    problems = machine_problems(cfg, profile, output_dir, resume)
     if problems and not force:
         raise PreflightError("; ".join(problems) + " (--force runs anyway)")
     if not resume and not force and existing_run(output_dir):

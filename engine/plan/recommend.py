@@ -27,6 +27,7 @@ When nothing fits, the summary says so and what hardware the smallest GPT-OSS re
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -150,16 +151,30 @@ def _gpu_findings(req: Requirements, profile: HardwareProfile) -> list[Finding]:
     return [("fits", head), *options[best], *extra]
 
 
+def _disk_findings(est: Estimate, req: Requirements, profile: HardwareProfile
+                   ) -> list[Finding]:
+    """The run's writes at the output folder; the download too, unless the profile says the HF
+    cache is on another filesystem (then it is judged against the cache's free space)."""
+    download = sum(gib for name, gib in est.disk_terms.items() if "download" in name)
+    apart = profile.hf_cache_on_output_disk is False and profile.hf_cache_free_gib is not None
+    findings: list[Finding] = []
+    if download and apart:
+        cache_free = profile.hf_cache_free_gib or 0.0
+        verdict, head = _headroom(download, cache_free)
+        findings.append((verdict, f"needs ~{fmt_gib(download)} free in the HF cache (the model "
+                                  f"download); {fmt_gib(cache_free)} free{head}"))
+    need = req.disk_gib - download if download and apart else req.disk_gib
+    verdict, head = _headroom(need, profile.disk_free_gib)
+    findings.append((verdict, f"needs ~{fmt_gib(need)} free at {profile.output_dir}; "
+                              f"{fmt_gib(profile.disk_free_gib)} free{head}"))
+    return findings
+
+
 def _host_findings(cfg: RunConfig, req: Requirements, profile: HardwareProfile) -> list[Finding]:
     why = " (CPU offload)" if cfg.distributed.cpu_offload else ""
     ram, ram_head = _headroom(req.host_ram_gib, profile.ram_gib)
-    disk, disk_head = _headroom(req.disk_gib, profile.disk_free_gib)
-    return [
-        (ram, f"needs ~{fmt_gib(req.host_ram_gib)} host RAM{why}; "
-              f"the machine has {fmt_gib(profile.ram_gib)}{ram_head}"),
-        (disk, f"needs ~{fmt_gib(req.disk_gib)} free at {profile.output_dir}; "
-               f"{fmt_gib(profile.disk_free_gib)} free{disk_head}"),
-    ]
+    return [(ram, f"needs ~{fmt_gib(req.host_ram_gib)} host RAM{why}; "
+                  f"the machine has {fmt_gib(profile.ram_gib)}{ram_head}")]
 
 
 OTHER_GPU_COUNTS = (2, 4, 8)  # FSDP configs are also estimated at these counts
@@ -195,7 +210,7 @@ def judge(cfg: RunConfig, profile: HardwareProfile, dataset: DatasetFacts | None
                              None, est)
     req = requirements_of(cfg, est, profile, dataset, other_counts)
     findings = _gpu_findings(req, profile) if req.gpus > 0 else [("fits", "runs on CPU")]
-    findings += _host_findings(cfg, req, profile)
+    findings += _host_findings(cfg, req, profile) + _disk_findings(est, req, profile)
     # Stable sort: worst findings first, otherwise in GPU, RAM, disk order.
     findings.sort(key=lambda f: -_SEVERITY[f[0]])
     reasons = [reason for _, reason in findings]
@@ -247,13 +262,15 @@ def _summary(pick: PresetVerdict | None, verdicts: list[PresetVerdict],
     return f"No preset fits this machine. {needs}." if needs else "No preset fits this machine."
 
 
-def recommend(profile: HardwareProfile, presets: list[RunConfig] | None = None) -> Recommendation:
-    """A verdict for every preset (the shipped ones by default) and the one to recommend."""
+def recommend(profile: HardwareProfile, presets: list[RunConfig] | None = None,
+              facts: Callable[[RunConfig], DatasetFacts | None] | None = None) -> Recommendation:
+    """A verdict for every preset (the shipped ones by default) and the one to recommend;
+    `facts`: each config's dataset statistics (`--dataset`), when known."""
     if presets is None:
         from osstune.engine.plan.config import load_preset, preset_names
 
         presets = [load_preset(name) for name in preset_names()]
-    verdicts = [judge(cfg, profile) for cfg in presets]
+    verdicts = [judge(cfg, profile, facts(cfg) if facts else None) for cfg in presets]
     judged = sorted((v for v in verdicts if v.requirements is not None),
                     key=lambda v: _capability(v.name))
     gpu = [v for v in judged if v.requirements and v.requirements.gpus > 0]

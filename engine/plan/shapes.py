@@ -74,6 +74,11 @@ class ModelShapes:
         """Expert matrices of one layer (gate_up and down): what MXFP4 packs."""
         return self.experts * 3 * self.hidden * self.intermediate
 
+    def largest_expert_projection(self) -> int:
+        """Weights of one layer's larger expert projection (gate_up: E x 2I x H), the most that
+        packed experts hold dequantized at once."""
+        return self.experts * self.hidden * self.intermediate * 2
+
     def layer_params(self) -> int:
         e, h, i = self.experts, self.hidden, self.intermediate
         router = h * e + e
@@ -130,12 +135,19 @@ class ModelShapes:
 
 
 def cached_snapshot(model_id: str) -> Path | None:
-    """The newest snapshot folder of `model_id` in the local Hugging Face cache, if any."""
+    """The snapshot of `model_id` in the local Hugging Face cache that a load would use: the one
+    `refs/main` names (as huggingface_hub resolves it), else the newest, else None."""
     if "/" not in model_id:
         return None
-    snapshots = hf_cache_dir() / f"models--{model_id.replace('/', '--')}" / "snapshots"
+    repo = hf_cache_dir() / f"models--{model_id.replace('/', '--')}"
     try:
-        found = [p for p in snapshots.iterdir() if p.is_dir()]
+        main = (repo / "refs" / "main").read_text(encoding="utf-8").strip()
+    except (OSError, ValueError):
+        main = ""
+    if main and (repo / "snapshots" / main).is_dir():
+        return repo / "snapshots" / main
+    try:
+        found = [p for p in (repo / "snapshots").iterdir() if p.is_dir()]
     except OSError:
         return None
     return max(found, key=lambda p: p.stat().st_mtime) if found else None

@@ -5,12 +5,14 @@ Torch-free. Time per row position on the reference card (H200: 989 TFLOP/s dense
 
 - matmuls: forward FLOPs of the active parameters x (1 forward + backward + recompute), where
   backward is ~1 forward for LoRA (input gradients only) and 2 for a full fine-tune, recompute is
-  the checkpointed share of the layers, and MoE blocks chunked on long rows run once more;
+  the checkpointed share of the layers, and MoE blocks chunked on long rows run once more in
+  every layer (checkpointed or not);
 - element-wise MoE work when the blocks are not compiled (SwiGLU, routing);
 - attention: keys attended per query (packed examples attend only within themselves; sliding
   layers see the window) x (forward, 2 for backward, recompute); eager attention is much slower;
 - fixed costs per micro-batch and per optimizer step (kernel launches, host syncs, the optimizer);
-- MXFP4-packed experts: dequantizing each layer's experts in the forward and the recompute;
+- MXFP4-packed experts: dequantizing each layer's experts at every use (forward, backward, and
+  each recompute), uncompiled (the engine does not compile them);
 - CPU offload: the step's micro-batches run as merged passes (engine/trainer/offload.py), with
   the fixed cost and the parameters in (twice) and gradients out over PCIe once per pass; the
   fused AdamW step and the gradient norm on the CPU once per step.
@@ -57,7 +59,13 @@ PCIE_BYTES_PER_S = 25e9
 # is not measured.
 CPU_ADAM_S_PER_PARAM = 1.68e-10
 CPU_GRAD_NORM_S_PER_PARAM = 2.7e-10
-DEQUANT_BYTES_PER_S = 2.0e12   # bf16 writes of dequantized experts
+# Dequantizing packed experts: bf16 bytes written per second, plus a fixed cost per call (one
+# projection's experts of one layer, at each use), fitted together to the packed runs: 20b at
+# 2048/8192/16,384 and 120b at 2048 (bench/calibration/h200-packed-*-run3.json,
+# h200-cli-lora-mxfp4-2048.json, h200-120b-packed-2048.json). The cost per byte alone
+# cannot fit both models (20b would need ~0.5 TB/s, 120b ~1.5 TB/s).
+DEQUANT_BYTES_PER_S = 2.0e12
+DEQUANT_CALL_S = 0.3e-3
 
 
 def gpu_spec(name: str | None) -> tuple[str, float, float] | None:
@@ -108,13 +116,16 @@ def speed_terms(i: SpeedInputs) -> dict[str, float]:
     passes = 1.0 + backward + i.checked_fraction
     fwd_gflop = 2.0 * s.active_params() / 1e9
     moe_share = s.experts_per_tok * 3 * s.hidden * s.intermediate * s.layers / s.active_params()
-    chunked = i.moe_chunk is not None and i.tokens > i.moe_chunk and i.checked_fraction > 0
-    matmul_passes = passes + (moe_share * i.checked_fraction if chunked else 0.0)
+    # rows longer than moe_chunk run every MoE block as checkpointed chunks: one more MoE
+    # forward in every layer's backward, checkpointed or not (the 20,480-token rows of
+    # bench/calibration/h200-cli-lora-1gpu-auto20480.json: no faster than 8192)
+    chunk_pass = 1.0 if i.moe_chunk is not None and i.tokens > i.moe_chunk else 0.0
+    matmul_passes = passes + moe_share * chunk_pass
     terms = {"matmuls": scale * US_PER_MATMUL_GFLOP * fwd_gflop * matmul_passes}
     if not i.compiled:
         elements = s.experts_per_tok * s.intermediate * s.layers
         terms["MoE element-wise (not compiled)"] = scale * (
-            US_PER_MOE_ELEMENT_UNCOMPILED * elements * passes)
+            US_PER_MOE_ELEMENT_UNCOMPILED * elements * (passes + chunk_pass))
     eager = i.attention == "eager"
     attn_gflop = 4.0 * s.attn_width * _attended(s, i.row_len, i.mean_example_tokens, eager) / 1e9
     factor = EAGER_ATTN_FACTOR if eager else 1.0
@@ -124,9 +135,10 @@ def speed_terms(i: SpeedInputs) -> dict[str, float]:
     step_tokens = i.tokens * i.micro_batches
     terms["per micro-batch fixed"] = MICRO_BATCH_FIXED_US / per_pass
     terms["per optimizer step fixed"] = OPTIMIZER_STEP_FIXED_US / step_tokens
-    if i.packed_experts:
-        dequant_s = s.layers * (1.0 + i.checked_fraction) * s.expert_weights() * 2 \
-            / DEQUANT_BYTES_PER_S
+    if i.packed_experts:  # every use dequantizes: forward, recompute(s), backward
+        uses = 2.0 + i.checked_fraction + chunk_pass
+        per_use = 2 * DEQUANT_CALL_S + s.expert_weights() * 2 / DEQUANT_BYTES_PER_S
+        dequant_s = s.layers * uses * per_use  # (gate/up and down: two calls per use)
         terms["dequantizing experts"] = dequant_s * 1e6 / i.tokens
     if i.offload:
         per_rank = s.total_params() / i.world_size

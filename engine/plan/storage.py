@@ -21,18 +21,24 @@ TOKENIZER_GIB = 0.03  # tokenizer.json + chat template written with every export
 
 
 def weights_cached(model_id: str) -> bool:
-    """True when the HF cache holds every weight file of `model_id` (its index lists them)."""
+    """True when the HF cache holds every weight file of `model_id` whole: each file its index
+    lists is there (an interrupted download leaves a file out: the hub links it into the
+    snapshot only once complete) and together they are at least the index's `total_size`."""
     snapshot = cached_snapshot(model_id)
     if snapshot is None:
         return False
     index = snapshot / "model.safetensors.index.json"
-    if index.is_file():
-        try:
-            files = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            return False
-        return bool(files) and all((snapshot / f).is_file() for f in files)
-    return (snapshot / "model.safetensors").is_file()
+    if not index.is_file():
+        single = snapshot / "model.safetensors"
+        return single.is_file() and single.stat().st_size > 0
+    try:
+        data = json.loads(index.read_text(encoding="utf-8"))
+        files = set(data["weight_map"].values())
+        total = int((data.get("metadata") or {}).get("total_size") or 0)
+        sizes = [(snapshot / f).stat().st_size for f in files]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False  # a file missing (stat fails on it or on a dangling link) or a bad index
+    return bool(files) and all(sizes) and sum(sizes) >= total
 
 
 def cached_models() -> list[str]:
@@ -94,14 +100,33 @@ def disk_terms(cfg: RunConfig, shapes: ModelShapes, lora_params: int, dtype_byte
     return terms
 
 
-def merge_terms(cfg: RunConfig, kind: str) -> dict[str, float]:
+def resumed_terms(terms: dict[str, float], on_disk: int) -> dict[str, float]:
+    """`disk_terms` for a resume into a folder that already holds `on_disk` finished checkpoints:
+    they are taken from the free space already, so only the rest of the `keep_last` + 1 (at least
+    the one being written) is still needed."""
+    out: dict[str, float] = {}
+    for name, gib in terms.items():
+        head, sep, kind = name.partition(" x ")
+        if on_disk and name.startswith("checkpoints (") and sep and head[13:].isdigit():
+            count = int(head[13:])
+            more = max(1, count - on_disk)
+            out[f"checkpoints ({more} more x {kind}"] = gib / count * more
+        else:
+            out[name] = gib
+    return out
+
+
+def merge_terms(cfg: RunConfig, kind: str, dtype: str = "auto") -> dict[str, float]:
     """Disk `osstune merge-lora` / `merge-sharded-fsdp-weights` write (and, for merge-lora from a
-    hub id not in the cache, download): the merged model in the training dtype."""
+    hub id not in the cache, download): the merged model in the training dtype, or MXFP4 in the
+    hub's layout where merge-lora keeps packed experts packed (`model.experts: mxfp4`, `auto`)."""
     from osstune.engine.plan.shapes import model_shapes
 
     shapes = model_shapes(cfg.model.id, cfg.model.architecture)
     dtype_bytes = 2 if cfg.model.dtype == "bfloat16" else 4
-    terms = {"merged model (safetensors)": shapes.total_params() * dtype_bytes / GIB
+    packed = kind == "lora" and cfg.model.experts == "mxfp4" and dtype == "auto"
+    merged = shapes.mxfp4_checkpoint_bytes() if packed else shapes.total_params() * dtype_bytes
+    terms = {f"merged model ({'MXFP4 ' if packed else ''}safetensors)": merged / GIB
              + TOKENIZER_GIB}
     if kind == "lora":
         download = download_gib(cfg, shapes, [cfg.model.id] if weights_cached(cfg.model.id)

@@ -2,8 +2,9 @@
 
 Torch-free. Candidates, one change at a time and then the pairs of them: shorter rows, micro-batch
 1, every layer checkpointed, packed MXFP4 experts (where the config schema has `model.experts`),
-FSDP + CPU offload for a full fine-tune, more GPUs for FSDP. Each is judged like any config
-(engine/plan/recommend.judge); the ones that fit come first, fewest changes first.
+FSDP + CPU offload for a full fine-tune, more GPUs for FSDP, and when the disk is short one
+checkpoint kept and no export. Each is judged like any config (engine/plan/recommend.judge) and
+carries its own estimate; the ones that fit come first, fewest changes first.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from itertools import combinations
 
 from osstune.engine.plan.config import ConfigError, RunConfig, apply_overrides, validate
+from osstune.engine.plan.estimate import DatasetFacts
 from osstune.engine.plan.hardware import HardwareProfile
 from osstune.engine.plan.recommend import judge
 
@@ -25,9 +27,12 @@ class Suggestion:
     peak_mem_gib_per_gpu: float
     host_ram_gib: float
     disk_gib: float
+    min_peak_mem_gib_per_gpu: float = 0.0  # all layers checkpointed (unchecked_layers: auto)
+    tokens_per_s: float | None = None
+    pack_len: int = 0
 
 
-def _single_changes(cfg: RunConfig, profile: HardwareProfile) -> list[str]:
+def _single_changes(cfg: RunConfig, profile: HardwareProfile, disk_short: bool) -> list[str]:
     t, d = cfg.training, cfg.distributed
     out: list[str] = []
     if isinstance(t.pack_len, int) and t.pack_len > t.sequence_len:
@@ -51,6 +56,9 @@ def _single_changes(cfg: RunConfig, profile: HardwareProfile) -> list[str]:
     if d.fsdp:
         out += [f"distributed.gpus={n}" for n in (2, 4, 8)
                 if d.gpus < n <= len(profile.gpus)]
+    if disk_short:  # checkpoints and the export are most of what a run writes
+        out += ["output.keep_last=1"] if cfg.output.keep_last > 1 else []
+        out += ["output.export=false"] if cfg.output.export and cfg.method == "full" else []
     return out
 
 
@@ -62,9 +70,12 @@ def _variant(cfg: RunConfig, changes: list[str]) -> RunConfig | None:
         return None
 
 
-def suggestions(cfg: RunConfig, profile: HardwareProfile) -> list[Suggestion]:
+def suggestions(cfg: RunConfig, profile: HardwareProfile, dataset: DatasetFacts | None = None
+                ) -> list[Suggestion]:
     """Changes that make `cfg` fit (or fit tightly) on `profile`, nearest first."""
-    singles = _single_changes(cfg, profile)
+    now = judge(cfg, profile, dataset, other_counts=False).estimate
+    disk_short = now is not None and now.ok and now.disk_gib > profile.disk_free_gib
+    singles = _single_changes(cfg, profile, disk_short)
     found: list[Suggestion] = []
     for size in (1, 2):
         for combo in combinations(singles, size):
@@ -73,12 +84,14 @@ def suggestions(cfg: RunConfig, profile: HardwareProfile) -> list[Suggestion]:
             variant = _variant(cfg, list(combo))
             if variant is None:
                 continue
-            v = judge(variant, profile, other_counts=False)  # as changed, nothing else
+            v = judge(variant, profile, dataset, other_counts=False)  # as changed, nothing else
             if v.estimate is None or v.verdict == "does-not-fit":
                 continue
             est = v.estimate
             found.append(Suggestion([c for item in combo for c in item.split(",")], v.verdict,
-                                    est.peak_mem_gib_per_gpu, est.host_ram_gib, est.disk_gib))
+                                    est.peak_mem_gib_per_gpu, est.host_ram_gib, est.disk_gib,
+                                    est.min_peak_mem_gib_per_gpu, est.tokens_per_s,
+                                    est.pack_len))
         if found:
             break
     found.sort(key=lambda s: (s.verdict != "fits", len(s.changes)))

@@ -123,6 +123,12 @@ class WarningEvent(_Event):
     message: str
 
 
+# Error kinds the engine ends with exit 2 (bad input: the config, data, model folder or checkpoint,
+# a refused pre-flight, a folder owned by a live run, a full disk); a front-end exits 2 for them.
+USER_ERROR_KINDS = frozenset({"config", "dataset", "tokenizer", "model", "checkpoint", "preflight",
+                              "output_locked", "disk_full"})
+
+
 class ErrorEvent(_Event):
     type: Literal["error"]
     kind: str

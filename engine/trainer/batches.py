@@ -18,7 +18,7 @@ from osstune.engine.data.dataset import PAD_ID, DatasetError, PackedRow
 from osstune.engine.data.dataset_mix import pack_stats, prepare_training_data, to_rows
 from osstune.engine.data.tokenizer import TokenizerError, load_tokenizer
 from osstune.engine.plan.config import RunConfig
-from osstune.engine.plan.estimate import DatasetFacts, pack_len_for
+from osstune.engine.plan.estimate import DatasetFacts, pack_len_for, sizing_card_gib
 from osstune.engine.plan.packlen import PackLen
 from osstune.engine.trainer.objective import IGNORE_INDEX, shift_labels
 from osstune.engine.trainer.runtime import Runtime
@@ -100,23 +100,26 @@ def step_batches(stream: RowStream, step: int, rt: Runtime, cfg: RunConfig) -> l
             for m in range(cfg.training.gradient_accumulation_steps)]
 
 
-def card_free_gib(rt: Runtime) -> tuple[float | None, str | None]:
-    """(free GiB, name) of this process's GPU before the model loads; (None, None) on the CPU."""
+def card_memory_gib(rt: Runtime) -> tuple[float | None, float | None, str | None]:
+    """(total GiB, free GiB, name) of this process's GPU before the model loads; Nones on the
+    CPU."""
     if rt.device.type != "cuda":
-        return None, None
-    free, _total = torch.cuda.mem_get_info(rt.device)
-    return free / 1024**3, torch.cuda.get_device_name(rt.device)
+        return None, None, None
+    free, total = torch.cuda.mem_get_info(rt.device)
+    return total / 1024**3, free / 1024**3, torch.cuda.get_device_name(rt.device)
 
 
 def resolve_pack_len(cfg: RunConfig, rt: Runtime, stats: Any, resumed: int | None) -> PackLen:
     """The row length to pack at: a resumed run keeps its own (the rows, hence the data order,
-    depend on it); otherwise the estimator's rule for this card's free memory and this data."""
+    depend on it); otherwise the estimator's rule for this card (its total less the reserve, or
+    its free memory when less: the rule `osstune plan` applies to the profile's cards) and this
+    data."""
     if resumed is not None and cfg.training.pack_len == "auto" and \
             resumed >= cfg.training.sequence_len:
         return PackLen(resumed, "resumed", "auto: the rows of the run being resumed")
-    card, name = card_free_gib(rt)
+    total, free, name = card_memory_gib(rt)
     facts = DatasetFacts(tokens_total=stats.tokens_total, examples=stats.examples)
-    return pack_len_for(cfg, card, name, facts)
+    return pack_len_for(cfg, sizing_card_gib(total, free), name, facts)
 
 
 def training_rows(cfg: RunConfig, rt: Runtime, resumed_pack_len: int | None = None

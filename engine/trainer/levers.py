@@ -137,4 +137,7 @@ def fit_unchecked_after_first_step(lm: nn.Module, plan: LeverPlan, tokens: int) 
     from osstune.engine.trainer.ops.checkpointing import fit_unchecked_to_card
 
     plan.fit_unchecked = False
-    return fit_unchecked_to_card(lm, tokens)
+    # the per-layer bytes of the blocks as they run: uncompiled keeps more, chunked MoE blocks
+    # (rows longer than moe_chunk_tokens) keep only their input (engine/plan/memory.py)
+    return fit_unchecked_to_card(lm, tokens, moe_chunk=plan.moe_chunk_tokens,
+                                 compiled=plan.compile is not None)

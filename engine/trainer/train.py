@@ -306,10 +306,12 @@ def train(args: argparse.Namespace, stop: StopRequest, run: Run) -> int:
 
 def fail(run: Run, kind: str, message: str, hint: str | None = None) -> None:
     hint = hint or HINTS[kind]
-    if run.writer is None and kind == "checkpoint" and run.output is not None and \
-            (run.rt is None or run.rt.is_main) and run.args.resume is not None:
-        # A refused --resume happens before the writer opens: the run being resumed gets the
-        # error in its own events (nothing else in the folder is touched).
+    refused_resume = kind == "checkpoint" and run.args.resume is not None
+    refused_here = kind == "preflight" and run.lock is not None  # the folder is ours already
+    if run.writer is None and run.output is not None and (run.rt is None or run.rt.is_main) \
+            and (refused_resume or refused_here):
+        # Refusals before the writer opens (--resume, the engine's own pre-flight) still reach
+        # the front-end following the events as what they are (nothing else is touched).
         run.writer = EventWriter(run.output)
     run.emit("error", kind=kind, message=message, hint=hint)
     run.emit("run_end", status="failed", outputs={})

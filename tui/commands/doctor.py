@@ -54,6 +54,21 @@ def resolve_profile(ctx: typer.Context, hardware: str | None, output_dir: str | 
     return probe(output_dir or "./outputs")
 
 
+def best_preset(profile: HardwareProfile) -> tuple[str, str] | None:
+    """(preset, verdict) `osstune presets` recommends for this profile; None when none fits."""
+    from osstune.engine.plan.recommend import recommend
+
+    rec = recommend(profile)
+    verdict = {v.name: v.verdict for v in rec.verdicts}
+    return (rec.recommended, verdict[rec.recommended]) if rec.recommended else None
+
+
+def _best_cell(best: tuple[str, str] | None) -> str:
+    if best is None:
+        return "none fits (osstune presets says why)"
+    return f"{best[0]} ({best[1]}; osstune presets says why)"
+
+
 def render(profile: HardwareProfile, output_dir_problem: str | None = None) -> None:
     from osstune.engine.plan.hardware import hf_cache_dir, nearest_existing
 
@@ -83,6 +98,7 @@ def render(profile: HardwareProfile, output_dir_problem: str | None = None) -> N
         ["Models cached", "-" if profile.hf_cached_models is None
          else ", ".join(profile.hf_cached_models) or "none (a run downloads its weights)"],
         ["Source", "this machine" if probed else profile.source],
+        ["Recommended", _best_cell(best_preset(profile))],
     ]
     if output_dir_problem:
         machine.append(["Output dir", (output_dir_problem, "bold red")])
@@ -107,6 +123,8 @@ def doctor(
     if json_:
         data = profile_to_dict(profile)
         data["output_dir_problem"] = problem
+        best = best_preset(profile)  # extra keys are ignored when the file is loaded back
+        data["recommended_preset"] = best[0] if best else None
         output.print_json(data)
     else:
         render(profile, problem)

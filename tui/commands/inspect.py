@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     from osstune.engine.data.dataset import DatasetStats, Example
     from osstune.engine.data.dataset_mix import TrainingData
     from osstune.engine.plan.config import RunConfig
+    from osstune.engine.plan.estimate import DatasetFacts
+    from osstune.engine.plan.hardware import HardwareProfile
     from osstune.engine.plan.packlen import PackLen
 
 DEFAULT_VIEW_COUNT = 3
@@ -97,17 +99,34 @@ def summary_lines(stats: DatasetStats, sequence_len: int, pack: PackLen | None =
 def planned_pack_len(ctx: typer.Context, cfg: RunConfig, prepared: TrainingData) -> PackLen:
     """The row length the run would pack at here (`pack_len: auto` sized for this machine's card,
     or --hardware's), with the packing figures of `prepared` redone at that length."""
-    from osstune.engine.data.dataset_mix import pack_stats
-    from osstune.engine.plan.estimate import DatasetFacts, pack_len_on
     from osstune.tui.commands.doctor import resolve_profile
 
+    profile = resolve_profile(ctx, None, None) if cfg.training.pack_len == "auto" else None
+    return packed_facts(cfg, profile, prepared)[1]
+
+
+def packed_facts(cfg: RunConfig, profile: HardwareProfile | None, prepared: TrainingData
+                 ) -> tuple[DatasetFacts, PackLen]:
+    """What the estimate needs of `prepared`, as the engine reads it (engine/trainer/batches.py
+    resolve_pack_len: its tokens and examples choose the row length on `profile`'s card), with
+    the packing figures redone at that length."""
+    from osstune.engine.data.dataset_mix import pack_stats
+    from osstune.engine.plan.estimate import DatasetFacts, pack_len_on
+
     stats, t = prepared.stats, cfg.training
-    profile = resolve_profile(ctx, None, None) if t.pack_len == "auto" else None
-    pack = pack_len_on(cfg, profile, DatasetFacts(tokens_total=stats.tokens_total,
-                                                  examples=stats.examples))
+    facts = DatasetFacts(tokens_total=stats.tokens_total, examples=stats.examples)
+    pack = pack_len_on(cfg, profile, facts)
     if cfg.dataset.packing and pack.length != t.sequence_len:
         pack_stats(stats, prepared.train, pack.length, t.seed)
-    return pack
+    facts.packing_efficiency = stats.packing_efficiency
+    facts.mean_example_tokens = stats.tokens_total / stats.examples if stats.examples else None
+    return facts, pack
+
+
+def dataset_facts(cfg: RunConfig, profile: HardwareProfile) -> DatasetFacts:
+    """`osstune plan --dataset`: read and tokenize the dataset as the engine would (bad input
+    ends the command: exit 2) and return its statistics for the estimate."""
+    return packed_facts(cfg, profile, _prepare(cfg, None)[1])[0]
 
 
 def inspect(

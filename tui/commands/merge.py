@@ -38,25 +38,22 @@ def resolve_run(target: str) -> tuple[RunConfig, Path]:
     return cfg, Path(cfg.output.dir)
 
 
-def _check_disk(cfg: RunConfig, kind: str, out: Path) -> None:
+def _check_disk(cfg: RunConfig, kind: str, out: Path, dtype: str = "auto") -> None:
     """Refuse before loading anything when the merged model cannot fit on the disk."""
-    from osstune.engine.plan.hardware import free_gib
+    from osstune.engine.plan.preflight import disk_problems
     from osstune.engine.plan.shapes import ShapeError
     from osstune.engine.plan.storage import merge_terms
 
     try:
-        terms = merge_terms(cfg, kind)
+        terms = merge_terms(cfg, kind, dtype)
     except ShapeError:
         return  # shapes unknown: the merge itself says what is wrong with the model
-    need, free = sum(terms.values()), free_gib(out)
-    if free is not None and free < need:
-        what = ", ".join(f"{name} {value:.1f}" for name, value in terms.items())
-        output.fail(f"disk: {output.fmt_gib(free)} free at {out}, merging needs "
-                    f"~{output.fmt_gib(need)} ({what})",
-                    code=output.EXIT_PROBLEM)
+    problems = disk_problems(terms, out, "merging")
+    if problems:
+        output.fail("; ".join(problems), code=output.EXIT_PROBLEM)
 
 
-def _merge(kind: str, target: str, extra: list[str] | None = None) -> None:
+def _merge(kind: str, target: str, extra: list[str] | None = None, dtype: str = "auto") -> None:
     """Run the merge in its own process (it imports torch; the CLI never does)."""
     import subprocess
     import sys
@@ -64,7 +61,7 @@ def _merge(kind: str, target: str, extra: list[str] | None = None) -> None:
     from osstune.engine.session.launch import CONFIG_FILE
 
     cfg, out = resolve_run(target)  # refuses a bad target here, before a process starts
-    _check_disk(cfg, kind, out)
+    _check_disk(cfg, kind, out, dtype)
     config = str(out / CONFIG_FILE) if Path(target).is_dir() else target
     argv = [sys.executable, "-m", MERGE_MODULE, kind, config, str(out), *(extra or [])]
     proc = subprocess.run(argv, capture_output=True, text=True)
@@ -86,7 +83,7 @@ def merge_lora(target: TargetArg, dtype: DtypeOpt = "auto") -> None:
     """Merge the run's LoRA adapter into its base model (safetensors in OUTPUT/merged)."""
     if dtype not in ("auto", "bf16"):
         output.fail(f"--dtype {dtype!r}: expected auto or bf16")
-    _merge("lora", target, ["--dtype", dtype])
+    _merge("lora", target, ["--dtype", dtype], dtype)
 
 
 def merge_sharded_fsdp_weights(target: TargetArg) -> None:

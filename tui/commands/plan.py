@@ -1,6 +1,6 @@
 """`osstune plan PRESET|CONFIG`: the estimate of one run on this machine (or a profile), its terms,
 and for a config that does not fit the nearest changes that would. No torch: answers in well under
-a second."""
+a second (with --dataset, after reading and tokenizing the dataset as the engine would)."""
 
 from __future__ import annotations
 
@@ -70,12 +70,17 @@ def _print(v: PresetVerdict, est: Estimate, suggested: list[Suggestion]) -> None
         output.print_line(f"  {reason}")
     for note in est.assumptions:
         output.print_line((f"  assumed: {note}", "dim"))
+    if v.verdict == "does-not-fit" and not suggested:
+        output.print_line("No change of one or two settings (shorter rows, micro-batch 1, all "
+                          "layers checkpointed, packed experts, offload, more GPUs, fewer "
+                          "checkpoints) makes it fit this machine.")
     if suggested:
         output.print_line("Nearest changes that fit:")
         for s in suggested:
             sets = " ".join(f"--set {c}" for c in s.changes)
+            speed = f", ~{s.tokens_per_s:,.0f} tokens/s" if s.tokens_per_s else ""
             output.print_line(f"  {sets}: {s.verdict}, ~{output.fmt_gib(s.peak_mem_gib_per_gpu)} "
-                              "per GPU")
+                              f"per GPU, ~{output.fmt_gib(s.disk_gib)} disk{speed}")
 
 
 def plan(
@@ -107,9 +112,15 @@ def plan(
     except ValueError as e:  # pydantic assignment validation
         output.fail(f"{target}: {e}")
     profile = resolve_profile(ctx, hardware, output_dir or cfg.output.dir)
-    v = judge(cfg, profile)
+    facts = None
+    if dataset is not None:  # its statistics, read as the engine reads them
+        from osstune.tui.commands.inspect import dataset_facts
+
+        facts = dataset_facts(cfg, profile)
+    v = judge(cfg, profile, facts)
     est = v.estimate
-    suggested = suggestions(cfg, profile) if est and est.ok and v.verdict == "does-not-fit" else []
+    suggested = suggestions(cfg, profile, facts) if est and est.ok and v.verdict == "does-not-fit" \
+        else []
     if json_:
         output.print_json(plan_dict(v, suggested))
         return

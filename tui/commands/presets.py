@@ -12,6 +12,7 @@ from osstune.tui.render.verdict import verdict_style
 
 if TYPE_CHECKING:
     from osstune.engine.plan.config import RunConfig
+    from osstune.engine.plan.estimate import DatasetFacts
     from osstune.engine.plan.hardware import HardwareProfile
     from osstune.engine.plan.recommend import PresetVerdict
 
@@ -140,7 +141,7 @@ def presets(
         return
     from osstune.engine.plan.config import preset_names
     from osstune.engine.plan.hardware import output_dir_problem
-    from osstune.engine.plan.recommend import TIGHT_HEADROOM, judge, recommend
+    from osstune.engine.plan.recommend import judge, recommend
 
     if output_dir and not (hardware or (ctx.obj or {}).get("hardware")):
         problem = output_dir_problem(output_dir)
@@ -149,14 +150,30 @@ def presets(
     profile = resolve_profile(ctx, hardware, output_dir)
     overrides = list(set_ or [])
     rec = None
+    facts = None
+    if dataset is not None:  # read as the run would: its tokens bound pack_len auto
+        from osstune.tui.commands.inspect import dataset_facts
+
+        def facts(cfg: RunConfig) -> DatasetFacts | None:
+            return dataset_facts(cfg, profile) if cfg.distributed.gpus else None
+
     if name and (name not in preset_names() or overrides or dataset is not None):
-        verdicts = [judge(cfg, profile) for cfg in effective_configs([name], overrides, dataset)]
+        verdicts = [judge(cfg, profile, facts(cfg) if facts else None)
+                    for cfg in effective_configs([name], overrides, dataset)]
     else:
-        rec = recommend(profile, effective_configs(preset_names(), overrides, dataset))
+        rec = recommend(profile, effective_configs(preset_names(), overrides, dataset), facts)
         verdicts = [v for v in rec.verdicts if v.name == name] if name else rec.verdicts
     if json_:
         output.print_json([verdict_to_dict(v) for v in verdicts])
         return
+    _print_verdicts(profile, verdicts, rec.summary if rec is not None else None)
+
+
+def _print_verdicts(profile: HardwareProfile, verdicts: list[PresetVerdict],
+                    summary: str | None) -> None:
+    """The presets table: name, verdict (the pick marked), reasons; then the pick's summary."""
+    from osstune.engine.plan.recommend import TIGHT_HEADROOM
+
     source = "" if profile.source == "probe" else f"  [{profile.source}]"
     output.print_line(f"Hardware: {describe_hardware(profile)}{source}")
     rows: list[list[output.Cell]] = []
@@ -165,6 +182,6 @@ def presets(
         rows.append([(v.name, "bold" if v.recommended else ""),
                      (label, verdict_style(v.verdict, bold=True)), "\n".join(v.reasons)])
     output.print_table(["Preset", "Verdict", "Why"], rows, lines=True)
-    if rec is not None:
-        output.print_line(rec.summary)
+    if summary is not None:
+        output.print_line(summary)
     output.print_line(f"tight = fits with less than {TIGHT_HEADROOM:.0%} headroom on a resource.")

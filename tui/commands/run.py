@@ -166,9 +166,11 @@ class _Screen:
                 self.display.stop()
 
 
-def follow(session: RunSession, name: str, live: bool) -> RunSnapshot:
+def follow(session: RunSession, name: str, live: bool, leave_on: tuple[str, ...] = ()
+           ) -> RunSnapshot:
     """Pump the session until the engine exits; Ctrl-C, SIGTERM or SIGHUP once stops it (the
-    engine finishes the step and checkpoints), a second Ctrl-C kills it."""
+    engine finishes the step and checkpoints), a second Ctrl-C kills it. A signal in `leave_on`
+    only stops the following (`attach`: the run outlives the terminal it was watched from)."""
     interrupts = 0
     with noted_signals() as signals, (terminal_for_live() if live else contextlib.nullcontext()):
         screen = _Screen(name, live)
@@ -179,7 +181,11 @@ def follow(session: RunSession, name: str, live: bool) -> RunSnapshot:
                 if pumped.finished:
                     break
                 time.sleep(POLL_S)
-                for signal_name in signals.take():
+                taken = signals.take()
+                if leaving := [n for n in taken if n in leave_on]:
+                    screen.quiet = screen.quiet or "SIGHUP" in leaving
+                    break
+                for signal_name in taken:
                     interrupts += 1
                     if signal_name == "SIGHUP":  # the terminal is gone: write nothing more
                         screen.quiet = True
@@ -304,6 +310,7 @@ def _start(session: RunSession, resume: bool | str, force: bool) -> None:
 
 def _report(snap: RunSnapshot, target: str, out: Path, served_tp: int) -> None:
     """Exit 0 only for a completed run; otherwise one line saying what happened and what next."""
+    from osstune.engine.session.events import USER_ERROR_KINDS
     from osstune.tui.render.run import serve_hint_lines
 
     end, code = snap.end, snap.exit_code
@@ -316,7 +323,7 @@ def _report(snap: RunSnapshot, target: str, out: Path, served_tp: int) -> None:
                     f"`osstune run {target} --resume` (same --set/--output)",
                     code=output.EXIT_PROBLEM)
     if snap.error is not None:
-        bad_input = snap.error.kind in ("config", "dataset", "tokenizer")  # the engine's exit 2
+        bad_input = code == output.EXIT_USAGE or snap.error.kind in USER_ERROR_KINDS
         output.fail(f"{snap.error.message} (hint: {snap.error.hint})",
                     code=output.EXIT_USAGE if bad_input else output.EXIT_PROBLEM)
     tail = "\n".join(snap.log_lines[-15:])
@@ -330,6 +337,7 @@ def attach(
     """Follow a live run (started with --detach, or from another terminal) until it ends.
 
     Ctrl-C once stops the run (checkpoint, status stopped), twice kills it; exit codes as `run`.
+    A closed terminal (SIGHUP) or SIGTERM only stops the following: the run goes on.
     """
     from osstune.engine.plan.config import ConfigError, load_config
     from osstune.engine.session.attach import NotRunning
@@ -350,5 +358,9 @@ def attach(
     live = output.is_terminal()
     if not live:
         output.print_line(f"osstune attach {out}: following {cfg.name}")
-    snap = follow(session, cfg.name, live)
+    snap = follow(session, cfg.name, live, leave_on=STOP_SIGNALS)
+    if not snap.finished:  # left on SIGHUP/SIGTERM: the run is not ours to stop
+        with contextlib.suppress(OSError):
+            output.warn(f"stopped following; the run goes on (osstune attach {out})")
+        raise typer.Exit(0)
     _report(snap, str(out / CONFIG_FILE), out, serving_tensor_parallel(cfg))

@@ -2,7 +2,8 @@
 
 Full checkpointing re-runs every layer's forward during backward; with LoRA (no weight gradients
 for the frozen base) that recompute is about a third of the step. A layer that is not checkpointed
-keeps its activations instead (~170 KB per token for gpt-oss-20b shapes), so leaving the
+keeps its activations instead (~172 KB per token for gpt-oss-20b LoRA, ~109 KB on rows
+whose MoE blocks run chunked: engine/plan/memory.py), so leaving the
 last `keep` layers unchecked trades memory for speed. Which layers does not change the peak (every
 layer's saved tensors are live when backward starts); the last ones are freed first.
 """
@@ -85,11 +86,22 @@ def chunk_moe(model: nn.Module, tokens_per_chunk: int) -> int:
     return len(layers)
 
 
-def unchecked_layer_gib(model: nn.Module, tokens: int, compiled: bool = True) -> float:
+def lora_targets(model: nn.Module) -> tuple[str, ...] | None:
+    """The attention modules a PEFT model adapts (None: not a PEFT model, every weight trains)."""
+    configs = getattr(model, "peft_config", None)
+    if not isinstance(configs, dict) or not configs:
+        return None
+    targets = getattr(next(iter(configs.values())), "target_modules", None) or ()
+    return tuple(sorted(targets)) if not isinstance(targets, str) else (targets,)
+
+
+def unchecked_layer_gib(model: nn.Module, tokens: int, compiled: bool = True,
+                        moe_chunk: int | None = None) -> float:
     """Extra memory of one decoder layer left unchecked, for `tokens` tokens per micro-batch: the
-    estimator's activation term (engine/plan/memory.py), from the model's own shapes and dtype,
-    so `unchecked_layers: auto` here and the plan's estimate spend the same bytes."""
-    from osstune.engine.plan.memory import unchecked_extra_bytes_per_token
+    estimator's activation term (engine/plan/memory.py), from the model's own shapes, dtype and
+    LoRA targets, and whether its MoE blocks run chunked at this length (`moe_chunk`), so
+    `unchecked_layers: auto` here and the plan's estimate spend the same bytes."""
+    from osstune.engine.plan.memory import moe_chunked, unchecked_extra_bytes_per_token
     from osstune.engine.plan.shapes import shapes_from_dict
 
     config = getattr(model, "config", None)
@@ -99,18 +111,21 @@ def unchecked_layer_gib(model: nn.Module, tokens: int, compiled: bool = True) ->
         values = {"hidden_size": hidden, "intermediate_size": hidden, "num_hidden_layers": 1}
     param = next(model.parameters(), None)
     dtype_bytes = param.element_size() if param is not None else 2
-    per_token = unchecked_extra_bytes_per_token(shapes_from_dict(values), dtype_bytes, compiled)
+    per_token = unchecked_extra_bytes_per_token(shapes_from_dict(values), dtype_bytes, compiled,
+                                                lora_targets(model),
+                                                moe_chunked(tokens, moe_chunk))
     return tokens * per_token / 1024**3
 
 
 def unchecked_for_budget(model: nn.Module, tokens: int, budget_gib: float, peak_gib: float,
-                         ) -> int:
+                         moe_chunk: int | None = None, compiled: bool = True) -> int:
     """How many layers can keep their activations within `budget_gib`.
 
-    `peak_gib`: the peak measured for a step with every layer checkpointed (same row length).
+    `peak_gib`: the peak measured for a step with every layer checkpointed (same row length);
+    `compiled`: whether the MoE blocks run compiled (uncompiled ones keep more per token).
     """
     layers = decoder_layers(model)
-    per_layer_gib = unchecked_layer_gib(model, tokens)
+    per_layer_gib = unchecked_layer_gib(model, tokens, compiled, moe_chunk)
     spare = max(0.0, budget_gib - peak_gib)
     return min(len(layers), int(spare // per_layer_gib))
 
@@ -125,7 +140,8 @@ def set_unchecked(model: nn.Module, unchecked: int) -> int:
 
 
 def fit_unchecked_to_card(model: nn.Module, tokens: int, cap_gib: float | None = None,
-                          headroom_gib: float = 4.0) -> int:
+                          headroom_gib: float = 4.0, moe_chunk: int | None = None,
+                          compiled: bool = True) -> int:
     """Call after one fully checkpointed step on CUDA: uncheck as many layers as the card holds.
 
     Uses that step's peak reserved memory on the current device; `cap_gib` lowers the card size
@@ -136,6 +152,6 @@ def fit_unchecked_to_card(model: nn.Module, tokens: int, cap_gib: float | None =
     card = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory / 1024**3
     budget = min(card, cap_gib or card) - headroom_gib
     peak = torch.cuda.max_memory_reserved() / 1024**3
-    unchecked = unchecked_for_budget(model, tokens, budget, peak)
+    unchecked = unchecked_for_budget(model, tokens, budget, peak, moe_chunk, compiled)
     set_unchecked(model, unchecked)
     return unchecked
