@@ -1,9 +1,9 @@
 """An independent reference path: OpenAI-format rows -> openai-harmony messages -> ids.
 
 Written separately from engine/data/harmony.py on purpose (it shares no code with it), so the
-equality
-tests compare two implementations: ours, and openai-harmony's Rust renderer fed by this converter
-with the same drop rule (analysis of assistant messages before the last user message removed).
+equality tests compare two implementations: ours, and openai-harmony's Rust renderer fed by this
+converter with the same drop rule (analysis of assistant messages before the last user message
+removed).
 """
 
 from __future__ import annotations
@@ -50,22 +50,16 @@ def _tools(raw: Any) -> list[ToolDescription]:
     return out
 
 
-def reference_messages(row: dict[str, Any], effort: str = "medium",
-                       identity: str | None = None, date: str | None = None) -> list[Message]:
-    msgs = list(row["messages"])
-    while msgs and msgs[-1]["role"] != "assistant":
-        msgs.pop()
-    last_user = max((i for i, m in enumerate(msgs) if m["role"] == "user"), default=-1)
-    tools = _tools(row.get("tools"))
-
-    effort = row.get("reasoning_effort") or effort
+def _system_and_developer(msgs: list[dict[str, Any]], tools: list[ToolDescription], effort: str,
+                          identity: str | None, date: str | None) -> tuple[list[Message], int]:
+    """The system message, and the developer message made of the leading system/developer
+    messages and the tools; also how many leading messages it took."""
     system = SystemContent.new().with_reasoning_effort(EFFORTS[effort])
     if identity is not None:
         system = system.with_model_identity(identity)
     if date is not None:
         system = system.with_conversation_start_date(date)
     out = [Message.from_role_and_content(Role.SYSTEM, system)]
-
     lead = 0
     while lead < len(msgs) and msgs[lead]["role"] in ("system", "developer"):
         lead += 1
@@ -77,7 +71,52 @@ def reference_messages(row: dict[str, Any], effort: str = "medium",
         if tools:
             dev = dev.with_function_tools(tools)
         out.append(Message.from_role_and_content(Role.DEVELOPER, dev))
+    return out, lead
 
+
+def _tool_result(m: dict[str, Any], calls_by_id: dict[str, str], pending: list[str]) -> Message:
+    name = m.get("name") or calls_by_id.get(m.get("tool_call_id") or "") or pending[0]
+    if name in pending:
+        pending.remove(name)
+    return (Message.from_author_and_content(Author.new(Role.TOOL, f"functions.{name}"),
+                                            m.get("content") or "")
+            .with_channel("commentary").with_recipient("assistant"))
+
+
+def _assistant(m: dict[str, Any], keep_thinking: bool, calls_by_id: dict[str, str],
+               pending: list[str]) -> list[Message]:
+    thinking, calls, content = m.get("thinking"), m.get("tool_calls") or [], m.get("content")
+    parts = []
+    if thinking and keep_thinking:
+        parts.append(Message.from_role_and_content(Role.ASSISTANT, thinking)
+                     .with_channel("analysis"))
+    if not calls:  # an answer without tool calls always has its final, even an empty one
+        return [*parts, Message.from_role_and_content(Role.ASSISTANT, content or "")
+                .with_channel("final")]
+    if content:
+        parts.append(Message.from_role_and_content(Role.ASSISTANT, content)
+                     .with_channel("commentary"))
+    pending.clear()
+    for call in calls:
+        fn = call.get("function", call)
+        if call.get("id"):
+            calls_by_id[call["id"]] = fn["name"]
+        pending.append(fn["name"])
+        parts.append(Message.from_role_and_content(Role.ASSISTANT, _args(fn.get("arguments")))
+                     .with_channel("commentary")
+                     .with_recipient(f"functions.{fn['name']}")
+                     .with_content_type("<|constrain|>json"))
+    return parts
+
+
+def reference_messages(row: dict[str, Any], effort: str = "medium",
+                       identity: str | None = None, date: str | None = None) -> list[Message]:
+    msgs = list(row["messages"])
+    while msgs and msgs[-1]["role"] != "assistant":
+        msgs.pop()
+    last_user = max((i for i, m in enumerate(msgs) if m["role"] == "user"), default=-1)
+    out, lead = _system_and_developer(msgs, _tools(row.get("tools")),
+                                      row.get("reasoning_effort") or effort, identity, date)
     calls_by_id: dict[str, str] = {}
     pending: list[str] = []
     for i, m in enumerate(msgs[lead:], start=lead):
@@ -88,39 +127,9 @@ def reference_messages(row: dict[str, Any], effort: str = "medium",
             dev = DeveloperContent.new().with_instructions(m.get("content") or "")
             out.append(Message.from_role_and_content(Role.DEVELOPER, dev))
         elif role == "tool":
-            name = m.get("name") or calls_by_id.get(m.get("tool_call_id") or "") or pending[0]
-            if name in pending:
-                pending.remove(name)
-            out.append(Message.from_author_and_content(Author.new(Role.TOOL, f"functions.{name}"),
-                                                       m.get("content") or "")
-                       .with_channel("commentary").with_recipient("assistant"))
+            out.append(_tool_result(m, calls_by_id, pending))
         else:
-            thinking = m.get("thinking")
-            calls = m.get("tool_calls") or []
-            content = m.get("content")
-            parts = []
-            if thinking and i > last_user:
-                parts.append(Message.from_role_and_content(Role.ASSISTANT, thinking)
-                             .with_channel("analysis"))
-            if calls:
-                if content:
-                    parts.append(Message.from_role_and_content(Role.ASSISTANT, content)
-                                 .with_channel("commentary"))
-                pending = []
-                for call in calls:
-                    fn = call.get("function", call)
-                    if call.get("id"):
-                        calls_by_id[call["id"]] = fn["name"]
-                    pending.append(fn["name"])
-                    arguments = _args(fn.get("arguments"))
-                    parts.append(Message.from_role_and_content(Role.ASSISTANT, arguments)
-                                 .with_channel("commentary")
-                                 .with_recipient(f"functions.{fn['name']}")
-                                 .with_content_type("<|constrain|>json"))
-            else:  # an answer without tool calls always has its final, even an empty one
-                parts.append(Message.from_role_and_content(Role.ASSISTANT, content or "")
-                             .with_channel("final"))
-            out.extend(parts)
+            out.extend(_assistant(m, i > last_user, calls_by_id, pending))
     return out
 
 

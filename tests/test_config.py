@@ -124,7 +124,7 @@ def test_several_errors_one_line_each(tmp_path: Path) -> None:
 def test_cross_field_rule_is_one_line(tmp_path: Path) -> None:
     f = write(tmp_path, MINIMAL + "distributed:\n  cpu_offload: true\n")
     assert error_of(str(f)) == (
-        f"{f}: (top level): distributed.cpu_offload needs distributed.fsdp: true")
+        f"{f}: distributed.cpu_offload needs distributed.fsdp: true")
 
 
 def test_malformed_yaml_names_file_and_line(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import json
 import pytest
 
 import osstune.engine.data.dataset as dataset_mod
+import osstune.engine.data.dataset_batches as dataset_batches
 import osstune.engine.data.dataset_cache as cache_mod
 from osstune.engine.data.dataset import (
     DATASET_BUILTIN_SAMPLE,
@@ -212,8 +213,8 @@ def test_parallel_equals_serial(tokenizer, monkeypatch):
     rows = read_local(builtin_sample_path()).rows * 3
     settings = PipelineSettings.from_config(make_cfg(DATASET_BUILTIN_SAMPLE))
     serial, serial_stats = prepare_rows(rows, "messages", settings, tokenizer, num_proc=1)
-    monkeypatch.setattr(dataset_mod, "PARALLEL_MIN_ROWS", 1)
-    monkeypatch.setattr(dataset_mod, "BATCH_ROWS", 16)
+    monkeypatch.setattr(dataset_batches, "PARALLEL_MIN_ROWS", 1)
+    monkeypatch.setattr(dataset_batches, "BATCH_ROWS", 16)
     parallel, parallel_stats = prepare_rows(rows, "messages", settings, tokenizer, num_proc=2)
     assert [e.__dict__ for e in parallel] == [e.__dict__ for e in serial]
     assert parallel_stats.as_dict() == serial_stats.as_dict()
@@ -258,12 +259,12 @@ def test_progress_bar_only_on_a_terminal_in_the_main_thread(monkeypatch):
     import threading
 
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
-    bar = dataset_mod._progress(10_000, "preparing")
+    bar = dataset_batches._progress(10_000, "preparing")
     assert bar is not None
     bar.stop()
-    assert dataset_mod._progress(10, "preparing") is None  # too small to bother
+    assert dataset_batches._progress(10, "preparing") is None  # too small to bother
     seen = []
-    worker = threading.Thread(target=lambda: seen.append(dataset_mod._progress(10_000, "x")))
+    worker = threading.Thread(target=lambda: seen.append(dataset_batches._progress(10_000, "x")))
     worker.start()
     worker.join()
     assert seen == [None]  # the wizard's worker thread: Textual owns the terminal

@@ -47,6 +47,8 @@ def test_lora_adapter_loads_with_peft_and_merges(lora_run, monkeypatch):
     proc, out, path = lora_run
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Warning" not in proc.stderr, proc.stderr  # the log tail both front-ends show
+    steps = [line for line in proc.stderr.splitlines() if line.startswith("[engine] step ")]
+    assert steps and not any("GiB" in line for line in steps)  # a CPU run: no GPU figure
     end = last_run_end(out)
     assert end["status"] == "completed"
     # what a calibration point needs (engine/plan/calibration.py): a CPU run reserves no GPU memory

@@ -36,8 +36,22 @@ def _is_type_checking(node: ast.If) -> bool:
         isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
+DYNAMIC_IMPORTS = ("import_module", "__import__")  # importlib.import_module("x"), __import__("x")
+
+
+def _dynamic_import(node: ast.Call) -> str | None:
+    """The module `importlib.import_module("torch")` or `__import__("torch")` names, if literal."""
+    func = node.func
+    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+    if name in DYNAMIC_IMPORTS and node.args and isinstance(node.args[0], ast.Constant) \
+            and isinstance(node.args[0].value, str):
+        return node.args[0].value
+    return None
+
+
 def imported_names(source: str) -> list[tuple[int, str]]:
-    """(line, module) for every import statement, at any depth, outside TYPE_CHECKING blocks."""
+    """(line, module) for every import statement, at any depth, outside TYPE_CHECKING blocks,
+    and for every dynamic import of a module named by a string literal."""
     found: list[tuple[int, str]] = []
 
     def visit(node: ast.AST) -> None:
@@ -50,6 +64,8 @@ def imported_names(source: str) -> list[tuple[int, str]]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.append((node.lineno, node.module))
             found.extend((node.lineno, f"{node.module}.{alias.name}") for alias in node.names)
+        elif isinstance(node, ast.Call) and (module := _dynamic_import(node)):
+            found.append((node.lineno, module))
         for child in ast.iter_child_nodes(node):
             visit(child)
 
@@ -78,6 +94,9 @@ def test_layer_imports_nothing_forbidden(folder: str) -> None:
     "def f():\n    if True:\n        import peft.tuners\n",
     "from osstune.engine.trainer import merge\n",
     "class A:\n    def m(self):\n        import osstune.engine.trainer.model\n",
+    "import importlib\ndef f():\n    return importlib.import_module('torch.nn')\n",
+    "def f():\n    return __import__('peft')\n",
+    "from textual.app import App\n",
 ])
 def test_the_contract_catches_a_planted_import(tmp_path: Path, planted: str) -> None:
     layer = tmp_path / "plan"
@@ -107,18 +126,30 @@ def _modules(folder: str) -> list[str]:
     return names
 
 
-def test_core_modules_load_no_torch_stack_when_imported() -> None:
-    modules = [m for folder in CORE for m in _modules(folder)]
+def loaded_after_importing(modules: list[str], watched: str) -> list[str]:
+    """In a fresh interpreter, import `modules`; the loaded modules for which `watched` (a Python
+    expression over `m`, the module name) holds."""
     code = ("import importlib, json, sys\n"
             f"for m in {modules!r}: importlib.import_module(m)\n"
-            "print(json.dumps(sorted({m for m in sys.modules if m.split('.')[0] in "
-            "('torch', 'transformers', 'peft', 'textual', 'rich', 'typer')} | "
-            "{m for m in sys.modules"
-            " if m.startswith(('osstune.tui', 'osstune.engine.trainer'))})))")
+            f"print(json.dumps(sorted(m for m in sys.modules if {watched})))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_core_modules_load_no_torch_stack_when_imported() -> None:
+    modules = [m for folder in CORE for m in _modules(folder)]
+    assert loaded_after_importing(modules, (
+        "m.split('.')[0] in ('torch', 'transformers', 'peft', 'textual', 'rich', 'typer') "
+        "or m.startswith(('osstune.tui', 'osstune.engine.trainer'))")) == []
+
+
+def test_front_end_modules_load_no_torch_stack_when_imported() -> None:
+    """The wizard and the CLI import every module of tui/ and still have no torch in memory."""
+    assert loaded_after_importing(_modules("tui"), (
+        "m.split('.')[0] in ('torch', 'peft', 'accelerate') "
+        "or m.startswith('osstune.engine.trainer')")) == []
 
 
 def test_every_package_folder_is_installed_under_osstune() -> None:

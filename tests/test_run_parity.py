@@ -73,6 +73,7 @@ def test_cli_plain_lines_are_the_recorded_events(tmp_path: Path, capsys) -> None
                         "5); first (rows count from 1): row 21: 275 tokens, longer than "
                         "sequence_len 256")
     assert sum(line.startswith("step ") for line in lines) == 6
+    assert not any("GiB" in line for line in lines)  # a CPU run: no GPU memory figure
 
 
 @run_async

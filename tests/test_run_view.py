@@ -10,9 +10,9 @@ from osstune.tui.render.run import (
     STOP_HINT,
     STOPPING_HINT,
     event_line,
-    fmt_duration,
     run_panel,
     skipped_rows_line,
+    stats_line,
 )
 
 STEP = {"v": 1, "type": "step", "time": 1.0, "step": 3, "total_steps": 40, "epoch": 0.3,
@@ -57,10 +57,30 @@ def test_panel_renders_the_folded_snapshot():
     assert "rank 1" in text and "1:02:05" in text and "[engine] step 3/40" in text
 
 
-def test_durations():
-    assert fmt_duration(None) == "-"
-    assert fmt_duration(59.6) == "1:00"
-    assert fmt_duration(3725) == "1:02:05"
+CPU_STEP = {**STEP, "gpus": [{"rank": 0, "device_mem_reserved_gib": 0.0, "mem_allocated_gib": 0.0,
+                               "mem_active_gib": 0.0}]}  # a CPU rank reports zeros (metrics.py)
+
+
+def test_a_cpu_run_shows_no_gpu_figure_in_the_line_or_the_panel():
+    assert event_line(parse_event(CPU_STEP)) == ("step 3/40 loss 2.3457 lr 0.0002 4432 tok/s "
+                                                 "eta 1:02:05")
+    fold = RunFold()
+    fold.apply([_event("run_start", total_steps=40, model={}, world_size=1, config={},
+                       gpus=[{"rank": 0, "name": "cpu", "memory_total_gib": 0.0}], dataset={})])
+    assert "rank 0" in _panel_text(fold.snapshot())
+    assert "no device memory (CPU)" in _panel_text(fold.snapshot())  # also before the first step
+    fold.apply([parse_event(CPU_STEP)])
+    text = _panel_text(fold.snapshot())
+    assert "no device memory (CPU)" in text and "GiB" not in text
+
+
+def test_the_clock_reads_to_the_second_in_the_line_the_panel_and_the_stats():
+    fold = RunFold()
+    fold.apply([parse_event({**STEP, "elapsed_s": 59.6})])
+    snap = fold.snapshot()
+    assert event_line(parse_event(STEP)).endswith("eta 1:02:05")
+    assert "1:02:05" in _panel_text(snap)
+    assert "elapsed 1:00  ETA 1:02:05" in stats_line(snap).plain
 
 
 def test_the_packed_row_length_and_why_reach_the_line_and_the_panel():

@@ -6,8 +6,8 @@ import time
 from pathlib import Path
 
 import pytest
-from test_tui_screens import make_app, text_of, to_dataset, to_presets
-from tui_fixtures import h100_profile, run_async, screen_name, wait_until
+from screen_fixtures import make_app, text_of, to_dataset
+from tui_fixtures import h100_profile, run_async, screen_name, to_presets, wait_until
 
 from osstune.engine.plan.config import load_config
 from osstune.tui.screens.preset import details
@@ -17,6 +17,14 @@ from osstune.tui.screens.preset import details
 def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+async def estimate_after(pilot, fields: dict[str, str]) -> str:  # noqa: ANN001
+    """The Review screen's estimate after typing `fields` ('training-pack_len' -> '8192')."""
+    for name, value in fields.items():
+        pilot.app.screen.query_one(f"#f-{name}").value = value
+    await pilot.pause()
+    return text_of(pilot.app.screen, "#review-estimate")
 
 
 @run_async
@@ -52,31 +60,25 @@ async def test_review_rejudges_every_edit_with_terms_one_key_away(tmp_path: Path
         assert " min for " in shown or " h " in shown
         # pack_len: auto on the sample's 36 short chats: the data, not the card, bounds the rows
         assert "rows 2,048 tokens (auto: the longest row the dataset fills" in shown
-        screen.query_one("#f-training-pack_len").value = "8192"
-        await pilot.pause()
-        assert "rows 8,192 tokens (training.pack_len)" in text_of(screen, "#review-estimate")
+        assert "rows 8,192 tokens (training.pack_len)" in await estimate_after(
+            pilot, {"training-pack_len": "8192"})
         # micro-batch and LoRA rank re-judge too: the terms (ctrl+e) follow each edit
         await pilot.press("ctrl+e")
         await pilot.pause()
         before = screen.current_estimate
-        screen.query_one("#f-training-micro_batch_size").value = "4"
-        await pilot.pause()
+        await estimate_after(pilot, {"training-micro_batch_size": "4"})
         batch = screen.current_estimate
         assert batch.min_peak_mem_gib_per_gpu > before.min_peak_mem_gib_per_gpu
         assert "backward gradient buffers" in text_of(screen, "#review-yaml")
-        screen.query_one("#f-training-micro_batch_size").value = "1"
-        screen.query_one("#f-lora-r").value = "512"
-        await pilot.pause()
+        await estimate_after(pilot, {"training-micro_batch_size": "1", "lora-r": "512"})
         rank = screen.current_estimate.gpu_terms["adapters + gradients + AdamW"]
         assert rank > 30 * before.gpu_terms["adapters + gradients + AdamW"]
         assert f"{rank:.2f}" in text_of(screen, "#review-yaml")
         screen.query_one("#f-lora-r").value = "8"
         await pilot.press("ctrl+e")
         await pilot.pause()
-        screen.query_one("#f-training-pack_len").value = "auto"
-        screen.query_one("#f-training-sequence_len").value = "262144"
-        await pilot.pause()
-        shown = text_of(screen, "#review-estimate")
+        shown = await estimate_after(pilot, {"training-pack_len": "auto",
+                                             "training-sequence_len": "262144"})
         assert "estimate: does-not-fit" in shown
         await pilot.press("ctrl+e")
         await pilot.pause()
@@ -93,11 +95,9 @@ async def test_review_rejudges_every_edit_with_terms_one_key_away(tmp_path: Path
             spent.append(time.process_time() - started)
         assert sorted(spent)[2] < 0.05, spent
         # A LoRA run on 4 GPUs breaks a schema rule (LoRA runs one process): no estimate until fixed
-        screen.query_one("#f-distributed-gpus").value = "4"
-        await pilot.pause()
-        assert "after the errors are fixed" in text_of(screen, "#review-estimate")
-        screen.query_one("#f-training-sequence_len").value = "2048"
-        screen.query_one("#f-distributed-gpus").value = "1"
-        await pilot.pause()
-        assert "estimate: fits" in text_of(screen, "#review-estimate")
+        shown = await estimate_after(pilot, {"distributed-gpus": "4"})
+        assert "after the errors are fixed" in shown
+        shown = await estimate_after(pilot, {"training-sequence_len": "2048",
+                                             "distributed-gpus": "1"})
+        assert "estimate: fits" in shown
 

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from test_tui_screens import SIZE, make_app, scripted_training, to_presets
-from tui_fixtures import ScriptedLauncher, h100_profile, run_async, screen_name, wait_until
+from screen_fixtures import finish_to_done, scripted_run
+from tui_fixtures import (
+    run_async,
+    wait_until,
+)
 
 
 @run_async
@@ -15,11 +18,9 @@ async def test_training_chart_shows_eval_loss(tmp_path: Path, monkeypatch) -> No
     from osstune.tui.widgets.loss_chart import EVAL_MARK, LossChart
 
     monkeypatch.chdir(tmp_path)
-    launcher = ScriptedLauncher(gpus=1)
-    app = make_app(tmp_path, h100_profile(1), launcher)
-    async with app.run_test(size=SIZE) as pilot:
-        await to_presets(pilot)
-        await scripted_training(pilot, launcher, "gpt-oss-20b-lora-1gpu", steps=10)
+    async with scripted_run(tmp_path, "gpt-oss-20b-lora-1gpu", steps=10,
+                            via_presets=True) as (pilot, launcher):
+        app = pilot.app
         launcher.process.writer.emit("eval", step=10, loss=2.5, trained_tokens=100)
         chart = app.screen.query_one(LossChart)
         await wait_until(pilot, lambda: bool(chart.eval_history), what="the eval point")
@@ -31,16 +32,11 @@ async def test_training_chart_shows_eval_loss(tmp_path: Path, monkeypatch) -> No
 @run_async
 async def test_done_screen_c_offers_chat(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    launcher = ScriptedLauncher(gpus=1)
-    app = make_app(tmp_path, h100_profile(1), launcher)
     shown: list[str] = []
-    async with app.run_test(size=SIZE) as pilot:
-        await to_presets(pilot)
-        await scripted_training(pilot, launcher, "gpt-oss-20b-lora-1gpu", steps=2)
-        launcher.process.finish()
-        await wait_until(pilot, lambda: not app.screen.running)
-        await pilot.press("enter")
-        await wait_until(pilot, lambda: screen_name(app) == "DoneScreen")
+    async with scripted_run(tmp_path, "gpt-oss-20b-lora-1gpu", steps=2,
+                            via_presets=True) as (pilot, launcher):
+        app = pilot.app
+        await finish_to_done(pilot, launcher)
         body = str(app.screen.query_one("#done-body").render())
         assert "$ osstune chat ./outputs/gpt-oss-20b-lora" in body
         monkeypatch.setattr(app.screen, "notify", lambda message, **kw: shown.append(message))

@@ -8,10 +8,10 @@ import re
 from pathlib import Path
 
 import pytest
+import screen_fixtures
+from screen_fixtures import make_app, quiet_and_isolated, scripted_run  # noqa: F401 (autouse)
 from textual.widgets._footer import FooterKey
 from tui_fixtures import (
-    ScriptedLauncher,
-    cpu_profile,
     h100_profile,
     run_async,
     screen_name,
@@ -19,25 +19,11 @@ from tui_fixtures import (
     wait_until,
 )
 
-from osstune.engine.plan.config import dump_config, load_config
-from osstune.tui.app import OsstuneApp
+from osstune.engine.plan.config import dump_config
 from osstune.tui.render.chart import AXIS_WIDTH, EVAL_MARK
-from osstune.tui.screens.training import TrainingScreen
 from osstune.tui.widgets.loss_chart import LossChart
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 36), id="120x36")]
-
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
-def make_app(tmp_path: Path, profile=None, launcher=None, **kw) -> OsstuneApp:  # noqa: ANN001, ANN003
-    profile = profile or cpu_profile()
-    return OsstuneApp(lambda: profile, launcher or ScriptedLauncher(), tmp_path / "wizard.json",
-                      **kw)
 
 
 def screen_lines(app) -> list[str]:  # noqa: ANN001
@@ -61,24 +47,15 @@ async def settle(pilot) -> None:  # noqa: ANN001
     await pilot.pause()
 
 
-async def to_dataset(pilot) -> None:  # noqa: ANN001
-    await to_presets(pilot)
-    await pilot.press("enter")
-    screen = pilot.app.screen
-    await wait_until(pilot, lambda: screen.preview is not None, what="the dataset preview")
+async def footer_once(pilot, ready, primary: str) -> None:  # noqa: ANN001
+    """Once `ready()` holds and the screen has painted, `primary` is whole on its footer."""
+    await wait_until(pilot, ready)
     await settle(pilot)
+    assert_footer_fits(pilot.app, primary)
 
 
-async def start_training(pilot, launcher: ScriptedLauncher, preset: str, steps: int) -> None:  # noqa: ANN001
-    app = pilot.app
-    await wait_until(pilot, lambda: app.plan.recommendation is not None)
-    app.plan.choose_preset(preset)
-    await app.push_screen(TrainingScreen(load_config(preset)))
-    await wait_until(pilot, launcher.started.is_set, what="the launch")
-    launcher.process.run_start(total=100)
-    for step in range(1, steps + 1):
-        launcher.process.step(step, 100, loss=2.0 + 1.0 / step)
-    await wait_until(pilot, lambda: app.screen.snapshot.step == steps, what="the last step")
+async def to_dataset(pilot) -> None:  # noqa: ANN001
+    await screen_fixtures.to_dataset(pilot)
     await settle(pilot)
 
 
@@ -90,43 +67,31 @@ async def start_training(pilot, launcher: ScriptedLauncher, preset: str, steps: 
 async def test_every_screen_shows_its_primary_binding(tmp_path: Path, size) -> None:  # noqa: ANN001
     app = make_app(tmp_path)
     async with app.run_test(size=size) as pilot:
-        await wait_until(pilot, lambda: app.plan.recommendation is not None)
-        await settle(pilot)
-        assert_footer_fits(app, "⏎ Next: presets")
+        await footer_once(pilot, lambda: app.plan.recommendation is not None, "⏎ Next: presets")
         await to_presets(pilot)
-        await settle(pilot)
-        assert_footer_fits(app, "⏎ Choose")
+        await footer_once(pilot, lambda: True, "⏎ Choose")
         text = "\n".join(screen_lines(app))
         assert "disk" in text and "tiny-cpu-demo" in text  # every table column is in view
         await pilot.press("enter")
-        await wait_until(pilot, lambda: app.screen.preview is not None)
-        await settle(pilot)
-        assert_footer_fits(app, "^n Next: review")
+        await footer_once(pilot, lambda: app.screen.preview is not None, "^n Next: review")
         await pilot.press("ctrl+n")
-        await wait_until(pilot, lambda: screen_name(app) == "ReviewScreen")
-        await settle(pilot)
-        assert_footer_fits(app, "^n Start training")
+        await footer_once(pilot, lambda: screen_name(app) == "ReviewScreen", "^n Start training")
 
 
 @pytest.mark.parametrize("size", SIZES)
 @run_async
 async def test_training_and_done_footers_fit(tmp_path: Path, size) -> None:  # noqa: ANN001
-    launcher = ScriptedLauncher(gpus=8)
-    app = make_app(tmp_path, h100_profile(8), launcher)
-    async with app.run_test(size=size) as pilot:
-        await start_training(pilot, launcher, "gpt-oss-120b-fft-fsdp2-offload", steps=3)
+    async with scripted_run(tmp_path, "gpt-oss-120b-fft-fsdp2-offload", steps=3, gpus=8,
+                            size=size) as (pilot, launcher):
+        app = pilot.app
         assert_footer_fits(app, "s Stop+save")
         assert "running" in screen_lines(app)[1]  # the status is the first thing on the title
         assert "H100" in "\n".join(screen_lines(app)) or size[0] < 100  # names when there is room
         launcher.process.finish()
-        await wait_until(pilot, lambda: not app.screen.running)
-        await settle(pilot)
-        assert_footer_fits(app, "⏎ Done")
+        await footer_once(pilot, lambda: not app.screen.running, "⏎ Done")
         assert "completed (exit code 0)" in screen_lines(app)[1]
         await pilot.press("enter")
-        await wait_until(pilot, lambda: screen_name(app) == "DoneScreen")
-        await settle(pilot)
-        assert_footer_fits(app, "c Chat with it")
+        await footer_once(pilot, lambda: screen_name(app) == "DoneScreen", "c Chat with it")
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -165,11 +130,8 @@ async def test_the_preset_table_follows_a_resized_terminal(tmp_path: Path) -> No
 async def test_review_yaml_loses_no_line(tmp_path: Path, size) -> None:  # noqa: ANN001
     app = make_app(tmp_path)
     async with app.run_test(size=size) as pilot:
-        await to_dataset(pilot)
-        await pilot.press("ctrl+n")
-        await wait_until(pilot, lambda: screen_name(app) == "ReviewScreen")
+        screen = await screen_fixtures.to_review(pilot)
         await settle(pilot)
-        screen = app.screen
         pane, scroll = screen.query_one("#review-yaml"), screen.query_one("#review-yaml-scroll")
         source = dump_config(app.plan.config())
         area = scroll.content_region
@@ -252,10 +214,9 @@ async def test_token_preview_wraps_between_tokens(tmp_path: Path, size) -> None:
 @pytest.mark.parametrize("steps", [3, 22, 300])
 @run_async
 async def test_loss_chart_spans_its_width(tmp_path: Path, size, steps: int) -> None:  # noqa: ANN001
-    launcher = ScriptedLauncher(gpus=1)
-    app = make_app(tmp_path, h100_profile(1), launcher)
-    async with app.run_test(size=size) as pilot:
-        await start_training(pilot, launcher, "gpt-oss-20b-lora-1gpu", steps=steps)
+    async with scripted_run(tmp_path, "gpt-oss-20b-lora-1gpu", steps=steps,
+                            size=size) as (pilot, launcher):
+        app = pilot.app
         launcher.process.writer.emit("eval", step=steps, loss=4.0, trained_tokens=10)
         chart = app.screen.query_one(LossChart)
         await wait_until(pilot, lambda: bool(chart.eval_history), what="the eval point")

@@ -7,28 +7,23 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_tui_fit import (
-    SIZES,
-    assert_footer_fits,
-    make_app,
-    screen_lines,
-    settle,
-    start_training,
-    to_presets,
-)
-from textual.widgets import DataTable
-from tui_fixtures import (
+from screen_fixtures import (  # the tui_fixtures helpers they build on, too
     ScriptedLauncher,
     cpu_profile,
+    finish_to_done,
     h100_profile,
-    run_async,
+    make_app,
+    open_training,
     screen_name,
+    scripted_run,
+    to_presets,
     wait_until,
 )
+from test_tui_fit import SIZES, assert_footer_fits, screen_lines, settle
+from textual.widgets import DataTable
+from tui_fixtures import run_async
 
-from osstune.engine.plan.config import load_config
 from osstune.tui.app import OsstuneApp
-from osstune.tui.screens.training import TrainingScreen
 from osstune.tui.settings import Settings, machine_key
 from osstune.tui.widgets.log_tail import LogTail
 
@@ -110,8 +105,7 @@ async def test_a_profile_file_plan_is_preflighted_against_this_machine(
         await wait_until(pilot, lambda: app.plan.recommendation is not None)
         assert "a run starts on this machine" in str(app.screen.query_one("#recommendation")
                                                       .content)
-        app.plan.choose_preset("gpt-oss-20b-lora-1gpu")  # fits the file's H100, not this CPU
-        await app.push_screen(TrainingScreen(load_config("gpt-oss-20b-lora-1gpu")))
+        await open_training(pilot, "gpt-oss-20b-lora-1gpu")  # fits the file's H100, not this CPU
         screen = app.screen
         await wait_until(pilot, lambda: screen.session is not None and not screen.running,
                          what="the refusal")
@@ -139,9 +133,7 @@ async def test_a_probed_plan_is_preflighted_with_its_own_profile(tmp_path: Path)
         await wait_until(pilot, lambda: app.plan.recommendation is not None)
         assert "a run starts on this machine" not in str(
             app.screen.query_one("#recommendation").content)
-        app.plan.choose_preset("tiny-cpu-demo")
-        await app.push_screen(TrainingScreen(load_config("tiny-cpu-demo")))
-        await wait_until(pilot, launcher.started.is_set)
+        await open_training(pilot, "tiny-cpu-demo", launcher=launcher)
         assert launcher.profiles == [profile]  # no second probe: the plan's is this machine's
 
 
@@ -165,10 +157,9 @@ def test_the_wizard_command_marks_a_profile_file_as_another_machine(
 @pytest.mark.parametrize("size", SIZES)
 @run_async
 async def test_the_engine_log_scrolls_back_to_its_first_line(tmp_path: Path, size) -> None:  # noqa: ANN001
-    launcher = ScriptedLauncher(gpus=1)
-    app = make_app(tmp_path, h100_profile(1), launcher)
-    async with app.run_test(size=size) as pilot:
-        await start_training(pilot, launcher, "gpt-oss-20b-lora-1gpu", steps=2)
+    async with scripted_run(tmp_path, "gpt-oss-20b-lora-1gpu", steps=2,
+                            size=size) as (pilot, launcher):
+        app = pilot.app
         process = launcher.process
         process.stderr.extend(f"traceback line {i}" for i in range(60))
         process.stderr.append("RuntimeError: the real reason")
@@ -195,15 +186,11 @@ async def test_the_engine_log_scrolls_back_to_its_first_line(tmp_path: Path, siz
 @pytest.mark.parametrize("size", SIZES)
 @run_async
 async def test_done_offers_chat_with_the_result(tmp_path: Path, monkeypatch, size) -> None:  # noqa: ANN001
-    launcher = ScriptedLauncher(gpus=1)
-    app = make_app(tmp_path, h100_profile(1), launcher)
     shown: list[str] = []
-    async with app.run_test(size=size) as pilot:
-        await start_training(pilot, launcher, "gpt-oss-20b-lora-1gpu", steps=2)
-        launcher.process.finish()
-        await wait_until(pilot, lambda: not app.screen.running)
-        await pilot.press("enter")
-        await wait_until(pilot, lambda: screen_name(app) == "DoneScreen")
+    async with scripted_run(tmp_path, "gpt-oss-20b-lora-1gpu", steps=2,
+                            size=size) as (pilot, launcher):
+        app = pilot.app
+        await finish_to_done(pilot, launcher)
         await settle(pilot)
         assert "$ osstune chat ./outputs/gpt-oss-20b-lora" in "\n".join(screen_lines(app))
         assert_footer_fits(app, "c Chat with it")

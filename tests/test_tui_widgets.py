@@ -91,6 +91,9 @@ async def test_memory_panel_marks_the_peak_and_handles_no_gpu() -> None:
     async with Host(panel).run_test(size=(60, 10)) as pilot:
         await pilot.pause()
         assert "no GPU" in rendered_lines(panel)[0]
+        panel.set_gpus([GpuMemory(0, "cpu", 0.0, None)])  # a CPU run's run_start: no GPU wait
+        await pilot.pause()
+        assert rendered_lines(panel) == [" 0 cpu          no device memory (CPU)"]
         panel.set_gpus([GpuMemory(0, "cpu", 0.0, 0.0, 0.0)])  # what a CPU run reports
         await pilot.pause()
         assert rendered_lines(panel) == [" 0 cpu          no device memory (CPU)"]

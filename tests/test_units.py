@@ -1,10 +1,10 @@
-"""One format for sizes and counts, used by every command and screen."""
+"""One format for sizes, counts and durations, used by every command and screen."""
 
 from __future__ import annotations
 
 import pytest
 
-from osstune.engine.plan.units import fmt_gib, plural
+from osstune.engine.plan.units import fmt_clock, fmt_duration, fmt_gib, plural
 
 
 @pytest.mark.parametrize(("value", "text"), [
@@ -13,6 +13,13 @@ from osstune.engine.plan.units import fmt_gib, plural
 ])
 def test_fmt_gib(value, text):
     assert fmt_gib(value) == text
+
+
+def test_durations_estimated_and_on_the_clock():
+    seconds = (None, 5, 59 * 60 + 10, 3725, 47 * 3600 + 1800, 60 * 3600)
+    assert [fmt_duration(s) for s in seconds] == [
+        "-", "1 min", "59 min", "1 h 02 min", "47 h 30 min", "2.5 days"]
+    assert [fmt_clock(s) for s in (None, -3, 59.6, 3725)] == ["-", "0:00", "1:00", "1:02:05"]
 
 
 def test_plural():

@@ -190,3 +190,19 @@ async def to_presets(pilot) -> None:  # noqa: ANN001
     await wait_until(pilot, lambda: pilot.app.plan.recommendation is not None, what="the probe")
     await pilot.press("enter")
     await wait_until(pilot, lambda: screen_name(pilot.app) == "PresetScreen")
+
+
+async def open_training(pilot, preset: str, config=None, launcher=None):  # noqa: ANN001, ANN201
+    """The Training screen for `preset` (its config, or `config`), pushed once the probe has
+    answered and the preset is the chosen one (and, given `launcher`, once it started the run);
+    returns the screen."""
+    from osstune.engine.plan.config import load_config
+    from osstune.tui.screens.training import TrainingScreen
+
+    app = pilot.app
+    await wait_until(pilot, lambda: app.plan.recommendation is not None, what="the probe")
+    app.plan.choose_preset(preset)
+    await app.push_screen(TrainingScreen(config or load_config(preset)))
+    if launcher is not None:
+        await wait_until(pilot, launcher.started.is_set, what="the launch")
+    return app.screen

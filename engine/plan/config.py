@@ -57,7 +57,8 @@ def preset_text(name: str) -> str:
 def _format_errors(err: ValidationError, source: str) -> str:
     lines = []
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        # A cross-field rule (a model-level check, no location) names its own keys.
+        key = ".".join(str(p) for p in e["loc"])
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
         else:
@@ -66,7 +67,7 @@ def _format_errors(err: ValidationError, source: str) -> str:
             if e.get("input") is not None and e["type"] != "missing" and e["loc"] and not \
                     isinstance(e["input"], (dict, list)):
                 msg += f" (got {shown(e['input'])})"
-        lines.append(f"{source}: {key}: {msg}")
+        lines.append(f"{source}: {key}: {msg}" if key else f"{source}: {msg}")
     return "\n".join(lines)
 
 

@@ -1,7 +1,8 @@
 """Pre-flight checks before anything heavy is loaded: GPUs, disk, host RAM, the output folder.
 
 Torch-free: `osstune run` calls it before launching, the engine again before loading (a direct
-`python -m engine.trainer.train` gets the same answers). `--force` turns refusals into warnings.
+`python -m osstune.engine.trainer.train` gets the same answers). `--force` turns refusals into
+warnings.
 GPU memory, host RAM and disk are the estimate of this very config (engine/plan/estimate.py),
 not a preset's fixed figures.
 """

@@ -63,7 +63,8 @@ class StepLogger:
         mem = max(g["device_mem_reserved_gib"] for g in fields["gpus"])
         self.peak_reserved_gib = max(self.peak_reserved_gib, mem)
         if self.rt.is_main:
+            on_gpu = self.rt.device.type == "cuda"  # a CPU run has no device memory to report
             log(f"step {step}/{self.total_steps} loss {result.loss:.4f} lr {result.lr:.3g} "
                 f"grad_norm {float(result.grad_norm):.3g} "
-                f"{fields['tokens_per_s']:.0f} tok/s mem {mem:.2f} GiB")
+                f"{fields['tokens_per_s']:.0f} tok/s" + (f" mem {mem:.2f} GiB" if on_gpu else ""))
         self.last_time, self.last_step, self.tokens = now, step, 0

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from tests.engine_fixtures import REPO
-from tests.faults.test_bad_input_corpus import CASES
+from tests.faults.bad_input_cases import CASES
 
 pytestmark = pytest.mark.faults
 

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from osstune.engine.plan.units import fmt_duration
 from osstune.tui import output
 from osstune.tui.commands.doctor import resolve_profile
-from osstune.tui.widgets.estimate_view import fmt_duration
 
 if TYPE_CHECKING:
     from osstune.engine.plan.estimate import Estimate
@@ -47,9 +47,9 @@ def terms_rows(title: str, total: float, terms: dict[str, float]) -> list[list[o
 
 
 def _print(v: PresetVerdict, est: Estimate, suggested: list[Suggestion]) -> None:
-    from osstune.tui.commands.presets import VERDICT_STYLE
+    from osstune.tui.render.verdict import verdict_style
 
-    output.print_line((f"{v.name}: {v.verdict}", VERDICT_STYLE[v.verdict]))
+    output.print_line((f"{v.name}: {v.verdict}", verdict_style(v.verdict, bold=True)))
     rows: list[list[output.Cell]] = []
     if est.gpus:
         title = "GPU memory per GPU (reserved)"

@@ -8,15 +8,13 @@ import typer
 
 from osstune.tui import output
 from osstune.tui.commands.doctor import resolve_profile
+from osstune.tui.render.verdict import verdict_style
 
 if TYPE_CHECKING:
     from osstune.engine.plan.config import RunConfig
     from osstune.engine.plan.estimate import DatasetFacts
     from osstune.engine.plan.hardware import HardwareProfile
     from osstune.engine.plan.recommend import PresetVerdict
-
-VERDICT_STYLE = {"fits": "bold green", "tight": "bold yellow", "does-not-fit": "bold red"}
-
 
 def verdict_to_dict(v: PresetVerdict) -> dict[str, Any]:
     return {
@@ -143,7 +141,7 @@ def presets(
         return
     from osstune.engine.plan.config import preset_names
     from osstune.engine.plan.hardware import output_dir_problem
-    from osstune.engine.plan.recommend import TIGHT_HEADROOM, judge, recommend
+    from osstune.engine.plan.recommend import judge, recommend
 
     if output_dir and not (hardware or (ctx.obj or {}).get("hardware")):
         problem = output_dir_problem(output_dir)
@@ -168,14 +166,22 @@ def presets(
     if json_:
         output.print_json([verdict_to_dict(v) for v in verdicts])
         return
+    _print_verdicts(profile, verdicts, rec.summary if rec is not None else None)
+
+
+def _print_verdicts(profile: HardwareProfile, verdicts: list[PresetVerdict],
+                    summary: str | None) -> None:
+    """The presets table: name, verdict (the pick marked), reasons; then the pick's summary."""
+    from osstune.engine.plan.recommend import TIGHT_HEADROOM
+
     source = "" if profile.source == "probe" else f"  [{profile.source}]"
     output.print_line(f"Hardware: {describe_hardware(profile)}{source}")
     rows: list[list[output.Cell]] = []
     for v in verdicts:
         label = v.verdict + ("\nrecommended" if v.recommended else "")
-        rows.append([(v.name, "bold" if v.recommended else ""), (label, VERDICT_STYLE[v.verdict]),
-                     "\n".join(v.reasons)])
+        rows.append([(v.name, "bold" if v.recommended else ""),
+                     (label, verdict_style(v.verdict, bold=True)), "\n".join(v.reasons)])
     output.print_table(["Preset", "Verdict", "Why"], rows, lines=True)
-    if rec is not None:
-        output.print_line(rec.summary)
+    if summary is not None:
+        output.print_line(summary)
     output.print_line(f"tight = fits with less than {TIGHT_HEADROOM:.0%} headroom on a resource.")

@@ -8,35 +8,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from osstune.engine.plan.units import plural
-from osstune.engine.session.events import (
-    AnyEvent,
-    Checkpoint,
-    ErrorEvent,
-    Eval,
-    RunEnd,
-    RunStart,
-    Step,
-    StepGpu,
-    WarningEvent,
-)
+from osstune.engine.plan.units import fmt_clock, plural
+from osstune.engine.session import events as ev
+from osstune.engine.session.fold import error_note
 
 if TYPE_CHECKING:
     from rich.text import Text
 
-    from osstune.engine.session.fold import RunSnapshot
+    from osstune.engine.session.fold import GpuMemory, RunSnapshot
 
 LOG_TAIL = 6
 NOTES_SHOWN = 3
-
-
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(round(max(seconds, 0)))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
 def fmt_loss(loss: float | None) -> str:
@@ -51,7 +33,11 @@ def fmt_tokens_per_s(rate: float | None) -> str:
     return "-" if rate is None else f"{rate:,.0f}"
 
 
-def gpu_summary(gpus: list[StepGpu]) -> str:
+def gpu_summary(gpus: list[ev.StepGpu]) -> str | None:
+    """'r0:41.9GiB r1:26.5GiB'; None for a CPU run, whose ranks report no device memory (every
+    figure 0, engine/trainer/metrics.py)."""
+    if not any(g.device_mem_reserved_gib or g.mem_allocated_gib or g.mem_active_gib for g in gpus):
+        return None
     return " ".join(f"r{g.rank}:{g.device_mem_reserved_gib:.1f}GiB" for g in gpus)
 
 
@@ -92,27 +78,28 @@ def pack_len_lines(pack_len: dict[str, Any] | None) -> list[str]:
     return [f"  rows: pack_len {pack_len['detail']}"] if pack_len else []
 
 
-def event_line(event: AnyEvent) -> str | None:
+def event_line(event: ev.AnyEvent) -> str | None:
     """The plain-text line for one event (None for events that have no line)."""
-    if isinstance(event, RunStart):
+    if isinstance(event, ev.RunStart):
         skipped = skipped_rows_line(event.dataset)
         return "\n".join([f"run_start: {event.model.get('id')} ({event.model.get('init')}), "
                           f"world size {event.world_size}, {plural(event.total_steps, 'step')}",
                           *pack_len_lines(event.pack_len), *dataset_lines(event.dataset),
                           *([f"  {skipped}"] if skipped else [])])
-    if isinstance(event, Eval):
+    if isinstance(event, ev.Eval):
         return f"eval step {event.step}: loss {event.loss:.4f}"
-    if isinstance(event, Step):
+    if isinstance(event, ev.Step):
+        mem = gpu_summary(event.gpus)
         return (f"step {event.step}/{event.total_steps} loss {event.loss:.4f} "
                 f"lr {event.lr:.3g} {event.tokens_per_s:.0f} tok/s "
-                f"mem {gpu_summary(event.gpus)} eta {fmt_duration(event.eta_s)}")
-    if isinstance(event, Checkpoint):
+                + (f"mem {mem} " if mem else "") + f"eta {fmt_clock(event.eta_s)}")
+    if isinstance(event, ev.Checkpoint):
         return f"checkpoint step {event.step}: {event.path}"
-    if isinstance(event, WarningEvent):
+    if isinstance(event, ev.WarningEvent):
         return f"warning: {event.message}"
-    if isinstance(event, ErrorEvent):
+    if isinstance(event, ev.ErrorEvent):
         return f"error ({event.kind}): {event.message}\n  hint: {event.hint}"
-    if isinstance(event, RunEnd):
+    if isinstance(event, ev.RunEnd):
         outs = ", ".join(f"{k}={v}" for k, v in event.outputs.items())
         return f"run_end: {event.status}" + (f" ({outs})" if outs else "")
     return None
@@ -124,8 +111,6 @@ def run_panel(name: str, snap: RunSnapshot, log_tail: int = LOG_TAIL) -> Any:
     from rich.progress_bar import ProgressBar
     from rich.table import Table
     from rich.text import Text
-
-    from osstune.engine.session.fold import error_note
 
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
@@ -139,21 +124,35 @@ def run_panel(name: str, snap: RunSnapshot, log_tail: int = LOG_TAIL) -> Any:
         grid.add_row("eval loss", fmt_loss(snap.eval_loss))
     grid.add_row("lr", fmt_lr(snap.lr))
     grid.add_row("tokens/s", fmt_tokens_per_s(snap.tokens_per_s))
-    grid.add_row("ETA", fmt_duration(snap.eta_s))
+    grid.add_row("ETA", fmt_clock(snap.eta_s))
     if snap.pack_len:
         grid.add_row("rows", Text(snap.pack_len))
     for g in snap.gpus:
-        grid.add_row(f"rank {g.rank}", "waiting for the first step" if g.reserved_gib is None
-                     else f"{g.reserved_gib:.2f} GiB reserved (peak since last step)")
+        grid.add_row(f"rank {g.rank}", gpu_memory_text(g))
     if snap.dataset and (skipped := skipped_rows_line(snap.dataset)):
         grid.add_row("data", Text(skipped))  # file text, never Rich markup
-    # The error itself is not repeated here: `osstune run` reports it once, when the panel closes.
-    error = error_note(snap.error) if snap.error is not None else None
-    for note in [n for n in snap.notes if n != error][-NOTES_SHOWN:]:  # never Rich markup
+    for note in notes_to_show(snap):  # never Rich markup
         grid.add_row("", Text(note))
     for line in snap.log_lines[-log_tail:]:
         grid.add_row("log", Text(line, no_wrap=True, overflow="ellipsis"))
     return Panel(grid, title=f"osstune run {name}", subtitle=panel_hint(snap))
+
+
+def gpu_memory_text(gpu: GpuMemory) -> str:
+    """One rank's memory for the panel; a CPU rank (run_start says 0 GiB of device memory) has
+    no GPU figure, as the wizard's memory panel says."""
+    if gpu.total_gib == 0:
+        return "no device memory (CPU)"
+    if gpu.reserved_gib is None:
+        return "waiting for the first step"
+    return f"{gpu.reserved_gib:.2f} GiB reserved (peak since last step)"
+
+
+def notes_to_show(snap: RunSnapshot, count: int = NOTES_SHOWN) -> list[str]:
+    """The latest notes (checkpoints, warnings, the end), without the error's own note: the error
+    is shown once, by itself (`osstune run`'s final report, the wizard's error box)."""
+    error = error_note(snap.error) if snap.error is not None else None
+    return [n for n in snap.notes if n != error][-count:]
 
 
 STOP_HINT = "Ctrl-C: stop and save"
@@ -181,8 +180,8 @@ def stats_line(snap: RunSnapshot) -> Text:
         parts += [("  tok/s ", "dim"), fmt_tokens_per_s(snap.tokens_per_s)]
     if snap.epoch is not None:
         parts += [("  epoch ", "dim"), f"{snap.epoch:.2f}"]
-    parts += [("  elapsed ", "dim"), fmt_duration(snap.elapsed_s),
-              ("  ETA ", "dim"), fmt_duration(snap.eta_s)]
+    parts += [("  elapsed ", "dim"), fmt_clock(snap.elapsed_s),
+              ("  ETA ", "dim"), fmt_clock(snap.eta_s)]
     return Text.assemble(*parts)
 
 

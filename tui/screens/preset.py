@@ -10,11 +10,10 @@ from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Header, Static
 
 from osstune.engine.plan.config import ConfigError, RunConfig, load_preset
+from osstune.tui.render.verdict import verdict_style
 from osstune.tui.screens.base import NARROW_WIDTH, WizardScreen, wizard_footer
 from osstune.tui.screens.plan import yaml_text
 from osstune.tui.widgets.estimate_view import card_gib, memory_bar, summary, terms
-
-VERDICT_STYLE = {"fits": "green", "tight": "yellow", "does-not-fit": "red"}
 
 
 def _gib(value: float) -> str:
@@ -39,7 +38,7 @@ def trains_line(cfg: RunConfig) -> str:
 
 def details(cfg: RunConfig | None, verdict, card: float | None = None  # noqa: ANN001
             ) -> Group:
-    style = VERDICT_STYLE.get(verdict.verdict, "")
+    style = verdict_style(verdict.verdict)
     parts: list[Text] = [
         Text.assemble(
             (verdict.name, "bold"),
@@ -127,7 +126,7 @@ class PresetScreen(WizardScreen):
             table.add_row(
                 Text("★", style="bold cyan") if v.recommended else "",
                 Text(v.name, style="bold" if v.recommended else ""),
-                Text(v.verdict, style=VERDICT_STYLE.get(v.verdict, "")),
+                Text(v.verdict, style=verdict_style(v.verdict)),
                 str(req.gpus) if req else "?",
                 memory_bar(v.estimate, self._card(v), width=0 if self._narrow else 12),
                 _gib(req.disk_gib) if req else "?",

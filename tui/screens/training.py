@@ -26,7 +26,7 @@ from osstune.engine.plan.preflight import PreflightError, existing_run
 from osstune.engine.session.fold import RunSnapshot
 from osstune.engine.session.lock import RunLocked, owner_of
 from osstune.engine.session.run_session import RunSession
-from osstune.tui.render.run import stats_line
+from osstune.tui.render.run import notes_to_show, stats_line
 from osstune.tui.screens.base import WizardScreen, describe_error, wizard_footer
 from osstune.tui.widgets.log_tail import LogTail
 from osstune.tui.widgets.loss_chart import LossChart
@@ -201,8 +201,9 @@ class TrainingScreen(WizardScreen):
         self.query_one(MemoryPanel).set_gpus(snap.gpus)
         self.query_one(LogTail).set_lines(snap.log_lines)
         notes = self.query_one("#run-notes", Static)
-        notes.update(Text("\n".join(snap.notes[-3:]), style="dim"))
-        notes.display = bool(snap.notes)
+        shown = notes_to_show(snap)
+        notes.update(Text("\n".join(shown), style="dim"))
+        notes.display = bool(shown)
         if not snap.finished and snap.status != "stopping":
             self._set_status("running")
 

@@ -7,14 +7,13 @@ from typing import TYPE_CHECKING
 
 from rich.text import Text
 
+from osstune.engine.plan.units import fmt_duration
+from osstune.tui.render.verdict import verdict_style
 from osstune.tui.widgets.bars import meter
 
 if TYPE_CHECKING:
     from osstune.engine.plan.estimate import Estimate
     from osstune.engine.plan.hardware import HardwareProfile
-
-VERDICT_STYLE = {"fits": "green", "tight": "yellow", "does-not-fit": "red"}
-
 
 def card_gib(profile: HardwareProfile | None, gpus: int) -> float | None:
     """The smallest of the `gpus` largest cards (what a run on them must fit); with fewer cards
@@ -42,16 +41,6 @@ def memory_bar(est: Estimate | None, card: float | None, width: int = 16) -> Tex
     return bar
 
 
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    minutes = round(seconds / 60)
-    if minutes < 60:
-        return f"{max(minutes, 1)} min"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min" if hours < 48 else f"{hours / 24:.1f} days"
-
-
 def summary(est: Estimate | None, verdict: str | None, card: float | None) -> Text:
     """The estimate in five lines: verdict, GPU bar, packed row length, host RAM and disk, speed
     and time."""
@@ -59,7 +48,7 @@ def summary(est: Estimate | None, verdict: str | None, card: float | None) -> Te
         return Text("")
     if not est.ok:
         return Text(str(est.problem), style="yellow")
-    out = Text.assemble(("estimate: ", "bold"), (verdict or "", VERDICT_STYLE.get(verdict or "")))
+    out = Text.assemble(("estimate: ", "bold"), (verdict or "", verdict_style(verdict)))
     if est.gpus:
         out.append("\nGPU  ")
         out.append_text(memory_bar(est, card))

@@ -59,11 +59,11 @@ class MemoryPanel(Widget):
             label += f"{short_name(gpu.name)[:NAME_WIDTH]:<{NAME_WIDTH}} "
         row = Text(label)
         total = gpu.total_gib or 0.0
+        if gpu.total_gib == 0:  # a CPU rank (run_start says so): no device memory to draw against
+            row.append("no device memory (CPU)", style="dim")
+            return row
         if gpu.reserved_gib is None:  # a GPU run from its config, before the first step
             row.append("GPU: waiting for the first step", style="dim")
-            return row
-        if total <= 0:  # a CPU rank: no device memory to draw against
-            row.append("no device memory (CPU)", style="dim")
             return row
         figures = f" {_gib(gpu.reserved_gib):>5}/{_gib(total)} pk {_gib(gpu.peak_gib):>5}"
         bar_width = max(width - len(label) - len(figures), 4)

@@ -16,11 +16,6 @@ from osstune.tui.render import tokens as token_render
 
 if TYPE_CHECKING:
     from osstune.engine.data.token_view import TokenView
-    from osstune.tui.render.wrap import SoftWrap
-
-
-def token_text(tokens: Sequence[TokenView], show_ids: bool = False) -> SoftWrap:
-    return token_render.render_wrapped(list(tokens), show_ids)
 
 
 def legend() -> Text:
@@ -37,4 +32,4 @@ def legend() -> Text:
 
 class TokenPreview(Static):
     def show(self, tokens: Sequence[TokenView], show_ids: bool = False) -> None:
-        self.update(token_text(tokens, show_ids))
+        self.update(token_render.render_wrapped(list(tokens), show_ids))

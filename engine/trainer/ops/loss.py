@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import torch
 
-IGNORE_INDEX = -100
+from osstune.engine.data.harmony import IGNORE_INDEX  # the label of every masked token
+
+__all__ = ["IGNORE_INDEX", "default_chunk_size", "linear_cross_entropy"]
 # fp32 bytes of one chunk of logits (plus its bf16 copy) to aim for; 1 GiB keeps the matmuls large.
 _CHUNK_LOGITS_BYTES = 1 << 30
 
