@@ -32,6 +32,39 @@ LONG = ["max_steps=400", "sequence_len=128", "save_steps=1000", "training.loggin
         "gradient_accumulation_steps=1", "micro_batch_size=1"]
 
 
+def _start_detached(out: Path) -> subprocess.CompletedProcess[str]:
+    """`osstune run --detach` of a long tiny run into `out`; it returns once the engine owns it."""
+    sets = [a for o in LONG for a in ("--set", o)]
+    started = subprocess.run(
+        [sys.executable, "-m", "osstune.tui.cli", "run", "tiny-cpu-demo", *sets, "--output",
+         str(out), "--detach"], cwd=REPO, env=engine_env(), capture_output=True, text=True,
+        timeout=120)
+    assert started.returncode == 0, started.stderr
+    return started
+
+
+@contextlib.asynccontextmanager
+async def _wizard_training(tmp_path: Path, monkeypatch, out: Path):  # noqa: ANN001, ANN202
+    """The wizard (real EngineLauncher) on the Training screen of the long tiny run in `out`."""
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config("tiny-cpu-demo", [*LONG, f"output.dir={out}"])
+    profile = cpu_profile()
+    app = OsstuneApp(lambda: profile, EngineLauncher(), tmp_path / "wizard.json")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_until(pilot, lambda: app.plan.recommendation is not None)
+        await app.push_screen(TrainingScreen(cfg))
+        yield pilot, app.screen
+
+
+def _stop_detached(out: Path, holder) -> None:  # noqa: ANN001
+    """Ctrl-C to the detached engine that holds `out`, then wait until it has let go."""
+    if owner_of(out) is not None:
+        os.kill(holder.pid, signal.SIGINT)
+    deadline = time.monotonic() + 240
+    while owner_of(out) is not None and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
 def _start_cli(out: Path) -> subprocess.Popen[bytes]:
     sets = [a for o in LONG for a in ("--set", o)]
     return subprocess.Popen(
@@ -69,14 +102,7 @@ def test_a_signal_to_the_cli_stops_the_engine_gracefully(tmp_path: Path, signum)
 
 @run_async
 async def test_quitting_the_wizard_stops_the_real_engine_once(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
-    monkeypatch.chdir(tmp_path)
-    cfg = load_config("tiny-cpu-demo", [*LONG, f"output.dir={tmp_path / 'wiz'}"])
-    profile = cpu_profile()
-    app = OsstuneApp(lambda: profile, EngineLauncher(), tmp_path / "wizard.json")
-    async with app.run_test(size=(100, 30)) as pilot:
-        await wait_until(pilot, lambda: app.plan.recommendation is not None)
-        await app.push_screen(TrainingScreen(cfg))
-        screen = app.screen
+    async with _wizard_training(tmp_path, monkeypatch, tmp_path / "wiz") as (pilot, screen):
         await wait_until(pilot, lambda: screen.snapshot.step >= 1, timeout=180,
                          what="the first step")
         process = screen.session.process
@@ -89,12 +115,7 @@ async def test_quitting_the_wizard_stops_the_real_engine_once(tmp_path: Path, mo
 
 def test_detach_then_attach_and_stop(tmp_path: Path) -> None:
     out = tmp_path / "bg"
-    sets = [a for o in LONG for a in ("--set", o)]
-    started = subprocess.run(
-        [sys.executable, "-m", "osstune.tui.cli", "run", "tiny-cpu-demo", *sets, "--output",
-         str(out), "--detach"], cwd=REPO, env=engine_env(), capture_output=True, text=True,
-        timeout=120)
-    assert started.returncode == 0, started.stderr
+    started = _start_detached(out)
     assert f"osstune attach {out}" in started.stdout
     holder = owner_of(out)
     try:
@@ -179,23 +200,11 @@ async def test_the_wizard_follows_a_detached_run_and_leaves_it_running(
     """A run started with --detach: the wizard's Training screen for its folder attaches to it
     (no second engine); quitting the wizard leaves the run going, as `attach` without Ctrl-C."""
     out = tmp_path / "bg"
-    sets = [a for o in LONG for a in ("--set", o)]
-    started = subprocess.run(
-        [sys.executable, "-m", "osstune.tui.cli", "run", "tiny-cpu-demo", *sets, "--output",
-         str(out), "--detach"], cwd=REPO, env=engine_env(), capture_output=True, text=True,
-        timeout=120)
-    assert started.returncode == 0, started.stderr
+    _start_detached(out)
     holder = owner_of(out)
     assert holder is not None
     try:
-        monkeypatch.chdir(tmp_path)
-        cfg = load_config("tiny-cpu-demo", [*LONG, f"output.dir={out}"])
-        profile = cpu_profile()
-        app = OsstuneApp(lambda: profile, EngineLauncher(), tmp_path / "wizard.json")
-        async with app.run_test(size=(100, 30)) as pilot:
-            await wait_until(pilot, lambda: app.plan.recommendation is not None)
-            await app.push_screen(TrainingScreen(cfg))
-            screen = app.screen
+        async with _wizard_training(tmp_path, monkeypatch, out) as (pilot, screen):
             await wait_until(pilot, lambda: screen.attached and screen.snapshot.step >= 1,
                              timeout=180, what="a step of the live run")
             await pilot.press("ctrl+q")
@@ -204,11 +213,7 @@ async def test_the_wizard_follows_a_detached_run_and_leaves_it_running(
         assert "SIGINT" not in (out / ENGINE_LOG).read_text()
         assert [e["type"] for e in read_events(out)].count("run_start") == 1
     finally:
-        if owner_of(out) is not None:
-            os.kill(holder.pid, signal.SIGINT)
-        deadline = time.monotonic() + 240
-        while owner_of(out) is not None and time.monotonic() < deadline:
-            time.sleep(0.2)
+        _stop_detached(out, holder)
     _assert_stopped_with_a_checkpoint(out)
 
 
@@ -216,12 +221,7 @@ def test_a_closed_attach_terminal_leaves_the_detached_run_running(tmp_path: Path
     """`attach` then SIGTERM, or its terminal closed (SIGHUP): attach leaves (exit 0, saying
     so); the detached run goes on - it must not depend on the SSH session that watched it."""
     out = tmp_path / "bg"
-    sets = [a for o in LONG for a in ("--set", o)]
-    started = subprocess.run(
-        [sys.executable, "-m", "osstune.tui.cli", "run", "tiny-cpu-demo", *sets, "--output",
-         str(out), "--detach"], cwd=REPO, env=engine_env(), capture_output=True, text=True,
-        timeout=120)
-    assert started.returncode == 0, started.stderr
+    _start_detached(out)
     holder = owner_of(out)
     assert holder is not None
     try:
@@ -246,9 +246,5 @@ def test_a_closed_attach_terminal_leaves_the_detached_run_running(tmp_path: Path
             assert owner_of(out) == holder, signum.name  # the same engine, still running
         assert "SIGINT" not in (out / ENGINE_LOG).read_text()
     finally:
-        if owner_of(out) is not None:
-            os.kill(holder.pid, signal.SIGINT)
-        deadline = time.monotonic() + 240
-        while owner_of(out) is not None and time.monotonic() < deadline:
-            time.sleep(0.2)
+        _stop_detached(out, holder)
     _assert_stopped_with_a_checkpoint(out)

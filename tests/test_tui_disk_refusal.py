@@ -10,7 +10,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from test_tui_fit import SIZES, assert_footer_fits, screen_lines, settle
+from test_tui_fit import SIZES, assert_footer_fits, force_refused_start, screen_lines, settle
 from tui_fixtures import ScriptedLauncher, run_async, screen_name, wait_until
 
 from osstune.engine.plan.hardware import HardwareProfile, load_profile
@@ -91,14 +91,8 @@ async def test_h200_small_disk_refused_then_forced_with_f(
         assert error.startswith("not started: disk: 5 GiB free at ")
         assert "this config needs ~13.0 GiB (model download (not in the HF cache) 12.8" in error
         assert "exited with code" not in error and "f runs it anyway" in error
-        assert_footer_fits(app, "f Run anyway")
         panel_shows_the_gpu(screen)
-        await pilot.press("f")
-        await wait_until(pilot, launcher.started.is_set, what="the forced start")
-        assert launcher.calls == [(screen.config.output.dir, False, True)]
-        await wait_until(pilot, lambda: screen.running)
-        await settle(pilot)
-        assert "f Run anyway" not in screen_lines(app)[-1]  # only while it applies
+        await force_refused_start(app, pilot, screen, launcher)
         assert "s Stop+save" in screen_lines(app)[-1]
         panel_shows_the_gpu(screen)
         await pilot.press("f")  # nothing to force while it runs

@@ -47,6 +47,18 @@ async def settle(pilot) -> None:  # noqa: ANN001
     await pilot.pause()
 
 
+async def force_refused_start(app, pilot, screen, launcher) -> None:  # noqa: ANN001
+    """On a Training screen refused by the pre-flight: `f` is offered, pressing it starts the
+    run forced (and `f` leaves the footer once the run is going)."""
+    assert_footer_fits(app, "f Run anyway")
+    await pilot.press("f")
+    await wait_until(pilot, launcher.started.is_set, what="the forced start")
+    assert launcher.calls == [(screen.config.output.dir, False, True)]
+    await wait_until(pilot, lambda: screen.running)
+    await settle(pilot)
+    assert "f Run anyway" not in screen_lines(app)[-1]  # only while it applies
+
+
 async def footer_once(pilot, ready, primary: str) -> None:  # noqa: ANN001
     """Once `ready()` holds and the screen has painted, `primary` is whole on its footer."""
     await wait_until(pilot, ready)

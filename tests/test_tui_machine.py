@@ -19,7 +19,7 @@ from screen_fixtures import (  # the tui_fixtures helpers they build on, too
     to_presets,
     wait_until,
 )
-from test_tui_fit import SIZES, assert_footer_fits, screen_lines, settle
+from test_tui_fit import SIZES, assert_footer_fits, force_refused_start, screen_lines, settle
 from textual.widgets import DataTable
 from tui_fixtures import run_async
 
@@ -115,13 +115,7 @@ async def test_a_profile_file_plan_is_preflighted_against_this_machine(
         error = str(screen.query_one("#run-error").content)
         assert "distributed.gpus: the config asks for 1 GPU(s) per node, 0 visible" in error
         assert "exited with code" not in error
-        assert_footer_fits(app, "f Run anyway")
-        await pilot.press("f")
-        await wait_until(pilot, launcher.started.is_set, what="the forced start")
-        assert launcher.calls == [(screen.config.output.dir, False, True)]
-        await wait_until(pilot, lambda: screen.running)
-        await settle(pilot)
-        assert "f Run anyway" not in screen_lines(app)[-1]  # only while it applies
+        await force_refused_start(app, pilot, screen, launcher)
 
 
 @run_async
