@@ -167,7 +167,7 @@ def test_bad_config_key(tmp_path, capsys):
 def test_merge_sharded_without_checkpoint(tmp_path):
     path = write_config(tmp_path, tiny_config(tmp_path))
     result = CliRunner().invoke(app, ["merge-sharded-fsdp-weights", str(path)])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # bad input: nothing to merge
     assert "no finished checkpoint" in result.output
     shutil.rmtree(tmp_path / "tiny", ignore_errors=True)
 

@@ -123,6 +123,9 @@ class WarningEvent(_Event):
     message: str
 
 
+# The exit code of an engine process (train, merge, chat) that ends on bad input or a full disk:
+# the user's to fix (the front-ends exit 2 too).
+EXIT_USER_ERROR = 2
 # Error kinds the engine ends with exit 2 (bad input: the config, data, model folder or checkpoint,
 # a refused pre-flight, a folder owned by a live run, a full disk); a front-end exits 2 for them.
 USER_ERROR_KINDS = frozenset({"config", "dataset", "tokenizer", "model", "checkpoint", "preflight",

@@ -26,10 +26,10 @@ from osstune.engine.data.harmony_chat import Delta, HarmonyStream, render_prompt
 from osstune.engine.data.tokenizer import TokenizerError, load_tokenizer
 from osstune.engine.plan.config import ConfigError, RunConfig, load_config
 from osstune.engine.session.chat_target import ChatTarget, ChatTargetError, find_chat_target
+from osstune.engine.session.events import EXIT_USER_ERROR
 from osstune.engine.trainer.model import ModelError, torch_dtype
 from osstune.engine.trainer.objective import causal_lm
 
-EXIT_USER_ERROR = 2
 DIM, RESET = "\033[2m", "\033[0m"
 
 

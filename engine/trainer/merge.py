@@ -11,6 +11,7 @@ import torch
 
 from osstune.engine.data.tokenizer import load_tokenizer
 from osstune.engine.plan.config import RunConfig
+from osstune.engine.session.events import EXIT_USER_ERROR
 from osstune.engine.trainer import checkpoint as ckpt
 from osstune.engine.trainer.export import one_line, save_full_model
 from osstune.engine.trainer.model import (
@@ -125,10 +126,10 @@ def main(argv: list[str] | None = None) -> int:
             merged = merge_sharded_checkpoint(cfg, args.output_dir)
     except (MergeError, ckpt.CheckpointError, ModelError, TokenizerError, ConfigError) as e:
         print(f"osstune: error: {e}", file=sys.stderr)
-        return 1
+        return EXIT_USER_ERROR
     except OSError as e:
         print(f"osstune: error: cannot write {args.output_dir / MERGED_DIR}: {e}", file=sys.stderr)
-        return 1
+        return EXIT_USER_ERROR
     print(merged)
     return 0
 

@@ -35,7 +35,7 @@ from osstune.engine.plan.flops import train_flops_per_token
 from osstune.engine.plan.packlen import PackLen
 from osstune.engine.plan.preflight import PreflightError, preflight
 from osstune.engine.plan.units import plural
-from osstune.engine.session.events import EVENTS_FILE, EventWriter
+from osstune.engine.session.events import EVENTS_FILE, EXIT_USER_ERROR, EventWriter
 from osstune.engine.session.lock import RunLocked, claim_for_engine
 from osstune.engine.session.run_folder import failed_attempt
 from osstune.engine.trainer import allocator, metrics
@@ -68,7 +68,6 @@ from osstune.engine.trainer.step import forward_backward, train_step  # noqa: F4
 from osstune.engine.trainer.steplog import StepLogger
 from osstune.engine.trainer.tracking import open_event_writer
 
-EXIT_USER_ERROR = 2
 EXIT_OUT_OF_MEMORY = 3
 EXIT_INTERNAL = 1
 

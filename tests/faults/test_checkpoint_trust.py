@@ -193,7 +193,7 @@ def test_untrusted_sharded_merge_is_one_line(tmp_path):
     marker = tmp_path / "pwned"
     _plant(tmp_path, pickle.dumps(_Payload(os.system, f"touch {marker}")))
     path = write_config(tmp_path, tiny_config(tmp_path))
-    assert merge_main(["sharded", str(path), str(tmp_path / "tiny")]) == 1
+    assert merge_main(["sharded", str(path), str(tmp_path / "tiny")]) == 2
     assert not marker.exists()
 
 

@@ -43,3 +43,23 @@ def test_the_cli_exit_code_follows_the_engine_error(tmp_path, capsys, kind, exit
     assert done.value.exit_code == expected
     err = capsys.readouterr().err
     assert err == f"osstune: error: {kind} went wrong (hint: do this)\n"
+
+
+def test_merge_lora_on_a_run_without_an_adapter_is_one_line_and_exit_2(tmp_path):
+    """The merge's own refusal (bad input) ends the CLI with exit 2, as `run`'s do."""
+    import subprocess
+    import sys
+
+    from tests.engine_fixtures import REPO, engine_env, tiny_config, write_config
+
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = tiny_config(tmp_path, method="lora", lora={"r": 2, "alpha": 4},
+                      output={"dir": str(run)})
+    write_config(run, cfg, "config.yaml")
+    proc = subprocess.run([sys.executable, "-m", "osstune.tui.cli", "merge-lora", str(run)],
+                          cwd=REPO, env=engine_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert "no LoRA adapter here" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (run / "merged").exists()

@@ -306,7 +306,7 @@ def test_merge_on_a_full_disk_is_one_line(tmp_path, monkeypatch, capsys):
     capsys.readouterr()
     code = merge.main(["sharded", str(path), str(out)])
     err = capsys.readouterr().err
-    assert code == 1
+    assert code == 2  # a full disk: the user's to fix, as for a run
     assert err.count("\n") == 1 and err.startswith("osstune: error: cannot write ")
     assert "Traceback" not in err
     assert not (out / "merged").exists() and not (out / ".merged.partial").exists()

@@ -58,6 +58,7 @@ def _merge(kind: str, target: str, extra: list[str] | None = None, dtype: str = 
     import subprocess
     import sys
 
+    from osstune.engine.session.events import EXIT_USER_ERROR
     from osstune.engine.session.launch import CONFIG_FILE
 
     cfg, out = resolve_run(target)  # refuses a bad target here, before a process starts
@@ -70,7 +71,9 @@ def _merge(kind: str, target: str, extra: list[str] | None = None, dtype: str = 
         reason = (lines[-1].removeprefix("osstune: error: ") if lines
                   else f"the merge process exited with code {proc.returncode}: "
                        + " | ".join(proc.stderr.strip().splitlines()[-3:]))
-        output.fail(reason, code=output.EXIT_PROBLEM)
+        # the merge's own one-line refusals (bad input, a full disk) are exit 2, as `run`'s
+        output.fail(reason, code=output.EXIT_USAGE if proc.returncode == EXIT_USER_ERROR and lines
+                    else output.EXIT_PROBLEM)
     output.print_line(f"merged weights: {proc.stdout.strip().splitlines()[-1]}")
 
 
