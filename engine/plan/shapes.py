@@ -153,7 +153,8 @@ def cached_snapshot(model_id: str) -> Path | None:
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
-def _is_local(model_id: str) -> bool:
+def is_local_model(model_id: str) -> bool:
+    """A path (starts with . / ~, or names a folder) rather than a hub id."""
     return model_id.startswith((".", "/", "~")) or Path(model_id).expanduser().is_dir()
 
 
@@ -168,7 +169,7 @@ def _read_config(path: Path) -> dict[str, Any]:
 
 
 def base_config(model_id: str) -> dict[str, Any]:
-    if _is_local(model_id):
+    if is_local_model(model_id):
         return _read_config(Path(model_id).expanduser() / "config.json")
     if model_id in BUILTIN:
         return dict(BUILTIN[model_id])

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 from osstune.engine.plan.config import RunConfig
-from osstune.engine.plan.shapes import ModelShapes, cached_snapshot
+from osstune.engine.plan.shapes import ModelShapes, cached_snapshot, is_local_model
 
 GIB = 1024**3
 TOKENIZER_GIB = 0.03  # tokenizer.json + chat template written with every export
@@ -53,14 +52,10 @@ def cached_models() -> list[str]:
     return [model_id for model_id in ids if weights_cached(model_id)]
 
 
-def _is_local(model_id: str) -> bool:
-    return model_id.startswith((".", "/", "~")) or Path(model_id).expanduser().is_dir()
-
-
 def download_gib(cfg: RunConfig, shapes: ModelShapes, cached: list[str] | None) -> float:
     """The MXFP4 checkpoint, unless local or listed in `cached` (None: the cache is unknown)."""
     model = cfg.model
-    if model.init != "pretrained" or _is_local(model.id):
+    if model.init != "pretrained" or is_local_model(model.id):
         return 0.0
     if cached is not None and model.id in cached:
         return 0.0

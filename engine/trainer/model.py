@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from osstune.engine.plan.config import RunConfig
+from osstune.engine.plan.shapes import is_local_model
 
 # Shapes of the public checkpoints' config.json (openai/gpt-oss-20b and -120b), so that
 # `init: random` works with no hub. Everything not listed is transformers' GptOssConfig
@@ -74,10 +75,6 @@ def resolve_attn_implementation(requested: str, device: torch.device) -> str:
     return register()
 
 
-def _is_local(model_id: str) -> bool:
-    return model_id.startswith((".", "/", "~")) or Path(model_id).expanduser().exists()
-
-
 def _hub_config(model_id: str, trust_remote_code: bool) -> Any:
     """The cached copy first; the network only when the hub answers quickly (no retry storms)."""
     from transformers import AutoConfig
@@ -99,7 +96,7 @@ def load_model_config(cfg: RunConfig, device: torch.device) -> Any:
 
     model_id = cfg.model.id
     base: Any = None
-    if _is_local(model_id):
+    if is_local_model(model_id):
         folder = Path(model_id).expanduser()
         if not (folder / "config.json").is_file():
             raise ModelError(
