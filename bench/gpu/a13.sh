@@ -13,12 +13,10 @@
 #   bash bench/gpu/a13.sh                                   # GPU machine, repo root, $OUT set
 #   A13_DRY_RUN=1 OUT=/tmp/o bash bench/gpu/a13.sh          # CPU: tiny model, same steps/files
 set -u
-PY=${PYTHON:-python3}
 BUDGET=${A13_BUDGET_S:-240}
 R="${OUT:-/tmp/a13-out}/a13"
 mkdir -p "$R"
-START=$(date +%s)
-left() { echo $((START + BUDGET - $(date +%s))); }
+source "$(dirname "$0")/budget.sh"   # PY, START, left
 TINY=()
 SEQ120=8192; SEQ20=32768; SEQBF=20480; PACKED=packed-lean-eager; BF16=lever-chunked+unchecked6
 if [ "${A13_DRY_RUN:-0}" = "1" ]; then  # CPU: flex attention has no CPU backward, eager runs

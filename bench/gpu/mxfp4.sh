@@ -13,12 +13,10 @@
 # Run from the repo root: bash bench/gpu/mxfp4.sh
 # Check it without a GPU: MXFP4_TINY=1 MXFP4_BUDGET_S=900 OUT=/tmp/o bash bench/gpu/mxfp4.sh
 set -u
-PY=${PYTHON:-python3}
 BUDGET=${MXFP4_BUDGET_S:-120}
 R="${OUT:?set OUT}/mxfp4"
 mkdir -p "$R"
-START=$(date +%s)
-left() { echo $((START + BUDGET - $(date +%s) - ${1:-0})); }
+source "$(dirname "$0")/budget.sh"   # PY, START, left
 at() { echo $((START + $1 * BUDGET / 120)); }   # a point of the 120 s plan, scaled
 until_at() { local s=$(( $(at "$1") - $(date +%s) )); [ "$s" -lt 1 ] && s=1; echo "$s"; }
 

@@ -69,15 +69,9 @@ def estimate_point(point: dict[str, Any]) -> Estimate:
 
 def superseded_measures(point: dict[str, Any]) -> set[str]:
     """The measures of `point` not checked and not fitted: those later code no longer matches
-    (`superseded`), and those of the current code the estimator does not model yet (`open`: a
-    known gap, named with why; tests/test_estimate.py lists them and holds them to the safe side
-    for memory)."""
-    out: set[str] = set()
-    for key in ("superseded", "open"):
-        block = point.get(key)
-        if block:
-            out |= set(block.get("measures") or MEASURES)
-    return out
+    (its `superseded` block: all measures, or the ones it names)."""
+    block = point.get("superseded")
+    return set(block.get("measures") or MEASURES) if block else set()
 
 
 def check_point(point: dict[str, Any], superseded: bool = False) -> list[PointResult]:

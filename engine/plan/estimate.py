@@ -13,7 +13,6 @@ used, 4 GiB below its size, so `peak_mem_gib_per_gpu` is what the run will reser
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,7 +88,7 @@ def _compiled(cfg: RunConfig, on_gpu: bool) -> bool:
 
 
 def _packed(cfg: RunConfig) -> bool:
-    return getattr(cfg.model, "experts", "bf16") == "mxfp4"
+    return cfg.model.experts == "mxfp4"
 
 
 def _attention(cfg: RunConfig) -> str:
@@ -101,8 +100,9 @@ def memory_inputs(cfg: RunConfig, shapes: ModelShapes, on_gpu: bool, row_len: in
                   ) -> MemoryInputs:
     t, d = cfg.training, cfg.distributed
     lora = cfg.method == "lora"
+    dtype_bytes = 2 if cfg.model.dtype == "bfloat16" else 4
     return MemoryInputs(
-        shapes=shapes, dtype_bytes=2 if cfg.model.dtype == "bfloat16" else 4,
+        shapes=shapes, dtype_bytes=dtype_bytes,
         packed_experts=_packed(cfg),
         lora_params=shapes.lora_params(cfg.lora.r, cfg.lora.target_modules,
                                        cfg.lora.target_parameters) if lora else 0,
@@ -110,9 +110,8 @@ def memory_inputs(cfg: RunConfig, shapes: ModelShapes, on_gpu: bool, row_len: in
         tokens=t.micro_batch_size * row_len, checkpointing=t.gradient_checkpointing,
         compiled=_compiled(cfg, on_gpu), moe_chunk=t.moe_chunk_tokens,
         pretrained=cfg.model.init == "pretrained", processes_per_node=max(d.gpus, 1),
-        reduce_bytes=(2 if cfg.model.dtype == "bfloat16" else 4)
-        if d.reduces_in_param_dtype else 4,
-        pass_tokens=offload_pass_tokens(t.micro_batch_size * t.sequence_len,
+        reduce_bytes=dtype_bytes if d.reduces_in_param_dtype else 4,
+        pass_tokens=offload_pass_tokens(t.micro_batch_size * row_len,
                                         t.gradient_accumulation_steps)
         if d.cpu_offload else None,
         lora_targets=tuple(cfg.lora.target_modules) if lora else None,
@@ -179,10 +178,9 @@ def pack_len_for(cfg: RunConfig, card_gib: float | None, gpu_name: str | None = 
     except ShapeError:
         return PackLen(t.sequence_len, "no estimate", "auto: the model's shapes are not known")
     all_checked = 0 if t.gradient_checkpointing else shapes.layers
-    base = memory_inputs(cfg, shapes, True, t.sequence_len)  # the rest only changes the tokens
-
-    def inputs(n: int) -> MemoryInputs:
-        return dataclasses.replace(base, tokens=t.micro_batch_size * n)
+    @functools.cache
+    def inputs(n: int) -> MemoryInputs:  # the row length sets the tokens (and offload's pass)
+        return memory_inputs(cfg, shapes, True, n)
 
     @functools.cache
     def floor(n: int) -> float:  # bisection and speed ask for the same lengths
