@@ -46,7 +46,16 @@ from pathlib import Path
 from typing import Any
 
 from bench_measure import GIB, engine_overrides, measure
-from bench_variants import GPT_OSS_20B, GPT_OSS_120B, LEAN, OSSTUNE, TINY, VARIANTS, Variant
+from bench_variants import (
+    CAP_80GB_GIB,
+    GPT_OSS_20B,
+    GPT_OSS_120B,
+    LEAN,
+    OSSTUNE,
+    TINY,
+    VARIANTS,
+    Variant,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 RESULT_PREFIX = "BENCH_RESULT "
@@ -190,7 +199,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--search-limit", type=int, default=131072)
     parser.add_argument("--budget-s", type=float, default=540.0)
     parser.add_argument("--out", type=Path, default=None, help="write all results as JSON")
-    parser.add_argument("--cap-gib", type=float, default=79.1,
+    parser.add_argument("--cap-gib", type=float, default=CAP_80GB_GIB,
                         help="limit each process to this much device memory on larger cards "
                         "(default: an 80 GB H100's 79.1 GiB; 0 = no limit)")
     parser.add_argument("--tiny", action="store_true", help="tiny model (harness check on CPU)")

@@ -9,6 +9,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 # Public config.json of openai/gpt-oss-20b.
+# The default device-memory cap of bench runs: an 80 GB H100's usable 79.1 GiB.
+CAP_80GB_GIB = 79.1
+
 GPT_OSS_20B: dict[str, Any] = {
     "vocab_size": 201088, "hidden_size": 2880, "intermediate_size": 2880,
     "num_hidden_layers": 24, "num_attention_heads": 64, "num_key_value_heads": 8, "head_dim": 64,

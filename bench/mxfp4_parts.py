@@ -33,12 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from bench_measure import GIB, _build, _step_fn, engine_overrides, timed_steps
-from bench_variants import GPT_OSS_20B, TINY, VARIANTS, Variant
+from bench_variants import CAP_80GB_GIB, GPT_OSS_20B, TINY, VARIANTS, Variant
 
 from osstune.engine.plan.flops import train_flops_per_token
 
 BF16, PACKED = "osstune-lean", "packed-24gb"
-DEFAULT_CAP_GIB = 79.1  # the bf16 path on an 80 GB card, as bench_train's default
 TARGETS = {"packed_8192_max_gib": 22.0, "packed_min_speed_ratio": 0.9, "cap_gib": 23.5,
            "longest_min_tokens": 16384}
 
@@ -70,7 +69,8 @@ class Lengths:
         self.cfg = TINY if tiny else GPT_OSS_20B
         self.cap_gib = self.variant.cap_gib or cap_gib
         self.info: dict[str, Any] = {
-            "variant": name, "spec": dataclasses.asdict(self.variant), "model": "20b",
+            "variant": name, "spec": dataclasses.asdict(self.variant),
+            "model": "tiny" if tiny else "20b",
             "torch": torch.__version__, "transformers": transformers.__version__,
             "device": torch.cuda.get_device_name() if self.device.type == "cuda" else "cpu"}
         if self.device.type == "cuda" and self.cap_gib:
@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     lengths = sub.choices["lengths"]
     lengths.add_argument("--variant", default=BF16, choices=sorted(VARIANTS))
     lengths.add_argument("--seqs", default="8192,2048")
-    lengths.add_argument("--cap-gib", type=float, default=DEFAULT_CAP_GIB)
+    lengths.add_argument("--cap-gib", type=float, default=CAP_80GB_GIB)
     lengths.add_argument("--out", type=Path, required=True)
     packed = sub.choices["packed"]
     packed.add_argument("--bf16", type=Path, default=None)

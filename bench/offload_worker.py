@@ -26,9 +26,11 @@ import sys
 import time
 from typing import Any
 
+from osstune.engine.trainer.allocator import ENV, EXPANDABLE
+
 BEFORE = os.environ.get("OSSTUNE_BENCH_BEFORE") == "1"
 if BEFORE:  # main's allocator setting, as a user-set value the engine keeps
-    os.environ["PYTORCH_CUDA_ALLOC_CONF"] = "expandable_segments:True"
+    os.environ[ENV] = EXPANDABLE
 
 import torch  # noqa: E402
 

@@ -18,11 +18,11 @@ import subprocess
 import sys
 import time
 
+from osstune.engine.trainer.allocator import engine_conf
+
 GIB = 1024**3
-MODES = {"cudaHostAlloc": "expandable_segments:True",
-         "host_register_8_threads": "expandable_segments:True,"
-                                    "pinned_use_cuda_host_register:True,"
-                                    "pinned_num_register_threads:8"}
+MODES = {"cudaHostAlloc": engine_conf(cpu_offload=False),
+         "host_register_8_threads": engine_conf(cpu_offload=True)}
 
 
 def measure(gib: float, count: int) -> dict[str, float]:

@@ -102,12 +102,10 @@ def test_numerics_twins_agree_and_catch_a_wrong_expert_weight(parts):
     assert not wrong["ok"]
 
 
-def test_pooled_full_size_writer_reads_back_through_the_engine(tmp_path):
-    sys.path.insert(0, str(BENCH))
-    try:
-        import bench_mxfp4
-    finally:
-        sys.path.remove(str(BENCH))
+def test_pooled_full_size_writer_reads_back_through_the_engine(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))  # write/load import their bench siblings when called
+    import bench_mxfp4
+
     written = bench_mxfp4.write(tmp_path / "hub", "tiny")
     assert written["folder_gib"] >= 0
     result = bench_mxfp4.load(tmp_path / "hub", steps=1, seq=8, device_name="cpu", attn="eager")

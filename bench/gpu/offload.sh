@@ -17,19 +17,17 @@
 set -u
 # The engine's own allocator settings are what is measured: none inherited from the caller.
 unset PYTORCH_CUDA_ALLOC_CONF PYTORCH_ALLOC_CONF
-BUDGET_S=${OFFLOAD_BUDGET_S:-120}
+BUDGET=${OFFLOAD_BUDGET_S:-120}
 LAYERS=${OFFLOAD_LAYERS:-4}
-START=$(date +%s)
+source "$(dirname "$0")/budget.sh"   # PY, START, left
 DEST="${OUT:-/tmp/offload-out}/offload"
 WORK=$(mktemp -d /tmp/offload-work.XXXXXX)
 mkdir -p "$DEST"
-PY=${PYTHON:-python3}
 TINY=()
 if [ "${OFFLOAD_DRY_RUN:-0}" = "1" ]; then
   TINY=(--tiny)
   LAYERS=2
 fi
-left() { echo $((BUDGET_S - ($(date +%s) - START))); }
 common=(--layers "$LAYERS" --cap-gib 23.5 --conversations 160 --kill-grace-s 3 ${TINY[@]+"${TINY[@]}"})
 
 # 1. pinning rate (two short processes); also checks that this torch takes the engine's

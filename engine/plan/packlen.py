@@ -65,10 +65,6 @@ class PackLen:
         return cls(int(d["length"]), str(d["reason"]), str(d["why"]))
 
 
-def round_up(n: float, granule: int = GRANULE) -> int:
-    return int(-(-n // granule) * granule)
-
-
 def candidates(sequence_len: int, limit: int = MAX_PACK_LEN) -> list[int]:
     """sequence_len, then the powers of two above it, up to `limit`."""
     out, n = [sequence_len], 1 << max(sequence_len, 1).bit_length()
