@@ -38,7 +38,8 @@ def complete_checkpoints(output_dir: Path) -> list[Path]:
 def recoverable_checkpoints(output_dir: Path) -> list[Path]:
     """Finished copies a kill left mid-publish (`.tmp-step-N` not yet renamed, or `.old-step-N`
     moved aside during a re-save) whose `step-N` is missing. Only read here: the engine puts them
-    back under their name when it resumes (engine/trainer/checkpoint.py), never a front-end,
+    back under their name when it resumes (engine/trainer/checkpoint.py
+    `recover_interrupted_publish`), never a front-end or a merge,
     which could race a live run's rename."""
     root = checkpoints_root(output_dir)
     if not root.is_dir():

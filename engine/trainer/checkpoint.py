@@ -38,6 +38,7 @@ from osstune.engine.session.run_folder import (  # noqa: F401 - the folder's lay
     COMPLETE,
     checkpoints_root,
     complete_checkpoints,
+    recoverable_checkpoints,
 )
 from osstune.engine.trainer.safe_metadata import SafeLoadPlanner, SafeReader, UnsafeMetadataError
 
@@ -70,30 +71,28 @@ def step_dir_name(step: int) -> str:
     return f"step-{step:06d}"
 
 
-def recover_interrupted_publish(root: Path) -> list[Path]:
+def recover_interrupted_publish(output_dir: Path) -> list[Path]:
     """Put back under its name a step that a kill inside `_publish` left only as a finished
     `.tmp-step-N` (all shards and COMPLETE written, not yet renamed) or, during the re-save of
-    an existing step, as `.old-step-N` (moved aside, the new one not yet in place). The newer
-    copy wins when both are finished. Every rank may call it: a lost race is ignored."""
+    an existing step, as `.old-step-N` (moved aside, the new one not yet in place): the copies
+    `run_folder.recoverable_checkpoints` lists, the newer (`.tmp-`) first. Only the engine calls
+    it, holding the folder's lock, when it resumes; every rank may: a lost race is ignored."""
     recovered = []
-    for prefix in (".tmp-", ".old-"):
-        for copy in sorted(root.glob(f"{prefix}step-*")):
-            final = root / copy.name[len(prefix):]
-            if final.exists() or not (copy / COMPLETE).is_file():
-                continue
-            try:
-                copy.rename(final)
-            except OSError:
-                continue  # another rank renamed it (or its copy) first
-            recovered.append(final)
+    copies = recoverable_checkpoints(output_dir)
+    for copy in sorted(copies, key=lambda p: not p.name.startswith(".tmp-")):
+        final = copy.parent / copy.name.split("-", 1)[1]
+        if final.exists():  # the newer copy of the same step went back first
+            continue
+        try:
+            copy.rename(final)
+        except OSError:
+            continue  # another rank renamed it (or its copy) first
+        recovered.append(final)
     return recovered
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
-    """The newest finished checkpoint, after putting back a step a kill left mid-publish."""
-    root = checkpoints_root(output_dir)
-    if root.is_dir():
-        recover_interrupted_publish(root)
+    """The newest finished checkpoint (read only: see `recover_interrupted_publish`)."""
     done = complete_checkpoints(output_dir)
     return done[-1] if done else None
 

@@ -67,6 +67,7 @@ class CheckpointManager:
         if arg is None:
             return None
         if arg == "latest":
+            ckpt.recover_interrupted_publish(self.output)  # a step a kill left mid-publish
             folder = ckpt.latest_checkpoint(self.output)
             if folder is None:
                 raise ckpt.CheckpointError(

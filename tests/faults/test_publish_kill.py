@@ -19,7 +19,7 @@ import torch
 
 from osstune.engine.trainer import checkpoint as ckpt
 from tests.engine_fixtures import REPO, engine_env
-from tests.faults.ckpt_fixtures import trained
+from tests.faults.ckpt_fixtures import trained, trainer_state
 
 pytestmark = pytest.mark.faults
 
@@ -28,7 +28,7 @@ KILLER = textwrap.dedent('''
     from pathlib import Path
     import torch
     from osstune.engine.trainer import checkpoint as ckpt
-    from tests.faults.ckpt_fixtures import trained, trainer_state as state
+    from tests.faults.ckpt_fixtures import trained, trainer_state, trainer_state as state
 
     out, point = Path(sys.argv[1]), sys.argv[2]
 
@@ -81,6 +81,9 @@ def test_a_kill_while_publishing_a_resave_leaves_the_step_resumable(tmp_path, po
     left, loaded = POINTS[point]
     assert sorted(p.name for p in root.iterdir() if p.is_dir()) == left  # what the kill left
 
+    ckpt.latest_checkpoint(tmp_path)  # a read (merge, run_folder): it renames nothing
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == left
+    ckpt.recover_interrupted_publish(tmp_path)  # the engine's `--resume`, holding the lock
     latest = ckpt.latest_checkpoint(tmp_path)  # what `--resume` loads
     assert latest == root / "step-000002"
     assert ckpt.read_trainer_state(latest).step == 2
@@ -89,9 +92,7 @@ def test_a_kill_while_publishing_a_resave_leaves_the_step_resumable(tmp_path, po
     expected = torch.load(tmp_path / f"{loaded}.pt", weights_only=True)
     torch.testing.assert_close(model.state_dict(), expected)
 
-    ckpt.save_checkpoint(tmp_path, model, opt, ckpt.TrainerState(
-        step=3, total_steps=9, world_size=1, method="full", elapsed_s=1.0, scheduler={}),
-        3, lora=False)
+    ckpt.save_checkpoint(tmp_path, model, opt, trainer_state(3), 3, lora=False)
     assert sorted(p.name for p in root.iterdir()) == ["step-000001", "step-000002",
                                                        "step-000003"]
 
@@ -101,15 +102,13 @@ def test_only_the_old_copy_left_is_put_back(tmp_path):
     already moved aside cannot happen in `_publish`, but a half-copied folder must never win:
     an unfinished `.tmp-step-N` stays a leftover and the finished `.old-step-N` is the step."""
     root = ckpt.checkpoints_root(tmp_path)
-    model = torch.nn.Linear(4, 3)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    step = ckpt.save_checkpoint(tmp_path, model, opt, ckpt.TrainerState(
-        step=2, total_steps=9, world_size=1, method="full", elapsed_s=1.0, scheduler={}),
-        3, lora=False)
+    model, opt = trained()
+    step = ckpt.save_checkpoint(tmp_path, model, opt, trainer_state(2), 3, lora=False)
     step.rename(root / ".old-step-000002")
     (root / ".tmp-step-000002").mkdir()
     (root / ".tmp-step-000002" / "__0_0.distcp").write_bytes(b"half")
+    assert ckpt.recover_interrupted_publish(tmp_path) == [step]
     assert ckpt.latest_checkpoint(tmp_path) == step
     assert (step / ckpt.COMPLETE).is_file()
     assert sorted(p.name for p in root.iterdir()) == [".tmp-step-000002", "step-000002"]
-    assert ckpt.recover_interrupted_publish(root) == []  # nothing left to repair
+    assert ckpt.recover_interrupted_publish(tmp_path) == []  # nothing left to repair
