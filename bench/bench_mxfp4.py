@@ -103,7 +103,7 @@ def write(folder: Path, size: str) -> dict[str, Any]:
     pools = (1 << 20, 1 << 16) if size == "tiny" else (512 << 20, 32 << 20)
     started = time.perf_counter()
     write_hub_checkpoint(folder, config.to_dict(),
-                         random_hub_tensors(config, seed=0, draw=PooledDraw(0, *pools)))
+                         random_hub_tensors(config, draw=PooledDraw(0, *pools)))
     size_bytes = sum(p.stat().st_size for p in folder.iterdir())
     return {"written": str(folder), "folder_gib": round(size_bytes / GIB, 2),
             "write_s": round(time.perf_counter() - started, 1)}

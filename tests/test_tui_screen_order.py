@@ -11,7 +11,7 @@ from pathlib import Path
 from screen_fixtures import make_app
 from textual.app import ComposeResult
 from textual.widgets import Static
-from tui_fixtures import run_async, screen_name, to_presets, wait_until
+from tui_fixtures import run_async, to_presets
 
 from osstune.tui.app import OsstuneApp
 from osstune.tui.screens.base import WizardScreen
@@ -71,4 +71,3 @@ async def test_flow_alone_decides_where_a_screen_leads(tmp_path: Path, monkeypat
         await to_presets(pilot)  # Enter on hardware: the detour, which advances to the presets
         stack = [type(s).__name__ for s in app.screen_stack]
         assert stack[-3:] == ["HardwareScreen", "DetourScreen", "PresetScreen"], stack
-        await wait_until(pilot, lambda: screen_name(app) == "PresetScreen")

@@ -218,13 +218,14 @@ class SeededDraw:
         return random_packed(shape_blocks, self.gen)
 
 
-def random_hub_tensors(config: Any, seed: int, std: float = 0.02, draw: Any = None
+def random_hub_tensors(config: Any, seed: int = 0, std: float = 0.02, draw: Any = None
                        ) -> Iterator[tuple[str, torch.Tensor]]:
     """Every tensor of a hub checkpoint for `config` (a GptOssConfig), random, one at a time.
 
     Norm weights 1, biases 0 (router bias random), the rest N(0, std) in bf16; experts as
     random packed bytes. No model is ever built in memory: any size can be written. `draw`
-    (default `SeededDraw(seed)`) has `normal(shape, std)` and `packed(blocks_shape)`.
+    has `normal(shape, std)` and `packed(blocks_shape)`; without one, `SeededDraw(seed)`
+    (`seed` is only used then).
     """
     from transformers import AutoModelForCausalLM
 

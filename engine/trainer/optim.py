@@ -19,13 +19,10 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], training: TrainingConf
     kwargs = {"lr": training.learning_rate, "betas": (training.adam_beta1, training.adam_beta2),
               "weight_decay": training.weight_decay}
     # States on the CPU (offloaded, or a CPU run) step with torch's fused CPU kernel (one pass
-    # over each tensor, parallel over all cores; 67M bf16 parameters on 2 threads: 0.26 s against
-    # 1.88 s for the foreach path; the 26M-parameter CPU demo, one thread: 35 ms against 160 ms);
+    # over each tensor, parallel over all cores; part of the demo's speed-up, README "demo-speed");
     # on the GPU, fused when asked. The states take the parameters' dtype (bf16 for the real
     # models).
-    if states_on_cpu or device.type == "cpu":
-        return torch.optim.AdamW(params, fused=True, **kwargs)
-    if training.optimizer == "adamw_torch_fused" and device.type == "cuda":
+    if states_on_cpu or device.type == "cpu" or training.optimizer == "adamw_torch_fused":
         return torch.optim.AdamW(params, fused=True, **kwargs)
     return torch.optim.AdamW(params, foreach=True, **kwargs)
 

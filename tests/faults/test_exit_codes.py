@@ -9,7 +9,7 @@ import typer
 
 from osstune.engine.session.events import USER_ERROR_KINDS, ErrorEvent, RunEnd
 from osstune.engine.session.fold import RunSnapshot
-from osstune.engine.trainer import checkpointer, train
+from osstune.engine.trainer import train
 from osstune.tui.commands.run import _report
 
 pytestmark = pytest.mark.faults
@@ -27,7 +27,6 @@ def test_every_engine_user_error_kind_is_exit_2_for_the_front_ends():
     assert kinds <= USER_ERROR_KINDS, kinds - USER_ERROR_KINDS
     # A failed save's kinds (SaveError) are user errors too: the engine returns exit 2 for them.
     assert {"disk_full", "checkpoint"} <= USER_ERROR_KINDS
-    assert checkpointer.SaveError("disk_full", "m", "h").kind in USER_ERROR_KINDS
     assert "internal" not in USER_ERROR_KINDS and "out_of_memory" not in USER_ERROR_KINDS
 
 
