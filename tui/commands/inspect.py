@@ -116,17 +116,24 @@ def packed_facts(cfg: RunConfig, profile: HardwareProfile | None, prepared: Trai
     stats, t = prepared.stats, cfg.training
     facts = DatasetFacts(tokens_total=stats.tokens_total, examples=stats.examples)
     pack = pack_len_on(cfg, profile, facts)
-    if cfg.dataset.packing and pack.length != t.sequence_len:
+    if cfg.dataset.packing:  # at the chosen length (`prepared` may serve several configs)
         pack_stats(stats, prepared.train, pack.length, t.seed)
     facts.packing_efficiency = stats.packing_efficiency
     facts.mean_example_tokens = stats.tokens_total / stats.examples if stats.examples else None
     return facts, pack
 
 
-def dataset_facts(cfg: RunConfig, profile: HardwareProfile) -> DatasetFacts:
-    """`osstune plan --dataset`: read and tokenize the dataset as the engine would (bad input
-    ends the command: exit 2) and return its statistics for the estimate."""
-    return packed_facts(cfg, profile, _prepare(cfg, None)[1])[0]
+def dataset_facts(cfg: RunConfig, profile: HardwareProfile,
+                  read: dict[tuple[str, ...], TrainingData] | None = None) -> DatasetFacts:
+    """`osstune plan/presets --dataset`: read and tokenize the dataset as the engine would (bad
+    input ends the command: exit 2) and return its statistics for the estimate. `read` keeps
+    what was read for configs that read it the same way (tokenizer, dataset settings, length)."""
+    key = (cfg.model.tokenizer or cfg.model.id, cfg.dataset.model_dump_json(),
+           str(cfg.training.sequence_len))
+    read = {} if read is None else read
+    if key not in read:
+        read[key] = _prepare(cfg, None)[1]
+    return packed_facts(cfg, profile, read[key])[0]
 
 
 def inspect(
