@@ -16,7 +16,7 @@ from osstune.engine.plan import hardware
 from osstune.engine.plan.config import RunConfig
 from osstune.engine.plan.estimate import estimate
 from osstune.engine.plan.hardware import HardwareProfile, output_dir_problem, probe
-from osstune.engine.plan.storage import resumed_terms
+from osstune.engine.plan.storage import resumed_terms, split_download
 from osstune.engine.plan.units import fmt_gib
 from osstune.engine.session.run_folder import complete_checkpoints, holds_run
 
@@ -38,11 +38,10 @@ def disk_problems(terms: dict[str, float], output_dir: Path, what: str = "this c
     """Each disk the terms land on against its free space: downloads go to the HF cache, the
     rest to `output_dir` (one check, of their sum, when both are on one filesystem)."""
     cache = hardware.hf_cache_dir()
-    download = {name: gib for name, gib in terms.items() if "download" in name}
+    download, writes = split_download(terms)
     groups = [(output_dir, terms)]
     if download and not hardware.same_disk(output_dir, cache):
-        groups = [(cache, download),
-                  (output_dir, {n: g for n, g in terms.items() if n not in download})]
+        groups = [(cache, download), (output_dir, writes)]
     problems = []
     for where, part in groups:
         need, free = sum(part.values()), hardware.free_gib(where)

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Literal
 from osstune.engine.plan.config import Requirements
 from osstune.engine.plan.estimate import DatasetFacts, Estimate, estimate
 from osstune.engine.plan.hardware import GpuInfo, HardwareProfile
+from osstune.engine.plan.storage import split_download
 from osstune.engine.plan.units import fmt_gib
 
 if TYPE_CHECKING:
@@ -155,7 +156,7 @@ def _disk_findings(est: Estimate, req: Requirements, profile: HardwareProfile
                    ) -> list[Finding]:
     """The run's writes at the output folder; the download too, unless the profile says the HF
     cache is on another filesystem (then it is judged against the cache's free space)."""
-    download = sum(gib for name, gib in est.disk_terms.items() if "download" in name)
+    download = sum(split_download(est.disk_terms)[0].values())
     apart = profile.hf_cache_on_output_disk is False and profile.hf_cache_free_gib is not None
     findings: list[Finding] = []
     if download and apart:

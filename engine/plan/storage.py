@@ -95,6 +95,12 @@ def disk_terms(cfg: RunConfig, shapes: ModelShapes, lora_params: int, dtype_byte
     return terms
 
 
+def split_download(terms: dict[str, float]) -> tuple[dict[str, float], dict[str, float]]:
+    """(the download terms, which land in the HF cache; the rest, written at the output)."""
+    download = {name: gib for name, gib in terms.items() if "download" in name}
+    return download, {name: gib for name, gib in terms.items() if name not in download}
+
+
 def resumed_terms(terms: dict[str, float], on_disk: int) -> dict[str, float]:
     """`disk_terms` for a resume into a folder that already holds `on_disk` finished checkpoints:
     they are taken from the free space already, so only the rest of the `keep_last` + 1 (at least

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from itertools import combinations
 
 from osstune.engine.plan.config import ConfigError, RunConfig, apply_overrides, validate
-from osstune.engine.plan.estimate import DatasetFacts
+from osstune.engine.plan.estimate import DatasetFacts, Estimate
 from osstune.engine.plan.hardware import HardwareProfile
 from osstune.engine.plan.recommend import judge
+from osstune.engine.plan.storage import split_download
 
 MAX_SUGGESTIONS = 4
 
@@ -70,11 +71,16 @@ def _variant(cfg: RunConfig, changes: list[str]) -> RunConfig | None:
         return None
 
 
-def suggestions(cfg: RunConfig, profile: HardwareProfile, dataset: DatasetFacts | None = None
-                ) -> list[Suggestion]:
-    """Changes that make `cfg` fit (or fit tightly) on `profile`, nearest first."""
-    now = judge(cfg, profile, dataset, other_counts=False).estimate
-    disk_short = now is not None and now.ok and now.disk_gib > profile.disk_free_gib
+def suggestions(cfg: RunConfig, profile: HardwareProfile, dataset: DatasetFacts | None = None,
+                now: Estimate | None = None) -> list[Suggestion]:
+    """Changes that make `cfg` fit (or fit tightly) on `profile`, nearest first; `now`: the
+    estimate of `cfg` when the caller has it already."""
+    now = now or judge(cfg, profile, dataset, other_counts=False).estimate
+    disk_short = False
+    if now is not None and now.ok:  # at the output folder (the download lands apart, if the
+        writes = split_download(now.disk_terms)[1]  # profile says the HF cache is elsewhere)
+        at_output = writes if profile.hf_cache_on_output_disk is False else now.disk_terms
+        disk_short = sum(at_output.values()) > profile.disk_free_gib
     singles = _single_changes(cfg, profile, disk_short)
     found: list[Suggestion] = []
     for size in (1, 2):

@@ -119,8 +119,8 @@ def plan(
         facts = dataset_facts(cfg, profile)
     v = judge(cfg, profile, facts)
     est = v.estimate
-    suggested = suggestions(cfg, profile, facts) if est and est.ok and v.verdict == "does-not-fit" \
-        else []
+    needed = est is not None and est.ok and v.verdict == "does-not-fit"
+    suggested = suggestions(cfg, profile, facts, est) if needed else []
     if json_:
         output.print_json(plan_dict(v, suggested))
         return
