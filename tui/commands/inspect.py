@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from osstune.tui import output
+from osstune.tui.render.run import skip_reasons
 from osstune.tui.render.tokens import PLAIN_CLOSE, PLAIN_OPEN, render_plain, render_wrapped
 
 if TYPE_CHECKING:
@@ -61,17 +62,14 @@ def _header(position: int, ex: Example) -> str:
             f"({100 * trained / max(len(ex), 1):.1f}%)")
 
 
-def _by_reason(stats: DatasetStats) -> str:
-    return ", ".join(f"{k}: {v:,}" for k, v in stats.rows_skipped.items())
-
-
 def summary_lines(stats: DatasetStats, sequence_len: int, pack: PackLen | None = None
                   ) -> list[str]:
     skipped = sum(stats.rows_skipped.values())
     lines = [
         f"dataset: {output.safe_text(stats.source, one_line=True)} ({stats.format})",
         f"rows read: {stats.rows_read:,}",
-        f"rows skipped: {skipped:,}" + (f" ({_by_reason(stats)})" if skipped else ""),
+        f"rows skipped: {skipped:,}"
+        + (f" ({skip_reasons(stats.rows_skipped)})" if skipped else ""),
         f"examples: {stats.examples:,}"
         + (f" ({stats.examples_truncated:,} truncated to {sequence_len})"
            if stats.examples_truncated else ""),

@@ -49,7 +49,7 @@ def skipped_rows_line(stats: dict[str, Any]) -> str | None:
     skipped = sum(by_reason.values())
     if not skipped:
         return None
-    reasons = ", ".join(f"{reason}: {n:,}" for reason, n in by_reason.items())
+    reasons = skip_reasons(by_reason)
     samples = stats.get("skip_samples") or []
     first = f"; first (rows count from 1): {samples[0]}" if samples else ""
     source = f"{stats['source']}: " if stats.get("source") and not stats.get("sources") else ""
@@ -138,14 +138,24 @@ def run_panel(name: str, snap: RunSnapshot, log_tail: int = LOG_TAIL) -> Any:
     return Panel(grid, title=f"osstune run {name}", subtitle=panel_hint(snap))
 
 
-def gpu_memory_text(gpu: GpuMemory) -> str:
-    """One rank's memory for the panel; a CPU rank (run_start says 0 GiB of device memory) has
-    no GPU figure, as the wizard's memory panel says."""
+def gpu_memory_status(gpu: GpuMemory) -> str | None:
+    """Why a rank has no memory figure yet (CPU rank: run_start says 0 GiB of device memory; a
+    GPU before its first step), None once there is one. The panel and the wizard both say it."""
     if gpu.total_gib == 0:
         return "no device memory (CPU)"
     if gpu.reserved_gib is None:
-        return "waiting for the first step"
-    return f"{gpu.reserved_gib:.2f} GiB reserved (peak since last step)"
+        return "GPU: waiting for the first step"
+    return None
+
+
+def gpu_memory_text(gpu: GpuMemory) -> str:
+    """One rank's memory for the Rich panel."""
+    return gpu_memory_status(gpu) or f"{gpu.reserved_gib:.2f} GiB reserved (peak since last step)"
+
+
+def skip_reasons(rows_skipped: dict[str, int]) -> str:
+    """'unknown role: 2, empty: 1': skipped rows by reason."""
+    return ", ".join(f"{reason}: {n:,}" for reason, n in rows_skipped.items())
 
 
 def notes_to_show(snap: RunSnapshot, count: int = NOTES_SHOWN) -> list[str]:

@@ -8,6 +8,7 @@ from rich.text import Text
 from textual.widget import Widget
 
 from osstune.engine.session.fold import GpuMemory
+from osstune.tui.render.run import gpu_memory_status
 from osstune.tui.widgets.bars import meter
 
 NAME_WIDTH = 12
@@ -59,11 +60,9 @@ class MemoryPanel(Widget):
             label += f"{short_name(gpu.name)[:NAME_WIDTH]:<{NAME_WIDTH}} "
         row = Text(label)
         total = gpu.total_gib or 0.0
-        if gpu.total_gib == 0:  # a CPU rank (run_start says so): no device memory to draw against
-            row.append("no device memory (CPU)", style="dim")
-            return row
-        if gpu.reserved_gib is None:  # a GPU run from its config, before the first step
-            row.append("GPU: waiting for the first step", style="dim")
+        status = gpu_memory_status(gpu)  # a CPU rank, or a GPU before its first step
+        if status is not None:
+            row.append(status, style="dim")
             return row
         figures = f" {_gib(gpu.reserved_gib):>5}/{_gib(total)} pk {_gib(gpu.peak_gib):>5}"
         bar_width = max(width - len(label) - len(figures), 4)
