@@ -197,3 +197,22 @@ def test_resume_without_a_saved_id_starts_a_tracking_run(tmp_path, monkeypatch):
                 total_steps=4, resumed_from="elsewhere")
     writer.close()
     assert "id" not in wandb.inits[0]
+
+
+def test_an_mlflow_run_missing_from_the_store_resumes_as_a_new_tracked_run(tmp_path, monkeypatch):
+    """The saved run id is not in this tracking store (another MLFLOW_TRACKING_URI, a deleted
+    run): the resumed training is tracked in a new run with its parameters, not untracked."""
+    wandb, mlflow = FakeWandb(), FakeMlflow()
+    monkeypatch.setitem(sys.modules, "wandb", wandb)
+    monkeypatch.setitem(sys.modules, "mlflow", mlflow)
+    _attempt(tmp_path, None)
+    started = mlflow.start_run
+
+    def start_run(run_id=None, run_name=None):
+        if run_id is not None:
+            raise RuntimeError(f"Run '{run_id}' not found")
+        return started(run_id=run_id, run_name=run_name)
+
+    monkeypatch.setattr(mlflow, "start_run", start_run)
+    _attempt(tmp_path, str(tmp_path / "checkpoints" / "step-000002"))
+    assert mlflow.starts[-1] == {"run_id": None, "run_name": "t"} and mlflow.params == 2

@@ -107,9 +107,13 @@ class MLflow:
     def __init__(self, output: Path, run_name: str, config: dict[str, Any],
                  resume_id: str | None = None) -> None:
         self.mlflow = importlib.import_module("mlflow")
+        active = None
         if resume_id:  # its parameters are logged already (MLflow refuses changing them)
-            active = self.mlflow.start_run(run_id=resume_id)
-        else:
+            try:
+                active = self.mlflow.start_run(run_id=resume_id)
+            except Exception:  # not in this tracking store (another URI, deleted): a new run,
+                active = None  # as W&B's resume="allow" does
+        if active is None:
             active = self.mlflow.start_run(run_name=run_name)
             self.mlflow.log_params(_flat(config))
         self.run_id = getattr(getattr(active, "info", None), "run_id", None)
