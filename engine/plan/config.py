@@ -28,6 +28,7 @@ from osstune.engine.plan.schema import (  # noqa: F401 - the schema, re-exported
     RunConfig,
     TrainingConfig,
 )
+from osstune.engine.plan.units import shown
 
 PRESET_NAMES = (
     "gpt-oss-20b-lora-1gpu",
@@ -69,13 +70,6 @@ def _format_errors(err: ValidationError, source: str) -> str:
                 msg += f" (got {shown(e['input'])})"
         lines.append(f"{source}: {key}: {msg}" if key else f"{source}: {msg}")
     return "\n".join(lines)
-
-
-def shown(item: object, limit: int = 80) -> str:
-    """An override (or a value) as quoted in messages: repr, cut to `limit` characters (it may
-    be huge)."""
-    text = repr(item)
-    return text if len(text) <= limit else text[: limit - 4] + "..." + text[-1]
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:

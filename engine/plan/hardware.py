@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from osstune.engine.plan.units import shown
+
 GIB = 1024**3
 
 
@@ -187,12 +189,6 @@ MOST_GIB = float(1 << 30)
 MOST_CPUS = 1 << 20
 
 
-def _shown(value: object) -> str:
-    """`value` for an error line: its repr, cut short (a profile may hold anything, any size)."""
-    text = repr(value)
-    return text if len(text) <= 60 else f"{text[:40]}... ({len(text):,} characters)"
-
-
 def _number(data: dict[str, Any], key: str, where: str, *, required: bool, positive: bool = False,
             most: float = MOST_GIB) -> float | None:
     if key not in data or data[key] is None:
@@ -201,15 +197,15 @@ def _number(data: dict[str, Any], key: str, where: str, *, required: bool, posit
         return None
     value = data[key]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise HardwareProfileError(f"{where}{key}: expected a number, got {_shown(value)}")
+        raise HardwareProfileError(f"{where}{key}: expected a number, got {shown(value)}")
     if isinstance(value, float) and not math.isfinite(value):  # JSON accepts NaN and Infinity
-        raise HardwareProfileError(f"{where}{key}: must be a finite number, got {_shown(value)}")
+        raise HardwareProfileError(f"{where}{key}: must be a finite number, got {shown(value)}")
     if value < 0 or (positive and value == 0):
         bound = "greater than 0" if positive else "0 or more"
-        raise HardwareProfileError(f"{where}{key}: must be {bound}, got {_shown(value)}")
+        raise HardwareProfileError(f"{where}{key}: must be {bound}, got {shown(value)}")
     if value > most:
         raise HardwareProfileError(f"{where}{key}: must be at most {most:.0f}, got "
-                                   f"{_shown(value)}")
+                                   f"{shown(value)}")
     return float(value)
 
 
@@ -219,14 +215,14 @@ def _optional(data: dict[str, Any], key: str, where: str, kind: type) -> Any:
         return None
     is_bool = isinstance(value, bool)
     if not isinstance(value, kind) or (is_bool and kind is not bool):
-        raise HardwareProfileError(f"{where}{key}: expected {kind.__name__}, got {_shown(value)}")
+        raise HardwareProfileError(f"{where}{key}: expected {kind.__name__}, got {shown(value)}")
     return value
 
 
 def _gpu_from_dict(item: Any, i: int, where: str) -> GpuInfo:
     at = f"{where}gpus[{i}]"
     if not isinstance(item, dict):
-        raise HardwareProfileError(f"{at}: expected an object, got {_shown(item)}")
+        raise HardwareProfileError(f"{at}: expected an object, got {shown(item)}")
     at += "."
     index = _optional(item, "index", at, int)
     name = _optional(item, "name", at, str)
@@ -245,12 +241,12 @@ def _gpu_from_dict(item: Any, i: int, where: str) -> GpuInfo:
 def _links_from_dict(data: dict[str, Any], where: str) -> list[GpuLink]:
     links = data.get("gpu_links") or []
     if not isinstance(links, list):
-        raise HardwareProfileError(f"{where}gpu_links: expected a list, got {_shown(links)}")
+        raise HardwareProfileError(f"{where}gpu_links: expected a list, got {shown(links)}")
     out = []
     for i, item in enumerate(links):
         at = f"{where}gpu_links[{i}]"
         if not isinstance(item, dict):
-            raise HardwareProfileError(f"{at}: expected an object, got {_shown(item)}")
+            raise HardwareProfileError(f"{at}: expected an object, got {shown(item)}")
         at += "."
         ends = [_optional(item, key, at, int) for key in ("gpu_a", "gpu_b")]
         if None in ends:
@@ -268,14 +264,14 @@ def profile_from_dict(data: Any, source: str) -> HardwareProfile:
     if gpus is None:
         raise HardwareProfileError(f"{where}gpus: missing (a list, [] for a machine without GPUs)")
     if not isinstance(gpus, list):
-        raise HardwareProfileError(f"{where}gpus: expected a list, got {_shown(gpus)}")
+        raise HardwareProfileError(f"{where}gpus: expected a list, got {shown(gpus)}")
     cpu_count = data.get("cpu_count")
     if isinstance(cpu_count, bool) or not isinstance(cpu_count, int) or cpu_count < 1:
         problem = ("missing" if cpu_count is None else
-                   f"expected a whole number >= 1, got {_shown(cpu_count)}")
+                   f"expected a whole number >= 1, got {shown(cpu_count)}")
         raise HardwareProfileError(f"{where}cpu_count: {problem}")
     if cpu_count > MOST_CPUS:
-        problem = f"must be at most {MOST_CPUS}, got {_shown(cpu_count)}"
+        problem = f"must be at most {MOST_CPUS}, got {shown(cpu_count)}"
         raise HardwareProfileError(f"{where}cpu_count: {problem}")
     output_dir = _optional(data, "output_dir", where, str)
     gpu_list = [_gpu_from_dict(item, i, where) for i, item in enumerate(gpus)]
@@ -303,7 +299,7 @@ def _names(data: dict[str, Any], key: str, where: str) -> list[str] | None:
     if value is not None and not (isinstance(value, list)
                                   and all(isinstance(v, str) for v in value)):
         raise HardwareProfileError(f"{where}{key}: expected a list of model ids, got "
-                                   f"{_shown(value)}")
+                                   f"{shown(value)}")
     return value
 
 

@@ -41,3 +41,10 @@ def fmt_clock(seconds: float | None) -> str:
     h, rest = divmod(seconds, 3600)
     m, s = divmod(rest, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def shown(item: object, limit: int = 80) -> str:
+    """A value as quoted in an error line: its repr, cut to `limit` characters (an override, a
+    profile's field: it may hold anything, of any size)."""
+    text = repr(item)
+    return text if len(text) <= limit else text[: limit - 4] + "..." + text[-1]
