@@ -32,7 +32,8 @@ from osstune.engine.plan.speed import SpeedInputs, positions_per_s, speed_terms
 from osstune.engine.plan.storage import disk_terms
 
 # `pack_len: auto` sizes rows for the card's total less this (the CUDA context and the driver's
-# share, which an idle card's free memory already lacks: ~0.5 GiB on an H200), or for its free
+# share, which an idle card's free memory already lacks: 0.6 GiB used on an idle H200,
+# bench/results/2026-11-29-h200-real-probe-presets.txt), or for its free
 # memory when other processes hold more: one rule for the plan and the engine (sizing_card_gib).
 CARD_RESERVE_GIB = 1.0
 AUTO_HEADROOM_GIB = 4.0  # engine/trainer/ops/checkpointing.py fit_unchecked_to_card

@@ -42,7 +42,8 @@ DEQUANTIZED = "dequantized expert projection (one at a time)"
 LM_HEAD_GRAD = "lm_head gradient (fp32, full fine-tune)"
 LOSS_CHUNK_TOKENS = 1024  # engine/trainer/ops/loss.py
 # Gradient buffers of the backward pass per token and hidden unit (fp32 hidden-state gradients,
-# residual and norm gradients); fitted: 65,536 and 131,072-token rows (H200, 20b).
+# residual and norm gradients); fitted with the per-token activation terms on the 20b H200
+# points, bench/calibration/h200-lean-65536.json and h200-lean-131072.json among them.
 GRAD_BYTES_PER_HIDDEN = 20
 # cuBLAS/compile workspaces inside the caching allocator.
 WORKSPACE_GIB = 0.5
