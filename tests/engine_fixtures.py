@@ -96,3 +96,8 @@ def wait_for_event(output_dir: Path, kind: str, timeout: float = 180) -> dict[st
 def interrupt(pids: list[int]) -> None:
     for pid in pids:
         os.kill(pid, signal.SIGINT)
+
+
+# GiB of gpt-oss-20b in the hub's MXFP4 layout: the full-size folder our writer made on the H200
+# (bench/results/2026-11-29-h200-hub-20b-folder-write.json), which the disk estimate must match.
+HUB_20B_GIB = 12.82

@@ -18,11 +18,12 @@ from osstune.engine.plan.hardware import load_profile, same_disk
 from osstune.engine.plan.preflight import PreflightError, preflight
 from osstune.engine.plan.storage import merge_terms
 from osstune.tui.cli import app
+from tests.engine_fixtures import HUB_20B_GIB
 
 PROFILES = Path(__file__).parent / "profiles"
 H200 = PROFILES / "1xh200-141gb-disk51.json"
 LORA = "gpt-oss-20b-lora-1gpu"
-DOWNLOAD = 12.82  # GiB: the MXFP4 hub checkpoint of gpt-oss-20b (13.8 GB)
+DOWNLOAD = HUB_20B_GIB
 
 
 @pytest.fixture(autouse=True)

@@ -18,6 +18,7 @@ from osstune.engine.plan.estimate import estimate
 from osstune.engine.plan.hardware import hf_cache_dir, probe
 from osstune.engine.plan.storage import cached_models, weights_cached
 from osstune.tui.cli import app
+from tests.engine_fixtures import HUB_20B_GIB
 
 MODEL = "openai/gpt-oss-20b"
 DOWNLOAD = "model download (not in the HF cache)"
@@ -115,7 +116,7 @@ def test_a_partial_snapshot_is_not_cached(monkeypatch: pytest.MonkeyPatch, tmp_p
     assert not weights_cached(MODEL) and cached_models() == []
     lora = load_preset("gpt-oss-20b-lora-1gpu")
     terms = estimate(lora, probe(str(tmp_path), nvml=None)).disk_terms
-    assert terms[DOWNLOAD] == pytest.approx(12.82, abs=0.01)
+    assert terms[DOWNLOAD] == pytest.approx(HUB_20B_GIB, abs=0.01)
 
 
 def test_refs_main_decides_between_snapshots(monkeypatch: pytest.MonkeyPatch,
@@ -142,7 +143,7 @@ def test_plan_and_doctor_on_this_machine_look_the_cache_up(monkeypatch: pytest.M
         assert result.exit_code == 0, result.output
         return json.loads(result.output)
 
-    assert plan()["disk_terms"][DOWNLOAD] == pytest.approx(12.82, abs=0.01)
+    assert plan()["disk_terms"][DOWNLOAD] == pytest.approx(HUB_20B_GIB, abs=0.01)
     doctor = runner.invoke(app, ["doctor", "--output-dir", out])
     assert "none (a run downloads its weights)" in doctor.output
     snap = put_snapshot(hub, "c0ffee", SHARDS)
@@ -150,4 +151,4 @@ def test_plan_and_doctor_on_this_machine_look_the_cache_up(monkeypatch: pytest.M
     doctor = runner.invoke(app, ["doctor", "--json", "--output-dir", out])
     assert json.loads(doctor.output)["hf_cached_models"] == [MODEL]
     (snap / next(iter(SHARDS))).unlink()  # a shard gone: the weights are downloaded again
-    assert plan()["disk_terms"][DOWNLOAD] == pytest.approx(12.82, abs=0.01)
+    assert plan()["disk_terms"][DOWNLOAD] == pytest.approx(HUB_20B_GIB, abs=0.01)
