@@ -29,6 +29,7 @@ from osstune.engine.plan.memory import (
 )
 from osstune.engine.plan.shapes import model_shapes
 from osstune.engine.plan.storage import cached_models
+from tests.engine_fixtures import HUB_20B_GIB
 
 REPO = Path(__file__).resolve().parents[1]
 POINTS = load_points(REPO / "bench" / "calibration")
@@ -189,7 +190,7 @@ def test_the_peak_is_the_larger_of_the_loss_and_the_layer_backward() -> None:
 def test_disk_counts_what_the_run_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     lora = estimate(load_preset(LORA))
-    assert lora.disk_terms["model download (not in the HF cache)"] == pytest.approx(12.82, abs=0.01)
+    assert lora.disk_terms["model download (not in the HF cache)"] == pytest.approx(HUB_20B_GIB, abs=0.01)
     assert "export (safetensors)" not in lora.disk_terms  # the adapter, not a merged model
     assert lora.disk_gib < 14
     fft = estimate(load_preset("gpt-oss-20b-fft-fsdp2"))
