@@ -190,7 +190,8 @@ def test_the_peak_is_the_larger_of_the_loss_and_the_layer_backward() -> None:
 def test_disk_counts_what_the_run_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     lora = estimate(load_preset(LORA))
-    assert lora.disk_terms["model download (not in the HF cache)"] == pytest.approx(HUB_20B_GIB, abs=0.01)
+    download = lora.disk_terms["model download (not in the HF cache)"]
+    assert download == pytest.approx(HUB_20B_GIB, abs=0.01)
     assert "export (safetensors)" not in lora.disk_terms  # the adapter, not a merged model
     assert lora.disk_gib < 14
     fft = estimate(load_preset("gpt-oss-20b-fft-fsdp2"))
