@@ -281,10 +281,10 @@ async def test_a_live_run_in_the_output_folder_is_followed_not_restarted(tmp_pat
     app = make_app(tmp_path, launcher=launcher)
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: app.plan.recommendation is not None)
+        writer.emit("step", **step_event(1, 10, 0))  # read by the attach itself: shown at once
         await app.push_screen(TrainingScreen(cfg))
         screen = app.screen
         await wait_until(pilot, lambda: screen.session is not None and screen.running)
-        writer.emit("step", **step_event(1, 10, 0))
         await wait_until(pilot, lambda: screen.snapshot.step == 1, what="the live run's step")
         assert launcher.calls == [] and screen_name(app) == "TrainingScreen"
         writer.emit("run_end", status="completed", outputs={})
