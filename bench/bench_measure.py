@@ -15,8 +15,7 @@ from typing import Any
 from bench_variants import GPT_OSS_20B, GPT_OSS_120B, TINY, Variant
 
 from osstune.engine.plan.flops import train_flops_per_token  # pip install --no-deps -e . first
-
-GIB = 1024**3
+from osstune.engine.plan.units import GIB
 
 
 def engine_overrides(variant: Variant, seq: int, unchecked: int | None, size: str = "20b"

@@ -26,6 +26,7 @@ import sys
 import time
 from typing import Any
 
+from osstune.engine.plan.units import GIB
 from osstune.engine.trainer.allocator import ENV, EXPANDABLE
 
 BEFORE = os.environ.get("OSSTUNE_BENCH_BEFORE") == "1"
@@ -34,7 +35,6 @@ if BEFORE:  # main's allocator setting, as a user-set value the engine keeps
 
 import torch  # noqa: E402
 
-GIB = 1024**3
 TIMINGS: dict[str, list[float]] = {"forward_backward_s": [], "optimizer_s": [], "clip_s": []}
 PINNED = {"pin_memory_s": 0.0, "pin_memory_gib": 0.0, "pin_memory_calls": 0}
 

@@ -18,9 +18,9 @@ import subprocess
 import sys
 import time
 
+from osstune.engine.plan.units import GIB
 from osstune.engine.trainer.allocator import engine_conf
 
-GIB = 1024**3
 MODES = {"cudaHostAlloc": engine_conf(cpu_offload=False),
          "host_register_8_threads": engine_conf(cpu_offload=True)}
 

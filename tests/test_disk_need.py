@@ -117,7 +117,7 @@ def test_download_needs_room_in_the_hf_cache_not_in_the_output_folder(
         preflight(cfg, out, resume=False, force=False, profile=h200_profile(tmp_path))
     message = str(refused.value)
     assert message.startswith(f"disk: 5 GiB free at {disks.cache_dir}, this config needs "
-                              "~12.8 GiB (model download (not in the HF cache) 12.8)")
+                              "~12.8 GiB (model download (not in the HF cache) 12.8 GiB)")
     assert str(out) not in message
     Disks(monkeypatch, cache=10, out=10, shared=True)  # one disk: the sum is judged
     with pytest.raises(PreflightError, match=r"^disk: 10 GiB free at .*/out, this config needs "
@@ -141,12 +141,12 @@ def test_merge_terms_are_what_each_merge_writes() -> None:
 
 
 @pytest.mark.parametrize("command,preset,needed", [
-    (["merge-lora"], LORA, "~51.8 GiB (merged model (safetensors) 39.0, base model download"),
+    (["merge-lora"], LORA, "~51.8 GiB (merged model (safetensors) 39.0 GiB, base model download"),
     (["merge-lora", "--dtype", "bf16"], "gpt-oss-20b-lora-mxfp4", "~51.8 GiB"),
     (["merge-lora"], "gpt-oss-20b-lora-mxfp4", "~25.7 GiB (merged model (MXFP4 safetensors) "
-                                               "12.8, base model download"),
+                                               "12.8 GiB, base model download"),
     (["merge-sharded-fsdp-weights"], "gpt-oss-20b-fft-fsdp2",
-     "~39.0 GiB (merged model (safetensors) 39.0)"),
+     "~39.0 GiB (merged model (safetensors) 39.0 GiB)"),
 ])
 def test_merge_commands_refuse_a_disk_too_small_in_one_line(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str], preset: str,
@@ -168,7 +168,7 @@ def test_merge_lora_download_is_judged_on_the_cache_disk(
     Disks(monkeypatch, cache=5, out=100, shared=False)
     result = CliRunner().invoke(app, ["merge-lora", "gpt-oss-20b-lora-mxfp4"])
     assert result.exit_code == 1
-    assert "merging needs ~12.8 GiB (base model download (not in the HF cache) 12.8)" \
+    assert "merging needs ~12.8 GiB (base model download (not in the HF cache) 12.8 GiB)" \
         in result.output
 
 
@@ -231,10 +231,10 @@ def test_a_resume_counts_only_the_checkpoints_not_yet_on_disk(
     Disks(monkeypatch, cache=200, out=200, shared=True)
     fresh = machine_problems(cfg, profile, out)
     assert any(p.startswith("disk: 200 GiB free at ") and "checkpoints (3 x weights + AdamW) "
-               "350.6" in p for p in fresh), fresh
+               "351 GiB" in p for p in fresh), fresh
     resumed = machine_problems(cfg, profile, out, resume=True)  # 1 more + export + download
     assert not any(p.startswith("disk:") for p in resumed), resumed
     assert preflight(cfg, out, resume=True, force=False, profile=profile) == []
     Disks(monkeypatch, cache=100, out=100, shared=True)
-    with pytest.raises(PreflightError, match=r"checkpoints \(1 more x weights \+ AdamW\) 116.9"):
+    with pytest.raises(PreflightError, match=r"checkpoints \(1 more x weights \+ AdamW\) 117 GiB"):
         preflight(cfg, out, resume=True, force=False, profile=profile)

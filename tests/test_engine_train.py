@@ -210,7 +210,7 @@ def test_merge_checks_its_disk_need_first(tmp_path, monkeypatch):
     assert result.exit_code == 1
     assert result.output.count("\n") == 1
     assert "disk: 0.0 GiB free at " in result.output
-    assert "merging needs ~0.1 GiB (merged model (safetensors) 0.1)" in result.output
+    assert "merging needs ~0.1 GiB (merged model (safetensors) 0.1 GiB)" in result.output
 
 
 def _folder_bytes(path):
@@ -222,7 +222,8 @@ def test_lora_checkpoints_are_adapter_sized_as_the_disk_estimate_counts(lora_run
     """Issue 17: a LoRA checkpoint holds the adapter and its AdamW states, not the model."""
     from osstune.engine.plan.config import load_config
     from osstune.engine.plan.shapes import model_shapes
-    from osstune.engine.plan.storage import GIB, checkpoint_gib, disk_terms
+    from osstune.engine.plan.storage import checkpoint_gib, disk_terms
+    from osstune.engine.plan.units import GIB
 
     proc, out, path = lora_run
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -16,6 +16,7 @@ ONE_PLACE = {  # name -> the one module that defines it
     "fmt_clock": "engine/plan/units.py",  # a running clock: '1:02:05'
     "fmt_gib": "engine/plan/units.py",
     "plural": "engine/plan/units.py",
+    "GIB": "engine/plan/units.py",  # bytes in a GiB
     "PAD_ID": "engine/data/packing.py",
     "IGNORE_INDEX": "engine/data/harmony.py",
     "serve_commands": "engine/session/launch.py",

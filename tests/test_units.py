@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from osstune.engine.plan.units import fmt_clock, fmt_duration, fmt_gib, plural
+from osstune.engine.plan.units import fmt_bytes, fmt_clock, fmt_duration, fmt_gib, plural
 
 
 @pytest.mark.parametrize(("value", "text"), [
@@ -13,6 +13,13 @@ from osstune.engine.plan.units import fmt_clock, fmt_duration, fmt_gib, plural
 ])
 def test_fmt_gib(value, text):
     assert fmt_gib(value) == text
+
+
+def test_fmt_bytes_names_the_size_and_the_exact_count():
+    assert fmt_bytes(1000) == "1,000 bytes"
+    assert fmt_bytes(2048) == "2.0 KiB (2,048 bytes)"
+    assert fmt_bytes(3 * 1024**2 + 1) == "3.0 MiB (3,145,729 bytes)"
+    assert fmt_bytes(5 * 1024**4) == "5.0 TiB (5,497,558,138,880 bytes)"
 
 
 def test_durations_estimated_and_on_the_clock():

@@ -24,9 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from osstune.engine.plan.units import shown
-
-GIB = 1024**3
+from osstune.engine.plan.units import GIB, shown
 
 
 class HardwareProfileError(ValueError):

@@ -36,8 +36,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from osstune.engine.plan.shapes import ModelShapes
+from osstune.engine.plan.units import GIB
 
-GIB = 1024**3
 DEQUANTIZED = "dequantized expert projection (one at a time)"
 LM_HEAD_GRAD = "lm_head gradient (fp32, full fine-tune)"
 LOSS_CHUNK_TOKENS = 1024  # engine/trainer/ops/loss.py

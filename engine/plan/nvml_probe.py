@@ -10,8 +10,8 @@ import contextlib
 import os
 from typing import Any
 
-from osstune.engine.plan.hardware import GIB, GpuInfo, GpuLink
-from osstune.engine.plan.units import plural
+from osstune.engine.plan.hardware import GpuInfo, GpuLink
+from osstune.engine.plan.units import GIB, plural
 
 
 def _text(value: Any) -> str:

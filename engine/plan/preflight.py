@@ -17,7 +17,7 @@ from osstune.engine.plan.config import RunConfig
 from osstune.engine.plan.estimate import estimate
 from osstune.engine.plan.hardware import HardwareProfile, output_dir_problem, probe
 from osstune.engine.plan.storage import resumed_terms, split_download
-from osstune.engine.plan.units import fmt_gib
+from osstune.engine.plan.units import fmt_bytes, fmt_gib
 from osstune.engine.session.run_folder import complete_checkpoints, holds_run
 
 
@@ -30,7 +30,8 @@ def uses_gpus(cfg: RunConfig) -> bool:
 
 
 def _terms(terms: dict[str, float]) -> str:
-    return ", ".join(f"{name} {value:.1f}" for name, value in terms.items() if value >= 0.05)
+    return ", ".join(f"{name} {fmt_gib(value)}" for name, value in terms.items()
+                     if value >= 0.05)
 
 
 def disk_problems(terms: dict[str, float], output_dir: Path, what: str = "this config"
@@ -118,5 +119,6 @@ def save_space(folder: Path, needed_bytes: int) -> tuple[int, str | None]:
         return -1, None
     if free >= needed_bytes:
         return free, None
-    return free, (f"disk: the checkpoint needs ~{needed_bytes} bytes, {free} free at {folder}")
+    return free, (f"disk: the checkpoint needs ~{fmt_bytes(needed_bytes)}, {fmt_bytes(free)} free "
+                  f"at {folder}")
 

@@ -14,8 +14,8 @@ import math
 
 from osstune.engine.plan.config import RunConfig
 from osstune.engine.plan.shapes import ModelShapes, cached_snapshot, is_local_model
+from osstune.engine.plan.units import GIB
 
-GIB = 1024**3
 TOKENIZER_GIB = 0.03  # tokenizer.json + chat template written with every export
 
 

@@ -7,6 +7,8 @@ Every front-end and engine message formats sizes with `fmt_gib` ("24.0 GiB", "2.
 
 from __future__ import annotations
 
+GIB = 1024**3  # bytes in a GiB: every size the product shows is in GiB
+
 
 def fmt_gib(value: float) -> str:
     """44 -> '44 GiB', 23.99 -> '24.0 GiB', 2800 -> '2.7 TiB'."""
@@ -15,6 +17,18 @@ def fmt_gib(value: float) -> str:
     if value >= 100 or float(value).is_integer():
         return f"{value:.0f} GiB"
     return f"{value:.1f} GiB"
+
+
+def fmt_bytes(n: int) -> str:
+    """An exact byte count with its size: 123456789 -> '117.7 MiB (123,456,789 bytes)'."""
+    if abs(n) < 1024:
+        return f"{n:,} bytes"
+    size, unit = n / 1024, "KiB"
+    for bigger in ("MiB", "GiB", "TiB"):
+        if abs(size) < 1024:
+            break
+        size, unit = size / 1024, bigger
+    return f"{size:.1f} {unit} ({n:,} bytes)"
 
 
 def plural(n: int, word: str, many: str | None = None) -> str:

@@ -12,8 +12,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from osstune.engine.plan.hardware import GIB
 from osstune.engine.plan.speed import GPU_SPECS
+from osstune.engine.plan.units import GIB
 
 # Dense bf16 tensor-core peak (no sparsity), by substring of the device name: the estimator's
 # table (engine/plan/speed.py), one place for both.

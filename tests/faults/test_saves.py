@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from osstune.engine.plan import preflight
+from osstune.engine.plan import preflight, units
 from osstune.engine.session.events import read_events
 from osstune.engine.trainer import checkpoint as ckpt
 from osstune.engine.trainer import checkpointer
@@ -135,7 +135,9 @@ def test_save_space_names_needed_and_free_bytes(tmp_path):
     free, problem = preflight.save_space(tmp_path, 1)
     assert free > 0 and problem is None
     free, problem = preflight.save_space(tmp_path, 1 << 60)
-    assert problem == f"disk: the checkpoint needs ~{1 << 60} bytes, {free} free at {tmp_path}"
+    assert problem == (f"disk: the checkpoint needs ~1048576.0 TiB ({1 << 60:,} bytes), "
+                       f"{units.fmt_bytes(free)} free at {tmp_path}")
+
 
 
 # ----------------------------------------------------------------------------- kill -9
