@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from osstune.engine.plan.config import RunConfig
-from osstune.engine.plan.shapes import is_local_model
+from osstune.engine.plan.shapes import cached_snapshot, is_local_model
+from osstune.engine.trainer.safetensors_read import first_unreadable
 
 # Shapes of the public checkpoints' config.json (openai/gpt-oss-20b and -120b), so that
 # `init: random` works with no hub. Everything not listed is transformers' GptOssConfig
@@ -166,6 +167,7 @@ def _mxfp4_quantized(config: Any) -> bool:
 def load_pretrained(cfg: RunConfig, config: Any, device: torch.device) -> nn.Module:
     """Full weights on `device`: MXFP4 experts dequantized to bf16 at load, or kept packed
     (`model.experts: mxfp4`, engine/trainer/mxfp4.py)."""
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
     if cfg.model.experts == "mxfp4":
@@ -185,10 +187,17 @@ def load_pretrained(cfg: RunConfig, config: Any, device: torch.device) -> nn.Mod
             cfg.model.id, config=config, dtype=torch_dtype(cfg.model.dtype),
             attn_implementation=config._attn_implementation, device_map={"": device},
             trust_remote_code=cfg.model.trust_remote_code, **kwargs)
-    except OSError as e:
-        raise ModelError(f"model {cfg.model.id}: cannot load weights: {e}") from None
+    except (OSError, SafetensorError) as e:
+        raise ModelError(_load_failure(cfg.model.id, e)) from None
     model.config.architectures = [ARCHITECTURE]
     return model
+
+
+def _load_failure(model_id: str, error: BaseException) -> str:
+    """The line for a failed load: a cut-off file named when the folder holds one."""
+    folder = Path(model_id).expanduser() if is_local_model(model_id) else cached_snapshot(model_id)
+    cut = first_unreadable(model_id, folder, error) if folder is not None else None
+    return cut or f"model {model_id}: cannot load weights: {type(error).__name__}: {error}"
 
 
 def _is_norm_weight(name: str) -> bool:

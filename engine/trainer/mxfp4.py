@@ -28,6 +28,7 @@ from torch import nn
 from osstune.engine.plan.config import RunConfig
 from osstune.engine.trainer.hub_layout import INDEX_FILE, PACKED, packed_shapes, random_packed
 from osstune.engine.trainer.model import ModelError, build_meta_model, reset_rotary, torch_dtype
+from osstune.engine.trainer.safetensors_read import unreadable_line
 
 
 def experts_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -178,31 +179,8 @@ def _load_shard(model: nn.Module, path: Path, names: list[str], expected: dict[s
         raise ModelError(f"model {model_id}: {path}: no such shard (listed in {INDEX_FILE})"
                          ) from None
     except (SafetensorError, OSError) as e:
-        cut = _first_truncated(path)
-        if cut is not None:
-            raise ModelError(f"model {model_id}: {path.name}: tensor {cut} runs past the end "
-                             "of the file (truncated safetensors)") from None
-        raise ModelError(f"model {model_id}: {path.name}: cannot read safetensors ({e})") from None
+        raise ModelError(unreadable_line(model_id, path, e)) from None
     return loaded
-
-
-def _first_truncated(path: Path) -> str | None:
-    """The first tensor (by offset) whose bytes a cut-off safetensors file lacks, if the header
-    still reads."""
-    try:
-        with path.open("rb") as f:
-            size = int.from_bytes(f.read(8), "little")
-            if size > 100 << 20:
-                return None
-            header = json.loads(f.read(size))
-        data_bytes = path.stat().st_size - 8 - size
-    except (OSError, ValueError):
-        return None
-    if not isinstance(header, dict):
-        return None
-    ends = sorted((info["data_offsets"][1], name) for name, info in header.items()
-                  if isinstance(info, dict) and isinstance(info.get("data_offsets"), list))
-    return next((name for end, name in ends if end > data_bytes), None)
 
 
 def load_packed(cfg: RunConfig, config: Any, device: torch.device) -> nn.Module:

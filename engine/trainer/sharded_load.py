@@ -27,6 +27,7 @@ from torch import nn
 
 from osstune.engine.trainer.model import ModelError
 from osstune.engine.trainer.mxfp4 import weights_folder
+from osstune.engine.trainer.safetensors_read import unreadable_line
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
@@ -70,7 +71,8 @@ def weight_map(folder: Path) -> dict[str, Path]:
 class _Files:
     """Open safetensors handles, one per file, opened on first use."""
 
-    def __init__(self) -> None:
+    def __init__(self, model_id: str) -> None:
+        self.model_id = model_id
         self._open: dict[Path, Any] = {}
 
     def slice(self, file: Path, name: str) -> Any:
@@ -79,8 +81,8 @@ class _Files:
 
             try:
                 self._open[file] = safe_open(str(file), framework="pt")
-            except Exception as e:
-                raise ModelError(f"{file}: cannot read safetensors ({e})") from None
+            except Exception as e:  # safetensors raises its own error type, not an OSError
+                raise ModelError(unreadable_line(self.model_id, file, e)) from None
         return self._open[file].get_slice(name)
 
 
@@ -176,7 +178,7 @@ def load_local_shards(model: nn.Module, model_id: str, device: torch.device) -> 
     stats = LoadStats()
     try:
         folder = weights_folder(model_id)
-        files, mapping = _Files(), weight_map(folder)
+        files, mapping = _Files(model_id), weight_map(folder)
         sources = plan_sources(model, folder, mapping, files)
         scales_files = {n: mapping[n + "_scales"] for n, s in sources.items() if s.packed}
         stats = fill_local_shards(model, sources, files, scales_files)
