@@ -152,3 +152,38 @@ def test_plan_and_doctor_on_this_machine_look_the_cache_up(monkeypatch: pytest.M
     assert json.loads(doctor.output)["hf_cached_models"] == [MODEL]
     (snap / next(iter(SHARDS))).unlink()  # a shard gone: the weights are downloaded again
     assert plan()["disk_terms"][DOWNLOAD] == pytest.approx(HUB_20B_GIB, abs=0.01)
+
+
+def test_the_loader_does_not_use_a_partial_snapshot(monkeypatch: pytest.MonkeyPatch,
+                                                    tmp_path: Path) -> None:
+    """The per-rank and MXFP4 loaders read the snapshot themselves: a whole one is used as it
+    is, a partial one is fetched again when the hub answers and refused in one line when not
+    (before, the loader started on it and stopped at the first missing shard)."""
+    import huggingface_hub
+
+    from osstune.engine.data import tokenizer
+    from osstune.engine.trainer.model import ModelError
+    from osstune.engine.trainer.mxfp4 import weights_folder
+
+    hub = tmp_path / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    fetched: list[str] = []
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda model_id, **kw: (
+        fetched.append("local" if kw.get("local_files_only") else "hub")
+        or str(cached_snapshot_of(hub))))
+    whole = put_snapshot(hub, "c0ffee", SHARDS)
+    assert weights_folder(MODEL) == whole and fetched == ["local"]
+
+    (whole / next(iter(SHARDS))).unlink()  # one shard gone
+    fetched.clear()
+    monkeypatch.setattr(tokenizer, "hub_reachable", lambda: True)
+    weights_folder(MODEL)
+    assert fetched == ["hub"]
+    monkeypatch.setattr(tokenizer, "hub_reachable", lambda: False)
+    with pytest.raises(ModelError, match=f"^model {MODEL}: weights are not all in the local "
+                       "cache and the hub is unreachable$"):
+        weights_folder(MODEL)
+
+
+def cached_snapshot_of(hub: Path) -> Path:
+    return next((hub / f"models--{MODEL.replace('/', '--')}" / "snapshots").iterdir())

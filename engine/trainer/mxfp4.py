@@ -26,6 +26,8 @@ import torch
 from torch import nn
 
 from osstune.engine.plan.config import RunConfig
+from osstune.engine.plan.shapes import cached_snapshot
+from osstune.engine.plan.storage import weights_cached
 from osstune.engine.trainer.hub_layout import INDEX_FILE, PACKED, packed_shapes, random_packed
 from osstune.engine.trainer.model import ModelError, build_meta_model, reset_rotary, torch_dtype
 from osstune.engine.trainer.safetensors_read import unreadable_line
@@ -93,7 +95,9 @@ def check_quantization(model_id: str, config: Any) -> None:
 
 
 def weights_folder(model_id: str) -> Path:
-    """A local folder, or the hub snapshot in the cache (downloaded when the hub answers)."""
+    """A local folder, or the hub snapshot in the cache (downloaded, or its missing files
+    fetched, when the hub answers): a snapshot an interrupted download left partial is not used
+    as it is, since a load would stop at its first missing shard."""
     folder = Path(model_id).expanduser()
     if folder.is_dir():
         return folder
@@ -102,12 +106,16 @@ def weights_folder(model_id: str) -> Path:
     from osstune.engine.data.tokenizer import hub_reachable
 
     patterns = ["*.json", "*.safetensors"]
-    try:
-        return Path(snapshot_download(model_id, allow_patterns=patterns, local_files_only=True))
-    except Exception:
-        if not hub_reachable():
-            raise ModelError(f"model {model_id}: weights are not in the local cache and the hub "
-                             "is unreachable") from None
+    if weights_cached(model_id):
+        try:
+            return Path(snapshot_download(model_id, allow_patterns=patterns,
+                                          local_files_only=True))
+        except Exception:
+            pass  # the cache changed under us: fetch as if it were not there
+    if not hub_reachable():
+        partial = "not all" if cached_snapshot(model_id) is not None else "not"
+        raise ModelError(f"model {model_id}: weights are {partial} in the local cache and the "
+                         "hub is unreachable")
     return Path(snapshot_download(model_id, allow_patterns=patterns))
 
 
