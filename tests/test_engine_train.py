@@ -260,3 +260,14 @@ def test_the_engines_own_preflight_refusal_is_an_event(tmp_path, monkeypatch):
     assert events[0]["message"].startswith("distributed.gpus: the config asks for 1 GPU(s)")
     assert events[1]["status"] == "failed"
     assert not (tmp_path / "tiny" / "checkpoints").exists()
+
+
+def test_a_refusal_leaves_an_earlier_runs_log_as_it_is(tmp_path, capsys):
+    """The engine started on a folder that holds a finished run (no --resume, no --force):
+    refused, and the earlier run's events.jsonl does not gain a failed run_end."""
+    path = write_config(tmp_path, tiny_config(tmp_path, training={"max_steps": 1}))
+    assert main(["--config", str(path)]) == 0
+    log = (tmp_path / "tiny" / "events.jsonl").read_bytes()
+    assert main(["--config", str(path)]) == EXIT_USER_ERROR
+    assert "already holds a run" in capsys.readouterr().err
+    assert (tmp_path / "tiny" / "events.jsonl").read_bytes() == log

@@ -88,3 +88,15 @@ def test_the_engine_refuses_a_cut_file_with_exit_2_and_an_error_event(tmp_path, 
     assert f"{file}: tensor " in err and "bug in osstune" not in err
     error = next(e for e in read_events(tmp_path / "run") if e["type"] == "error")
     assert error["kind"] == "model" and "truncated safetensors" in error["message"]
+
+
+def test_a_cut_single_file_model_is_named_by_the_per_rank_loader(tmp_path):
+    from safetensors.torch import save_file
+
+    from osstune.engine.trainer.sharded_load import weight_map
+
+    save_file({"a": torch.zeros(64), "b": torch.ones(64)}, str(tmp_path / "model.safetensors"))
+    data = (tmp_path / "model.safetensors").read_bytes()
+    (tmp_path / "model.safetensors").write_bytes(data[:-10])
+    with pytest.raises(ModelError, match=r"model.safetensors: tensor b runs past the end"):
+        weight_map(tmp_path)

@@ -34,10 +34,11 @@ def truncated_tensor(path: Path) -> str | None:
     return next((name for end, name in ends if end > data_bytes), None)
 
 
-def unreadable_line(model_id: str, path: Path, error: BaseException) -> str:
+def unreadable_line(model_id: str, path: Path, error: BaseException,
+                    cut: str | None = None) -> str:
     """'model M: FILE: tensor T runs past the end of the file (truncated safetensors)', or the
-    library's reason with the file named."""
-    cut = truncated_tensor(path)
+    library's reason with the file named. `cut`: the cut-off tensor, when already found."""
+    cut = cut or truncated_tensor(path)
     if cut is not None:
         return (f"model {model_id}: {path.name}: tensor {cut} runs past the end of the file "
                 "(truncated safetensors: download or copy it again)")
@@ -48,6 +49,6 @@ def first_unreadable(model_id: str, folder: Path, error: BaseException) -> str |
     """After a load failed with `error`: the line for the first cut-off file in `folder`, if
     one is; None when every file is whole (the failure lies elsewhere)."""
     for path in sorted(folder.glob("*.safetensors")):
-        if truncated_tensor(path) is not None:
-            return unreadable_line(model_id, path, error)
+        if (cut := truncated_tensor(path)) is not None:
+            return unreadable_line(model_id, path, error, cut)
     return None

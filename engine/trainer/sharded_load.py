@@ -61,10 +61,13 @@ def weight_map(folder: Path) -> dict[str, Path]:
         return {name: folder / file for name, file in mapping.items()}
     single = folder / SINGLE_FILE
     if single.is_file():
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
-        with safe_open(str(single), framework="pt") as f:
-            return {name: single for name in f.keys()}  # noqa: SIM118 (not iterable)
+        try:
+            with safe_open(str(single), framework="pt") as f:
+                return {name: single for name in f.keys()}  # noqa: SIM118 (not iterable)
+        except (SafetensorError, OSError) as e:
+            raise ModelError(unreadable_line(str(folder), single, e)) from None
     raise ModelError(f"model {folder}: no {INDEX_FILE} or {SINGLE_FILE}")
 
 
@@ -77,11 +80,11 @@ class _Files:
 
     def slice(self, file: Path, name: str) -> Any:
         if file not in self._open:
-            from safetensors import safe_open
+            from safetensors import SafetensorError, safe_open
 
             try:
                 self._open[file] = safe_open(str(file), framework="pt")
-            except Exception as e:  # safetensors raises its own error type, not an OSError
+            except (SafetensorError, OSError) as e:
                 raise ModelError(unreadable_line(self.model_id, file, e)) from None
         return self._open[file].get_slice(name)
 

@@ -37,7 +37,7 @@ from osstune.engine.plan.preflight import PreflightError, preflight
 from osstune.engine.plan.units import plural
 from osstune.engine.session.events import EVENTS_FILE, EXIT_USER_ERROR, EventWriter
 from osstune.engine.session.lock import RunLocked, claim_for_engine
-from osstune.engine.session.run_folder import failed_attempt
+from osstune.engine.session.run_folder import failed_attempt, holds_run
 from osstune.engine.trainer import allocator, metrics
 from osstune.engine.trainer import checkpoint as ckpt
 from osstune.engine.trainer.batches import (  # noqa: F401 - PackedRow, collate: tests
@@ -306,7 +306,9 @@ def train(args: argparse.Namespace, stop: StopRequest, run: Run) -> int:
 def fail(run: Run, kind: str, message: str, hint: str | None = None) -> None:
     hint = hint or HINTS[kind]
     refused_resume = kind == "checkpoint" and run.args.resume is not None
-    refused_here = kind == "preflight" and run.lock is not None  # the folder is ours already
+    # the folder is ours already; a folder holding an earlier run keeps that run's log as it is
+    refused_here = kind == "preflight" and run.lock is not None and (
+        run.args.resume is not None or not holds_run(run.output))
     if run.writer is None and run.output is not None and (run.rt is None or run.rt.is_main) \
             and (refused_resume or refused_here):
         # Refusals before the writer opens (--resume, the engine's own pre-flight) still reach
