@@ -312,3 +312,19 @@ def test_plan_and_engine_size_rows_by_one_rule(free: float | None, monkeypatch) 
     if free is not None and free < 60:  # a busy card: shorter rows than an idle one
         idle = pack_len_on(cfg, load_profile(H200), DatasetFacts(502_640, 600))
         assert planned.length < idle.length
+
+
+def test_only_the_cards_the_run_uses_size_its_rows() -> None:
+    """A one-GPU run on a two-GPU machine: a busy second card does not shorten its rows."""
+    cfg = load_config(LORA, ["training.gradient_accumulation_steps=2"])
+    one = load_profile(H200)
+    one.gpus[0].memory_free_gib = 139.2
+    two = load_profile(H200)
+    two.gpus = [dataclasses.replace(one.gpus[0], index=0),
+                dataclasses.replace(one.gpus[0], index=1, memory_free_gib=30.0)]
+    assert pack_len_on(cfg, two) == pack_len_on(cfg, one)
+    busy = load_config(LORA, ["training.gradient_accumulation_steps=2", "distributed.gpus=2",
+                              "distributed.fsdp=true", "method=full"])
+    both_busy = load_profile(H200)
+    both_busy.gpus = [dataclasses.replace(g, memory_free_gib=30.0) for g in two.gpus]
+    assert pack_len_on(busy, two) == pack_len_on(busy, both_busy)  # a two-GPU run: both count

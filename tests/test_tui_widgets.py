@@ -100,6 +100,9 @@ async def test_memory_panel_marks_the_peak_and_handles_no_gpu() -> None:
         panel.set_gpus([GpuMemory(0, "A", 80.0, 20.0, 60.0)])
         await pilot.pause()
         assert "▏" in rendered_lines(panel)[0]
+        panel.set_gpus([GpuMemory(0, "A", None, 3.0, 3.0)])  # no card size: figures, no bar
+        await pilot.pause()
+        assert rendered_lines(panel) == [" 0 A            3.00 GiB reserved (peak since last step)"]
 
 
 @run_async

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from osstune.engine.plan.config import RunConfig
-from osstune.engine.plan.hardware import HardwareProfile
+from osstune.engine.plan.hardware import GpuInfo, HardwareProfile
 from osstune.engine.plan.memory import (
     MemoryInputs,
     gpu_terms,
@@ -119,11 +119,19 @@ def memory_inputs(cfg: RunConfig, shapes: ModelShapes, on_gpu: bool, row_len: in
     )
 
 
-def _card_gib(hardware: HardwareProfile | None, count: int, cap: float | None) -> float | None:
+def _used_gpus(hardware: HardwareProfile | None, count: int) -> list[GpuInfo]:
+    """The `count` largest cards: the ones a run of `count` GPUs is judged on."""
     if hardware is None or len(hardware.gpus) < count or count < 1:
+        return []
+    return sorted(hardware.gpus, key=lambda g: g.memory_total_gib, reverse=True)[:count]
+
+
+def _card_gib(hardware: HardwareProfile | None, count: int, cap: float | None) -> float | None:
+    used = _used_gpus(hardware, count)
+    if not used:
         return None
-    cards = sorted((g.memory_total_gib for g in hardware.gpus), reverse=True)[:count]
-    return min(cards[-1], cap) if cap else cards[-1]
+    smallest = used[-1].memory_total_gib
+    return min(smallest, cap) if cap else smallest
 
 
 def _unchecked(cfg: RunConfig, m: MemoryInputs, floor: float, card: float | None,
@@ -218,10 +226,9 @@ def pack_len_on(cfg: RunConfig, hardware: HardwareProfile | None,
     """`pack_len_for` on the smallest of the cards the run uses (planning: the profile's, with
     their free memory when the profile has it)."""
     card = _card_gib(hardware, cfg.distributed.gpus, memory_cap_gib)
-    free = None
-    if hardware and card is not None:
-        known = [g.memory_free_gib for g in hardware.gpus if g.memory_free_gib is not None]
-        free = min(known) if known and len(known) == len(hardware.gpus) else None
+    used = _used_gpus(hardware, cfg.distributed.gpus)
+    known = [g.memory_free_gib for g in used if g.memory_free_gib is not None]
+    free = min(known) if known and len(known) == len(used) else None
     gpu = hardware.gpus[0].name if hardware and hardware.gpus else None
     return pack_len_for(cfg, sizing_card_gib(card, free), gpu, facts)
 

@@ -8,7 +8,7 @@ from rich.text import Text
 from textual.widget import Widget
 
 from osstune.engine.session.fold import GpuMemory
-from osstune.tui.render.run import gpu_memory_status
+from osstune.tui.render.run import gpu_memory_status, gpu_memory_text
 from osstune.tui.widgets.bars import meter
 
 NAME_WIDTH = 12
@@ -61,8 +61,8 @@ class MemoryPanel(Widget):
         row = Text(label)
         total = gpu.total_gib or 0.0
         status = gpu_memory_status(gpu)  # a CPU rank, or a GPU before its first step
-        if status is not None:
-            row.append(status, style="dim")
+        if status is not None or total <= 0:  # no card size (an older log): figures, no bar
+            row.append(status or gpu_memory_text(gpu), style="dim")
             return row
         figures = f" {_gib(gpu.reserved_gib):>5}/{_gib(total)} pk {_gib(gpu.peak_gib):>5}"
         bar_width = max(width - len(label) - len(figures), 4)
