@@ -90,3 +90,18 @@ def test_packed_experts_load_onto_the_gpu_not_the_host() -> None:
     assert "checkpoint loading" not in packed.host_terms
     assert bf16.host_terms["checkpoint loading"] > 10
     assert packed.host_ram_gib < 4  # measured 3.28 GiB (h200-cli-lora-mxfp4-2048)
+
+
+def test_adapters_on_the_experts_keep_their_rows_inputs() -> None:
+    """LoRA on the expert weights (`lora.target_parameters`) trains through the routed rows: each
+    keeps its input and activation for the adapters' gradients, as a full fine-tune's experts do
+    (hidden + intermediate bf16 values per routed row, top-4 of them per token)."""
+    attn = ["training.unchecked_layers=4", "training.pack_len=null"]
+    experts = [*attn, "lora.target_parameters=[mlp.experts.gate_up_proj,mlp.experts.down_proj]"]
+    plain = memory_inputs(load_config(LORA, attn), S, True, 8192)
+    adapted = memory_inputs(load_config(LORA, experts), S, True, 8192)
+    assert plain.frozen_experts and not adapted.frozen_experts
+    extra = unchecked_layer_gib(adapted) - unchecked_layer_gib(plain)
+    per_token = S.experts_per_tok * 2 * (S.hidden + S.intermediate)  # 4 x 2 x (2880 + 2880)
+    assert extra * 1024**3 == pytest.approx(plain.tokens * per_token)
+    assert per_token == 46_080

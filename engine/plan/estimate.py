@@ -116,6 +116,7 @@ def memory_inputs(cfg: RunConfig, shapes: ModelShapes, on_gpu: bool, row_len: in
                                         t.gradient_accumulation_steps)
         if d.cpu_offload else None,
         lora_targets=tuple(cfg.lora.target_modules) if lora else None,
+        expert_adapters=lora and bool(cfg.lora.target_parameters),
     )
 
 

@@ -85,6 +85,11 @@ class MemoryInputs:
     reduce_bytes: int = 4  # FSDP's reduce dtype: fp32, or the parameter dtype
     pass_tokens: int | None = None  # tokens per forward pass when larger than `tokens` (offload)
     lora_targets: tuple[str, ...] | None = None  # LoRA's attention modules (None: full fine-tune)
+    expert_adapters: bool = False  # LoRA on the experts (`lora.target_parameters`)
+
+    @property
+    def frozen_experts(self) -> bool:
+        return self.lora_targets is not None and not self.expert_adapters
 
 
 def lora_input_bytes_per_token(s: ModelShapes, lora_targets: tuple[str, ...] | None) -> int:
@@ -135,20 +140,25 @@ def moe_chunked(tokens: int, moe_chunk: int | None) -> bool:
 
 def unchecked_kept_bytes_per_token(s: ModelShapes, dtype_bytes: int = 2, compiled: bool = True,
                                    lora_targets: tuple[str, ...] | None = None,
-                                   chunked: bool = False) -> int:
-    """What one unchecked layer keeps for backward, per token."""
+                                   chunked: bool = False, frozen_experts: bool | None = None
+                                   ) -> int:
+    """What one unchecked layer keeps for backward, per token (`frozen_experts`: by default,
+    frozen under LoRA, trained in a full fine-tune)."""
     attn = attention_bytes_per_token(s, dtype_bytes, lora_targets)
     if chunked:  # the chunks' checkpoints keep the block's input
         return attn + dtype_bytes * s.hidden
-    return attn + moe_bytes_per_token(s, dtype_bytes, compiled, lora_targets is not None)
+    frozen = lora_targets is not None if frozen_experts is None else frozen_experts
+    return attn + moe_bytes_per_token(s, dtype_bytes, compiled, frozen)
 
 
 def unchecked_extra_bytes_per_token(s: ModelShapes, dtype_bytes: int = 2, compiled: bool = True,
                                     lora_targets: tuple[str, ...] | None = None,
-                                    chunked: bool = False) -> int:
+                                    chunked: bool = False, frozen_experts: bool | None = None
+                                    ) -> int:
     """Extra memory per token of one layer left unchecked instead of checkpointed (what
     `unchecked_layers: auto` spends; the engine's fit uses this too)."""
-    kept = unchecked_kept_bytes_per_token(s, dtype_bytes, compiled, lora_targets, chunked)
+    kept = unchecked_kept_bytes_per_token(s, dtype_bytes, compiled, lora_targets, chunked,
+                                          frozen_experts)
     return kept - dtype_bytes * s.hidden
 
 
@@ -210,8 +220,9 @@ def activation_terms(m: MemoryInputs, unchecked: int) -> dict[str, float]:
     checked = s.layers - layers
     chunked = moe_chunked(t, m.moe_chunk)
     attn = attention_bytes_per_token(s, b, m.lora_targets)
-    moe = moe_bytes_per_token(s, b, m.compiled, m.lora_targets is not None)
-    kept = unchecked_kept_bytes_per_token(s, b, m.compiled, m.lora_targets, chunked)
+    moe = moe_bytes_per_token(s, b, m.compiled, m.frozen_experts)
+    kept = unchecked_kept_bytes_per_token(s, b, m.compiled, m.lora_targets, chunked,
+                                          m.frozen_experts)
     held = {  # through the whole step
         "checkpointed layer inputs": _gib(checked * t * b * s.hidden),
         "unchecked layer activations": _gib(layers * t * kept),
@@ -256,7 +267,8 @@ def gpu_terms(m: MemoryInputs, unchecked: int) -> dict[str, float]:
 
 def unchecked_layer_gib(m: MemoryInputs) -> float:
     return _gib(m.tokens * unchecked_extra_bytes_per_token(
-        m.shapes, m.dtype_bytes, m.compiled, m.lora_targets, moe_chunked(m.tokens, m.moe_chunk)))
+        m.shapes, m.dtype_bytes, m.compiled, m.lora_targets, moe_chunked(m.tokens, m.moe_chunk),
+        m.frozen_experts))
 
 
 def host_terms(m: MemoryInputs, on_gpu: bool) -> dict[str, float]:
