@@ -201,3 +201,20 @@ def test_events_are_typed_keep_future_fields_and_refuse_other_versions() -> None
                       "run_end: status")):
         with pytest.raises(EventSchemaError, match=why):
             parse_event(bad)
+
+
+def test_the_first_pump_after_an_attach_shows_what_the_attach_read(tmp_path: Path) -> None:
+    """Both front-ends repaint on `changed`: a step read by the attach itself counts as news,
+    once (`osstune attach`'s panel and the wizard showed nothing until the next event)."""
+    session, _ = _session(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / EVENTS_FILE).write_bytes(_line("step", **step_event(1, 10, 1)))
+    lock = OutputLock.acquire(out)  # the live run's owner
+    try:
+        session.attach()
+        assert session.snapshot().step == 1
+        assert session.pump().changed
+        assert not session.pump().changed  # nothing new since
+    finally:
+        lock.release()

@@ -106,6 +106,7 @@ class RunSession:
         self._log: tuple[str, ...] = ()
         self._exit_code: int | None = None
         self._refusal: tuple[str, bool] | None = None
+        self._unshown = False  # events folded outside pump (attach): the next pump says changed
         self._mutex = threading.Lock()
 
     # ------------------------------------------------------------------ start
@@ -159,6 +160,7 @@ class RunSession:
         earlier = self.events.poll()
         starts = [i for i, e in enumerate(earlier) if isinstance(e, RunStart)]
         self._fold.apply(earlier[starts[-1]:] if starts else earlier)
+        self._unshown = bool(earlier)
         self.process = process
 
     def _reset(self) -> None:
@@ -166,6 +168,7 @@ class RunSession:
             self._fold = RunFold(self.history, expected_gpus(self.cfg, self.profile))
             self._log, self._exit_code, self._refusal = (), None, None
             self.process, self.events, self.stop_requested = None, None, False
+            self._unshown = False
 
     # ------------------------------------------------------------------ follow
 
@@ -179,8 +182,10 @@ class RunSession:
         tail = self.process.stderr_tail(LOG_LINES)
         log = tuple(tail.splitlines() if isinstance(tail, str) else map(str, tail))[-LOG_LINES:]
         with self._mutex:
-            changed = bool(events) or log != self._log or exit_code != self._exit_code
+            changed = bool(events) or log != self._log or exit_code != self._exit_code \
+                or self._unshown
             self._fold.apply(events)
+            self._unshown = False
             self._log, self._exit_code = log, exit_code
         if exit_code is not None and self.lock is not None:
             self.lock.release()

@@ -170,8 +170,6 @@ class TrainingScreen(WizardScreen):
                 session.start(resume=resume, force=force)
         except (PreflightError, RunLocked):
             return None  # the snapshot carries the refusal
-        if attach:  # what the attach read already (its run_start on) is shown before news comes
-            self.post_message(RunProgress())
         try:
             while not worker.is_cancelled:
                 pumped = session.pump()
