@@ -103,3 +103,16 @@ def test_the_dataset_counts_in_plan_and_presets(tmp_path: Path) -> None:
     # the presets list judges the same effective config: the floor of the data's shorter rows
     floor = listed[0]["requirements"]["peak_mem_gib_per_gpu"]
     assert floor == with_data["min_peak_mem_gib_per_gpu"] < bare["min_peak_mem_gib_per_gpu"]
+
+
+def test_presets_with_a_dataset_warn_once_about_skipped_rows(tmp_path: Path) -> None:
+    """Several presets read the dataset (20b and 120b, two row lengths): its skipped rows are
+    said once, not once per way of reading it."""
+    good = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}
+    data = tmp_path / "d.jsonl"
+    data.write_text("\n".join([json.dumps(good)] * 20 + ['{"messages": [{"role": "robot"}]}']))
+    result = runner.invoke(app, ["presets", "--dataset", str(data), "--set",
+                                 "model.tokenizer=builtin:gpt-oss-offline",
+                                 "--hardware", str(PROFILES / "1xh200-141gb-disk51.json")])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.count("1 of 21 rows skipped") == 1, result.stderr

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from osstune.tui import output
-from osstune.tui.render.run import skip_reasons
 from osstune.tui.render.tokens import PLAIN_CLOSE, PLAIN_OPEN, render_plain, render_wrapped
 
 if TYPE_CHECKING:
@@ -64,6 +64,8 @@ def _header(position: int, ex: Example) -> str:
 
 def summary_lines(stats: DatasetStats, sequence_len: int, pack: PackLen | None = None
                   ) -> list[str]:
+    from osstune.tui.render.run import skip_reasons
+
     skipped = sum(stats.rows_skipped.values())
     lines = [
         f"dataset: {output.safe_text(stats.source, one_line=True)} ({stats.format})",
@@ -121,17 +123,25 @@ def packed_facts(cfg: RunConfig, profile: HardwareProfile | None, prepared: Trai
     return facts, pack
 
 
-def dataset_facts(cfg: RunConfig, profile: HardwareProfile,
-                  read: dict[tuple[str, ...], TrainingData] | None = None) -> DatasetFacts:
+@dataclass
+class DatasetReads:
+    """What `presets --dataset` read for several configs: each way of reading the dataset once
+    (tokenizer, dataset settings, length, seed), and each skipped-rows warning said once."""
+
+    prepared: dict[tuple[str, ...], TrainingData] = field(default_factory=dict)
+    warned: set[str] = field(default_factory=set)
+
+
+def dataset_facts(cfg: RunConfig, profile: HardwareProfile, reads: DatasetReads | None = None
+                  ) -> DatasetFacts:
     """`osstune plan/presets --dataset`: read and tokenize the dataset as the engine would (bad
-    input ends the command: exit 2) and return its statistics for the estimate. `read` keeps
-    what was read for configs that read it the same way (tokenizer, dataset settings, length)."""
+    input ends the command: exit 2) and return its statistics for the estimate."""
     key = (cfg.model.tokenizer or cfg.model.id, cfg.dataset.model_dump_json(),
-           str(cfg.training.sequence_len))
-    read = {} if read is None else read
-    if key not in read:
-        read[key] = _prepare(cfg, None)[1]
-    return packed_facts(cfg, profile, read[key])[0]
+           str(cfg.training.sequence_len), str(cfg.training.seed))
+    reads = reads or DatasetReads()
+    if key not in reads.prepared:
+        reads.prepared[key] = _prepare(cfg, None, reads.warned)[1]
+    return packed_facts(cfg, profile, reads.prepared[key])[0]
 
 
 def inspect(
@@ -178,9 +188,10 @@ def inspect(
         typer.echo(line)
 
 
-def _prepare(cfg: RunConfig, tokenizer_name: str | None) -> tuple[Any, TrainingData]:
+def _prepare(cfg: RunConfig, tokenizer_name: str | None, warned: set[str] | None = None
+             ) -> tuple[Any, TrainingData]:
     """The tokenizer and the prepared dataset; skipped rows are one line on stderr (so stdout
-    stays JSON with --json). Bad input ends the command (exit 2)."""
+    stays JSON with --json), once per text in `warned`. Bad input ends the command (exit 2)."""
     from osstune.engine.data.dataset import DatasetError
     from osstune.engine.data.dataset_mix import prepare_training_data
     from osstune.engine.data.tokenizer import TokenizerError, load_tokenizer
@@ -195,8 +206,10 @@ def _prepare(cfg: RunConfig, tokenizer_name: str | None) -> tuple[Any, TrainingD
     except DatasetError as e:
         output.fail(str(e))  # bad input: exit 2
     skipped = skipped_rows_line(prepared.stats.as_dict())
-    if skipped:
+    if skipped and skipped not in (warned if warned is not None else ()):
         output.warn(output.safe_text(skipped, one_line=True))
+        if warned is not None:
+            warned.add(skipped)
     return tokenizer, prepared
 
 

@@ -152,12 +152,12 @@ def presets(
     rec = None
     facts = None
     if dataset is not None:  # read as the run would: its tokens bound pack_len auto
-        from osstune.tui.commands.inspect import dataset_facts
+        from osstune.tui.commands.inspect import DatasetReads, dataset_facts
 
-        read: dict = {}  # read and tokenized once for all the presets that read it alike
+        reads = DatasetReads()  # read and tokenized once for all the presets that read it alike
 
         def facts(cfg: RunConfig) -> DatasetFacts | None:
-            return dataset_facts(cfg, profile, read) if cfg.distributed.gpus else None
+            return dataset_facts(cfg, profile, reads) if cfg.distributed.gpus else None
 
     if name and (name not in preset_names() or overrides or dataset is not None):
         verdicts = [judge(cfg, profile, facts(cfg) if facts else None)
