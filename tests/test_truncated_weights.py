@@ -29,15 +29,18 @@ CPU = torch.device("cpu")
 
 
 def cut_into(folder: Path, file_index: int = 1) -> tuple[str, str]:
-    """Cut one shard a byte into its last tensor's data: (file name, that tensor's name)."""
+    """Cut one shard a byte into its second tensor's data (by offset), so that tensor and every
+    one after it run past the end: (file name, the second tensor's name)."""
     path = sorted(folder.glob("*.safetensors"))[file_index]
     data = path.read_bytes()
     size = int.from_bytes(data[:8], "little")
     header = json.loads(data[8:8 + size])
-    last = max((n for n in header if n != "__metadata__"),
-               key=lambda n: header[n]["data_offsets"][1])
-    path.write_bytes(data[:8 + size + header[last]["data_offsets"][0] + 1])
-    return path.name, last
+    by_offset = sorted((n for n in header if n != "__metadata__"),
+                       key=lambda n: header[n]["data_offsets"][0])
+    assert len(by_offset) > 2  # several tensors cut: the first of them is the one named
+    second = by_offset[1]
+    path.write_bytes(data[:8 + size + header[second]["data_offsets"][0] + 1])
+    return path.name, second
 
 
 @pytest.fixture

@@ -14,8 +14,7 @@ A point is one JSON file (bench/calibration/*.json):
 Measured figures may be absent (a bench variant that is not an engine setting keeps only what
 compares). A point whose code has since changed what it measured stays in the folder with a
 `superseded` block naming the commit and why; its `measures` (all of them when the list is
-absent) are shown but no longer checked or fitted. A point the estimator does not model yet
-carries an `open` block (why, measures) instead: shown, not checked, a known gap.
+absent) are shown but no longer checked or fitted.
 `point_from_events` turns an engine run's events.jsonl into a point, and bench/bench_train.py
 writes the `set` list of each measurement that an engine config can repeat.
 """
