@@ -216,3 +216,6 @@ def test_an_mlflow_run_missing_from_the_store_resumes_as_a_new_tracked_run(tmp_p
     monkeypatch.setattr(mlflow, "start_run", start_run)
     _attempt(tmp_path, str(tmp_path / "checkpoints" / "step-000002"))
     assert mlflow.starts[-1] == {"run_id": None, "run_name": "t"} and mlflow.params == 2
+    warnings = [e["message"] for e in read_events(tmp_path) if e["type"] == "warning"]
+    assert any(w.startswith("report_to mlflow: run ") and "not found" in w
+               and w.endswith("tracked as a new run") for w in warnings), warnings

@@ -32,7 +32,7 @@ part() {
   if [ "$box" -lt 45 ]; then echo "a13: $name skipped ($box s left)"; return; fi
   echo "a13: $name (${box} s box)"
   timeout -k 3 "$box" "$PY" bench/bench_train.py "${TINY[@]}" --levers '' --search '' \
-    --cap-gib 79.1 --budget-s $((box - 4)) --out "$R/$name.json" "$@" \
+    --budget-s $((box - 4)) --out "$R/$name.json" "$@" \
     > "$LOGS/$name.log" 2>&1 || { echo "a13: $name exit $?"; tail -n 6 "$LOGS/$name.log"; }
   grep -E '^(packed|lever|eager)' "$LOGS/$name.log" | sed 's/^/a13:   /' || true
 }

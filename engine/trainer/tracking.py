@@ -107,12 +107,15 @@ class MLflow:
     def __init__(self, output: Path, run_name: str, config: dict[str, Any],
                  resume_id: str | None = None) -> None:
         self.mlflow = importlib.import_module("mlflow")
+        self.note: str | None = None  # said as a warning when the run starts
         active = None
         if resume_id:  # its parameters are logged already (MLflow refuses changing them)
             try:
                 active = self.mlflow.start_run(run_id=resume_id)
-            except Exception:  # not in this tracking store (another URI, deleted): a new run,
-                active = None  # as W&B's resume="allow" does
+            except Exception as e:  # not in this tracking store (another URI, deleted): a new
+                active = None  # run, as W&B's resume="allow" does, and said
+                self.note = (f"run {resume_id} cannot be resumed ({type(e).__name__}: {e}); "
+                             "tracked as a new run")
         if active is None:
             active = self.mlflow.start_run(run_name=run_name)
             self.mlflow.log_params(_flat(config))
@@ -155,8 +158,10 @@ class TrackedEventWriter(EventWriter):
             if any(t.name == name for t in self.trackers):
                 continue
             try:
-                self.trackers.append(BACKENDS[name](self.output, self.run_name, config,
-                                                    earlier.get(name)))
+                tracker = BACKENDS[name](self.output, self.run_name, config, earlier.get(name))
+                self.trackers.append(tracker)
+                if (note := getattr(tracker, "note", None)) is not None:
+                    super().emit("warning", message=f"report_to {name}: {note}")
             except ImportError:
                 super().emit("warning", message=f"report_to {name}: the package is not "
                              f"installed ({INSTALL[name]}); not tracked, training goes on")
