@@ -238,3 +238,22 @@ def test_a_resume_counts_only_the_checkpoints_not_yet_on_disk(
     Disks(monkeypatch, cache=100, out=100, shared=True)
     with pytest.raises(PreflightError, match=r"checkpoints \(1 more x weights \+ AdamW\) 117 GiB"):
         preflight(cfg, out, resume=True, force=False, profile=profile)
+
+
+def test_the_verdict_and_the_suggestions_split_the_disk_need_alike(tmp_path: Path) -> None:
+    """One rule (recommend.disk_needs) for the verdict and for `plan`'s suggestions: the
+    download is judged in the HF cache only when the profile says the cache is on another disk
+    *and* how much is free there; otherwise it counts at the output folder."""
+    from osstune.engine.plan.estimate import estimate
+    from osstune.engine.plan.recommend import disk_needs
+
+    cfg = load_preset(LORA)
+    profile = load_profile(h200_file(tmp_path, 51.1, cached=False))
+    est = estimate(cfg, profile)
+    assert disk_needs(est, profile) == (0.0, est.disk_gib)
+    profile.hf_cache_on_output_disk = False  # apart, but its free space unknown: counted here
+    assert disk_needs(est, profile) == (0.0, est.disk_gib)
+    profile.hf_cache_free_gib = 100.0
+    in_cache, at_output = disk_needs(est, profile)
+    assert in_cache == pytest.approx(HUB_20B_GIB, abs=0.01)
+    assert at_output == pytest.approx(est.disk_gib - in_cache)

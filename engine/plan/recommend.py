@@ -152,19 +152,25 @@ def _gpu_findings(req: Requirements, profile: HardwareProfile) -> list[Finding]:
     return [("fits", head), *options[best], *extra]
 
 
-def _disk_findings(est: Estimate, req: Requirements, profile: HardwareProfile
-                   ) -> list[Finding]:
-    """The run's writes at the output folder; the download too, unless the profile says the HF
-    cache is on another filesystem (then it is judged against the cache's free space)."""
+def disk_needs(est: Estimate, profile: HardwareProfile) -> tuple[float, float]:
+    """(GiB needed in the HF cache, GiB needed at the output folder): the run's writes land at
+    the output folder, and the download too unless the profile says the HF cache is on another
+    filesystem whose free space it knows (then the download is judged there)."""
     download = sum(split_download(est.disk_terms)[0].values())
-    apart = profile.hf_cache_on_output_disk is False and profile.hf_cache_free_gib is not None
+    if download and profile.hf_cache_on_output_disk is False \
+            and profile.hf_cache_free_gib is not None:
+        return download, est.disk_gib - download
+    return 0.0, est.disk_gib
+
+
+def _disk_findings(est: Estimate, profile: HardwareProfile) -> list[Finding]:
+    in_cache, need = disk_needs(est, profile)
     findings: list[Finding] = []
-    if download and apart:
+    if in_cache:
         cache_free = profile.hf_cache_free_gib or 0.0
-        verdict, head = _headroom(download, cache_free)
-        findings.append((verdict, f"needs ~{fmt_gib(download)} free in the HF cache (the model "
+        verdict, head = _headroom(in_cache, cache_free)
+        findings.append((verdict, f"needs ~{fmt_gib(in_cache)} free in the HF cache (the model "
                                   f"download); {fmt_gib(cache_free)} free{head}"))
-    need = req.disk_gib - download if download and apart else req.disk_gib
     verdict, head = _headroom(need, profile.disk_free_gib)
     findings.append((verdict, f"needs ~{fmt_gib(need)} free at {profile.output_dir}; "
                               f"{fmt_gib(profile.disk_free_gib)} free{head}"))
@@ -211,7 +217,7 @@ def judge(cfg: RunConfig, profile: HardwareProfile, dataset: DatasetFacts | None
                              None, est)
     req = requirements_of(cfg, est, profile, dataset, other_counts)
     findings = _gpu_findings(req, profile) if req.gpus > 0 else [("fits", "runs on CPU")]
-    findings += _host_findings(cfg, req, profile) + _disk_findings(est, req, profile)
+    findings += _host_findings(cfg, req, profile) + _disk_findings(est, profile)
     # Stable sort: worst findings first, otherwise in GPU, RAM, disk order.
     findings.sort(key=lambda f: -_SEVERITY[f[0]])
     reasons = [reason for _, reason in findings]

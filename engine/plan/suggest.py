@@ -15,8 +15,7 @@ from itertools import combinations
 from osstune.engine.plan.config import ConfigError, RunConfig, apply_overrides, validate
 from osstune.engine.plan.estimate import DatasetFacts, Estimate
 from osstune.engine.plan.hardware import HardwareProfile
-from osstune.engine.plan.recommend import judge
-from osstune.engine.plan.storage import split_download
+from osstune.engine.plan.recommend import disk_needs, judge
 
 MAX_SUGGESTIONS = 4
 
@@ -76,11 +75,8 @@ def suggestions(cfg: RunConfig, profile: HardwareProfile, dataset: DatasetFacts 
     """Changes that make `cfg` fit (or fit tightly) on `profile`, nearest first; `now`: the
     estimate of `cfg` when the caller has it already."""
     now = now or judge(cfg, profile, dataset, other_counts=False).estimate
-    disk_short = False
-    if now is not None and now.ok:  # at the output folder (the download lands apart, if the
-        writes = split_download(now.disk_terms)[1]  # profile says the HF cache is elsewhere)
-        at_output = writes if profile.hf_cache_on_output_disk is False else now.disk_terms
-        disk_short = sum(at_output.values()) > profile.disk_free_gib
+    disk_short = now is not None and now.ok and \
+        disk_needs(now, profile)[1] > profile.disk_free_gib  # at the output folder
     singles = _single_changes(cfg, profile, disk_short)
     found: list[Suggestion] = []
     for size in (1, 2):
