@@ -200,7 +200,7 @@ def pack_len_for(cfg: RunConfig, card_gib: float | None, gpu_name: str | None = 
         # the speeds, and the length chosen, do not hinge on whole layers fitting the spare memory:
         # the length only grows with the card (tests/test_pack_len_monotone.py)
         m = inputs(n)
-        unchecked = _unchecked(cfg, m, floor(n), None, [])
+        unchecked = _unchecked(cfg, m, 0.0, None, [])  # no card: its floor is not read
         return positions_per_s(_speed(cfg, m, unchecked, gpu_name, facts))
 
     budget = card_gib * MEMORY_FRACTION - CUDA_CONTEXT_GIB

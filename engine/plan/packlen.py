@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-GRANULE = 1024          # the loss chunk (engine/trainer/ops/loss.py) and 8 flex-attention blocks
+GRANULE = 1024          # dataset_cap rounds down to it (the loss chunk, engine/trainer/ops/loss.py)
 MAX_PACK_LEN = 131_072  # longest row measured under 80 GB (bench/calibration/h200-lean-131072.json)
 KNEE = 0.95             # "the plateau": within 5 % of the fastest length that fits
 MEMORY_FRACTION = 0.85  # leaves the verdict's 10 % headroom plus the estimator's error
@@ -100,7 +100,7 @@ def choose(sequence_len: int, fits: Callable[[int], bool], speed: Callable[[int]
     if top is None:
         return PackLen(sequence_len, "memory bound",
                        "auto: no room for rows longer than sequence_len on this card")
-    grid = sorted(set(candidates(sequence_len, top)) | {top})
+    grid = candidates(sequence_len, top)  # top is the last of them
     speeds = {n: speed(n) for n in grid}
     best = max(speeds.values())
     fastest = min(n for n, v in speeds.items() if v == best)

@@ -58,9 +58,8 @@ def best_preset(profile: HardwareProfile) -> tuple[str, str] | None:
     """(preset, verdict) `osstune presets` recommends for this profile; None when none fits."""
     from osstune.engine.plan.recommend import recommend
 
-    rec = recommend(profile)
-    verdict = {v.name: v.verdict for v in rec.verdicts}
-    return (rec.recommended, verdict[rec.recommended]) if rec.recommended else None
+    pick = next((v for v in recommend(profile).verdicts if v.recommended), None)
+    return (pick.name, pick.verdict) if pick else None
 
 
 def _best_cell(best: tuple[str, str] | None) -> str:

@@ -71,9 +71,8 @@ def _print(v: PresetVerdict, est: Estimate, suggested: list[Suggestion]) -> None
     for note in est.assumptions:
         output.print_line((f"  assumed: {note}", "dim"))
     if v.verdict == "does-not-fit" and not suggested:
-        output.print_line("No change of one or two settings (shorter rows, micro-batch 1, all "
-                          "layers checkpointed, packed experts, offload, more GPUs, fewer "
-                          "checkpoints) makes it fit this machine.")
+        output.print_line("No change of one or two settings that apply to this config makes it "
+                          "fit this machine.")
     if suggested:
         output.print_line("Nearest changes that fit:")
         for s in suggested:
