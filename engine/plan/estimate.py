@@ -242,9 +242,10 @@ def _gpu_name(hardware: HardwareProfile | None, notes: list[str]) -> str | None:
 
 
 def estimate(cfg: RunConfig, hardware: HardwareProfile | None = None, *,
-             dataset: DatasetFacts | None = None, memory_cap_gib: float | None = None
-             ) -> Estimate:
-    """The estimate of `cfg` on `hardware` (None: no card to fit `auto` to, H200 speeds)."""
+             dataset: DatasetFacts | None = None, memory_cap_gib: float | None = None,
+             checkpoints_on_disk: int = 0) -> Estimate:
+    """The estimate of `cfg` on `hardware` (None: no card to fit `auto` to, H200 speeds);
+    `checkpoints_on_disk`: finished checkpoints a resume finds in the folder (disk only)."""
     try:
         shapes = model_shapes(cfg.model.id, cfg.model.architecture)
     except ShapeError as e:
@@ -272,7 +273,7 @@ def estimate(cfg: RunConfig, hardware: HardwareProfile | None = None, *,
     cached = hardware.hf_cached_models if hardware is not None else None
     steps = cfg.training.max_steps
     est.disk_terms = _round_terms(disk_terms(cfg, shapes, m.lora_params, m.dtype_bytes, steps,
-                                             cached))
+                                             cached, checkpoints_on_disk))
     est.disk_gib = round(sum(est.disk_terms.values()), 2)
     if cached is None and est.disk_terms.get("model download (not in the HF cache)"):
         notes.append("disk counts the model download (the profile does not list the models in "

@@ -16,7 +16,7 @@ from osstune.engine.plan import hardware
 from osstune.engine.plan.config import RunConfig
 from osstune.engine.plan.estimate import estimate
 from osstune.engine.plan.hardware import HardwareProfile, output_dir_problem, probe
-from osstune.engine.plan.storage import resumed_terms, split_download
+from osstune.engine.plan.storage import split_download
 from osstune.engine.plan.units import fmt_bytes, fmt_gib
 from osstune.engine.session.run_folder import complete_checkpoints, holds_run
 
@@ -56,7 +56,8 @@ def machine_problems(cfg: RunConfig, profile: HardwareProfile, output_dir: Path,
                      resume: bool = False) -> list[str]:
     problems: list[str] = []
     dist = cfg.distributed
-    est = estimate(cfg, profile)
+    on_disk = len(complete_checkpoints(output_dir)) if resume else 0
+    est = estimate(cfg, profile, checkpoints_on_disk=on_disk)
     if uses_gpus(cfg):
         visible = len(profile.gpus)
         if dist.gpus > visible:
@@ -74,8 +75,7 @@ def machine_problems(cfg: RunConfig, profile: HardwareProfile, output_dir: Path,
                     f"config needs ~{fmt_gib(est.card_gib_needed)} per GPU (osstune plan shows "
                     "the terms)")
     if est.ok:
-        on_disk = len(complete_checkpoints(output_dir)) if resume else 0
-        problems += disk_problems(resumed_terms(est.disk_terms, on_disk), output_dir)
+        problems += disk_problems(est.disk_terms, output_dir)
         if profile.ram_gib < est.host_ram_gib:
             why = " (CPU offload)" if dist.cpu_offload else ""
             problems.append(f"host RAM: {fmt_gib(profile.ram_gib)}, this config needs "

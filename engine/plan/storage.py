@@ -80,14 +80,22 @@ def saves(cfg: RunConfig, total_steps: int | None) -> int:
 
 
 def disk_terms(cfg: RunConfig, shapes: ModelShapes, lora_params: int, dtype_bytes: int,
-               total_steps: int | None, cached: list[str] | None) -> dict[str, float]:
+               total_steps: int | None, cached: list[str] | None, on_disk: int = 0
+               ) -> dict[str, float]:
+    """What the run needs free, term by term (GiB). `on_disk`: finished checkpoints a resumed
+    run's folder holds already (taken from the free space already): only the rest of the
+    `keep_last` + 1 are still needed, at least the one being written."""
     terms: dict[str, float] = {}
     download = download_gib(cfg, shapes, cached)
     if download:
         terms["model download (not in the HF cache)"] = download
+    kind = "adapter" if cfg.method == "lora" else "weights + AdamW"
     count = saves(cfg, total_steps)
-    terms[f"checkpoints ({count} x {'adapter' if cfg.method == 'lora' else 'weights + AdamW'})"] \
-        = count * checkpoint_gib(cfg, shapes, lora_params, dtype_bytes)
+    if on_disk:
+        count = max(1, count - on_disk)
+    more = " more" if on_disk else ""
+    terms[f"checkpoints ({count}{more} x {kind})"] = \
+        count * checkpoint_gib(cfg, shapes, lora_params, dtype_bytes)
     if cfg.output.export and cfg.method == "lora":
         terms["adapter export"] = lora_params * 4 / GIB + TOKENIZER_GIB
     elif cfg.output.export:
@@ -99,22 +107,6 @@ def split_download(terms: dict[str, float]) -> tuple[dict[str, float], dict[str,
     """(the download terms, which land in the HF cache; the rest, written at the output)."""
     download = {name: gib for name, gib in terms.items() if "download" in name}
     return download, {name: gib for name, gib in terms.items() if name not in download}
-
-
-def resumed_terms(terms: dict[str, float], on_disk: int) -> dict[str, float]:
-    """`disk_terms` for a resume into a folder that already holds `on_disk` finished checkpoints:
-    they are taken from the free space already, so only the rest of the `keep_last` + 1 (at least
-    the one being written) is still needed."""
-    out: dict[str, float] = {}
-    for name, gib in terms.items():
-        head, sep, kind = name.partition(" x ")
-        if on_disk and name.startswith("checkpoints (") and sep and head[13:].isdigit():
-            count = int(head[13:])
-            more = max(1, count - on_disk)
-            out[f"checkpoints ({more} more x {kind}"] = gib / count * more
-        else:
-            out[name] = gib
-    return out
 
 
 def merge_terms(cfg: RunConfig, kind: str, dtype: str = "auto") -> dict[str, float]:
