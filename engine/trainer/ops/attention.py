@@ -83,8 +83,10 @@ def mask_mod(documents: torch.Tensor | None, sliding_window: int | None,
 
 
 MASK_BLOCK = 128  # flex attention's default block size
-# Eager mask building holds a dense B x S x S mask (and its int32 document lookups) for a moment:
-# up to 2^28 elements (~1 GiB of int32) it is built that way where compiling it can stall.
+# Eager mask building holds a dense B x S x S mask (and its int32 document lookups) for a moment.
+# A bound chosen, not measured: up to 2^28 elements (1 GiB as int32, a transient on the card)
+# it is built that way where compiling it can stall; above it the compiled build is used, whose
+# stall has not been seen beyond the two lengths below.
 EAGER_MASK_MAX_ELEMENTS = 1 << 28
 
 
@@ -92,10 +94,13 @@ def compiled_mask_build(batch: int, seq: int, is_cuda: bool) -> bool:
     """Whether `create_block_mask` is compiled (CUDA) or built eagerly (CPU, some lengths).
 
     Compiling it sorts the KV blocks of each query block; with torch 2.11 on an H200 that compile
-    did not finish in minutes at 12,288- and 14,336-token rows (96 and 112 blocks), while rows
-    whose block count is a power of two (2048 to 131,072 tokens) compiled in seconds
-    (bench/results/2026-11-29-h200-pack12288-mask-compile-stall.json; pytorch/pytorch#182060).
-    Other lengths are built eagerly while the dense mask stays small.
+    did not finish in minutes at 12,288- and 14,336-token rows (96 and 112 blocks), while
+    2048-8192-token rows started promptly (bench/results/2026-11-29-h200-pack12288-mask-compile-
+    stall.json; pytorch/pytorch#182060), as did 16,384, 65,536 and 131,072 (bench/calibration/
+    h200-packed-16384-run3.json, h200-lean-65536.json, h200-lean-131072.json) and 20,480 (160
+    blocks: h200-cli-lora-1gpu-auto20480.json). Which block
+    counts stall is not known beyond those two, so every count but a power of two is built
+    eagerly while the dense mask stays small: a conservative rule, not a measured boundary.
     """
     if not is_cuda:
         return False
