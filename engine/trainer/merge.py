@@ -12,6 +12,7 @@ import torch
 from osstune.engine.data.tokenizer import load_tokenizer
 from osstune.engine.plan.config import RunConfig
 from osstune.engine.session.events import EXIT_USER_ERROR
+from osstune.engine.session.run_folder import recoverable_checkpoints
 from osstune.engine.trainer import checkpoint as ckpt
 from osstune.engine.trainer.export import one_line, save_full_model
 from osstune.engine.trainer.model import (
@@ -73,7 +74,7 @@ def merge_lora(cfg: RunConfig, output_dir: Path, adapter_dir: Path | None = None
 
 def merge_sharded_checkpoint(cfg: RunConfig, output_dir: Path,
                              checkpoint: Path | None = None) -> Path:
-    folder = checkpoint or ckpt.latest_checkpoint(Path(output_dir))
+    folder = checkpoint or _newest_checkpoint(Path(output_dir))
     if folder is None:
         raise MergeError(f"{ckpt.checkpoints_root(Path(output_dir))}: no finished checkpoint")
     state = ckpt.read_trainer_state(folder)
@@ -88,6 +89,19 @@ def merge_sharded_checkpoint(cfg: RunConfig, output_dir: Path,
     ckpt.load_model_weights(folder, objective)
     tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.id)
     return _write(lm.state_dict(), config, tokenizer, Path(output_dir) / MERGED_DIR)
+
+
+def _newest_checkpoint(output_dir: Path) -> Path | None:
+    """The newest finished checkpoint; a newer finished one that a kill left mid-publish is not
+    merged in its place silently, nor renamed here (a live run may be publishing it): said."""
+    folder = ckpt.latest_checkpoint(output_dir)
+    newer = [p for p in recoverable_checkpoints(output_dir)
+             if folder is None or p.name.split("-", 1)[1] > folder.name]
+    if newer:
+        raise MergeError(f"{newer[-1]}: a newer finished checkpoint that a stopped run left "
+                         "mid-publish; `osstune run ... --resume` puts it back under its name "
+                         "(or give the checkpoint folder to merge)")
+    return folder
 
 
 def _write(state: dict[str, torch.Tensor], config: object, tokenizer: object, target: Path

@@ -112,3 +112,21 @@ def test_only_the_old_copy_left_is_put_back(tmp_path):
     assert (step / ckpt.COMPLETE).is_file()
     assert sorted(p.name for p in root.iterdir()) == [".tmp-step-000002", "step-000002"]
     assert ckpt.recover_interrupted_publish(tmp_path) == []  # nothing left to repair
+
+
+@pytest.mark.parametrize("left", [".tmp-step-000004", ".old-step-000004"])
+def test_merge_names_a_newer_checkpoint_left_mid_publish(tmp_path, left):
+    """A kill between a finished save and its rename: merging the older step in its place would
+    lose the newest weights silently, and renaming here could race a live run: the merge says
+    so."""
+    from osstune.engine.trainer.merge import MergeError, _newest_checkpoint
+
+    root = ckpt.checkpoints_root(tmp_path)
+    for name in ("step-000002", left):
+        (root / name).mkdir(parents=True)
+        (root / name / "COMPLETE").write_text("ok")
+    with pytest.raises(MergeError, match=rf"{left}: a newer finished checkpoint .* --resume"):
+        _newest_checkpoint(tmp_path)
+    (root / "step-000006").mkdir()
+    (root / "step-000006" / "COMPLETE").write_text("ok")  # newer than what was left: used
+    assert _newest_checkpoint(tmp_path) == root / "step-000006"
