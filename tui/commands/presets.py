@@ -150,20 +150,25 @@ def presets(
     profile = resolve_profile(ctx, hardware, output_dir)
     overrides = list(set_ or [])
     rec = None
-    facts = None
+    reads = None
     if dataset is not None:  # read as the run would: its tokens bound pack_len auto
-        from osstune.tui.commands.inspect import DatasetReads, dataset_facts
+        from osstune.tui.commands.inspect import DatasetReads
 
         reads = DatasetReads()  # read and tokenized once for all the presets that read it alike
 
-        def facts(cfg: RunConfig) -> DatasetFacts | None:
-            return dataset_facts(cfg, profile, reads) if cfg.distributed.gpus else None
+    def facts(cfg: RunConfig) -> DatasetFacts | None:  # a CPU estimate has no use for them
+        from osstune.tui.commands.inspect import dataset_facts
+
+        if reads is None or not cfg.distributed.gpus:
+            return None
+        return dataset_facts(cfg, profile, reads)
 
     if name and (name not in preset_names() or overrides or dataset is not None):
-        verdicts = [judge(cfg, profile, facts(cfg) if facts else None)
+        verdicts = [judge(cfg, profile, facts(cfg))
                     for cfg in effective_configs([name], overrides, dataset)]
     else:
-        rec = recommend(profile, effective_configs(preset_names(), overrides, dataset), facts)
+        rec = recommend(profile, effective_configs(preset_names(), overrides, dataset),
+                        facts if reads is not None else None)
         verdicts = [v for v in rec.verdicts if v.name == name] if name else rec.verdicts
     if json_:
         output.print_json([verdict_to_dict(v) for v in verdicts])
