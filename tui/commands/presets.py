@@ -11,6 +11,8 @@ from osstune.tui.commands.doctor import resolve_profile
 from osstune.tui.render.verdict import verdict_style
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from osstune.engine.plan.config import RunConfig
     from osstune.engine.plan.estimate import DatasetFacts
     from osstune.engine.plan.hardware import HardwareProfile
@@ -150,30 +152,30 @@ def presets(
     profile = resolve_profile(ctx, hardware, output_dir)
     overrides = list(set_ or [])
     rec = None
-    reads = None
-    if dataset is not None:  # read as the run would: its tokens bound pack_len auto
-        from osstune.tui.commands.inspect import DatasetReads
-
-        reads = DatasetReads()  # read and tokenized once for all the presets that read it alike
-
-    def facts(cfg: RunConfig) -> DatasetFacts | None:  # a CPU estimate has no use for them
-        from osstune.tui.commands.inspect import dataset_facts
-
-        if reads is None or not cfg.distributed.gpus:
-            return None
-        return dataset_facts(cfg, profile, reads)
-
+    facts = _facts_lookup(profile) if dataset is not None else None
     if name and (name not in preset_names() or overrides or dataset is not None):
-        verdicts = [judge(cfg, profile, facts(cfg))
+        verdicts = [judge(cfg, profile, facts(cfg) if facts else None)
                     for cfg in effective_configs([name], overrides, dataset)]
     else:
-        rec = recommend(profile, effective_configs(preset_names(), overrides, dataset),
-                        facts if reads is not None else None)
+        rec = recommend(profile, effective_configs(preset_names(), overrides, dataset), facts)
         verdicts = [v for v in rec.verdicts if v.name == name] if name else rec.verdicts
     if json_:
         output.print_json([verdict_to_dict(v) for v in verdicts])
         return
     _print_verdicts(profile, verdicts, rec.summary if rec is not None else None)
+
+
+def _facts_lookup(profile: HardwareProfile) -> Callable[[RunConfig], DatasetFacts | None]:
+    """The dataset read as each preset's run would read it (its tokens bound pack_len auto),
+    once per way of reading it; a CPU estimate has no use for them."""
+    from osstune.tui.commands.inspect import DatasetReads, dataset_facts
+
+    reads = DatasetReads()
+
+    def facts(cfg: RunConfig) -> DatasetFacts | None:
+        return dataset_facts(cfg, profile, reads) if cfg.distributed.gpus else None
+
+    return facts
 
 
 def _print_verdicts(profile: HardwareProfile, verdicts: list[PresetVerdict],
